@@ -1,0 +1,31 @@
+"""The pure core: activity model, types, state and fold. No I/O, no clock, no database."""
+
+from custate.domain.activity import (
+    Activity,
+    ActivityError,
+    FoldKey,
+    format_time,
+    parse_activity,
+    parse_time,
+)
+from custate.domain.activity_types import KNOWN_TYPES, ActivityType, rank
+from custate.domain.fold import EFFECTS, apply, fold, fold_all, ordered
+from custate.domain.state import CustomerState
+
+__all__ = [
+    "EFFECTS",
+    "KNOWN_TYPES",
+    "Activity",
+    "ActivityError",
+    "ActivityType",
+    "CustomerState",
+    "FoldKey",
+    "apply",
+    "fold",
+    "fold_all",
+    "format_time",
+    "ordered",
+    "parse_activity",
+    "parse_time",
+    "rank",
+]

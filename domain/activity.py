@@ -1,0 +1,168 @@
+"""One customer activity, parsed and validated at the edge (SEMANTICS §1)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from custate.domain.activity_types import KNOWN_TYPES, rank
+from custate.domain.payload import Payload, missing_required
+
+FoldKey = tuple[datetime, int, str]
+
+
+class ActivityError(ValueError):
+    """A record that is not a valid activity. `field` is the dotted path of the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    id: str
+    type: str
+    created_at: datetime  # aware, UTC
+    customer_id: str
+    data: Mapping[str, Any]  # the payload, unwrapped from `data.data` where nested
+    payload: Payload = field(compare=False, repr=False)
+    group_id: str | None = None
+
+    @property
+    def key(self) -> FoldKey:
+        """Fold order: business time, then created < other < deleted, then id."""
+        return (self.created_at, rank(self.type), self.id)
+
+    @property
+    def recognized(self) -> bool:
+        return self.type in KNOWN_TYPES
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON-native form that is stored and that `parse_activity` reads back."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "created_at": format_time(self.created_at),
+            "customer_id": self.customer_id,
+            "group_id": self.group_id,
+            "data": self.data,
+        }
+
+    def content(self) -> bytes:
+        """Canonical JSON of what makes two deliveries of one id the same activity.
+        `group_id` is left out: some sources (webhook envelopes) do not carry it."""
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "type": self.type,
+                "created_at": format_time(self.created_at),
+                "customer_id": self.customer_id,
+                "data": self.data,
+            },
+            option=orjson.OPT_SORT_KEYS,
+        )
+
+
+def format_time(t: datetime) -> str:
+    """ISO-8601 UTC with microseconds and `Z`: one fixed width, so strings sort as times."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: object, field: str) -> datetime:
+    """An aware date-time, normalised to UTC. A naive one is ambiguous and refused."""
+    if isinstance(value, datetime):
+        t = value
+    elif isinstance(value, str):
+        try:
+            t = datetime.fromisoformat(value)
+        except ValueError:
+            raise ActivityError(field, f"not an ISO-8601 date-time: {value!r}") from None
+    else:
+        raise ActivityError(field, f"expected an ISO-8601 date-time string, got {_kind(value)}")
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ActivityError(field, f"date-time has no zone (add Z or an offset): {value!r}")
+    return t.astimezone(UTC)
+
+
+def unwrap(data: Mapping[str, Any]) -> tuple[Mapping[str, Any], bool]:
+    """The current API spec nests the payload as {"data": {...}, "event_source": {...}}."""
+    inner = data.get("data")
+    if isinstance(inner, dict) and data.keys() <= {"data", "event_source"}:
+        return inner, True
+    return data, False
+
+
+def parse_activity(record: object, customer_id: str | None = None) -> Activity:
+    """Validate one raw record. `customer_id` is the caller's customer (an API path, a
+    webhook's `event.entity_id`), used when the record names none of its own."""
+    if not isinstance(record, dict):
+        raise ActivityError("<record>", f"expected a JSON object, got {_kind(record)}")
+    activity_id = record.get("id")
+    if not isinstance(activity_id, str) or not activity_id:
+        raise ActivityError("id", "required: a non-empty string")
+    activity_type = record.get("type")
+    if not isinstance(activity_type, str) or not activity_type:
+        raise ActivityError("type", "required: a non-empty string")
+    if "created_at" not in record:
+        raise ActivityError("created_at", "required")
+    created_at = parse_time(record["created_at"], "created_at")
+    group_id = record.get("group_id")
+    if group_id is not None and not isinstance(group_id, str):
+        raise ActivityError("group_id", f"expected a string, got {_kind(group_id)}")
+    raw = record.get("data")
+    if not isinstance(raw, dict):
+        raise ActivityError("data", f"expected a JSON object, got {_kind(raw)}")
+    data, nested = unwrap(raw)
+    prefix = "data.data" if nested else "data"
+    try:
+        payload = Payload.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        path = ".".join(str(p) for p in (prefix, *err["loc"]))
+        raise ActivityError(path, err["msg"]) from None
+    if activity_type in KNOWN_TYPES:
+        missing = missing_required(activity_type, payload)
+        if missing is not None:
+            raise ActivityError(f"{prefix}.{missing}", f"required for {activity_type}")
+    customer = _customer_id(record, customer_id, payload)
+    return Activity(
+        id=activity_id,
+        type=activity_type,
+        created_at=created_at,
+        customer_id=customer,
+        data=data,
+        payload=payload,
+        group_id=group_id,
+    )
+
+
+def _customer_id(record: Mapping[str, Any], given: str | None, payload: Payload) -> str:
+    explicit = record.get("customer_id")
+    if explicit is not None:
+        if not isinstance(explicit, str) or not explicit:
+            raise ActivityError("customer_id", "expected a non-empty string")
+        return explicit
+    if given:
+        return given
+    if payload.customer is not None and payload.customer.id:
+        return payload.customer.id
+    raise ActivityError(
+        "data.customer.id",
+        "no customer: the record has no customer_id, none was given, and the payload "
+        "has no customer.id",
+    )
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
+        type(value), type(value).__name__
+    )

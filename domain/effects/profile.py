@@ -1,0 +1,65 @@
+"""The customer's own record: profile, lifecycle, referral, custom events."""
+
+from __future__ import annotations
+
+from custate.domain.activity import Activity
+from custate.domain.state import CustomEvent, CustomerState
+
+
+def _copy_fields(s: CustomerState, a: Activity) -> None:
+    c = a.payload.customer
+    if c is None:
+        return
+    given = c.model_fields_set  # a key sent as null clears the field; an absent key keeps it
+    prof = s.profile
+    if "source_id" in given:
+        prof.source_id = c.source_id
+    if "name" in given:
+        prof.name = c.name
+    if "email" in given:
+        prof.email = c.email
+    if "phone" in given:
+        prof.phone = c.phone
+    if "metadata" in given:
+        prof.metadata = c.metadata
+
+
+def created(s: CustomerState, a: Activity) -> None:
+    _copy_fields(s, a)
+    prof = s.profile
+    prof.status = "active"
+    prof.created_at = prof.updated_at = a.created_at
+    prof.deleted_at = None
+
+
+def updated(s: CustomerState, a: Activity) -> None:
+    _copy_fields(s, a)
+    s.profile.updated_at = a.created_at
+
+
+def confirmed(s: CustomerState, a: Activity) -> None:
+    _copy_fields(s, a)
+    s.profile.confirmed_at = a.created_at
+
+
+def deleted(s: CustomerState, a: Activity) -> None:
+    s.profile.status = "deleted"
+    s.profile.deleted_at = a.created_at
+
+
+def referred(s: CustomerState, a: Activity) -> None:
+    p = a.payload
+    if p.campaign is not None and p.campaign.id and p.referrer is not None and p.referrer.id:
+        s.referred_by[p.campaign.id] = p.referrer.id
+
+
+def custom_event(s: CustomerState, a: Activity) -> None:
+    ev = a.payload.event
+    if ev is None or not ev.type:
+        return
+    known = s.custom_events.get(ev.type)
+    if known is None:
+        s.custom_events[ev.type] = CustomEvent(1, a.created_at)
+    else:
+        known.count += 1
+        known.last_at = a.created_at

@@ -1,0 +1,157 @@
+"""The fold: customer activities in `(created_at, rank, id)` order -> `CustomerState`.
+
+`EFFECTS` is the one table from activity type to what it does. Every recognised type first
+takes the card snapshot (Voucherify puts post-event balances on many payloads), then its
+own effects in the order listed. A type not in the table hits `unrecognized`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from custate.domain.activity import Activity
+from custate.domain.activity_types import MESSAGING_CHANNELS
+from custate.domain.activity_types import ActivityType as T
+from custate.domain.effects import (
+    cards,
+    counters,
+    messaging,
+    orders,
+    profile,
+    segments,
+    tiers,
+    vouchers,
+)
+from custate.domain.state import CustomerState
+
+Effect = Callable[[CustomerState, Activity], None]
+
+EFFECTS: dict[str, tuple[Effect, ...]] = {
+    T.CREATED: (profile.created,),
+    T.UPDATED: (profile.updated,),
+    T.CONFIRMED: (profile.confirmed,),
+    T.DELETED: (profile.deleted,),
+    T.REFERRED: (profile.referred,),
+    T.CUSTOM_EVENT: (profile.custom_event,),
+    T.SEGMENT_ENTERED: (segments.entered,),
+    T.SEGMENT_LEFT: (segments.left,),
+    **{
+        f"customer.{channel}.{outcome}": (messaging.message_effect(channel, outcome),)
+        for channel in MESSAGING_CHANNELS
+        for outcome in ("sent", "failed", "recovered")
+    },
+    T.REWARDED: (),
+    T.REWARDED_LOYALTY_POINTS: (),
+    T.VOUCHER_GIFT_BALANCE_ADDED: (),
+    T.VOUCHER_LOYALTY_CARD_POINTS_ADDED: (),
+    T.VOUCHER_LOYALTY_CARD_POINTS_TRANSFERRED: (),
+    T.VOUCHER_LOYALTY_CARD_POINTS_ACTIVATED: (),
+    T.VOUCHER_LOYALTY_CARD_POINTS_EXPIRED: (cards.points_expired,),
+    T.VOUCHER_LOYALTY_CARD_PENDING_POINTS_ADDED: (cards.pending_points_set,),
+    T.VOUCHER_LOYALTY_CARD_PENDING_POINTS_UPDATED: (cards.pending_points_set,),
+    T.VOUCHER_LOYALTY_CARD_PENDING_POINTS_ACTIVATED: (cards.pending_points_removed,),
+    T.VOUCHER_LOYALTY_CARD_PENDING_POINTS_CANCELED: (cards.pending_points_removed,),
+    T.VOUCHER_DELETED: (vouchers.deleted,),
+    T.PUBLICATION_SUCCEEDED: (vouchers.publication_succeeded,),
+    T.PUBLICATION_FAILED: (),
+    T.VALIDATION_SUCCEEDED: (counters.validation_succeeded,),
+    T.VALIDATION_FAILED: (counters.validation_failed,),
+    T.REDEMPTION_SUCCEEDED: (counters.redemption_succeeded,),
+    T.REDEMPTION_FAILED: (counters.redemption_failed,),
+    T.REDEMPTION_ROLLBACK_SUCCEEDED: (counters.rollback_succeeded,),
+    T.REDEMPTION_ROLLBACK_FAILED: (counters.rollback_failed,),
+    T.ORDER_CREATED: (orders.created,),
+    T.ORDER_PROCESSING: (orders.processing,),
+    T.ORDER_PAID: (orders.paid,),
+    T.ORDER_FULFILLED: (orders.fulfilled,),
+    T.ORDER_CANCELED: (orders.canceled,),
+    T.ORDER_UPDATED: (orders.updated,),
+    T.REWARD_REDEMPTIONS_CREATED: (counters.reward_redemption_effect("CREATED"),),
+    T.REWARD_REDEMPTIONS_PENDING: (counters.reward_redemption_effect("PENDING"),),
+    T.REWARD_REDEMPTIONS_COMPLETED: (counters.reward_redemption_effect("COMPLETED"),),
+    T.REWARD_REDEMPTIONS_ROLLEDBACK: (counters.reward_redemption_effect("ROLLEDBACK"),),
+    T.LOYALTY_UPDATED: (),
+    T.LOYALTY_TIER_JOINED: (tiers.joined,),
+    T.LOYALTY_TIER_UPGRADED: (tiers.changed,),
+    T.LOYALTY_TIER_DOWNGRADED: (tiers.changed,),
+    T.LOYALTY_TIER_PROLONGED: (tiers.prolonged,),
+    T.LOYALTY_TIER_EXPIRATION_CHANGED: (tiers.expiration_changed,),
+    T.LOYALTY_TIER_LEFT: (tiers.left,),
+    T.HOLDER_ASSIGNMENT_CREATED: (vouchers.holder_assigned,),
+    T.HOLDER_ASSIGNMENT_DELETED: (vouchers.holder_unassigned,),
+}
+
+
+def unrecognized(s: CustomerState, a: Activity) -> None:
+    """Voucherify adds types: keep and count them, change nothing else."""
+    s.activities.unrecognized += 1
+
+
+def apply(s: CustomerState, a: Activity) -> None:
+    """Fold one activity that sorts after everything already folded into `s`."""
+    acts = s.activities
+    acts.count += 1
+    if acts.first_at is None:
+        acts.first_at = a.created_at
+    acts.last_at = a.created_at
+    acts.last_id = a.id
+    effects = EFFECTS.get(a.type)
+    if effects is None:
+        unrecognized(s, a)
+        return
+    cards.snapshot(s, a)
+    for effect in effects:
+        effect(s, a)
+
+
+def ordered(activities: Iterable[Activity], as_of: datetime | None = None) -> list[Activity]:
+    """Distinct ids (the first delivery of an id wins, as in the store), business time up
+    to `as_of`, in fold order."""
+    seen: dict[str, Activity] = {}
+    for a in activities:
+        if a.id not in seen and (as_of is None or a.created_at <= as_of):
+            seen[a.id] = a
+    return sorted(seen.values(), key=_key)
+
+
+def _key(a: Activity) -> tuple[datetime, int, str]:
+    return a.key
+
+
+def fold(
+    activities: Iterable[Activity],
+    customer_id: str | None = None,
+    as_of: datetime | None = None,
+    start: CustomerState | None = None,
+) -> CustomerState:
+    """The state of one customer. `start` is a state to continue from (a checkpoint); the
+    activities must then all sort after it."""
+    todo = ordered(activities, as_of)
+    if start is not None:
+        s = start
+    else:
+        cid = customer_id if customer_id is not None else (todo[0].customer_id if todo else None)
+        if cid is None:
+            raise ValueError("fold of no activities needs a customer_id")
+        s = CustomerState(cid)
+    for a in todo:
+        if a.customer_id != s.customer_id:
+            raise ValueError(
+                f"activity {a.id} belongs to customer {a.customer_id}, not {s.customer_id}"
+            )
+        apply(s, a)
+    s.as_of = as_of
+    return s
+
+
+def fold_all(
+    activities: Iterable[Activity], as_of: datetime | None = None
+) -> dict[str, CustomerState]:
+    """Each customer's state, keyed and ordered by customer id."""
+    by_customer: dict[str, list[Activity]] = {}
+    for a in activities:
+        by_customer.setdefault(a.customer_id, []).append(a)
+    return {
+        cid: fold(acts, cid, as_of)
+        for cid, acts in sorted(by_customer.items())
+    }
