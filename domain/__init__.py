@@ -6,6 +6,7 @@ from custate.domain.activity import (
     FoldKey,
     format_time,
     parse_activity,
+    parse_cut,
     parse_time,
 )
 from custate.domain.activity_types import KNOWN_TYPES, ActivityType, rank
@@ -26,6 +27,7 @@ __all__ = [
     "format_time",
     "ordered",
     "parse_activity",
+    "parse_cut",
     "parse_time",
     "rank",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 import orjson
@@ -89,6 +89,18 @@ def parse_time(value: object, field: str) -> datetime:
     if t.tzinfo is None or t.utcoffset() is None:
         raise ActivityError(field, f"date-time has no zone (add Z or an offset): {value!r}")
     return t.astimezone(UTC)
+
+
+def parse_cut(text: str, field: str = "as_of") -> datetime:
+    """A cut (as_of T, known_at K): an ISO-8601 date-time with a zone, or a bare date,
+    meaning the end of that day in UTC."""
+    if len(text) == 10:
+        try:
+            day = date.fromisoformat(text)
+        except ValueError:
+            raise ActivityError(field, f"not a date or date-time: {text!r}") from None
+        return datetime.combine(day, time.max, UTC)
+    return parse_time(text, field)
 
 
 def unwrap(data: Mapping[str, Any]) -> tuple[Mapping[str, Any], bool]:
