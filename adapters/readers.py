@@ -9,6 +9,7 @@ still come through."""
 from __future__ import annotations
 
 import codecs
+import gzip
 import io
 import json
 import sys
@@ -29,6 +30,7 @@ RAW_KEEP_BYTES = 64 * 1024
 """How much of an oversized record's text is kept with its rejection."""
 
 _CHUNK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,10 @@ def read_path(path: str, customer_id: str | None = None) -> Iterator[Item]:
     with f:
         if p.is_dir():
             raise SourceError(f"{path}: is a directory")
+        if f.peek(2)[:2] == GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=f) as g:
+                yield from read_stream(io.BufferedReader(g), path, customer_id)
+            return
         yield from read_stream(f, path, customer_id)
 
 

@@ -1,3 +1,7 @@
 """Importing this module registers every command on the app."""
 
-from custate.adapters.cli import fold as fold  # noqa: F401
+from custate.adapters.cli import demo as demo
+from custate.adapters.cli import fold as fold
+from custate.adapters.cli import ingest as ingest
+from custate.adapters.cli import rejects as rejects
+from custate.adapters.cli import state as state

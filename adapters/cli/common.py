@@ -7,6 +7,7 @@ from datetime import datetime
 
 import typer
 
+from custate.adapters.api import Custate
 from custate.adapters.cli.app import EXIT_USAGE
 from custate.domain import ActivityError, parse_cut
 
@@ -28,3 +29,13 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
 
 def warn(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def open_store(url: str | None) -> Custate:
+    from custate.adapters.eventstore import StoreError
+
+    try:
+        return Custate(url)
+    except StoreError as e:
+        fail(str(e))
+        raise  # unreachable

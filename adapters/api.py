@@ -1,0 +1,127 @@
+"""The library API: how a backend service embeds custate.
+
+import custate
+
+with custate.open("sqlite:///custate.db") as cs:
+    report = cs.ingest([{"id": "evcus_1", "type": "customer.created", ...}])
+    state = cs.state("cust_1", as_of="2024-03-01")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from custate.adapters.eventstore import EventStore, StoredActivity
+from custate.adapters.ingest import DEFAULT_BATCH, Clock, IngestReport, ingest, utc_now
+from custate.adapters.readers import Item, read_path, read_text, records_from_value
+from custate.adapters.rejects import RejectStore, StoredReject
+from custate.domain import CustomerState, fold, parse_cut
+
+DEFAULT_STORE = "sqlite:///custate.db"
+
+Source = dict[str, Any] | str | bytes | Path
+
+
+class UnknownCustomerError(LookupError):
+    def __init__(self, customer_id: str) -> None:
+        super().__init__(f"no activities are stored for customer {customer_id!r}")
+        self.customer_id = customer_id
+
+
+def store_url(url: str | None = None) -> str:
+    """The store to use: the one given, else $CUSTATE_STORE, else ./custate.db."""
+    return url or os.environ.get("CUSTATE_STORE") or DEFAULT_STORE
+
+
+def _cut(value: datetime | str | None, name: str) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise ValueError(f"{name}: a datetime without a zone is ambiguous")
+        return value
+    return parse_cut(value, name)
+
+
+class Custate:
+    """One store: append activities, read customers' state as of any time."""
+
+    def __init__(self, url: str | None = None, clock: Clock = utc_now) -> None:
+        self.store = EventStore(store_url(url))
+        self.rejects_store = RejectStore(self.store.engine)
+        self.clock = clock
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Custate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ingest(
+        self,
+        sources: Iterable[Source],
+        customer_id: str | None = None,
+        batch_size: int = DEFAULT_BATCH,
+        progress: Callable[[int], None] | None = None,
+    ) -> IngestReport:
+        """Store activities from dicts (an activity or any container), JSON text (str or
+        bytes, any container) or files (`Path`). Returns what happened to each record."""
+        return self.ingest_items(_items(sources, customer_id), batch_size, progress)
+
+    def ingest_items(
+        self,
+        items: Iterable[Item],
+        batch_size: int = DEFAULT_BATCH,
+        progress: Callable[[int], None] | None = None,
+    ) -> IngestReport:
+        return ingest(self.store, self.rejects_store, items, batch_size, self.clock, progress)
+
+    def activities(
+        self, customer_id: str, known_at: datetime | str | None = None
+    ) -> list[StoredActivity]:
+        k = _cut(known_at, "known_at")
+        stored = self.store.customer_activities(customer_id, known_at=k)
+        if not stored and not self.store.has_customer(customer_id):
+            raise UnknownCustomerError(customer_id)
+        return stored
+
+    def state(
+        self,
+        customer_id: str,
+        as_of: datetime | str | None = None,
+        known_at: datetime | str | None = None,
+    ) -> CustomerState:
+        """The customer's state from the activities with `created_at <= as_of` that the
+        store had accepted by `known_at` (both optional)."""
+        t = _cut(as_of, "as_of")
+        k = _cut(known_at, "known_at")
+        stored = self.activities(customer_id, k)
+        state = fold((s.activity for s in stored), customer_id, as_of=t)
+        state.known_at = k
+        return state
+
+    def customers(self) -> list[str]:
+        return list(self.store.customers())
+
+    def rejects(self, include_resolved: bool = False) -> list[StoredReject]:
+        return list(self.rejects_store.list(include_resolved))
+
+
+def open(url: str | None = None, clock: Clock = utc_now) -> Custate:
+    """Open (creating if needed) the store at `url`: `sqlite:///PATH` or `postgresql://...`."""
+    return Custate(url, clock)
+
+
+def _items(sources: Iterable[Source], customer_id: str | None) -> Iterable[Item]:
+    for i, source in enumerate(sources):
+        if isinstance(source, Path):
+            yield from read_path(str(source), customer_id)
+        elif isinstance(source, str | bytes):
+            yield from read_text(source, f"<text {i}>", customer_id)
+        else:
+            yield from records_from_value(source, "<api>", f"[{i}]", customer_id)

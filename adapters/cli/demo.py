@@ -1,0 +1,162 @@
+"""`custate demo`: a newcomer's first run, on sample histories shipped in the package."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from custate.adapters.api import Custate
+from custate.adapters.cli.app import app
+from custate.adapters.cli.common import fail, open_store
+from custate.adapters.cli.store_options import StoreOption
+from custate.adapters.eventstore import parse_store_url
+from custate.adapters.readers import read_path
+from custate.domain import CustomerState, format_time
+from custate.projections.diff import diff_states
+
+DEMO_STORE = "sqlite:///custate-demo.db"
+DEMO_DATA = "demo.ndjson.gz"
+
+
+def demo_data_path() -> Path:
+    return Path(str(resources.files("custate.adapters") / "data" / DEMO_DATA))
+
+
+@app.command()
+def demo(store: StoreOption = None) -> None:
+    """Load sample histories (out of order, with duplicates) into a fresh store and show
+    one customer now, as of an earlier date, and what changed in between."""
+    url = store or DEMO_STORE
+    _fresh(url, given=store is not None)
+    out = Console()
+    data = demo_data_path()
+    cs = open_store(url)
+    try:
+        out.print(
+            f"Loading [bold]{data.name}[/] (sample histories, delivered out of order and "
+            f"with duplicates) into [bold]{url}[/] ..."
+        )
+        report = cs.ingest_items(read_path(str(data)))
+        out.print(
+            f"{report.read:,} deliveries: {report.accepted:,} activities stored, "
+            f"{report.duplicates:,} duplicates ignored, {report.rejected + report.conflicts} rejected."
+        )
+        customer = _pick(cs)
+        now = cs.state(customer)
+        first, last = now.activities.first_at, now.activities.last_at
+        assert first is not None
+        assert last is not None
+        earlier = first + (last - first) / 2
+        then = cs.state(customer, as_of=earlier)
+    finally:
+        cs.close()
+    out.print()
+    _side_by_side(out, customer, then, now, earlier)
+    _changes(out, then, now)
+    at = format_time(earlier)
+    out.print()
+    out.print("[bold]Try next[/]")
+    for cmd in (
+        f"custate state {customer} --store {url}",
+        f"custate state {customer} --as-of {at} --store {url}",
+        f"custate state {customer} --known-at {format_time(datetime.now().astimezone())} --store {url}",
+        f"custate ingest my-activities.ndjson --store {url}",
+        f"custate rejects --store {url}",
+        "custate fold activities.ndjson   (no store: state straight from files)",
+    ):
+        out.print(f"  {cmd}", markup=False, highlight=False)
+
+
+def _fresh(url: str, given: bool) -> None:
+    """The demo always starts from an empty store; it deletes only its own default file."""
+    target = parse_store_url(url)
+    if target.kind == "sqlite":
+        path = Path(target.env["SQLITE_DBNAME"])
+        if not given:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        elif path.exists() and path.stat().st_size > 0:
+            fail(
+                f"{url}: the demo needs a fresh store; this one exists (remove it, or omit --store)"
+            )
+        return
+    cs = Custate(url)
+    try:
+        if cs.store.count():
+            fail(f"{url}: the demo needs a fresh store; this one already holds activities")
+    finally:
+        cs.close()
+
+
+def _pick(cs: Custate) -> str:
+    """A customer whose story shows most: many activities, tier and segment changes."""
+    best, best_score = "", -1
+    for cid in cs.customers():
+        s = cs.state(cid)
+        score = s.activities.count + 20 * len(s.tiers) + 5 * len(s.segments) + len(s.cards)
+        if score > best_score:
+            best, best_score = cid, score
+    return best
+
+
+def _summary(s: CustomerState) -> dict[str, str]:
+    rows: dict[str, str] = {
+        "status": s.profile.status,
+        "name": s.profile.name or "",
+        "loyalty points": f"{s.points:,}",
+    }
+    for cid, c in sorted(s.cards.items()):
+        rows[f"card {c.code or cid}"] = f"{c.balance or 0:,} pts, {c.pending_points:,} pending"
+    for camp, t in sorted(s.tiers.items()):
+        rows[f"tier in {camp}"] = f"{t.tier_name or t.tier_id}"
+    for gid, g in sorted(s.gift_cards.items()):
+        rows[f"gift card {g.code or gid}"] = f"{(g.balance or 0) / 100:,.2f}"
+    rows["segments"] = ", ".join(seg.name or sid for sid, seg in sorted(s.segments.items()))
+    statuses = Counter(o.status or "?" for o in s.orders.values())
+    rows["orders"] = ", ".join(f"{n} {st.lower()}" for st, n in sorted(statuses.items()))
+    r = s.redemptions
+    rows["redemptions"] = f"{r.succeeded} ok, {r.failed} failed, {r.rollback_succeeded} rolled back"
+    rows["activities"] = f"{s.activities.count:,}"
+    return rows
+
+
+def _side_by_side(
+    out: Console, customer: str, then: CustomerState, now: CustomerState, earlier: datetime
+) -> None:
+    a, b = _summary(then), _summary(now)
+    table = Table(title=f"Customer {customer}", header_style="bold")
+    table.add_column("")
+    table.add_column(f"as of {format_time(earlier)[:19]}Z")
+    table.add_column("now")
+    for key in dict.fromkeys([*a, *b]):
+        before, after = a.get(key, ""), b.get(key, "")
+        style = "yellow" if before != after else None
+        table.add_row(key, before, after, style=style)
+    out.print(table)
+
+
+def _changes(out: Console, then: CustomerState, now: CustomerState, limit: int = 25) -> None:
+    changes = [
+        c
+        for c in diff_states(then.to_json(), now.to_json())
+        if not c.path.startswith(("activities.", "gaps"))
+    ]
+    table = Table(title=f"What changed in between ({len(changes)} fields)", header_style="bold")
+    table.add_column("field", overflow="fold")
+    table.add_column("before", overflow="fold")
+    table.add_column("after", overflow="fold")
+    for c in changes[:limit]:
+        table.add_row(c.path, _show(c.before), _show(c.after))
+    if len(changes) > limit:
+        table.add_row(f"... and {len(changes) - limit} more", "", "")
+    out.print(table)
+
+
+def _show(value: Any) -> str:
+    return "—" if value is None else str(value)

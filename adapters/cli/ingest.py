@@ -1,0 +1,95 @@
+"""`custate ingest`: files into the store, idempotently, with a summary."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from custate.adapters.api import Custate
+from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
+from custate.adapters.cli.common import fail, open_store
+from custate.adapters.cli.store_options import JsonOption, StoreOption
+from custate.adapters.ingest import DEFAULT_BATCH, IngestReport
+from custate.adapters.readers import SourceError, check_readable, read_paths
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[str], typer.Argument(help="Activity files (any container); - is stdin.")],
+    customer: Annotated[
+        str | None,
+        typer.Option("--customer", help="The customer of records that name none."),
+    ] = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=10_000, help="Activities per transaction.")
+    ] = DEFAULT_BATCH,
+) -> None:
+    """Append activities to the store: each once, however often it is delivered."""
+    try:
+        check_readable(paths)
+    except SourceError as e:
+        fail(str(e))
+    cs = open_store(store)
+    try:
+        report = _run(cs, paths, customer, batch_size, show_progress=not as_json)
+    except SourceError as e:
+        fail(str(e))
+    finally:
+        cs.close()
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        _print_summary(report)
+    if not report.ok:
+        raise typer.Exit(EXIT_BAD_RECORDS)
+
+
+def _run(
+    cs: Custate, paths: list[str], customer: str | None, batch_size: int, show_progress: bool
+) -> IngestReport:
+    items = read_paths(paths, customer)
+    err = Console(stderr=True)
+    if not (show_progress and err.is_terminal):
+        return cs.ingest_items(items, batch_size)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("ingesting"),
+        TextColumn("{task.completed:,.0f} records"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("ingest", total=None)
+        return cs.ingest_items(items, batch_size, lambda n: progress.advance(task, n))
+
+
+def _print_summary(report: IngestReport) -> None:
+    out = Console()
+    table = Table(title="custate ingest", show_header=True, header_style="bold")
+    table.add_column("records")
+    table.add_column("count", justify="right")
+    table.add_row("read", f"{report.read:,}")
+    table.add_row("accepted", f"{report.accepted:,}")
+    table.add_row("duplicates (ignored)", f"{report.duplicates:,}")
+    table.add_row("conflicts (rejected)", f"{report.conflicts:,}")
+    table.add_row("invalid (rejected)", f"{report.rejected:,}")
+    table.add_row("unrecognised types (stored)", f"{report.unrecognized:,}")
+    if report.resolved:
+        table.add_row("earlier rejects now resolved", f"{report.resolved:,}")
+    out.print(table)
+    err = Console(stderr=True)
+    for p in report.problems:
+        err.print(f"{p.source} {p.location}: {p.field}: {p.reason}", markup=False, highlight=False)
+    if not report.ok:
+        err.print(
+            "Rejected records are kept: `custate rejects` lists them, "
+            "`custate rejects --export FILE` writes them out for fixing and re-ingesting."
+        )

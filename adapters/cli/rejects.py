@@ -1,0 +1,79 @@
+"""`custate rejects`: list rejected records, or export them for fixing and re-ingesting."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from custate.adapters.cli.app import app
+from custate.adapters.cli.common import open_store
+from custate.adapters.cli.store_options import JsonOption, StoreOption
+from custate.adapters.rejects import StoredReject
+
+
+@app.command()
+def rejects(
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+    include_resolved: Annotated[
+        bool, typer.Option("--all", help="Also list rejects that were later resolved.")
+    ] = False,
+    export: Annotated[
+        Path | None,
+        typer.Option("--export", help="Write the rejected records to FILE as NDJSON."),
+    ] = None,
+) -> None:
+    """List the records ingest rejected, with where they came from and why."""
+    cs = open_store(store)
+    try:
+        found = cs.rejects(include_resolved)
+    finally:
+        cs.close()
+    if export is not None:
+        with export.open("wb") as f:
+            for r in found:
+                f.write(_one_line(r.reject.raw) + b"\n")
+        Console(stderr=True).print(f"wrote {len(found)} record(s) to {export}")
+        return
+    if as_json:
+        for r in found:
+            sys.stdout.buffer.write(orjson.dumps(r.to_json()) + b"\n")
+        return
+    _table(found)
+
+
+def _one_line(raw: str) -> bytes:
+    """Export as NDJSON: a record that is valid JSON goes out compact; one that is not is
+    kept as written, its line breaks folded, for the user to mend."""
+    try:
+        return orjson.dumps(orjson.loads(raw))
+    except orjson.JSONDecodeError:
+        return raw.replace("\r", " ").replace("\n", " ").encode()
+
+
+def _table(found: list[StoredReject]) -> None:
+    out = Console()
+    if not found:
+        out.print("No rejected records.")
+        return
+    table = Table(title=f"{len(found)} rejected record(s)", header_style="bold")
+    for col in ("#", "kind", "source", "location", "activity", "field", "reason"):
+        table.add_column(col, overflow="fold")
+    for r in found:
+        j = r.reject
+        table.add_row(
+            str(r.id),
+            j.kind + (" (resolved)" if r.resolved_at else ""),
+            j.source,
+            j.location,
+            j.activity_id or "",
+            j.field,
+            j.reason,
+        )
+    out.print(table)

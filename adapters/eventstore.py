@@ -1,0 +1,340 @@
+"""The event store: each activity one event on its customer's stream, on `eventsourcing`.
+
+Idempotency is the database's: beside each activity event, the same transaction writes a
+one-event marker stream `activity:<id>` at version 1. A second delivery of the id, from
+this process or another, fails on the store's unique `(originator_id, originator_version)`
+and the whole batch rolls back; a probe before each batch keeps that rare (one duplicate
+would otherwise cost the batch), and an `IntegrityError` is told apart (duplicate or a
+lost version race) by probing again.
+
+Stream ids are text (`customer:<id>`, `activity:<id>`; the library's ORIGINATOR_ID_TYPE
+text), readable in the database and free of uuid5 work on the hot path. Events are
+written as `StoredEvent`s with explicit, registered topics and a JSON-native state that the
+library's own mapper also decodes (the record time uses its `datetime_iso` transcoding)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from eventsourcing.application import Application
+from eventsourcing.domain import DomainEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.utils import register_topic
+from sqlalchemy import Engine, bindparam, create_engine, event, text
+from sqlalchemy.engine import make_url
+
+from custate.domain import Activity, parse_activity, parse_time
+
+ACTIVITY_TOPIC = "custate:ActivityRecorded"
+MARKER_TOPIC = "custate:ActivityMarker"
+APP_NAME = "custate"
+
+
+class ActivityRecorded(DomainEvent):
+    """An activity as stored on its customer's stream; `timestamp` is the record time."""
+
+    TOPIC = ACTIVITY_TOPIC
+    activity: dict[str, Any]
+
+
+class ActivityMarker(DomainEvent):
+    """Version 1 of the stream `activity:<id>`: where the activity went, and its digest."""
+
+    TOPIC = MARKER_TOPIC
+    customer_id: str
+    version: int
+    sha256: str
+
+
+register_topic(ACTIVITY_TOPIC, ActivityRecorded)
+register_topic(MARKER_TOPIC, ActivityMarker)
+
+
+class ActivityLog(Application[Any]):
+    name = APP_NAME  # pinned: PostgreSQL table names follow it (custate_events)
+
+
+class StoreError(Exception):
+    """A store URL that cannot be used, or a store that cannot be reached."""
+
+
+def customer_stream(customer_id: str) -> str:
+    return f"customer:{customer_id}"
+
+
+def marker_stream(activity_id: str) -> str:
+    return f"activity:{activity_id}"
+
+
+def digest(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredActivity:
+    activity: Activity
+    recorded_at: datetime
+    version: int  # position on the customer's stream: arrival order
+    notification_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A redelivery of a stored id with different content: the stored one stays."""
+
+    activity: Activity
+    stored: dict[str, Any]
+
+
+@dataclass(slots=True)
+class AppendResult:
+    accepted: list[Activity] = field(default_factory=list)
+    duplicates: list[Activity] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreUrl:
+    url: str
+    kind: str  # "sqlite" | "postgresql"
+    env: dict[str, str]
+    sqlalchemy_url: str
+    schema: str | None
+    events_table: str
+
+
+def parse_store_url(url: str) -> StoreUrl:
+    """`sqlite:///PATH` or `postgresql://user[:password]@host[:port]/db[?schema=S]`."""
+    try:
+        u = make_url(url)
+    except Exception as e:
+        raise StoreError(f"not a store URL: {url!r} ({e})") from None
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        if not u.database or u.database == ":memory:":
+            raise StoreError(f"{url}: an SQLite store needs a file path: sqlite:///PATH")
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": u.database,
+            "SQLITE_LOCK_TIMEOUT": "60",
+            "ORIGINATOR_ID_TYPE": "text",
+        }
+        return StoreUrl(url, "sqlite", env, f"sqlite:///{u.database}", None, "stored_events")
+    if backend in ("postgresql", "postgres"):
+        schema = u.query.get("schema")
+        schema = schema if isinstance(schema, str) else None
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": u.database or "postgres",
+            "POSTGRES_HOST": u.host or "127.0.0.1",
+            "POSTGRES_PORT": str(u.port or 5432),
+            "POSTGRES_USER": u.username or "postgres",
+            "POSTGRES_PASSWORD": u.password or "",
+            "POSTGRES_SCHEMA": schema or "",
+            "POSTGRES_LOCK_TIMEOUT": "60",
+            "ORIGINATOR_ID_TYPE": "text",
+        }
+        sa = u.set(drivername="postgresql+psycopg").difference_update_query(["schema"])
+        table = f"{schema}.{APP_NAME}_events" if schema else f"{APP_NAME}_events"
+        return StoreUrl(
+            url, "postgresql", env, sa.render_as_string(hide_password=False), schema, table
+        )
+    raise StoreError(f"{url}: unsupported store; use sqlite:///PATH or postgresql://...")
+
+
+def make_engine(store: StoreUrl) -> Engine:
+    """A SQLAlchemy engine on the same database, for probes, rejects and the read model."""
+    if store.kind == "sqlite":
+        engine = create_engine(store.sqlalchemy_url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(store.sqlalchemy_url, pool_pre_ping=True)
+
+
+class EventStore:
+    """Append activities idempotently; read a customer's activities back, with record times."""
+
+    MAX_RETRIES = 8
+
+    def __init__(self, url: str) -> None:
+        self.url = parse_store_url(url)
+        self.engine = make_engine(self.url)
+        if self.url.kind == "postgresql" and self.url.schema:
+            with self.engine.begin() as c:
+                c.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.url.schema}"'))
+        try:
+            self.app = ActivityLog(env=self.url.env)
+        except Exception as e:
+            raise StoreError(f"{url}: cannot open the event store: {e}") from e
+        self.recorder = self.app.recorder
+        table = self.url.events_table
+        self._probe = text(
+            f"SELECT originator_id, state FROM {table} "
+            "WHERE originator_id IN :ids AND originator_version = 1"
+        ).bindparams(bindparam("ids", expanding=True))
+        self._heads = text(
+            f"SELECT originator_id, MAX(originator_version) FROM {table} "
+            "WHERE originator_id IN :ids GROUP BY originator_id"
+        ).bindparams(bindparam("ids", expanding=True))
+        self._customers = text(
+            f"SELECT DISTINCT originator_id FROM {table} WHERE originator_id LIKE 'customer:%' "
+            "ORDER BY originator_id"
+        )
+
+    def close(self) -> None:
+        self.app.close()
+        self.engine.dispose()
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(
+        self, activities: Sequence[Activity], recorded_at: datetime | None = None
+    ) -> AppendResult:
+        """Store each activity once. Duplicates (same id, same content) are skipped; a
+        conflicting redelivery (same id, other content) is returned, and nothing of it stored."""
+        when = recorded_at or datetime.now(UTC)
+        batch: dict[str, tuple[Activity, bytes]] = {}
+        result = AppendResult()
+        for a in activities:
+            content = a.content()
+            first = batch.get(a.id)
+            if first is None:
+                batch[a.id] = (a, content)
+            elif first[1] == content:
+                result.duplicates.append(a)
+            else:
+                result.conflicts.append(Conflict(a, first[0].to_record()))
+        for _ in range(self.MAX_RETRIES):
+            todo = self._drop_stored(batch, result)
+            if not todo:
+                return result
+            try:
+                self.recorder.insert_events(self._events(todo, when))
+            except IntegrityError:
+                continue  # another writer got there first: probe again and retry what is left
+            result.accepted.extend(a for a, _ in todo)
+            return result
+        raise StoreError("could not append a batch after repeated write conflicts")
+
+    def _drop_stored(
+        self, batch: dict[str, tuple[Activity, bytes]], result: AppendResult
+    ) -> list[tuple[Activity, bytes]]:
+        """Remove from `batch` what the store already holds; sort those into the result."""
+        if not batch:
+            return []
+        markers = {marker_stream(i): i for i in batch}
+        with self.engine.connect() as c:
+            rows = c.execute(self._probe, {"ids": list(markers)}).all()
+        for originator_id, state in rows:
+            activity_id = markers[originator_id]
+            a, content = batch.pop(activity_id)
+            marker = orjson.loads(bytes(state))
+            if marker["sha256"] == digest(content):
+                result.duplicates.append(a)
+            else:
+                stored = self._stored_record(marker["customer_id"], marker["version"])
+                result.conflicts.append(Conflict(a, stored))
+        return list(batch.values())
+
+    def _events(self, todo: list[tuple[Activity, bytes]], when: datetime) -> list[StoredEvent]:
+        streams = sorted({customer_stream(a.customer_id) for a, _ in todo})
+        with self.engine.connect() as c:
+            heads: dict[str, int] = {
+                r[0]: int(r[1]) for r in c.execute(self._heads, {"ids": streams})
+            }
+        stamp = {"_type_": "datetime_iso", "_data_": when.isoformat()}
+        events: list[StoredEvent] = []
+        for a, content in todo:
+            stream = customer_stream(a.customer_id)
+            version = heads.get(stream, 0) + 1
+            heads[stream] = version
+            events.append(
+                StoredEvent(
+                    stream,
+                    version,
+                    ACTIVITY_TOPIC,
+                    orjson.dumps({"timestamp": stamp, "activity": a.to_record()}),
+                )
+            )
+            events.append(
+                StoredEvent(
+                    marker_stream(a.id),
+                    1,
+                    MARKER_TOPIC,
+                    orjson.dumps(
+                        {
+                            "timestamp": stamp,
+                            "customer_id": a.customer_id,
+                            "version": version,
+                            "sha256": digest(content),
+                        }
+                    ),
+                )
+            )
+        return events
+
+    def _stored_record(self, customer_id: str, version: int) -> dict[str, Any]:
+        (ev,) = self.recorder.select_events(
+            customer_stream(customer_id), gt=version - 1, lte=version
+        )
+        record: dict[str, Any] = orjson.loads(ev.state)["activity"]
+        return record
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def customer_activities(
+        self, customer_id: str, known_at: datetime | None = None, lte: int | None = None
+    ) -> list[StoredActivity]:
+        """The customer's stored activities in arrival order; with `known_at`, only those the
+        store had accepted by then; with `lte`, only up to that stream version."""
+        events = self.recorder.select_events(customer_stream(customer_id), lte=lte)
+        out: list[StoredActivity] = []
+        for ev in events:
+            stored = decode(ev.state, ev.originator_version)
+            if known_at is None or stored.recorded_at <= known_at:
+                out.append(stored)
+        return out
+
+    def has_customer(self, customer_id: str) -> bool:
+        return bool(self.recorder.select_events(customer_stream(customer_id), limit=1))
+
+    def customers(self) -> Iterator[str]:
+        with self.engine.connect() as c:
+            for (originator_id,) in c.execute(self._customers):
+                yield originator_id.removeprefix("customer:")
+
+    def count(self) -> int:
+        with self.engine.connect() as c:
+            n = c.execute(
+                text(f"SELECT COUNT(*) FROM {self.url.events_table} WHERE topic = :t"),
+                {"t": ACTIVITY_TOPIC},
+            ).scalar_one()
+        return int(n)
+
+
+def decode(state: bytes, version: int, notification_id: int | None = None) -> StoredActivity:
+    d = orjson.loads(state)
+    return StoredActivity(
+        parse_activity(d["activity"]),
+        parse_time(d["timestamp"]["_data_"], "timestamp"),
+        version,
+        notification_id,
+    )

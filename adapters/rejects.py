@@ -1,0 +1,171 @@
+"""Rejected records, kept where a user can list, fix and re-submit them.
+
+Nothing is lost: a record that failed to parse or validate, or that conflicts with a
+stored activity, is kept with its source, location, reason and raw text. The same bad
+record seen again (a rerun after a crash) is kept once. A reject whose activity later goes
+in cleanly is marked resolved."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+
+def rejects_table(metadata: MetaData) -> Table:
+    return Table(
+        "custate_rejects",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("kind", String(16), nullable=False),  # invalid | conflict
+        Column("source", Text, nullable=False),
+        Column("location", Text, nullable=False),
+        Column("field", Text, nullable=False),
+        Column("reason", Text, nullable=False),
+        Column("activity_id", Text, index=True),
+        Column("raw", Text, nullable=False),
+        Column("stored", Text),  # a conflict: the version the store keeps
+        Column("digest", String(64), nullable=False),
+        Column("rejected_at", DateTime(timezone=True), nullable=False),
+        Column("resolved_at", DateTime(timezone=True)),
+        UniqueConstraint("source", "location", "digest", name="custate_rejects_once"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    kind: str
+    source: str
+    location: str
+    field: str
+    reason: str
+    raw: str
+    activity_id: str | None = None
+    stored: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "location": self.location,
+            "field": self.field,
+            "reason": self.reason,
+            "activity_id": self.activity_id,
+            "raw": self.raw,
+            "stored": self.stored,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReject:
+    id: int
+    reject: Reject
+    rejected_at: datetime
+    resolved_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            **self.reject.to_json(),
+            "rejected_at": self.rejected_at.isoformat(),
+            "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
+        }
+
+
+def activity_id_of(raw: str) -> str | None:
+    """The id a raw record claims, if it is readable at all (to resolve it later)."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(value, dict):
+        event = value.get("event")
+        if isinstance(event, dict) and isinstance(event.get("id"), str):
+            return str(event["id"])
+        if isinstance(value.get("id"), str):
+            return str(value["id"])
+    return None
+
+
+class RejectStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.metadata = MetaData()
+        self.table = rejects_table(self.metadata)
+        self.metadata.create_all(engine)
+        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+
+    def add(self, rejects: Iterable[Reject], at: datetime) -> int:
+        rows = [
+            {
+                **r.to_json(),
+                "digest": hashlib.sha256(r.raw.encode()).hexdigest(),
+                "rejected_at": at,
+            }
+            for r in rejects
+        ]
+        if not rows:
+            return 0
+        stmt = self._insert(self.table).on_conflict_do_nothing()
+        with self.engine.begin() as c:
+            c.execute(stmt, rows)
+        return len(rows)
+
+    def resolve(self, activity_ids: Iterable[str], at: datetime) -> int:
+        ids = list(activity_ids)
+        if not ids:
+            return 0
+        t = self.table
+        n = 0
+        with self.engine.begin() as c:
+            for i in range(0, len(ids), 500):
+                res = c.execute(
+                    update(t)
+                    .where(t.c.activity_id.in_(ids[i : i + 500]), t.c.resolved_at.is_(None))
+                    .where(t.c.kind == "invalid")
+                    .values(resolved_at=at)
+                )
+                n += res.rowcount or 0
+        return n
+
+    def list(self, include_resolved: bool = False) -> Iterator[StoredReject]:
+        t = self.table
+        q = select(t).order_by(t.c.id)
+        if not include_resolved:
+            q = q.where(t.c.resolved_at.is_(None))
+        with self.engine.connect() as c:
+            for row in c.execute(q).mappings():
+                yield StoredReject(
+                    row["id"],
+                    Reject(
+                        row["kind"],
+                        row["source"],
+                        row["location"],
+                        row["field"],
+                        row["reason"],
+                        row["raw"],
+                        row["activity_id"],
+                        row["stored"],
+                    ),
+                    row["rejected_at"],
+                    row["resolved_at"],
+                )
