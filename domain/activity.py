@@ -11,7 +11,7 @@ import orjson
 from pydantic import ValidationError
 
 from custate.domain.activity_types import KNOWN_TYPES, rank
-from custate.domain.payload import Payload, missing_required
+from custate.domain.payload import CustomerView, Payload, missing_required
 
 FoldKey = tuple[datetime, int, str]
 
@@ -136,9 +136,14 @@ def parse_activity(record: object, customer_id: str | None = None) -> Activity:
     try:
         payload = Payload.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        path = ".".join(str(p) for p in (prefix, *err["loc"]))
-        raise ActivityError(path, err["msg"]) from None
+        if activity_type not in KNOWN_TYPES:
+            # An unknown type is accepted and stored (SEMANTICS §1): no effect reads its
+            # payload, which may give a familiar key another shape. Keep only the customer.
+            payload = _customer_only(data)
+        else:
+            err = e.errors()[0]
+            path = ".".join(str(p) for p in (prefix, *err["loc"]))
+            raise ActivityError(path, err["msg"]) from None
     if activity_type in KNOWN_TYPES:
         missing = missing_required(activity_type, payload)
         if missing is not None:
@@ -153,6 +158,12 @@ def parse_activity(record: object, customer_id: str | None = None) -> Activity:
         payload=payload,
         group_id=group_id,
     )
+
+
+def _customer_only(data: Mapping[str, Any]) -> Payload:
+    customer = data.get("customer")
+    cid = customer.get("id") if isinstance(customer, dict) else None
+    return Payload(customer=CustomerView(id=cid)) if isinstance(cid, str) else Payload()
 
 
 def _customer_id(record: Mapping[str, Any], given: str | None, payload: Payload) -> str:

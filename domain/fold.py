@@ -151,7 +151,4 @@ def fold_all(
     by_customer: dict[str, list[Activity]] = {}
     for a in activities:
         by_customer.setdefault(a.customer_id, []).append(a)
-    return {
-        cid: fold(acts, cid, as_of)
-        for cid, acts in sorted(by_customer.items())
-    }
+    return {cid: fold(acts, cid, as_of) for cid, acts in sorted(by_customer.items())}

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict
 
 
 class View(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # strict: "12" or true is not a number of points; a wrong type is an error, not a guess.
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
 
 class Ref(View):

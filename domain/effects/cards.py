@@ -96,20 +96,22 @@ def snapshot(s: CustomerState, a: Activity) -> None:
 
     if bal is not None and bal.type == "loyalty_card":
         card = _loyalty_card(s, cid, p, v)
-        _check_gap(s, "loyalty_card", cid, a, card.balance, card.updated_by, bal.points, bal.balance)
+        _check_gap(
+            s, "loyalty_card", cid, a, card.balance, card.updated_by, bal.points, bal.balance
+        )
         if bal.balance is not None:
-            card.balance = bal.balance
+            card.balance, card.updated_by = bal.balance, a.id
         if bal.total is not None:
             card.total = bal.total
-        card.updated_at, card.updated_by = at, a.id
+        card.updated_at = at
     elif bal is not None and bal.type == "gift_voucher":
         gift = _gift_card(s, cid, p, v)
         _check_gap(s, "gift_card", cid, a, gift.balance, gift.updated_by, bal.amount, bal.balance)
         if bal.balance is not None:
-            gift.balance = bal.balance
+            gift.balance, gift.updated_by = bal.balance, a.id
         if bal.total is not None:
             gift.total = bal.total
-        gift.updated_at, gift.updated_by = at, a.id
+        gift.updated_at = at
 
     if v is not None and v.type == "LOYALTY_CARD" and v.loyalty_card is not None:
         block = v.loyalty_card
@@ -128,10 +130,10 @@ def snapshot(s: CustomerState, a: Activity) -> None:
             # The voucher block is pre-event in some payloads (customer.rewarded.loyalty_points
             # shows 0 beside a balance of 900): trust it only when nothing better is given.
             if block.balance is not None:
-                card.balance = block.balance
+                card.balance, card.updated_by = block.balance, a.id
             if block.points is not None:
                 card.total = block.points
-        card.updated_at, card.updated_by = at, a.id
+        card.updated_at = at
     elif (
         v is not None
         and v.type == "GIFT_VOUCHER"
@@ -140,17 +142,17 @@ def snapshot(s: CustomerState, a: Activity) -> None:
     ):
         gift = _gift_card(s, cid, p, v)
         if v.gift.balance is not None:
-            gift.balance = v.gift.balance
+            gift.balance, gift.updated_by = v.gift.balance, a.id
         if v.gift.amount is not None:
             gift.total = v.gift.amount
-        gift.updated_at, gift.updated_by = at, a.id
+        gift.updated_at = at
 
     ppb = p.voucher_pending_points_balance
     if ppb is not None and ppb.total is not None:
         pid = ppb.related_object.id if ppb.related_object and ppb.related_object.id else cid
         card = _loyalty_card(s, pid, p, v if pid == cid else None)
         card.pending_points = ppb.total
-        card.updated_at, card.updated_by = at, a.id
+        card.updated_at = at
 
 
 def points_expired(s: CustomerState, a: Activity) -> None:
@@ -164,7 +166,7 @@ def points_expired(s: CustomerState, a: Activity) -> None:
         return
     card = _loyalty_card(s, cid, p, v if v is not None and v.id == cid else None)
     card.expired_points += abs(p.points)
-    card.updated_at, card.updated_by = a.created_at, a.id
+    card.updated_at = a.created_at
 
 
 def _pending_card(s: CustomerState, a: Activity) -> LoyaltyCard | None:
@@ -173,7 +175,9 @@ def _pending_card(s: CustomerState, a: Activity) -> LoyaltyCard | None:
     cid = (pp.voucher_id if pp is not None else None) or card_id(p)
     if cid is None:
         return None
-    return _loyalty_card(s, cid, p, p.voucher if p.voucher is not None and p.voucher.id == cid else None)
+    return _loyalty_card(
+        s, cid, p, p.voucher if p.voucher is not None and p.voucher.id == cid else None
+    )
 
 
 def pending_points_set(s: CustomerState, a: Activity) -> None:
@@ -182,7 +186,7 @@ def pending_points_set(s: CustomerState, a: Activity) -> None:
     if pp is None or pp.id is None or card is None:
         return
     card.pending[pp.id] = PendingEntry(pp.points, pp.activates_at, pp.order_id)
-    card.updated_at, card.updated_by = a.created_at, a.id
+    card.updated_at = a.created_at
 
 
 def pending_points_removed(s: CustomerState, a: Activity) -> None:
@@ -191,4 +195,4 @@ def pending_points_removed(s: CustomerState, a: Activity) -> None:
     if pp is None or pp.id is None or card is None:
         return
     card.pending.pop(pp.id, None)
-    card.updated_at, card.updated_by = a.created_at, a.id
+    card.updated_at = a.created_at

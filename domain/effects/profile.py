@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from custate.domain.activity import Activity
-from custate.domain.state import CustomEvent, CustomerState
+from custate.domain.state import CustomerState, CustomEvent
 
 
 def _copy_fields(s: CustomerState, a: Activity) -> None:
