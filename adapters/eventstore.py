@@ -266,14 +266,14 @@ class EventStore:
             stream = customer_stream(a.customer_id)
             version = heads.get(stream, 0) + 1
             heads[stream] = version
-            events.append(
-                StoredEvent(
-                    stream,
-                    version,
-                    ACTIVITY_TOPIC,
-                    orjson.dumps({"timestamp": stamp, "activity": a.to_record()}),
-                )
-            )
+            # The canonical content already is the activity's JSON (less group_id): embed
+            # it as is rather than serialise the payload a second time.
+            state = {
+                "timestamp": stamp,
+                "group_id": a.group_id,
+                "activity": orjson.Fragment(content),
+            }
+            events.append(StoredEvent(stream, version, ACTIVITY_TOPIC, orjson.dumps(state)))
             events.append(
                 StoredEvent(
                     marker_stream(a.id),
@@ -295,8 +295,7 @@ class EventStore:
         (ev,) = self.recorder.select_events(
             customer_stream(customer_id), gt=version - 1, lte=version
         )
-        record: dict[str, Any] = orjson.loads(ev.state)["activity"]
-        return record
+        return _record(orjson.loads(ev.state))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -330,10 +329,16 @@ class EventStore:
         return int(n)
 
 
+def _record(d: dict[str, Any]) -> dict[str, Any]:
+    record: dict[str, Any] = d["activity"]
+    record["group_id"] = d.get("group_id")
+    return record
+
+
 def decode(state: bytes, version: int, notification_id: int | None = None) -> StoredActivity:
     d = orjson.loads(state)
     return StoredActivity(
-        parse_activity(d["activity"]),
+        parse_activity(_record(d)),
         parse_time(d["timestamp"]["_data_"], "timestamp"),
         version,
         notification_id,

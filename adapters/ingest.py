@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -66,64 +67,84 @@ def ingest(
     progress: Callable[[int], None] | None = None,
 ) -> IngestReport:
     """Store every valid record once; keep every bad one. `progress` is told how many
-    records each batch held."""
+    records each batch held.
+
+    Parsing (CPU, holds the GIL) and writing (the database, releases it) overlap: one
+    writer thread stores batch n while this thread parses batch n+1. At most one batch
+    waits, so memory stays bounded, and batches are written in order."""
     report = IngestReport()
     batch: list[Record] = []
     bad: list[Reject] = []
-
-    def flush() -> None:
-        now = clock()
-        activities = [r.activity for r in batch]
-        result = store.append(activities, now) if activities else AppendResult()
-        report.accepted += len(result.accepted)
-        report.duplicates += len(result.duplicates)
-        report.unrecognized += sum(1 for a in result.accepted if not a.recognized)
-        for c in result.conflicts:
-            bad.append(
-                Reject(
-                    "conflict",
-                    _where(batch, c.activity.id)[0],
-                    _where(batch, c.activity.id)[1],
-                    "id",
-                    f"conflict: activity {c.activity.id} is stored with different content; "
-                    "the stored version is kept",
-                    orjson.dumps(c.activity.to_record()).decode(),
-                    c.activity.id,
-                    orjson.dumps(c.stored).decode(),
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="custate-writer") as writer:
+        pending: Future[None] | None = None
+        for item in items:
+            report.read += 1
+            if isinstance(item, BadRecord):
+                report.rejected += 1
+                bad.append(
+                    Reject(
+                        "invalid",
+                        item.source,
+                        item.location,
+                        item.field,
+                        item.message,
+                        item.raw,
+                        activity_id_of(item.raw),
+                    )
                 )
-            )
-        report.conflicts += len(result.conflicts)
-        if bad:
-            rejects.add(bad, now)
-            report._note(bad)
-        settled = [a.id for a in result.accepted] + [a.id for a in result.duplicates]
-        report.resolved += rejects.resolve(settled, now)
-        if progress is not None:
-            progress(len(batch) + sum(1 for r in bad if r.kind == "invalid"))
-        batch.clear()
-        bad.clear()
-
-    for item in items:
-        report.read += 1
-        if isinstance(item, BadRecord):
-            report.rejected += 1
-            bad.append(
-                Reject(
-                    "invalid",
-                    item.source,
-                    item.location,
-                    item.field,
-                    item.message,
-                    item.raw,
-                    activity_id_of(item.raw),
-                )
-            )
-        else:
-            batch.append(item)
-        if len(batch) >= batch_size or len(bad) >= batch_size:
-            flush()
-    flush()
+            else:
+                batch.append(item)
+            if len(batch) >= batch_size or len(bad) >= batch_size:
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(_write, store, rejects, batch, bad, clock, report, progress)
+                batch, bad = [], []
+        if pending is not None:
+            pending.result()
+        _write(store, rejects, batch, bad, clock, report, progress)
     return report
+
+
+def _write(
+    store: EventStore,
+    rejects: RejectStore,
+    batch: list[Record],
+    bad: list[Reject],
+    clock: Clock,
+    report: IngestReport,
+    progress: Callable[[int], None] | None,
+) -> None:
+    if not batch and not bad:
+        return
+    now = clock()
+    activities = [r.activity for r in batch]
+    result = store.append(activities, now) if activities else AppendResult()
+    report.accepted += len(result.accepted)
+    report.duplicates += len(result.duplicates)
+    report.unrecognized += sum(1 for a in result.accepted if not a.recognized)
+    for c in result.conflicts:
+        source, location = _where(batch, c.activity.id)
+        bad.append(
+            Reject(
+                "conflict",
+                source,
+                location,
+                "id",
+                f"conflict: activity {c.activity.id} is stored with different content; "
+                "the stored version is kept",
+                orjson.dumps(c.activity.to_record()).decode(),
+                c.activity.id,
+                orjson.dumps(c.stored).decode(),
+            )
+        )
+    report.conflicts += len(result.conflicts)
+    if bad:
+        rejects.add(bad, now)
+        report._note(bad)
+    settled = [a.id for a in result.accepted] + [a.id for a in result.duplicates]
+    report.resolved += rejects.resolve(settled, now)
+    if progress is not None:
+        progress(len(batch) + sum(1 for r in bad if r.kind == "invalid"))
 
 
 def _where(batch: list[Record], activity_id: str) -> tuple[str, str]:
