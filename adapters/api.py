@@ -18,6 +18,7 @@ from typing import Any
 from custate.adapters.eventstore import EventStore, StoredActivity
 from custate.adapters.ingest import DEFAULT_BATCH, Clock, IngestReport, ingest, utc_now
 from custate.adapters.readers import Item, read_path, read_text, records_from_value
+from custate.adapters.readmodel import CatchUpReport, CustomerRow, ReadModel, rebuild
 from custate.adapters.rejects import RejectStore, StoredReject
 from custate.domain import CustomerState, fold, parse_cut
 
@@ -52,6 +53,15 @@ class Custate:
         self.store = EventStore(store_url(url))
         self.rejects_store = RejectStore(self.store.engine)
         self.clock = clock
+        self._readmodel: ReadModel | None = None
+
+    @property
+    def readmodel(self) -> ReadModel:
+        """The active generation (re-read after a rebuild swapped it)."""
+        rm = self._readmodel
+        if rm is None or rm.t.generation != rm.active_generation():
+            rm = self._readmodel = ReadModel(self.store)
+        return rm
 
     def close(self) -> None:
         self.store.close()
@@ -68,18 +78,42 @@ class Custate:
         customer_id: str | None = None,
         batch_size: int = DEFAULT_BATCH,
         progress: Callable[[int], None] | None = None,
+        project: bool = True,
     ) -> IngestReport:
         """Store activities from dicts (an activity or any container), JSON text (str or
-        bytes, any container) or files (`Path`). Returns what happened to each record."""
-        return self.ingest_items(_items(sources, customer_id), batch_size, progress)
+        bytes, any container) or files (`Path`), then bring the read model up to date
+        (`project=False` leaves that to `project()`). Returns what happened to each record."""
+        return self.ingest_items(_items(sources, customer_id), batch_size, progress, project)
 
     def ingest_items(
         self,
         items: Iterable[Item],
         batch_size: int = DEFAULT_BATCH,
         progress: Callable[[int], None] | None = None,
+        project: bool = True,
     ) -> IngestReport:
-        return ingest(self.store, self.rejects_store, items, batch_size, self.clock, progress)
+        report = ingest(self.store, self.rejects_store, items, batch_size, self.clock, progress)
+        if project:
+            self.project()
+        return report
+
+    def project(
+        self, batch_size: int = 1000, progress: Callable[[int], None] | None = None
+    ) -> CatchUpReport:
+        """Fold what was stored since the last catch-up into the read model."""
+        return self.readmodel.catch_up(batch_size, progress)
+
+    def rebuild(
+        self, batch_size: int = 5000, progress: Callable[[int], None] | None = None
+    ) -> CatchUpReport:
+        """Rebuild the read model from the store, blue/green (queries keep working)."""
+        report = rebuild(self.store, batch_size, progress)
+        self._readmodel = None
+        return report
+
+    def lag(self) -> int:
+        """Activities stored but not yet in the read model."""
+        return self.readmodel.lag()
 
     def activities(
         self, customer_id: str, known_at: datetime | str | None = None
@@ -97,16 +131,55 @@ class Custate:
         known_at: datetime | str | None = None,
     ) -> CustomerState:
         """The customer's state from the activities with `created_at <= as_of` that the
-        store had accepted by `known_at` (both optional)."""
+        store had accepted by `known_at` (both optional).
+
+        Answered from the read model (caught up first): the current state directly, `as_of`
+        from the checkpoint before it plus the tail. `known_at`, the rarer audit question,
+        replays the customer's stream filtered by record time."""
         t = _cut(as_of, "as_of")
         k = _cut(known_at, "known_at")
-        stored = self.activities(customer_id, k)
-        state = fold((s.activity for s in stored), customer_id, as_of=t)
-        state.known_at = k
+        if k is not None:
+            return self.replay(customer_id, t, k)
+        rm = self.readmodel
+        rm.catch_up()
+        current = rm.current(customer_id)
+        if current is None:
+            raise UnknownCustomerError(customer_id)
+        if t is None or (
+            current.activities.last_at is not None and current.activities.last_at <= t
+        ):
+            current.as_of = t
+            return current
+        return rm.as_of(customer_id, t)
+
+    def replay(
+        self, customer_id: str, as_of: datetime | None = None, known_at: datetime | None = None
+    ) -> CustomerState:
+        """The state folded straight from the event store, bypassing the read model."""
+        stored = self.activities(customer_id, known_at)
+        state = fold((s.activity for s in stored), customer_id, as_of=as_of)
+        state.known_at = known_at
         return state
 
-    def customers(self) -> list[str]:
+    def customer_ids(self) -> list[str]:
+        """Every customer with stored activities, from the event store."""
         return list(self.store.customers())
+
+    def customers(
+        self,
+        segment: str | None = None,
+        tier: str | None = None,
+        campaign: str | None = None,
+        min_points: int | None = None,
+        max_points: int | None = None,
+        status: str | None = None,
+        order_status: str | None = None,
+        limit: int | None = None,
+    ) -> list[CustomerRow]:
+        """Customers matching every filter given, from the read model's indexes (no fold)."""
+        return self.readmodel.customers(
+            segment, tier, campaign, min_points, max_points, status, order_status, limit
+        )
 
     def rejects(self, include_resolved: bool = False) -> list[StoredReject]:
         return list(self.rejects_store.list(include_resolved))

@@ -15,6 +15,8 @@ library's own mapper also decodes (the record time uses its `datetime_iso` trans
 from __future__ import annotations
 
 import hashlib
+import random
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,10 +25,12 @@ from typing import Any
 import orjson
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEvent
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import IntegrityError, ProgrammingError, StoredEvent
 from eventsourcing.utils import register_topic
 from sqlalchemy import Engine, bindparam, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.exc import ProgrammingError as SAProgrammingError
 
 from custate.domain import Activity, parse_activity, parse_time
 
@@ -53,6 +57,9 @@ class ActivityMarker(DomainEvent):
 
 register_topic(ACTIVITY_TOPIC, ActivityRecorded)
 register_topic(MARKER_TOPIC, ActivityMarker)
+
+
+_CREATION_RACE = (IntegrityError, ProgrammingError, SAIntegrityError, SAProgrammingError)
 
 
 class ActivityLog(Application[Any]):
@@ -160,24 +167,20 @@ def make_engine(store: StoreUrl) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(store.sqlalchemy_url, pool_pre_ping=True)
+    # `?schema=S`: the tables custate creates beside the events (rejects) go there too
+    options = {"options": f"-csearch_path={store.schema}"} if store.schema else {}
+    return create_engine(store.sqlalchemy_url, pool_pre_ping=True, connect_args=options)
 
 
 class EventStore:
     """Append activities idempotently; read a customer's activities back, with record times."""
 
-    MAX_RETRIES = 8
+    MAX_RETRIES = 30
 
     def __init__(self, url: str) -> None:
         self.url = parse_store_url(url)
         self.engine = make_engine(self.url)
-        if self.url.kind == "postgresql" and self.url.schema:
-            with self.engine.begin() as c:
-                c.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.url.schema}"'))
-        try:
-            self.app = ActivityLog(env=self.url.env)
-        except Exception as e:
-            raise StoreError(f"{url}: cannot open the event store: {e}") from e
+        self.app = self._open(url)
         self.recorder = self.app.recorder
         table = self.url.events_table
         self._probe = text(
@@ -192,6 +195,22 @@ class EventStore:
             f"SELECT DISTINCT originator_id FROM {table} WHERE originator_id LIKE 'customer:%' "
             "ORDER BY originator_id"
         )
+
+    def _open(self, url: str) -> ActivityLog:
+        for attempt in range(3):
+            try:
+                if self.url.kind == "postgresql" and self.url.schema:
+                    with self.engine.begin() as c:
+                        c.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.url.schema}"'))
+                return ActivityLog(env=self.url.env)
+            except _CREATION_RACE:
+                # Processes opening one new PostgreSQL store at once race on the catalog
+                # even with IF NOT EXISTS; a second look finds what the other one made.
+                if attempt == 2:
+                    raise
+            except Exception as e:
+                raise StoreError(f"{url}: cannot open the event store: {e}") from e
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.app.close()
@@ -222,14 +241,17 @@ class EventStore:
                 result.duplicates.append(a)
             else:
                 result.conflicts.append(Conflict(a, first[0].to_record()))
-        for _ in range(self.MAX_RETRIES):
+        for attempt in range(self.MAX_RETRIES):
             todo = self._drop_stored(batch, result)
             if not todo:
                 return result
             try:
                 self.recorder.insert_events(self._events(todo, when))
             except IntegrityError:
-                continue  # another writer got there first: probe again and retry what is left
+                # another writer got there first: probe again and retry what is left, after a
+                # random pause so that two writers on the same streams stop colliding
+                time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
+                continue
             result.accepted.extend(a for a, _ in todo)
             return result
         raise StoreError("could not append a batch after repeated write conflicts")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 
 
 def rejects_table(metadata: MetaData) -> Table:
@@ -111,7 +112,15 @@ class RejectStore:
         self.engine = engine
         self.metadata = MetaData()
         self.table = rejects_table(self.metadata)
-        self.metadata.create_all(engine)
+        for attempt in range(3):
+            try:
+                self.metadata.create_all(engine)
+                break
+            except DBAPIError:
+                # Two processes opening one new store: the other created the table between
+                # our check and our CREATE. Look again; it is there now.
+                if attempt == 2:
+                    raise
         self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
 
     def add(self, rejects: Iterable[Reject], at: datetime) -> int:
@@ -166,6 +175,11 @@ class RejectStore:
                         row["activity_id"],
                         row["stored"],
                     ),
-                    row["rejected_at"],
-                    row["resolved_at"],
+                    _utc(row["rejected_at"]),
+                    _utc(row["resolved_at"]) if row["resolved_at"] is not None else None,
                 )
+
+
+def _utc(t: datetime) -> datetime:
+    """SQLite keeps no zone: the times it hands back are the UTC times that were written."""
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)

@@ -1,7 +1,9 @@
 """Importing this module registers every command on the app."""
 
+from custate.adapters.cli import customers as customers
 from custate.adapters.cli import demo as demo
 from custate.adapters.cli import fold as fold
 from custate.adapters.cli import ingest as ingest
+from custate.adapters.cli import project as project
 from custate.adapters.cli import rejects as rejects
 from custate.adapters.cli import state as state

@@ -30,8 +30,7 @@ def demo_data_path() -> Path:
 
 @app.command()
 def demo(store: StoreOption = None) -> None:
-    """Load sample histories (out of order, with duplicates) into a fresh store and show
-    one customer now, as of an earlier date, and what changed in between."""
+    """Load sample histories into a fresh store; show a customer now, earlier, and the change."""
     url = store or DEMO_STORE
     _fresh(url, given=store is not None)
     out = Console()
@@ -97,7 +96,7 @@ def _fresh(url: str, given: bool) -> None:
 def _pick(cs: Custate) -> str:
     """A customer whose story shows most: many activities, tier and segment changes."""
     best, best_score = "", -1
-    for cid in cs.customers():
+    for cid in cs.customer_ids():
         s = cs.state(cid)
         score = s.activities.count + 20 * len(s.tiers) + 5 * len(s.segments) + len(s.cards)
         if score > best_score:

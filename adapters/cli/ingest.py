@@ -14,6 +14,7 @@ from rich.table import Table
 from custate.adapters.api import Custate
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
 from custate.adapters.cli.common import fail, open_store
+from custate.adapters.cli.project import project_with_progress
 from custate.adapters.cli.store_options import JsonOption, StoreOption
 from custate.adapters.ingest import DEFAULT_BATCH, IngestReport
 from custate.adapters.readers import SourceError, check_readable, read_paths
@@ -31,6 +32,10 @@ def ingest(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, max=10_000, help="Activities per transaction.")
     ] = DEFAULT_BATCH,
+    no_project: Annotated[
+        bool,
+        typer.Option("--no-project", help="Only store; leave the read model to `custate project`."),
+    ] = False,
 ) -> None:
     """Append activities to the store: each once, however often it is delivered."""
     try:
@@ -40,6 +45,8 @@ def ingest(
     cs = open_store(store)
     try:
         report = _run(cs, paths, customer, batch_size, show_progress=not as_json)
+        if not no_project:
+            project_with_progress(cs, show_progress=not as_json)
     except SourceError as e:
         fail(str(e))
     finally:
@@ -58,7 +65,7 @@ def _run(
     items = read_paths(paths, customer)
     err = Console(stderr=True)
     if not (show_progress and err.is_terminal):
-        return cs.ingest_items(items, batch_size)
+        return cs.ingest_items(items, batch_size, project=False)
     with Progress(
         SpinnerColumn(),
         TextColumn("ingesting"),
@@ -68,7 +75,9 @@ def _run(
         transient=True,
     ) as progress:
         task = progress.add_task("ingest", total=None)
-        return cs.ingest_items(items, batch_size, lambda n: progress.advance(task, n))
+        return cs.ingest_items(
+            items, batch_size, lambda n: progress.advance(task, n), project=False
+        )
 
 
 def _print_summary(report: IngestReport) -> None:

@@ -10,8 +10,9 @@ import typer
 
 from custate.adapters.api import UnknownCustomerError
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
-from custate.adapters.cli.common import cut, fail, open_store
+from custate.adapters.cli.common import cut, fail, open_store, warn
 from custate.adapters.cli.store_options import StoreOption
+from custate.projections.diff import diff_states
 
 
 @app.command()
@@ -26,6 +27,10 @@ def state(
         typer.Option("--known-at", help="Record time K: what the store held then."),
     ] = None,
     store: StoreOption = None,
+    verify: Annotated[
+        bool,
+        typer.Option("--verify", help="Recompute from the event store; exit 1 on any difference."),
+    ] = False,
 ) -> None:
     """Print a customer's state as JSON: activities with created_at <= T, stored by K."""
     t = cut(as_of, "--as-of")
@@ -33,9 +38,17 @@ def state(
     cs = open_store(store)
     try:
         s = cs.state(customer_id, as_of=t, known_at=k)
+        replayed = cs.replay(customer_id, t, k) if verify else None
     except UnknownCustomerError as e:
         fail(str(e), EXIT_BAD_RECORDS)
         return
     finally:
         cs.close()
     sys.stdout.buffer.write(orjson.dumps(s.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
+    if replayed is not None:
+        changes = diff_states(s.to_json(), replayed.to_json())
+        for c in changes:
+            warn(f"verify: {c.path}: read model {c.before!r}, event store {c.after!r}")
+        if changes:
+            fail(f"verify: {len(changes)} difference(s) from the event store", EXIT_BAD_RECORDS)
+        warn("verify: the read model agrees with the event store")

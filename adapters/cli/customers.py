@@ -1,0 +1,76 @@
+"""`custate customers`: who is in segment X, holds tier Gold, has over N points."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from custate.adapters.cli.app import app
+from custate.adapters.cli.common import open_store
+from custate.adapters.cli.store_options import JsonOption, StoreOption
+
+Filter = Annotated[str | None, typer.Option()]
+
+
+@app.command()
+def customers(
+    segment: Annotated[str | None, typer.Option(help="Member of this segment id.")] = None,
+    tier: Annotated[str | None, typer.Option(help="Holds this tier id.")] = None,
+    campaign: Annotated[
+        str | None,
+        typer.Option(help="In this loyalty campaign (with --tier or points: that campaign's)."),
+    ] = None,
+    min_points: Annotated[
+        int | None, typer.Option("--min-points", help="At least N points.")
+    ] = None,
+    max_points: Annotated[
+        int | None, typer.Option("--max-points", help="At most N points.")
+    ] = None,
+    status: Annotated[str | None, typer.Option(help="active or deleted.")] = None,
+    order_status: Annotated[
+        str | None, typer.Option("--order-status", help="Has an order in this status (PAID, ...).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most N customers.")] = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List customers matching every filter given, from the read model's indexes."""
+    if status is not None and status not in ("active", "deleted"):
+        Console(stderr=True).print("custate: --status is active or deleted")
+        raise typer.Exit(2)
+    cs = open_store(store)
+    try:
+        cs.project()
+        rows = cs.customers(
+            segment=segment,
+            tier=tier,
+            campaign=campaign,
+            min_points=min_points,
+            max_points=max_points,
+            status=status,
+            order_status=order_status.upper() if order_status else None,
+            limit=limit,
+        )
+    finally:
+        cs.close()
+    if as_json:
+        out = sys.stdout.buffer
+        for r in rows:
+            out.write(orjson.dumps(r.to_json()) + b"\n")
+        return
+    table = Table(title=f"{len(rows):,} customer(s)", header_style="bold")
+    for col, justify in (
+        ("customer", "left"),
+        ("status", "left"),
+        ("points", "right"),
+        ("activities", "right"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        table.add_row(r.customer_id, r.status, f"{r.points:,}", f"{r.activity_count:,}")
+    Console().print(table)

@@ -1,0 +1,120 @@
+"""`custate project` and `custate rebuild`: keep the read model up to date, or make it anew."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from types import FrameType
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from custate.adapters.api import Custate
+from custate.adapters.cli.app import app
+from custate.adapters.cli.common import open_store
+from custate.adapters.cli.store_options import JsonOption, StoreOption
+from custate.adapters.readmodel import CatchUpReport
+
+
+def _bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def project_with_progress(cs: Custate, show_progress: bool) -> CatchUpReport:
+    err = Console(stderr=True)
+    lag = cs.lag() if show_progress and err.is_terminal else 0
+    if lag < 1000:
+        return cs.project()
+    with _bar(err) as bar:
+        task = bar.add_task("projecting", total=lag)
+        return cs.project(progress=lambda n: bar.advance(task, n))
+
+
+@app.command()
+def project(
+    store: StoreOption = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Keep following new activities until interrupted.")
+    ] = False,
+    poll: Annotated[
+        float, typer.Option("--poll", min=0.05, help="Seconds between looks, with --follow.")
+    ] = 0.5,
+    as_json: JsonOption = False,
+) -> None:
+    """Fold newly stored activities into the read model (once, or --follow until stopped)."""
+    cs = open_store(store)
+    stop = False
+
+    def _stop(_sig: int, _frame: FrameType | None) -> None:
+        nonlocal stop
+        stop = True
+
+    total = CatchUpReport()
+    try:
+        if follow:
+            signal.signal(signal.SIGINT, _stop)
+            signal.signal(signal.SIGTERM, _stop)
+            Console(stderr=True).print("following new activities; Ctrl-C stops")
+        while True:
+            r = cs.readmodel.catch_up(should_stop=lambda: stop)
+            total.activities += r.activities
+            total.batches += r.batches
+            total.late += r.late
+            total.position = r.position
+            if not follow or stop:
+                break
+            deadline = time.monotonic() + poll
+            while not stop and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        cs.close()
+    summary = {
+        "projected": total.activities,
+        "late": total.late,
+        "batches": total.batches,
+        "position": total.position,
+    }
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(summary) + b"\n")
+    else:
+        Console().print(
+            f"projected {total.activities:,} activities ({total.late:,} late re-folds); "
+            f"read model at position {total.position:,}"
+        )
+
+
+@app.command()
+def rebuild(store: StoreOption = None, as_json: JsonOption = False) -> None:
+    """Rebuild the read model from the store, blue/green; an interrupted rebuild resumes.
+
+    The old tables keep answering until the new ones have caught up; then they swap in one
+    step."""
+    cs = open_store(store)
+    err = Console(stderr=True)
+    try:
+        total = cs.store.count()
+        if err.is_terminal and not as_json:
+            with _bar(err) as bar:
+                task = bar.add_task("rebuilding", total=total)
+                r = cs.rebuild(progress=lambda n: bar.advance(task, n))
+        else:
+            r = cs.rebuild()
+    finally:
+        cs.close()
+    if as_json:
+        sys.stdout.buffer.write(
+            orjson.dumps({"projected": r.activities, "position": r.position}) + b"\n"
+        )
+    else:
+        Console().print(f"rebuilt the read model from {r.activities:,} activities")

@@ -1,0 +1,465 @@
+"""The read model on SQLAlchemy: tracked, batched, exactly-once catch-up from the event
+store, current state and indexed queries without folding, point in time from checkpoints,
+and blue/green rebuilds.
+
+Exactly once: a batch's rows and its tracking position commit in one transaction, and the
+position moves only forward (`UPDATE ... WHERE notification_id = :previous`); a projector
+that lost the race rolls back and reads again."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from eventsourcing.persistence import Tracking as LibTracking
+from eventsourcing.persistence import TrackingRecorder
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    MetaData,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+
+from custate.adapters.eventstore import (
+    ACTIVITY_TOPIC,
+    APP_NAME,
+    EventStore,
+    customer_stream,
+    decode,
+)
+from custate.adapters.readmodel_tables import Tables, meta_table, tables
+from custate.domain import Activity, CustomerState
+from custate.projections.catchup import (
+    DEFAULT_CHECKPOINT_INTERVAL,
+    Changes,
+    Head,
+    Projected,
+    plan,
+)
+from custate.projections.keys import key_text
+from custate.projections.pointintime import state_as_of
+
+DEFAULT_CATCHUP_BATCH = 1000
+
+
+@dataclass(slots=True)
+class CatchUpReport:
+    activities: int = 0
+    batches: int = 0
+    late: int = 0
+    position: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRow:
+    customer_id: str
+    status: str
+    points: int
+    activity_count: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "customer_id": self.customer_id,
+            "status": self.status,
+            "points": self.points,
+            "activities": self.activity_count,
+        }
+
+
+class ReadModel(TrackingRecorder):
+    """One generation of the read model. Implements the library's `TrackingRecorder`, and
+    the ports the catch-up and point-in-time logic read through."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        generation: int | None = None,
+        interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+    ) -> None:
+        self.store = store
+        self.engine = store.engine
+        self.interval = interval
+        self._meta = meta_table(MetaData())
+        self._meta.create(self.engine, checkfirst=True)
+        self.t: Tables = tables(generation if generation is not None else self.active_generation())
+        self.t.metadata.create_all(self.engine)
+        with self.engine.begin() as c:
+            if c.execute(select(self.t.tracking.c.notification_id)).first() is None:
+                c.execute(
+                    insert(self.t.tracking).values(application_name=APP_NAME, notification_id=0)
+                )
+        self._cache: dict[str, tuple[CustomerState, Head]] = {}
+        events = store.url.events_table
+        self._by_versions = text(
+            f"SELECT originator_version, state FROM {events} "
+            "WHERE originator_id = :s AND originator_version IN :vs"
+        ).bindparams(bindparam("vs", expanding=True))
+
+    # -- generations ---------------------------------------------------------------------
+
+    def _meta_get(self, c: Connection, name: str) -> str | None:
+        row = c.execute(select(self._meta.c.value).where(self._meta.c.name == name)).first()
+        return None if row is None else str(row[0])
+
+    def active_generation(self) -> int:
+        with self.engine.begin() as c:
+            value = self._meta_get(c, "active")
+            if value is None:
+                c.execute(insert(self._meta).values(name="active", value="1"))
+                return 1
+            return int(value)
+
+    # -- TrackingRecorder ----------------------------------------------------------------
+
+    def insert_tracking(self, tracking: LibTracking) -> None:
+        with self.engine.begin() as c:
+            self._advance(c, self._position(c), tracking.notification_id)
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        with self.engine.connect() as c:
+            return self._position(c) or None
+
+    def position(self) -> int:
+        with self.engine.connect() as c:
+            return self._position(c)
+
+    def _position(self, c: Connection) -> int:
+        tr = self.t.tracking
+        return int(
+            c.execute(
+                select(tr.c.notification_id).where(tr.c.application_name == APP_NAME)
+            ).scalar_one()
+        )
+
+    def _advance(self, c: Connection, previous: int, new: int) -> bool:
+        tr = self.t.tracking
+        moved = c.execute(
+            update(tr)
+            .where(tr.c.application_name == APP_NAME, tr.c.notification_id == previous)
+            .values(notification_id=new)
+            .returning(tr.c.notification_id)
+        ).first()
+        return moved is not None
+
+    # -- ports for the catch-up and point in time ------------------------------------------
+
+    def heads(self, customer_ids: Sequence[str]) -> dict[str, Head]:
+        cu = self.t.customers
+        out: dict[str, Head] = {}
+        with self.engine.connect() as c:
+            for chunk in _chunks(customer_ids):
+                q = select(cu.c.customer_id, cu.c.last_key, cu.c.last_version).where(
+                    cu.c.customer_id.in_(chunk)
+                )
+                out.update((r[0], Head(r[1], r[2])) for r in c.execute(q))
+        return out
+
+    def states(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
+        cu = self.t.customers
+        out: dict[str, CustomerState] = {}
+        with self.engine.connect() as c:
+            for chunk in _chunks(customer_ids):
+                q = select(cu.c.customer_id, cu.c.state).where(cu.c.customer_id.in_(chunk))
+                out.update(
+                    (r[0], CustomerState.from_json(orjson.loads(r[1]))) for r in c.execute(q)
+                )
+        return out
+
+    def checkpoint_before(self, customer_id: str, key: str) -> tuple[str, CustomerState] | None:
+        ck = self.t.checkpoints
+        q = (
+            select(ck.c.key, ck.c.state)
+            .where(ck.c.customer_id == customer_id, ck.c.key < key)
+            .order_by(ck.c.key.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as c:
+            row = c.execute(q).first()
+        if row is None:
+            return None
+        return row[0], CustomerState.from_json(orjson.loads(row[1]))
+
+    def versions_between(
+        self, customer_id: str, after: str | None, upto: str | None = None
+    ) -> list[int]:
+        k = self.t.keys
+        q = select(k.c.version).where(k.c.customer_id == customer_id)
+        if after is not None:
+            q = q.where(k.c.key > after)
+        if upto is not None:
+            q = q.where(k.c.key <= upto)
+        with self.engine.connect() as c:
+            return [r[0] for r in c.execute(q.order_by(k.c.key))]
+
+    def activities(self, customer_id: str, versions: Sequence[int]) -> list[Activity]:
+        found: dict[int, Activity] = {}
+        with self.engine.connect() as c:
+            for chunk in _chunks(versions):
+                rows = c.execute(
+                    self._by_versions, {"s": customer_stream(customer_id), "vs": list(chunk)}
+                )
+                for version, state in rows:
+                    found[version] = decode(bytes(state), version).activity
+        return [found[v] for v in versions]
+
+    # -- catch-up ------------------------------------------------------------------------
+
+    def catch_up(
+        self,
+        batch_size: int = DEFAULT_CATCHUP_BATCH,
+        progress: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> CatchUpReport:
+        """Project everything stored since the tracking position, a batch per transaction."""
+        report = CatchUpReport()
+        recorder = self.store.recorder
+        while should_stop is None or not should_stop():
+            previous = self.position()
+            notes = recorder.select_notifications(
+                previous, batch_size, topics=[ACTIVITY_TOPIC], inclusive_of_start=False
+            )
+            if not notes:
+                break
+            batch = []
+            for n in notes:
+                s = decode(n.state, n.originator_version, n.id)
+                batch.append(Projected(s.activity, s.version, key_text(s.activity)))
+            changes = plan(batch, self, self, self.interval, self._cache)
+            if not self._write(changes, previous, notes[-1].id):
+                self._cache.clear()  # another projector got there first: read again
+                continue
+            report.activities += len(batch)
+            report.batches += 1
+            report.late += changes.late
+            report.position = notes[-1].id
+            if progress is not None:
+                progress(len(batch))
+        report.position = report.position or self.position()
+        return report
+
+    def _write(self, changes: Changes, previous: int, position: int) -> bool:
+        t = self.t
+        ids = sorted(changes.states)
+        with self.engine.begin() as c:
+            if not self._advance(c, previous, position):
+                c.rollback()
+                return False
+            for chunk in _chunks(ids):
+                c.execute(delete(t.customers).where(t.customers.c.customer_id.in_(chunk)))
+                for table in t.per_customer:
+                    c.execute(delete(table).where(table.c.customer_id.in_(chunk)))
+            for cid, from_key in changes.drop_checkpoints_from.items():
+                c.execute(
+                    delete(t.checkpoints).where(
+                        t.checkpoints.c.customer_id == cid, t.checkpoints.c.key >= from_key
+                    )
+                )
+            rows = _index_rows(changes)
+            c.execute(insert(t.customers), rows["customers"])
+            for name in ("segments", "tiers", "cards", "gift_cards", "orders"):
+                if rows[name]:
+                    c.execute(insert(getattr(t, name)), rows[name])
+            if changes.keys:
+                c.execute(
+                    insert(t.keys),
+                    [{"customer_id": a, "key": k, "version": v} for a, k, v in changes.keys],
+                )
+            if changes.checkpoints:
+                c.execute(
+                    insert(t.checkpoints),
+                    [
+                        {"customer_id": a, "key": k, "state": orjson.dumps(j).decode()}
+                        for a, k, j in changes.checkpoints
+                    ],
+                )
+        self._cache.update(changes.states)
+        if len(self._cache) > 50_000:
+            self._cache.clear()
+        return True
+
+    def lag(self) -> int:
+        """Activities stored but not yet projected."""
+        events = self.store.url.events_table
+        with self.engine.connect() as c:
+            position = self._position(c)
+            n = c.execute(
+                text(
+                    f"SELECT COUNT(*) FROM {events} WHERE topic = :t AND "
+                    + ("rowid > :p" if self.store.url.kind == "sqlite" else "notification_id > :p")
+                ),
+                {"t": ACTIVITY_TOPIC, "p": position},
+            ).scalar_one()
+        return int(n)
+
+    # -- answers -------------------------------------------------------------------------
+
+    def current(self, customer_id: str) -> CustomerState | None:
+        cu = self.t.customers
+        with self.engine.connect() as c:
+            row = c.execute(select(cu.c.state).where(cu.c.customer_id == customer_id)).first()
+        return None if row is None else CustomerState.from_json(orjson.loads(row[0]))
+
+    def as_of(self, customer_id: str, t: datetime) -> CustomerState:
+        return state_as_of(self, self, customer_id, t)
+
+    def customers(
+        self,
+        segment: str | None = None,
+        tier: str | None = None,
+        campaign: str | None = None,
+        min_points: int | None = None,
+        max_points: int | None = None,
+        status: str | None = None,
+        order_status: str | None = None,
+        limit: int | None = None,
+    ) -> list[CustomerRow]:
+        """Customers matching every filter given, in customer id order, from the indexes.
+        With `campaign`, `tier` and the points bounds look at that loyalty campaign only."""
+        t = self.t
+        cu = t.customers
+        points: ColumnElement[Any] = cu.c.points
+        q = select(cu.c.customer_id, cu.c.status, cu.c.points, cu.c.activity_count)
+        if segment is not None:
+            q = q.where(
+                select(t.segments.c.customer_id)
+                .where(
+                    t.segments.c.segment_id == segment, t.segments.c.customer_id == cu.c.customer_id
+                )
+                .exists()
+            )
+        if tier is not None or campaign is not None:
+            cond = [t.tiers.c.customer_id == cu.c.customer_id]
+            if tier is not None:
+                cond.append(t.tiers.c.tier_id == tier)
+            if campaign is not None:
+                cond.append(t.tiers.c.campaign_id == campaign)
+            in_tiers = select(t.tiers.c.customer_id).where(*cond).exists()
+            if tier is None and campaign is not None:
+                in_cards = (
+                    select(t.cards.c.customer_id)
+                    .where(
+                        t.cards.c.customer_id == cu.c.customer_id, t.cards.c.campaign_id == campaign
+                    )
+                    .exists()
+                )
+                q = q.where(in_tiers | in_cards)
+            else:
+                q = q.where(in_tiers)
+        if campaign is not None and (min_points is not None or max_points is not None):
+            points = (
+                select(func.coalesce(func.sum(t.cards.c.balance), 0))
+                .where(t.cards.c.customer_id == cu.c.customer_id, t.cards.c.campaign_id == campaign)
+                .scalar_subquery()
+            )
+        if min_points is not None:
+            q = q.where(points >= min_points)
+        if max_points is not None:
+            q = q.where(points <= max_points)
+        if status is not None:
+            q = q.where(cu.c.status == status)
+        if order_status is not None:
+            q = q.where(
+                select(t.orders.c.customer_id)
+                .where(
+                    t.orders.c.status == order_status, t.orders.c.customer_id == cu.c.customer_id
+                )
+                .exists()
+            )
+        q = q.order_by(cu.c.customer_id)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as c:
+            return [CustomerRow(r[0], r[1], int(r[2]), r[3]) for r in c.execute(q)]
+
+    def all_customer_ids(self) -> Iterator[str]:
+        with self.engine.connect() as c:
+            yield from (
+                r[0]
+                for r in c.execute(
+                    select(self.t.customers.c.customer_id).order_by(self.t.customers.c.customer_id)
+                )
+            )
+
+
+def _index_rows(changes: Changes) -> dict[str, list[dict[str, Any]]]:
+    rows: dict[str, list[dict[str, Any]]] = {
+        k: [] for k in ("customers", "segments", "tiers", "cards", "gift_cards", "orders")
+    }
+    for cid, (s, head) in changes.states.items():
+        rows["customers"].append(
+            {
+                "customer_id": cid,
+                "status": s.profile.status,
+                "points": s.points,
+                "activity_count": s.activities.count,
+                "last_key": head.last_key,
+                "last_version": head.last_version,
+                "state": orjson.dumps(s.to_json()).decode(),
+            }
+        )
+        rows["segments"] += [{"segment_id": sid, "customer_id": cid} for sid in s.segments]
+        rows["tiers"] += [
+            {"customer_id": cid, "campaign_id": camp, "tier_id": tier.tier_id}
+            for camp, tier in s.tiers.items()
+        ]
+        rows["cards"] += [
+            {
+                "customer_id": cid,
+                "card_id": card_id,
+                "campaign_id": card.campaign_id,
+                "balance": card.balance,
+                "pending_points": card.pending_points,
+            }
+            for card_id, card in s.cards.items()
+        ]
+        rows["gift_cards"] += [
+            {"customer_id": cid, "card_id": gid, "campaign_id": g.campaign_id, "balance": g.balance}
+            for gid, g in s.gift_cards.items()
+        ]
+        rows["orders"] += [
+            {"customer_id": cid, "order_id": oid, "status": o.status} for oid, o in s.orders.items()
+        ]
+    return rows
+
+
+def _chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+def rebuild(
+    store: EventStore,
+    batch_size: int = 5000,
+    progress: Callable[[int], None] | None = None,
+    interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+) -> CatchUpReport:
+    """Blue/green: a new generation of tables catches up from the start while the active
+    one keeps answering; then one transaction makes it the active one, and the old tables
+    are dropped. An interrupted rebuild resumes where its generation's tracking stands."""
+    active = ReadModel(store, interval=interval)
+    meta = active._meta
+    with store.engine.begin() as c:
+        building = active._meta_get(c, "building")
+        if building is None:
+            building = str(active.t.generation + 1)
+            c.execute(insert(meta).values(name="building", value=building))
+    fresh = ReadModel(store, generation=int(building), interval=interval)
+    report = fresh.catch_up(batch_size, progress)
+    with store.engine.begin() as c:
+        c.execute(update(meta).where(meta.c.name == "active").values(value=building))
+        c.execute(delete(meta).where(meta.c.name == "building"))
+    active.t.metadata.drop_all(store.engine)
+    return report
+
+
+def rebuild_total(store: EventStore) -> int:
+    return store.count()

@@ -1,0 +1,129 @@
+"""The read model's tables (SQLAlchemy Core), one set per generation for blue/green rebuilds.
+
+`customers` holds each customer's current state as JSON plus the columns queries filter
+on; the other tables index what "who is in segment X / holds tier Gold / has over N points"
+asks, so those questions never fold. `keys` maps each projected activity's fold key to its
+stream version (point in time and late activities read only the tail they need), and
+`checkpoints` holds states keyed by fold key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
+
+META_TABLE = "custate_readmodel"
+
+
+def meta_table(metadata: MetaData) -> Table:
+    return Table(
+        META_TABLE,
+        metadata,
+        Column("name", String(64), primary_key=True),
+        Column("value", Text, nullable=False),
+    )
+
+
+@dataclass(frozen=True)
+class Tables:
+    generation: int
+    metadata: MetaData
+    tracking: Table
+    customers: Table
+    keys: Table
+    checkpoints: Table
+    segments: Table
+    tiers: Table
+    cards: Table
+    gift_cards: Table
+    orders: Table
+
+    @property
+    def per_customer(self) -> tuple[Table, ...]:
+        """The index tables rewritten whole for each customer a batch touches."""
+        return (self.segments, self.tiers, self.cards, self.gift_cards, self.orders)
+
+
+def _customer() -> Column[str]:
+    return Column("customer_id", Text, primary_key=True)
+
+
+def tables(generation: int) -> Tables:
+    m = MetaData()
+    p = f"custate_rm{generation}_"
+    return Tables(
+        generation=generation,
+        metadata=m,
+        tracking=Table(
+            p + "tracking",
+            m,
+            Column("application_name", String(64), primary_key=True),
+            Column("notification_id", BigInteger, nullable=False),
+        ),
+        customers=Table(
+            p + "customers",
+            m,
+            _customer(),
+            Column("status", String(16), nullable=False, index=True),
+            Column("points", BigInteger, nullable=False, index=True),
+            Column("activity_count", Integer, nullable=False),
+            Column("last_key", Text, nullable=False),
+            Column("last_version", Integer, nullable=False),
+            Column("state", Text, nullable=False),
+        ),
+        keys=Table(
+            p + "keys",
+            m,
+            _customer(),
+            Column("key", Text, primary_key=True),
+            Column("version", Integer, nullable=False),
+        ),
+        checkpoints=Table(
+            p + "checkpoints",
+            m,
+            _customer(),
+            Column("key", Text, primary_key=True),
+            Column("state", Text, nullable=False),
+        ),
+        segments=Table(
+            p + "segments",
+            m,
+            Column("segment_id", Text, primary_key=True),
+            _customer(),
+            Index(p + "segments_customer", "customer_id"),
+        ),
+        tiers=Table(
+            p + "tiers",
+            m,
+            _customer(),
+            Column("campaign_id", Text, primary_key=True),
+            Column("tier_id", Text),
+            Index(p + "tiers_tier", "tier_id", "campaign_id"),
+            Index(p + "tiers_campaign", "campaign_id", "tier_id"),
+        ),
+        cards=Table(
+            p + "cards",
+            m,
+            _customer(),
+            Column("card_id", Text, primary_key=True),
+            Column("campaign_id", Text, index=True),
+            Column("balance", BigInteger),
+            Column("pending_points", BigInteger, nullable=False),
+        ),
+        gift_cards=Table(
+            p + "gift_cards",
+            m,
+            _customer(),
+            Column("card_id", Text, primary_key=True),
+            Column("campaign_id", Text, index=True),
+            Column("balance", BigInteger),
+        ),
+        orders=Table(
+            p + "orders",
+            m,
+            _customer(),
+            Column("order_id", Text, primary_key=True),
+            Column("status", String(32)),
+            Index(p + "orders_status", "status", "customer_id"),
+        ),
+    )

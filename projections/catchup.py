@@ -1,0 +1,145 @@
+"""Tracked catch-up: new activities, in arrival order, folded into each customer's state in
+business-time order.
+
+Per batch, per customer: when every new activity sorts after what the customer already
+folded, the state simply continues. A *late* activity (one that sorts before) re-folds only
+that customer, from its latest checkpoint before the late key, over the activities already
+projected after that checkpoint plus the new ones, never over events not yet projected.
+Checkpoints (the state after every `interval`-th activity in fold order) at or after the
+late key are dropped, and everything, tracking position included, is written in one
+transaction by the port."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from custate.domain import Activity, CustomerState, apply
+from custate.projections.keys import key_text
+
+DEFAULT_CHECKPOINT_INTERVAL = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """Where a customer's projection stands."""
+
+    last_key: str
+    last_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Projected:
+    """One activity from the store, with its place in the customer's stream."""
+
+    activity: Activity
+    version: int
+    key: str
+
+
+@dataclass(slots=True)
+class Changes:
+    """What one batch writes, in one transaction with the tracking position."""
+
+    states: dict[str, tuple[CustomerState, Head]] = field(default_factory=dict)
+    keys: list[tuple[str, str, int]] = field(default_factory=list)  # customer, key, version
+    drop_checkpoints_from: dict[str, str] = field(default_factory=dict)  # customer -> key
+    checkpoints: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # JSON form
+    late: int = 0
+
+
+class ReadModelPort(Protocol):
+    """What the catch-up needs of the read model. `adapters.readmodel` implements it on
+    SQLAlchemy; tests have a fake."""
+
+    def heads(self, customer_ids: Sequence[str]) -> dict[str, Head]: ...
+
+    def states(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]: ...
+
+    def checkpoint_before(self, customer_id: str, key: str) -> tuple[str, CustomerState] | None:
+        """The latest checkpoint whose key sorts strictly before `key`."""
+        ...
+
+    def versions_between(
+        self, customer_id: str, after: str | None, upto: str | None = None
+    ) -> list[int]:
+        """Stream versions of projected activities with `after < key <= upto`, in key order."""
+        ...
+
+
+class ActivityPort(Protocol):
+    def activities(self, customer_id: str, versions: Sequence[int]) -> list[Activity]: ...
+
+
+def plan(
+    batch: Sequence[Projected],
+    model: ReadModelPort,
+    source: ActivityPort,
+    interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+    cache: dict[str, tuple[CustomerState, Head]] | None = None,
+) -> Changes:
+    """The changes that fold `batch` into the read model. `cache` holds states this process
+    wrote itself; an entry is used only while its head still matches the stored one."""
+    by_customer: dict[str, list[Projected]] = {}
+    for p in batch:
+        by_customer.setdefault(p.activity.customer_id, []).append(p)
+    ids = sorted(by_customer)
+    heads = model.heads(ids)
+    cached: dict[str, CustomerState] = {}
+    missing: list[str] = []
+    for cid in ids:
+        hit = cache.get(cid) if cache is not None else None
+        if hit is not None and heads.get(cid) == hit[1]:
+            cached[cid] = hit[0]
+        elif cid in heads:
+            missing.append(cid)
+    stored = model.states(missing) if missing else {}
+    changes = Changes()
+    for cid in ids:
+        new = sorted(by_customer[cid], key=lambda p: p.key)
+        changes.keys.extend((cid, p.key, p.version) for p in new)
+        head = heads.get(cid)
+        last_version = max([p.version for p in new] + ([head.last_version] if head else []))
+        if head is None:
+            state, todo = CustomerState(cid), new
+        elif new[0].key > head.last_key:
+            state = cached.get(cid) or stored[cid]
+            todo = new
+        else:
+            changes.late += 1
+            state, todo = _refold_from(cid, new, model, source, changes)
+        last_key = _fold(state, todo, interval, changes)
+        if head is not None and head.last_key > last_key:
+            last_key = head.last_key
+        changes.states[cid] = (state, Head(last_key, last_version))
+    return changes
+
+
+def _refold_from(
+    cid: str,
+    new: list[Projected],
+    model: ReadModelPort,
+    source: ActivityPort,
+    changes: Changes,
+) -> tuple[CustomerState, list[Projected]]:
+    first = new[0].key
+    checkpoint = model.checkpoint_before(cid, first)
+    changes.drop_checkpoints_from[cid] = first
+    after = checkpoint[0] if checkpoint else None
+    versions = model.versions_between(cid, after)
+    tail = source.activities(cid, versions) if versions else []
+    projected = [Projected(a, v, key_text(a)) for a, v in zip(tail, versions, strict=True)]
+    todo = sorted([*projected, *new], key=lambda p: p.key)
+    state = checkpoint[1] if checkpoint else CustomerState(cid)
+    return state, todo
+
+
+def _fold(state: CustomerState, todo: list[Projected], interval: int, changes: Changes) -> str:
+    last = ""
+    for p in todo:
+        apply(state, p.activity)
+        last = p.key
+        if state.activities.count % interval == 0:
+            changes.checkpoints.append((state.customer_id, p.key, state.to_json()))
+    return last
