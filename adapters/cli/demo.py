@@ -21,6 +21,8 @@ from custate.domain import CustomerState, format_time
 from custate.projections.diff import diff_states
 
 DEMO_STORE = "sqlite:///custate-demo.db"
+# Bookkeeping that changes with every activity; the demo shows what a reader cares about.
+NOISE = (".updated_at", ".updated_by", ".at", ".last_at", ".since", ".entered_at")
 DEMO_DATA = "demo.ndjson.gz"
 
 
@@ -61,6 +63,7 @@ def demo(store: StoreOption = None) -> None:
     at = format_time(earlier)
     out.print()
     out.print("[bold]Try next[/]")
+    out.soft_wrap = True  # commands stay on one line, to copy
     for cmd in (
         f"custate state {customer} --store {url}",
         f"custate state {customer} --as-of {at} --store {url}",
@@ -140,11 +143,11 @@ def _side_by_side(
     out.print(table)
 
 
-def _changes(out: Console, then: CustomerState, now: CustomerState, limit: int = 25) -> None:
+def _changes(out: Console, then: CustomerState, now: CustomerState, limit: int = 20) -> None:
     changes = [
         c
         for c in diff_states(then.to_json(), now.to_json())
-        if not c.path.startswith(("activities.", "gaps"))
+        if not c.path.startswith(("activities.", "gaps")) and not c.path.endswith(NOISE)
     ]
     table = Table(title=f"What changed in between ({len(changes)} fields)", header_style="bold")
     table.add_column("field", overflow="fold")
