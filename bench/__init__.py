@@ -1,0 +1,1 @@
+"""Benchmarks and the activity-history generator (not part of the installed package)."""
