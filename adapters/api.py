@@ -15,10 +15,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from custate.adapters.bulk import fewer_collections
 from custate.adapters.eventstore import EventStore, StoredActivity
 from custate.adapters.ingest import DEFAULT_BATCH, Clock, IngestReport, ingest, utc_now
 from custate.adapters.readers import Item, read_path, read_text, records_from_value
-from custate.adapters.readmodel import CatchUpReport, CustomerRow, ReadModel, rebuild
+from custate.adapters.readmodel import (
+    DEFAULT_CATCHUP_BATCH,
+    CatchUpReport,
+    CustomerRow,
+    ReadModel,
+    rebuild,
+)
 from custate.adapters.rejects import RejectStore, StoredReject
 from custate.domain import CustomerState, fold, parse_cut
 
@@ -92,13 +99,16 @@ class Custate:
         progress: Callable[[int], None] | None = None,
         project: bool = True,
     ) -> IngestReport:
-        report = ingest(self.store, self.rejects_store, items, batch_size, self.clock, progress)
+        with fewer_collections():
+            report = ingest(self.store, self.rejects_store, items, batch_size, self.clock, progress)
         if project:
             self.project()
         return report
 
     def project(
-        self, batch_size: int = 1000, progress: Callable[[int], None] | None = None
+        self,
+        batch_size: int = DEFAULT_CATCHUP_BATCH,
+        progress: Callable[[int], None] | None = None,
     ) -> CatchUpReport:
         """Fold what was stored since the last catch-up into the read model."""
         return self.readmodel.catch_up(batch_size, progress)

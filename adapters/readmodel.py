@@ -30,6 +30,7 @@ from sqlalchemy import (
     update,
 )
 
+from custate.adapters.bulk import fewer_collections
 from custate.adapters.eventstore import (
     ACTIVITY_TOPIC,
     APP_NAME,
@@ -49,7 +50,7 @@ from custate.projections.catchup import (
 from custate.projections.keys import key_text
 from custate.projections.pointintime import state_as_of
 
-DEFAULT_CATCHUP_BATCH = 1000
+DEFAULT_CATCHUP_BATCH = 5000
 
 
 @dataclass(slots=True)
@@ -221,6 +222,15 @@ class ReadModel(TrackingRecorder):
         should_stop: Callable[[], bool] | None = None,
     ) -> CatchUpReport:
         """Project everything stored since the tracking position, a batch per transaction."""
+        with fewer_collections():
+            return self._catch_up(batch_size, progress, should_stop)
+
+    def _catch_up(
+        self,
+        batch_size: int,
+        progress: Callable[[int], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> CatchUpReport:
         report = CatchUpReport()
         recorder = self.store.recorder
         while should_stop is None or not should_stop():
