@@ -44,15 +44,19 @@ def _campaign_id(p: Payload, v: VoucherView | None) -> str | None:
     return p.campaign.id if p.campaign is not None else None
 
 
-def _loyalty_card(s: CustomerState, cid: str, p: Payload, v: VoucherView | None) -> LoyaltyCard:
-    card = s.cards.get(cid)
-    if card is None:
-        card = s.cards[cid] = LoyaltyCard()
+def _describe(card: LoyaltyCard | GiftCard, p: Payload, v: VoucherView | None) -> None:
     campaign = _campaign_id(p, v)
     if campaign is not None:
         card.campaign_id = campaign
     if v is not None and v.code is not None:
         card.code = v.code
+
+
+def _loyalty_card(s: CustomerState, cid: str, p: Payload, v: VoucherView | None) -> LoyaltyCard:
+    card = s.cards.get(cid)
+    if card is None:
+        card = s.cards[cid] = LoyaltyCard()
+    _describe(card, p, v)
     return card
 
 
@@ -60,11 +64,7 @@ def _gift_card(s: CustomerState, cid: str, p: Payload, v: VoucherView | None) ->
     card = s.gift_cards.get(cid)
     if card is None:
         card = s.gift_cards[cid] = GiftCard()
-    campaign = _campaign_id(p, v)
-    if campaign is not None:
-        card.campaign_id = campaign
-    if v is not None and v.code is not None:
-        card.code = v.code
+    _describe(card, p, v)
     return card
 
 
