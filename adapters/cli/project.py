@@ -12,6 +12,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy.exc import DBAPIError
 
 from custate.adapters.api import Custate
 from custate.adapters.cli.app import app
@@ -67,7 +68,15 @@ def project(
             signal.signal(signal.SIGTERM, _stop)
             Console(stderr=True).print("following new activities; Ctrl-C stops")
         while True:
-            r = cs.readmodel.catch_up(should_stop=lambda: stop)
+            try:
+                r = cs.readmodel.catch_up(should_stop=lambda: stop)
+            except DBAPIError as e:
+                if not follow:
+                    raise
+                # A follower outlives rebuilds (its generation's tables are swapped away)
+                # and database restarts: say so, and look again at the next poll.
+                Console(stderr=True).print(f"custate project: {e.__class__.__name__}: {e.orig}")
+                r = CatchUpReport(position=total.position)
             total.activities += r.activities
             total.batches += r.batches
             total.late += r.late
