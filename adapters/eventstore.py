@@ -14,13 +14,15 @@ library's own mapper also decodes (the record time uses its `datetime_iso` trans
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import random
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from eventsourcing.application import Application
@@ -180,6 +182,7 @@ class EventStore:
     def __init__(self, url: str) -> None:
         self.url = parse_store_url(url)
         self.engine = make_engine(self.url)
+        self._lock_file: IO[str] | None = None
         self.app = self._open(url)
         self.recorder = self.app.recorder
         table = self.url.events_table
@@ -213,6 +216,8 @@ class EventStore:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
         self.app.close()
         self.engine.dispose()
 
@@ -242,11 +247,14 @@ class EventStore:
             else:
                 result.conflicts.append(Conflict(a, first[0].to_record()))
         for attempt in range(self.MAX_RETRIES):
-            todo = self._drop_stored(batch, result)
-            if not todo:
-                return result
             try:
-                self.recorder.insert_events(self._events(todo, when))
+                # Probe, stream heads and insert under one lock that every custate writer
+                # takes, so two writers never pick the same next version of a stream.
+                with self._write_lock():
+                    todo = self._drop_stored(batch, result)
+                    if not todo:
+                        return result
+                    self.recorder.insert_events(self._events(todo, when))
             except IntegrityError:
                 # another writer got there first: probe again and retry what is left, after a
                 # random pause so that two writers on the same streams stop colliding
@@ -255,6 +263,26 @@ class EventStore:
             result.accepted.extend(a for a, _ in todo)
             return result
         raise StoreError("could not append a batch after repeated write conflicts")
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        if self.url.kind == "sqlite":
+            if self._lock_file is None:
+                self._lock_file = open(self.url.env["SQLITE_DBNAME"] + ".lock", "a")  # noqa: SIM115
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            return
+        key = {"k": f"custate:{self.url.schema or 'public'}"}
+        with self.engine.connect() as c:
+            c.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), key)
+            try:
+                yield
+            finally:
+                c.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), key)
+                c.commit()
 
     def _drop_stored(
         self, batch: dict[str, tuple[Activity, bytes]], result: AppendResult

@@ -8,6 +8,7 @@ that lost the race rolls back and reads again."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +40,7 @@ from custate.adapters.eventstore import (
     decode,
 )
 from custate.adapters.readmodel_tables import Tables, meta_table, tables
+from custate.adapters.sqlschema import create_all, insert_or_ignore
 from custate.domain import Activity, CustomerState
 from custate.projections.catchup import (
     DEFAULT_CHECKPOINT_INTERVAL,
@@ -51,6 +53,8 @@ from custate.projections.keys import key_text
 from custate.projections.pointintime import state_as_of
 
 DEFAULT_CATCHUP_BATCH = 5000
+# Parsed activities kept for re-folds and point in time (about 12 KiB each).
+PARSED_CACHE_SIZE = 4096
 
 
 @dataclass(slots=True)
@@ -91,15 +95,20 @@ class ReadModel(TrackingRecorder):
         self.engine = store.engine
         self.interval = interval
         self._meta = meta_table(MetaData())
-        self._meta.create(self.engine, checkfirst=True)
+        create_all(self.engine, self._meta.metadata)
         self.t: Tables = tables(generation if generation is not None else self.active_generation())
-        self.t.metadata.create_all(self.engine)
+        create_all(self.engine, self.t.metadata)
         with self.engine.begin() as c:
-            if c.execute(select(self.t.tracking.c.notification_id)).first() is None:
-                c.execute(
-                    insert(self.t.tracking).values(application_name=APP_NAME, notification_id=0)
+            c.execute(
+                insert_or_ignore(self.engine, self.t.tracking).values(
+                    application_name=APP_NAME, notification_id=0
                 )
+            )
         self._cache: dict[str, tuple[CustomerState, Head]] = {}
+        # Parsed activities read back for re-folds and point in time, by (customer, stream
+        # version): stored events never change, and `Activity` is immutable, so entries
+        # stay valid; least recently used ones go first.
+        self._parsed: OrderedDict[tuple[str, int], Activity] = OrderedDict()
         events = store.url.events_table
         self._by_versions = text(
             f"SELECT originator_version, state FROM {events} "
@@ -115,10 +124,10 @@ class ReadModel(TrackingRecorder):
     def active_generation(self) -> int:
         with self.engine.begin() as c:
             value = self._meta_get(c, "active")
-            if value is None:
-                c.execute(insert(self._meta).values(name="active", value="1"))
-                return 1
-            return int(value)
+            if value is not None:
+                return int(value)
+            c.execute(insert_or_ignore(self.engine, self._meta).values(name="active", value="1"))
+            return int(self._meta_get(c, "active") or 1)
 
     # -- TrackingRecorder ----------------------------------------------------------------
 
@@ -203,14 +212,25 @@ class ReadModel(TrackingRecorder):
             return [r[0] for r in c.execute(q.order_by(k.c.key))]
 
     def activities(self, customer_id: str, versions: Sequence[int]) -> list[Activity]:
+        parsed = self._parsed
         found: dict[int, Activity] = {}
-        with self.engine.connect() as c:
-            for chunk in _chunks(versions):
-                rows = c.execute(
-                    self._by_versions, {"s": customer_stream(customer_id), "vs": list(chunk)}
-                )
-                for version, state in rows:
-                    found[version] = decode(bytes(state), version).activity
+        for v in versions:
+            hit = parsed.get((customer_id, v))
+            if hit is not None:
+                parsed.move_to_end((customer_id, v))
+                found[v] = hit
+        missing = [v for v in versions if v not in found]
+        if missing:
+            with self.engine.connect() as c:
+                for chunk in _chunks(missing):
+                    rows = c.execute(
+                        self._by_versions, {"s": customer_stream(customer_id), "vs": list(chunk)}
+                    )
+                    for version, state in rows:
+                        found[version] = a = decode(bytes(state), version).activity
+                        parsed[(customer_id, version)] = a
+            while len(parsed) > PARSED_CACHE_SIZE:
+                parsed.popitem(last=False)
         return [found[v] for v in versions]
 
     # -- catch-up ------------------------------------------------------------------------

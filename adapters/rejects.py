@@ -27,9 +27,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError
+
+from custate.adapters.sqlschema import create_all, insert_or_ignore
 
 
 def rejects_table(metadata: MetaData) -> Table:
@@ -112,16 +111,7 @@ class RejectStore:
         self.engine = engine
         self.metadata = MetaData()
         self.table = rejects_table(self.metadata)
-        for attempt in range(3):
-            try:
-                self.metadata.create_all(engine)
-                break
-            except DBAPIError:
-                # Two processes opening one new store: the other created the table between
-                # our check and our CREATE. Look again; it is there now.
-                if attempt == 2:
-                    raise
-        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        create_all(engine, self.metadata)
 
     def add(self, rejects: Iterable[Reject], at: datetime) -> int:
         rows = [
@@ -134,7 +124,7 @@ class RejectStore:
         ]
         if not rows:
             return 0
-        stmt = self._insert(self.table).on_conflict_do_nothing()
+        stmt = insert_or_ignore(self.engine, self.table)
         with self.engine.begin() as c:
             c.execute(stmt, rows)
         return len(rows)

@@ -94,7 +94,7 @@ def _print_summary(report: IngestReport) -> None:
     if report.resolved:
         table.add_row("earlier rejects now resolved", f"{report.resolved:,}")
     out.print(table)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # one line per problem, greppable in a log
     for p in report.problems:
         err.print(f"{p.source} {p.location}: {p.field}: {p.reason}", markup=False, highlight=False)
     if not report.ok:

@@ -1,0 +1,1 @@
+"""End-to-end tests: the installed console script and the README, as a user runs them."""

@@ -1,0 +1,1 @@
+"""Integration tests: the store, ingest and the CLI processes on real SQLite files and PostgreSQL."""
