@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from custate.domain.activity import Activity
-from custate.domain.activity_types import MESSAGING_CHANNELS
+from custate.domain.activity_types import MESSAGING_CHANNELS, rank
 from custate.domain.activity_types import ActivityType as T
 from custate.domain.effects import (
     cards,
@@ -111,11 +111,11 @@ def ordered(activities: Iterable[Activity], as_of: datetime | None = None) -> li
     for a in activities:
         if a.id not in seen and (as_of is None or a.created_at <= as_of):
             seen[a.id] = a
-    return sorted(seen.values(), key=_key)
+    # The fold key inline (`Activity.key` spelled out): the sort is a fifth of the fold.
+    return sorted(seen.values(), key=lambda a: (a.created_at, _RANK.get(a.type, 1), a.id))
 
 
-def _key(a: Activity) -> tuple[datetime, int, str]:
-    return a.key
+_RANK = {str(T.CREATED): rank(T.CREATED), str(T.DELETED): rank(T.DELETED)}
 
 
 def fold(
