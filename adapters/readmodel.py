@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from eventsourcing.persistence import Notification, TrackingRecorder
 from eventsourcing.persistence import Tracking as LibTracking
-from eventsourcing.persistence import TrackingRecorder
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -53,6 +53,9 @@ from custate.projections.keys import key_text
 from custate.projections.pointintime import state_as_of
 
 DEFAULT_CATCHUP_BATCH = 5000
+# Activities planned per write transaction: a catch-up reads `batch_size` at a time but
+# writes each touched customer's state and index rows once per this many.
+WRITE_EVERY = 100_000
 # Parsed activities kept for re-folds and point in time (about 12 KiB each).
 PARSED_CACHE_SIZE = 4096
 
@@ -202,14 +205,20 @@ class ReadModel(TrackingRecorder):
     def versions_between(
         self, customer_id: str, after: str | None, upto: str | None = None
     ) -> list[int]:
+        return [v for _, v in self.keys_between(customer_id, after, upto)]
+
+    def keys_between(
+        self, customer_id: str, after: str | None, upto: str | None = None
+    ) -> list[tuple[str, int]]:
+        """(key, version) of projected activities with `after < key <= upto`, in key order."""
         k = self.t.keys
-        q = select(k.c.version).where(k.c.customer_id == customer_id)
+        q = select(k.c.key, k.c.version).where(k.c.customer_id == customer_id)
         if after is not None:
             q = q.where(k.c.key > after)
         if upto is not None:
             q = q.where(k.c.key <= upto)
         with self.engine.connect() as c:
-            return [r[0] for r in c.execute(q.order_by(k.c.key))]
+            return [(r[0], r[1]) for r in c.execute(q.order_by(k.c.key))]
 
     def activities(self, customer_id: str, versions: Sequence[int]) -> list[Activity]:
         parsed = self._parsed
@@ -243,7 +252,13 @@ class ReadModel(TrackingRecorder):
     ) -> CatchUpReport:
         """Project everything stored since the tracking position, a batch per transaction."""
         with fewer_collections():
-            return self._catch_up(batch_size, progress, should_stop)
+            try:
+                return self._catch_up(batch_size, progress, should_stop)
+            except BaseException:
+                # `plan` folds on from cached states in place: after a failure they may hold
+                # activities that were never written, under heads that still match.
+                self._cache.clear()
+                raise
 
     def _catch_up(
         self,
@@ -253,33 +268,56 @@ class ReadModel(TrackingRecorder):
     ) -> CatchUpReport:
         report = CatchUpReport()
         recorder = self.store.recorder
-        while should_stop is None or not should_stop():
-            previous = self.position()
-            notes = recorder.select_notifications(
-                previous, batch_size, topics=[ACTIVITY_TOPIC], inclusive_of_start=False
-            )
+        pending = _Pending(self, self.position())
+        while True:
+            notes: Sequence[Notification] = ()
+            if should_stop is None or not should_stop():
+                notes = recorder.select_notifications(
+                    pending.position, batch_size, topics=[ACTIVITY_TOPIC], inclusive_of_start=False
+                )
             if not notes:
+                if pending.count and not self._flush(pending, report):
+                    pending = _Pending(self, self.position())  # lost a race: read again
+                    continue
                 break
             batch = []
             for n in notes:
                 s = decode(n.state, n.originator_version, n.id)
                 batch.append(Projected(s.activity, s.version, key_text(s.activity)))
-            changes = plan(batch, self, self, self.interval, self._cache)
-            if not self._write(changes, previous, notes[-1].id):
-                self._cache.clear()  # another projector got there first: read again
-                continue
-            report.activities += len(batch)
-            report.batches += 1
-            report.late += changes.late
-            report.position = notes[-1].id
+            changes = plan(batch, pending, self, self.interval, self._cache)
+            pending.add(changes, len(batch), notes[-1].id)
+            self._cache.update(changes.states)
             if progress is not None:
                 progress(len(batch))
+            if pending.count >= WRITE_EVERY:
+                if not self._flush(pending, report):
+                    pending = _Pending(self, self.position())
+                    continue
+                pending = _Pending(self, pending.position)
         report.position = report.position or self.position()
         return report
 
-    def _write(self, changes: Changes, previous: int, position: int) -> bool:
+    def _flush(self, pending: _Pending, report: CatchUpReport) -> bool:
+        """Write what `pending` holds in one transaction; False if another projector moved
+        the tracking position first (then nothing is written, and the caches are dropped)."""
+        if not self._write(pending.changes, pending.previous, pending.position, pending.rows):
+            self._cache.clear()
+            return False
+        report.activities += pending.count
+        report.batches += pending.batches
+        report.late += pending.changes.late
+        report.position = pending.position
+        return True
+
+    def _write(
+        self,
+        changes: Changes,
+        previous: int,
+        position: int,
+        checkpoint_rows: Sequence[tuple[str, str, str]] = (),
+    ) -> bool:
         t = self.t
-        ids = sorted(changes.states)
+        ids = sorted(cid for cid in changes.states if cid not in changes.new)
         with self.engine.begin() as c:
             if not self._advance(c, previous, position):
                 c.rollback()
@@ -295,18 +333,18 @@ class ReadModel(TrackingRecorder):
                     )
                 )
             # Rows go to the driver's executemany directly: SQLAlchemy's per-row parameter
-            # processing cost more than the inserts themselves.
-            for table, rows in _index_rows(changes, t).items():
-                if rows:
-                    self._insert_many(c, table, rows)
+            # processing cost more than the inserts themselves. A few thousand customers at
+            # a time, so that their state JSON is never all in memory at once.
+            states = list(changes.states.items())
+            for chunk in _chunks(states, 2000):
+                for table, rows in _index_rows(chunk, t).items():
+                    if rows:
+                        self._insert_many(c, table, rows)
             if changes.keys:
                 self._insert_many(c, t.keys, changes.keys)
-            if changes.checkpoints:
-                self._insert_many(
-                    c,
-                    t.checkpoints,
-                    [(a, k, orjson.dumps(j).decode()) for a, k, j in changes.checkpoints],
-                )
+            rows = [*checkpoint_rows, *_checkpoint_rows(changes)]
+            if rows:
+                self._insert_many(c, t.checkpoints, rows)
         self._cache.update(changes.states)
         if len(self._cache) > 50_000:
             self._cache.clear()
@@ -360,13 +398,13 @@ class ReadModel(TrackingRecorder):
         cu = t.customers
         points: ColumnElement[Any] = cu.c.points
         q = select(cu.c.customer_id, cu.c.status, cu.c.points, cu.c.activity_count)
+        # Membership as `customer_id IN (SELECT ... WHERE <indexed column> = ?)`: the index
+        # finds the few members; a correlated EXISTS made SQLite probe every customer.
         if segment is not None:
             q = q.where(
-                select(t.segments.c.customer_id)
-                .where(
-                    t.segments.c.segment_id == segment, t.segments.c.customer_id == cu.c.customer_id
+                cu.c.customer_id.in_(
+                    select(t.segments.c.customer_id).where(t.segments.c.segment_id == segment)
                 )
-                .exists()
             )
         if tier is not None or campaign is not None:
             cond = [t.tiers.c.customer_id == cu.c.customer_id]
@@ -400,11 +438,9 @@ class ReadModel(TrackingRecorder):
             q = q.where(cu.c.status == status)
         if order_status is not None:
             q = q.where(
-                select(t.orders.c.customer_id)
-                .where(
-                    t.orders.c.status == order_status, t.orders.c.customer_id == cu.c.customer_id
+                cu.c.customer_id.in_(
+                    select(t.orders.c.customer_id).where(t.orders.c.status == order_status)
                 )
-                .exists()
             )
         q = q.order_by(cu.c.customer_id)
         if limit is not None:
@@ -422,7 +458,87 @@ class ReadModel(TrackingRecorder):
             )
 
 
-def _index_rows(changes: Changes, t: Tables) -> dict[Table, list[tuple[Any, ...]]]:
+def _checkpoint_rows(changes: Changes) -> list[tuple[str, str, str]]:
+    return [(a, k, orjson.dumps(j).decode()) for a, k, j in changes.checkpoints]
+
+
+class _Pending:
+    """Planned batches not yet written: several read batches go into one transaction, so a
+    customer's state and index rows are written once per transaction, not once per batch.
+    It is the read-model port of the next batch's plan: what it holds (heads, states, keys,
+    checkpoints, checkpoints to drop) overlays what the database has."""
+
+    def __init__(self, model: ReadModel, position: int) -> None:
+        self.model = model
+        self.previous = position  # the tracking position in the database
+        self.position = position  # the last notification planned
+        self.changes = Changes()
+        self.rows: list[tuple[str, str, str]] = []  # checkpoints, serialised when planned
+        self.keys: dict[str, list[tuple[str, int]]] = {}  # customer -> (key, version)
+        self.count = 0
+        self.batches = 0
+
+    def add(self, changes: Changes, count: int, position: int) -> None:
+        c = self.changes
+        c.states.update(changes.states)
+        c.keys.extend(changes.keys)
+        for cid, key, version in changes.keys:
+            self.keys.setdefault(cid, []).append((key, version))
+        drops = changes.drop_checkpoints_from
+        if drops:
+            # Checkpoints planned earlier at or after a late key are dropped as well.
+            self.rows = [r for r in self.rows if r[0] not in drops or r[1] < drops[r[0]]]
+            for cid, key in drops.items():
+                before = c.drop_checkpoints_from.get(cid)
+                c.drop_checkpoints_from[cid] = key if before is None else min(before, key)
+        self.rows.extend(_checkpoint_rows(changes))
+        c.late += changes.late
+        c.new |= changes.new
+        self.count += count
+        self.batches += 1
+        self.position = position
+
+    def heads(self, customer_ids: Sequence[str]) -> dict[str, Head]:
+        held = self.changes.states
+        out = self.model.heads([i for i in customer_ids if i not in held])
+        out.update((i, held[i][1]) for i in customer_ids if i in held)
+        return out
+
+    def states(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
+        held = self.changes.states
+        out = self.model.states([i for i in customer_ids if i not in held])
+        out.update((i, held[i][0]) for i in customer_ids if i in held)
+        return out
+
+    def checkpoint_before(self, customer_id: str, key: str) -> tuple[str, CustomerState] | None:
+        dropped = self.changes.drop_checkpoints_from.get(customer_id)
+        mine = [r for r in self.rows if r[0] == customer_id and r[1] < key]
+        if mine:
+            _, k, j = max(mine, key=lambda r: r[1])
+            return k, CustomerState.from_json(orjson.loads(j))
+        # The database's, less those a planned late activity drops.
+        return self.model.checkpoint_before(
+            customer_id, key if dropped is None else min(key, dropped)
+        )
+
+    def versions_between(
+        self, customer_id: str, after: str | None, upto: str | None = None
+    ) -> list[int]:
+        found = self.model.keys_between(customer_id, after, upto)
+        mine = self.keys.get(customer_id)
+        if mine:
+            found += [
+                (k, v)
+                for k, v in mine
+                if (after is None or k > after) and (upto is None or k <= upto)
+            ]
+            found.sort()
+        return [v for _, v in found]
+
+
+def _index_rows(
+    states: Sequence[tuple[str, tuple[CustomerState, Head]]], t: Tables
+) -> dict[Table, list[tuple[Any, ...]]]:
     """Each touched customer's rows, as tuples in the tables' column order."""
     customers: list[tuple[Any, ...]] = []
     segments: list[tuple[Any, ...]] = []
@@ -430,7 +546,7 @@ def _index_rows(changes: Changes, t: Tables) -> dict[Table, list[tuple[Any, ...]
     cards: list[tuple[Any, ...]] = []
     gifts: list[tuple[Any, ...]] = []
     orders: list[tuple[Any, ...]] = []
-    for cid, (s, head) in changes.states.items():
+    for cid, (s, head) in states:
         customers.append(
             (
                 cid,

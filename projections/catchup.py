@@ -47,6 +47,8 @@ class Changes:
     drop_checkpoints_from: dict[str, str] = field(default_factory=dict)  # customer -> key
     checkpoints: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # JSON form
     late: int = 0
+    # Customers with no projected state before this batch: they have no rows to replace.
+    new: set[str] = field(default_factory=set)
 
 
 class ReadModelPort(Protocol):
@@ -103,6 +105,7 @@ def plan(
         last_version = max([p.version for p in new] + ([head.last_version] if head else []))
         if head is None:
             state, todo = CustomerState(cid), new
+            changes.new.add(cid)
         elif new[0].key > head.last_key:
             state = cached.get(cid) or stored[cid]
             todo = new

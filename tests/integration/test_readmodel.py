@@ -1,0 +1,640 @@
+"""The read model on both backends: generated histories delivered out of order, with
+duplicates and late activities, in several ingest calls. Every answer the read model gives
+(current state, state as of T, customer queries) is what folding the event store gives;
+a rebuild reproduces it while the old tables keep answering; a catch-up killed part-way
+and run again, or two catch-ups at once, project each activity exactly once."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import OperationalError
+
+import custate
+from custate.adapters.api import Custate
+from custate.adapters.eventstore import ACTIVITY_TOPIC, EventStore
+from custate.adapters.readmodel import CustomerRow, ReadModel
+from custate.domain import Activity, CustomerState, fold, ordered, parse_activity
+
+Json = dict[str, Any]
+ROOT = Path(__file__).resolve().parents[2]
+CUSTATE = Path(sys.executable).parent / "custate"
+
+
+# -- generated histories ----------------------------------------------------------------------
+
+
+@cache
+def _bench() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "custate_bench_generate", ROOT / "bench" / "generate.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@cache
+def _delivered(n: int, customers: int, seed: int) -> tuple[Json, ...]:
+    records = list(_bench().generate(n, customers, seed, late_fraction=0.2, duplicate_fraction=0.1))
+    # on top of the generator's late 20%: arrival order shuffled within windows
+    rng = random.Random(seed)
+    out: list[Json] = []
+    for i in range(0, len(records), 60):
+        window = records[i : i + 60]
+        rng.shuffle(window)
+        out += window
+    return tuple(out)
+
+
+def delivered(n: int, customers: int, seed: int) -> list[Json]:
+    """`n` distinct activities, 20% late, 10% delivered twice, arrival order shuffled."""
+    return [orjson.loads(orjson.dumps(r)) for r in _delivered(n, customers, seed)]
+
+
+def by_customer(records: Iterable[Json]) -> dict[str, list[Activity]]:
+    out: dict[str, dict[str, Activity]] = {}
+    for r in records:
+        a = parse_activity(r)
+        out.setdefault(a.customer_id, {}).setdefault(a.id, a)
+    return {cid: ordered(acts.values()) for cid, acts in sorted(out.items())}
+
+
+def folded(records: Iterable[Json]) -> dict[str, CustomerState]:
+    return {cid: fold(acts, cid) for cid, acts in by_customer(records).items()}
+
+
+def chunks(records: list[Json], parts: int, rng: random.Random) -> Iterator[list[Json]]:
+    cuts = sorted(rng.sample(range(1, len(records)), parts - 1))
+    for lo, hi in zip([0, *cuts], [*cuts, len(records)], strict=True):
+        yield records[lo:hi]
+
+
+def ingest_in_calls(cs: Custate, records: list[Json], parts: int, seed: int) -> None:
+    for part in chunks(records, parts, random.Random(seed)):
+        report = cs.ingest(part)
+        assert report.ok, report.problems[:3]
+        assert cs.lag() == 0
+
+
+def random_cuts(
+    histories: dict[str, list[Activity]], n: int, seed: int
+) -> Iterator[tuple[str, datetime]]:
+    rng = random.Random(seed)
+    ids = sorted(histories)
+    for _ in range(n):
+        cid = rng.choice(ids)
+        acts = histories[cid]
+        first, last = acts[0].created_at, acts[-1].created_at
+        pivot = rng.choice(acts).created_at
+        yield (
+            cid,
+            rng.choice(
+                [
+                    pivot,
+                    pivot - timedelta(microseconds=1),
+                    first + (last - first) * rng.random(),
+                    first - timedelta(seconds=1),
+                    last + timedelta(days=1),
+                ]
+            ),
+        )
+
+
+# -- what the database holds ------------------------------------------------------------------
+
+
+def count(rm: ReadModel, table: sa.Table) -> int:
+    with rm.engine.connect() as c:
+        return int(c.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def checkpoints(rm: ReadModel) -> dict[tuple[str, str], Json]:
+    ck = rm.t.checkpoints
+    with rm.engine.connect() as c:
+        return {
+            (r[0], r[1]): orjson.loads(r[2])
+            for r in c.execute(sa.select(ck.c.customer_id, ck.c.key, ck.c.state))
+        }
+
+
+def activities_upto(store: EventStore, position: int) -> int:
+    """Stored activities with a notification id at or below `position`."""
+    column = "rowid" if store.url.kind == "sqlite" else "notification_id"
+    with store.engine.connect() as c:
+        n = c.execute(
+            sa.text(
+                f"SELECT COUNT(*) FROM {store.url.events_table} WHERE topic = :t AND {column} <= :p"
+            ),
+            {"t": ACTIVITY_TOPIC, "p": position},
+        ).scalar_one()
+    return int(n)
+
+
+def assert_consistent(cs: Custate, expected: dict[str, CustomerState]) -> None:
+    """The read model holds exactly the folded states, each activity's key once, and a
+    checkpoint after every `interval`-th activity of each customer."""
+    rm = cs.readmodel
+    assert cs.lag() == 0
+    assert list(rm.all_customer_ids()) == sorted(expected)
+    for cid, state in expected.items():
+        current = rm.current(cid)
+        assert current is not None, cid
+        assert current.to_json() == state.to_json(), cid
+    total = sum(s.activities.count for s in expected.values())
+    assert count(rm, rm.t.keys) == total == cs.store.count()
+    assert count(rm, rm.t.checkpoints) == sum(
+        s.activities.count // rm.interval for s in expected.values()
+    )
+
+
+# -- state, as of, replay ---------------------------------------------------------------------
+
+
+def test_read_model_state_is_the_replay_and_the_fold(store_url: str) -> None:
+    records = delivered(2000, 80, seed=5)
+    expected = folded(records)
+    histories = by_customer(records)
+    with custate.open(store_url) as cs:
+        ingest_in_calls(cs, records, parts=4, seed=5)
+        assert sorted(cs.customer_ids()) == sorted(expected)
+        for cid, state in expected.items():
+            current = cs.state(cid).to_json()
+            assert current == state.to_json(), cid
+            assert current == cs.replay(cid).to_json(), cid
+        for cid, t in random_cuts(histories, 50, seed=5):
+            exactly = [a for a in histories[cid] if a.created_at <= t]
+            want = fold(exactly, cid, as_of=t).to_json()
+            got = cs.state(cid, as_of=t)
+            assert got.activities.count == len(exactly)
+            assert got.to_json() == want, (cid, t)
+            assert cs.replay(cid, as_of=t).to_json() == want
+        assert_consistent(cs, expected)
+
+
+def test_state_as_of_an_iso_string_and_a_date(store_url: str) -> None:
+    records = delivered(300, 10, seed=6)
+    histories = by_customer(records)
+    with custate.open(store_url) as cs:
+        ingest_in_calls(cs, records, parts=2, seed=6)
+        cid = max(histories, key=lambda c: len(histories[c]))
+        acts = histories[cid]
+        t = acts[len(acts) // 2].created_at
+        text = t.isoformat().replace("+00:00", "Z")
+        assert cs.state(cid, as_of=text).to_json() == fold(acts, cid, as_of=t).to_json()
+        day = t.date().isoformat()  # a date means the end of that day (UTC)
+        end = datetime.combine(t.date(), datetime.max.time(), t.tzinfo)
+        assert cs.state(cid, as_of=day).to_json() == fold(acts, cid, as_of=end).to_json()
+
+
+# -- queries ----------------------------------------------------------------------------------
+
+
+Filters = dict[str, Any]
+
+
+def matches(s: CustomerState, f: Filters) -> bool:
+    """`ReadModel.customers` by brute force over a folded state: every filter given must
+    hold; with `campaign`, `tier` and the points bounds look at that campaign only, and
+    `campaign` alone means a tier or a loyalty card in it."""
+    segment, tier, campaign = f.get("segment"), f.get("tier"), f.get("campaign")
+    if segment is not None and segment not in s.segments:
+        return False
+    if tier is not None or campaign is not None:
+        in_tiers = any(
+            (tier is None or t.tier_id == tier) and (campaign is None or camp == campaign)
+            for camp, t in s.tiers.items()
+        )
+        in_cards = any(c.campaign_id == campaign for c in s.cards.values())
+        if not (in_tiers or (tier is None and in_cards)):
+            return False
+    points = (
+        s.points
+        if campaign is None
+        else sum(c.balance or 0 for c in s.cards.values() if c.campaign_id == campaign)
+    )
+    if f.get("min_points") is not None and points < f["min_points"]:
+        return False
+    if f.get("max_points") is not None and points > f["max_points"]:
+        return False
+    if f.get("status") is not None and s.profile.status != f["status"]:
+        return False
+    return f.get("order_status") is None or any(
+        o.status == f["order_status"] for o in s.orders.values()
+    )
+
+
+def brute_force(states: dict[str, CustomerState], f: Filters) -> list[CustomerRow]:
+    rows = [
+        CustomerRow(cid, s.profile.status, s.points, s.activities.count)
+        for cid, s in sorted(states.items())
+        if matches(s, {k: v for k, v in f.items() if k != "limit"})
+    ]
+    return rows[: f["limit"]] if f.get("limit") is not None else rows
+
+
+def filter_cases(states: dict[str, CustomerState], seed: int) -> list[Filters]:
+    """Single filters over every value the states hold, and random combinations."""
+    segments = sorted({sid for s in states.values() for sid in s.segments})
+    tiers = sorted({t.tier_id for s in states.values() for t in s.tiers.values() if t.tier_id})
+    campaigns = sorted(
+        {c.campaign_id for s in states.values() for c in s.cards.values() if c.campaign_id}
+        | {camp for s in states.values() for camp in s.tiers}
+    )
+    points = sorted(s.points for s in states.values())
+    orders = sorted({o.status for s in states.values() for o in s.orders.values() if o.status})
+    assert segments
+    assert tiers
+    assert campaigns
+    assert orders
+    assert points[-1] > 0
+    quantiles = sorted({points[len(points) * q // 10] for q in range(10)})
+    single: list[Filters] = [
+        *({"segment": v} for v in [*segments, "seg_nobody"]),
+        *({"tier": v} for v in [*tiers, "ltr_nobody"]),
+        *({"campaign": v} for v in [*campaigns, "camp_nobody"]),
+        *({"min_points": v} for v in quantiles),
+        *({"max_points": v} for v in quantiles),
+        *({"status": v} for v in ("active", "deleted")),
+        *({"order_status": v} for v in orders),
+        {"limit": 7},
+        {},
+    ]
+    rng = random.Random(seed)
+    values: dict[str, list[Any]] = {
+        "segment": segments,
+        "tier": tiers,
+        "campaign": campaigns,
+        "min_points": quantiles,
+        "max_points": quantiles,
+        "status": ["active", "deleted"],
+        "order_status": orders,
+        "limit": [1, 5, 20],
+    }
+    combined = [
+        {k: rng.choice(values[k]) for k in rng.sample(sorted(values), rng.randint(2, 4))}
+        for _ in range(60)
+    ]
+    # the campaign-scoped forms, on purpose
+    scoped = [
+        {"campaign": c, **extra}
+        for c in campaigns
+        for extra in (
+            {"tier": rng.choice(tiers)},
+            {"min_points": rng.choice(quantiles)},
+            {"max_points": rng.choice(quantiles)},
+            {"min_points": quantiles[1], "max_points": quantiles[-1]},
+        )
+    ]
+    return single + combined + scoped
+
+
+def test_customer_queries_are_a_filter_over_the_folded_states(store_url: str) -> None:
+    records = delivered(2000, 150, seed=8)
+    expected = folded(records)
+    with custate.open(store_url) as cs:
+        ingest_in_calls(cs, records, parts=3, seed=8)
+        cases = filter_cases(expected, seed=8)
+        nonempty = 0
+        for f in cases:
+            want = brute_force(expected, f)
+            assert cs.customers(**f) == want, f
+            nonempty += bool(want)
+        assert nonempty > len(cases) // 2, "the filters hardly select anything"
+        assert len(cs.customers()) == len(expected)
+
+
+# -- rebuild ----------------------------------------------------------------------------------
+
+
+def test_rebuild_equals_incremental_and_queries_answer_during_it(store_url: str) -> None:
+    everything = delivered(2000, 80, seed=9)
+    records, more = everything[:1800], everything[1800:]
+    expected = folded(records)
+    queries: list[Filters] = [{}, {"min_points": 500}, {"status": "active", "limit": 10}]
+    with custate.open(store_url) as cs, custate.open(store_url) as reader:
+        ingest_in_calls(cs, records, parts=4, seed=9)
+        old = cs.readmodel
+        generation = old.t.generation
+        incremental_checkpoints = checkpoints(old)
+        answers = [reader.customers(**q) for q in queries]
+        sample = sorted(expected)[::7]
+        during: list[int] = []
+
+        def still_answering(n: int) -> None:
+            # the new generation is part-way; the active one keeps answering
+            assert reader.readmodel.t.generation == generation
+            assert [reader.customers(**q) for q in queries] == answers
+            for cid in sample:
+                assert reader.state(cid).to_json() == expected[cid].to_json()
+            during.append(n)
+
+        report = cs.rebuild(batch_size=300, progress=still_answering)
+        assert len(during) >= 5
+        assert sum(during) == report.activities == cs.store.count()
+
+        assert cs.readmodel.t.generation == generation + 1
+        assert reader.readmodel.t.generation == generation + 1  # swapped under the reader
+        assert_consistent(cs, expected)
+        assert checkpoints(cs.readmodel) == incremental_checkpoints
+        assert [reader.customers(**q) for q in queries] == answers
+        for cid in sample:
+            assert reader.state(cid).to_json() == expected[cid].to_json()
+        assert not sa.inspect(cs.store.engine).has_table(old.t.customers.name)
+
+        # the new generation goes on from where the rebuild left it (late ones included)
+        cs.ingest(more)
+        assert_consistent(cs, folded(everything))
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_rebuild_resumes_and_the_old_tables_answer_meanwhile(
+    store_url: str,
+) -> None:
+    records = delivered(900, 30, seed=17)
+    expected = folded(records)
+    with custate.open(store_url) as cs:
+        ingest_in_calls(cs, records, parts=2, seed=17)
+        generation = cs.readmodel.t.generation
+        before = cs.customers()
+        batches = 0
+
+        def interrupt(_n: int) -> None:
+            nonlocal batches
+            batches += 1
+            if batches == 2:
+                raise Interrupted
+
+        with pytest.raises(Interrupted):
+            cs.rebuild(batch_size=200, progress=interrupt)
+        assert cs.readmodel.t.generation == generation
+        assert cs.customers() == before
+        assert_consistent(cs, expected)
+        report = cs.rebuild(batch_size=200)
+        assert 0 < report.activities <= cs.store.count()
+        assert cs.readmodel.t.generation == generation + 1
+        assert cs.customers() == before
+        assert_consistent(cs, expected)
+
+
+# -- failures, kills, concurrency -------------------------------------------------------------
+
+
+def test_a_failed_batch_write_changes_nothing(store_url: str) -> None:
+    """The write of a batch fails (a database error half-way through its transaction):
+    the same read model object, asked again, projects that batch once."""
+    records = delivered(1200, 40, seed=12)
+    first, second = records[:600], records[600:]
+    with custate.open(store_url) as cs:
+        cs.ingest(first)
+        rm = cs.readmodel  # its cache now holds the states it wrote
+        cs.ingest(second, project=False)
+        position = rm.position()
+        failed: list[str] = []
+
+        def fail_once(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            # the keys go in after the customers' rows: fail there, once
+            if not failed and statement.lstrip().startswith(f"INSERT INTO {rm.t.keys.name}"):
+                failed.append(statement)
+                raise OperationalError(statement, {}, Exception("connection lost"))
+
+        sa.event.listen(rm.engine, "before_cursor_execute", fail_once)
+        try:
+            with pytest.raises(OperationalError):
+                rm.catch_up()
+        finally:
+            sa.event.remove(rm.engine, "before_cursor_execute", fail_once)
+        assert failed
+        assert rm.position() == position
+        rm.catch_up()
+        assert cs.readmodel is rm
+        assert_consistent(cs, folded(records))
+
+
+def _updated(cid: str, seconds: int, name: str) -> Json:
+    at = datetime(2024, 5, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+    return {
+        "id": f"evcus_{cid}_{name}",
+        "type": "customer.updated",
+        "created_at": at.isoformat().replace("+00:00", "Z"),
+        "data": {"customer": {"id": cid, "name": name}},
+    }
+
+
+def test_a_catch_up_failing_while_planning_leaves_no_trace(store_url: str) -> None:
+    """A database error while planning a batch (reading the checkpoint for a late activity
+    of `cust_z`), after the on-time `cust_a` was already folded on from the state this
+    process cached: asked again, the same read model folds `cust_a`'s activity once."""
+    history = [_updated(c, i * 10, f"n{i}") for c in ("cust_a", "cust_z") for i in range(6)]
+    later = [_updated("cust_a", 100, "on_time"), _updated("cust_z", 15, "late")]
+    with custate.open(store_url) as cs:
+        cs.ingest(history)
+        rm = cs.readmodel
+        cs.ingest(later, project=False)
+        failed: list[str] = []
+
+        def fail_once(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if not failed and rm.t.checkpoints.name in statement:
+                failed.append(statement)
+                raise OperationalError(statement, {}, Exception("connection lost"))
+
+        sa.event.listen(rm.engine, "before_cursor_execute", fail_once)
+        try:
+            with pytest.raises(OperationalError):
+                rm.catch_up()
+        finally:
+            sa.event.remove(rm.engine, "before_cursor_execute", fail_once)
+        assert failed
+        rm.catch_up()
+        assert cs.readmodel is rm
+        assert_consistent(cs, folded([*history, *later]))
+
+
+def test_two_read_models_taking_turns_project_each_activity_once(store_url: str) -> None:
+    """Two projectors (each with its own cache of the states it wrote) alternate batches:
+    each must notice the customers the other moved on."""
+    records = delivered(1000, 30, seed=13)
+    with custate.open(store_url) as cs:
+        cs.ingest(records, project=False)
+        a, b = ReadModel(cs.store), ReadModel(cs.store)
+        turn = 0
+        while cs.lag():
+            rm = (a, b)[turn % 2]
+            batches = 0
+
+            def one_batch() -> bool:
+                nonlocal batches
+                batches += 1
+                return batches > 1
+
+            rm.catch_up(batch_size=97, should_stop=one_batch)
+            turn += 1
+        assert turn > 10
+        assert_consistent(cs, folded(records))
+
+
+def test_a_projector_that_loses_the_race_reads_again(store_url: str) -> None:
+    """`a` has read and planned a batch when `b` catches up everything: `a`'s write finds
+    the tracking position moved, writes nothing, and reads again from there."""
+    records = delivered(1200, 30, seed=16)
+    first, second = records[:500], records[500:]
+    with custate.open(store_url) as cs:
+        cs.ingest(first, project=False)
+        a, b = ReadModel(cs.store), ReadModel(cs.store)
+        a.catch_up(batch_size=200)  # a's cache now holds states it wrote
+        cs.ingest(second, project=False)
+        total = cs.lag()
+        by_b: list[int] = []
+
+        def b_gets_there_first(_n: int) -> None:
+            if not by_b:
+                by_b.append(b.catch_up(batch_size=150).activities)
+
+        by_a = a.catch_up(batch_size=200, progress=b_gets_there_first).activities
+        assert by_b
+        assert by_b[0] > 0
+        assert by_a + by_b[0] == total
+        assert_consistent(cs, folded(records))
+        # and a, whose cached states b has since moved on, still projects correctly
+        more = delivered(1300, 30, seed=16)
+        extra = [r for r in more if r["id"] not in {x["id"] for x in records}]
+        cs.ingest(extra, project=False)
+        a.catch_up(batch_size=50)
+        assert_consistent(cs, folded([*records, *extra]))
+
+
+# `custate project` as shipped, with small transactions: each read batch of BATCH
+# activities committed on its own (the shipped defaults write far larger transactions, so
+# "killed after some batches committed" would need a history too large for a test).
+SMALL_TRANSACTIONS = """
+import sys
+import custate.adapters.readmodel as rm
+from custate.adapters.cli import main
+
+BATCH = int(sys.argv.pop(1))
+if hasattr(rm, "WRITE_EVERY"):
+    rm.WRITE_EVERY = 1
+catch_up = rm.ReadModel.catch_up
+
+def small(self, batch_size=BATCH, progress=None, should_stop=None):
+    return catch_up(self, min(batch_size, BATCH), progress, should_stop)
+
+rm.ReadModel.catch_up = small
+sys.argv[0] = "custate"
+sys.exit(main())
+"""
+
+
+def _project(url: str, batch: int | None = None) -> subprocess.Popen[bytes]:
+    """`custate project --store URL --json` in a subprocess; with `batch`, in transactions
+    of that many activities."""
+    env = {k: v for k, v in os.environ.items() if k != "CUSTATE_STORE"}
+    command = [str(CUSTATE)] if batch is None else [sys.executable, "-c", SMALL_TRANSACTIONS]
+    args = [] if batch is None else [str(batch)]
+    return subprocess.Popen(
+        [*command, *args, "project", "--store", url, "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _ingest_file(url: str, records: list[Json], path: Path) -> None:
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    done = subprocess.run(
+        [str(CUSTATE), "ingest", str(path), "--store", url, "--no-project", "--json"],
+        capture_output=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "CUSTATE_STORE"},
+    )
+    assert done.returncode == 0, done.stderr.decode()
+
+
+def _summary(proc: subprocess.Popen[bytes]) -> Json:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    summary: Json = orjson.loads(out)
+    return summary
+
+
+def _wait(until: Callable[[], bool], proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 120
+    while not until():
+        if proc.poll() is not None:
+            pytest.fail(f"the projector ended before {what}: {proc.communicate()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+KILL_ACTIVITIES = 3000
+KILL_BATCH = 400
+
+
+@pytest.mark.slow
+def test_a_catch_up_killed_part_way_resumes_to_the_same_state(
+    store_url: str, tmp_path: Path
+) -> None:
+    records = delivered(KILL_ACTIVITIES, 250, seed=14)
+    expected = folded(records)
+    _ingest_file(store_url, records, tmp_path / "big.ndjson")
+    with custate.open(store_url) as cs:
+        rm = cs.readmodel
+        total = cs.lag()
+        assert total == KILL_ACTIVITIES
+        proc = _project(store_url, KILL_BATCH)
+        _wait(lambda: rm.position() > 0, proc, "a batch committed")
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        position = rm.position()
+        done = activities_upto(cs.store, position)
+        assert 0 < done < total, f"killed too late: {done} of {total} projected"
+        # what committed is whole batches: rows, keys and position together
+        assert count(rm, rm.t.keys) == done
+        assert sum(r.activity_count for r in cs.customers()) == done
+        assert cs.lag() == total - done
+
+        again = _summary(_project(store_url))
+        assert again["projected"] == total - done
+        assert_consistent(cs, expected)
+        for cid in sorted(expected)[::25]:
+            assert cs.state(cid).to_json() == cs.replay(cid).to_json()
+
+
+@pytest.mark.slow
+def test_two_concurrent_projectors_project_each_activity_once(
+    store_url: str, tmp_path: Path
+) -> None:
+    records = delivered(2000, 100, seed=15)
+    expected = folded(records)
+    _ingest_file(store_url, records, tmp_path / "all.ndjson")
+    with custate.open(store_url) as cs:
+        ReadModel(cs.store)  # the tables exist before the race
+        total = cs.lag()
+        # racing for every batch of 250
+        procs = [_project(store_url, 250), _project(store_url, 250)]
+        summaries = [_summary(p) for p in procs]
+        assert sum(s["projected"] for s in summaries) == total
+        assert max(s["position"] for s in summaries) == cs.readmodel.position()
+        assert_consistent(cs, expected)
