@@ -15,6 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+import sqlalchemy as sa
+
 from custate.adapters.bulk import fewer_collections
 from custate.adapters.eventstore import EventStore, StoredActivity
 from custate.adapters.ingest import DEFAULT_BATCH, Clock, IngestReport, ingest, utc_now
@@ -28,6 +31,7 @@ from custate.adapters.readmodel import (
 )
 from custate.adapters.rejects import RejectStore, StoredReject
 from custate.domain import CustomerState, fold, parse_cut
+from custate.projections import audit
 
 DEFAULT_STORE = "sqlite:///custate.db"
 
@@ -170,6 +174,87 @@ class Custate:
         state = fold((s.activity for s in stored), customer_id, as_of=as_of)
         state.known_at = known_at
         return state
+
+    # -- audit (projections/audit.py) ---------------------------------------------------------
+
+    def _pairs(self, customer_id: str, known_at: datetime | None = None) -> list[audit.Pair]:
+        return [(s.activity, s.recorded_at) for s in self.activities(customer_id, known_at)]
+
+    def history(
+        self,
+        customer_id: str,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        known_at: datetime | str | None = None,
+    ) -> list[audit.HistoryEntry]:
+        """Each activity in fold order with its record time and what it changed; `start` /
+        `end` (business time, inclusive) limit what is listed, `known_at` what is stored."""
+        k = _cut(known_at, "known_at")
+        return audit.history(
+            self._pairs(customer_id, k), customer_id, _cut(start, "from"), _cut(end, "to")
+        )
+
+    def diff_as_of(
+        self,
+        customer_id: str,
+        t1: datetime | str,
+        t2: datetime | str,
+        known_at: datetime | str | None = None,
+    ) -> audit.StateDiff:
+        """What changed in business time between `t1` and `t2`, and which activities did it."""
+        a, b = _cut(t1, "as_of"), _cut(t2, "as_of")
+        assert a is not None
+        assert b is not None
+        k = _cut(known_at, "known_at")
+        return audit.diff_as_of(self._pairs(customer_id, k), customer_id, a, b, k)
+
+    def diff_known_at(
+        self,
+        customer_id: str,
+        as_of: datetime | str | None,
+        k1: datetime | str,
+        k2: datetime | str,
+    ) -> audit.StateDiff:
+        """What activities recorded between `k1` and `k2` changed about business time
+        `as_of` (None: about now)."""
+        a, b = _cut(k1, "known_at"), _cut(k2, "known_at")
+        assert a is not None
+        assert b is not None
+        t = _cut(as_of, "as_of")
+        return audit.diff_known_at(self._pairs(customer_id, max(a, b)), customer_id, t, a, b)
+
+    def explain(
+        self,
+        customer_id: str,
+        path: str,
+        as_of: datetime | str | None = None,
+        known_at: datetime | str | None = None,
+    ) -> audit.Explanation:
+        """Which activity set the value at `path` (e.g. `loyalty.cards.v_1.balance`), and
+        the chain of earlier values with their activities."""
+        k = _cut(known_at, "known_at")
+        t = _cut(as_of, "as_of")
+        return audit.explain(self._pairs(customer_id, k), customer_id, path, t)
+
+    def gaps(self, customer_id: str | None = None) -> list[audit.CardGap]:
+        """Balance-continuity breaks (an activity missing upstream), per card: of one
+        customer, or of every customer from the read model's stored states (no fold)."""
+        if customer_id is not None:
+            return audit.card_gaps(customer_id, self.state(customer_id).gaps)
+        rm = self.readmodel
+        rm.catch_up()
+        cu = rm.t.customers
+        # A state with no gaps ends its JSON with `"gaps":[]`; parse only the others.
+        query = (
+            sa.select(cu.c.customer_id, cu.c.state)
+            .where(cu.c.state.like('%"gaps":[{%'))
+            .order_by(cu.c.customer_id)
+        )
+        out: list[audit.CardGap] = []
+        with rm.engine.connect() as c:
+            for cid, text in c.execute(query):
+                out.extend(audit.gaps_from_json(cid, orjson.loads(text).get("gaps", [])))
+        return out
 
     def customer_ids(self) -> list[str]:
         """Every customer with stored activities, from the event store."""

@@ -1,0 +1,333 @@
+"""`custate history | diff | explain | gaps | report`: what each activity changed, what changed
+between two cuts and which activities did it, why a field has its value, missing activities,
+and a self-contained HTML report."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from custate.adapters.api import Custate, UnknownCustomerError
+from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
+from custate.adapters.cli.common import cut, fail, open_store
+from custate.adapters.cli.store_options import JsonOption, StoreOption
+from custate.domain import format_time
+from custate.projections.audit import (
+    ADDED,
+    REMOVED,
+    CardGap,
+    FieldChange,
+    HistoryEntry,
+    StateDiff,
+)
+
+Customer = Annotated[str, typer.Argument(help="The Voucherify customer id (cust_...).")]
+ABSENT = "(absent)"
+
+
+def _value(v: Any) -> str:
+    return escape(orjson.dumps(v).decode())
+
+
+def _sides(c: FieldChange) -> tuple[str, str]:
+    before = ABSENT if c.op == ADDED else _value(c.before)
+    after = ABSENT if c.op == REMOVED else _value(c.after)
+    return before, after
+
+
+def _json_out(value: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def _with_store(store: str | None) -> Custate:
+    return open_store(store)
+
+
+@app.command()
+def history(
+    customer_id: Customer,
+    start: Annotated[
+        str | None, typer.Option("--from", help="List activities with created_at >= T1.")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="List activities with created_at <= T2.")
+    ] = None,
+    known_at: Annotated[
+        str | None, typer.Option("--known-at", help="Only what the store held at K.")
+    ] = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Each activity in fold order: created_at, record time, type, id, and what it changed."""
+    t1, t2 = cut(start, "--from"), cut(end, "--to")
+    k = cut(known_at, "--known-at")
+    cs = _with_store(store)
+    try:
+        entries = cs.history(customer_id, t1, t2, k)
+    except UnknownCustomerError as e:
+        fail(str(e), EXIT_BAD_RECORDS)
+        return
+    finally:
+        cs.close()
+    if as_json:
+        _json_out({"customer_id": customer_id, "activities": [e.to_json() for e in entries]})
+        return
+    _history_table(customer_id, entries)
+
+
+def _history_table(customer_id: str, entries: Sequence[HistoryEntry]) -> None:
+    table = Table(
+        title=f"{customer_id}: {len(entries):,} activit{'y' if len(entries) == 1 else 'ies'}",
+        header_style="bold",
+    )
+    for col in ("created_at", "recorded_at", "activity", "field", "before", "after"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        a = e.activity
+        rec = format_time(a.recorded_at) if a.recorded_at else ""
+        head = f"{escape(a.type)}\n{escape(a.id)}" + ("\n[yellow](late)[/]" if e.late else "")
+        if not e.changes:
+            table.add_row(
+                format_time(a.created_at),
+                rec,
+                head,
+                "[dim](changed nothing)[/]",
+                "",
+                "",
+                end_section=True,
+            )
+            continue
+        for i, c in enumerate(e.changes):
+            before, after = _sides(c)
+            first = i == 0
+            table.add_row(
+                format_time(a.created_at) if first else "",
+                rec if first else "",
+                head if first else "",
+                escape(c.path),
+                before,
+                after,
+                end_section=i == len(e.changes) - 1,
+            )
+    Console().print(table)
+
+
+@app.command()
+def diff(
+    customer_id: Customer,
+    as_of: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--as-of",
+            help="Twice (T1, T2): what changed in business time. Once with --known-at twice: "
+            "the business time T asked about.",
+        ),
+    ] = None,
+    known_at: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--known-at",
+            help="Twice (K1, K2): what activities recorded between them changed about T.",
+        ),
+    ] = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """What changed for a customer: between two business times (--as-of T1 --as-of T2), or
+    about one time as known at two moments (--as-of T --known-at K1 --known-at K2), with the
+    activities responsible."""
+    ts = [cut(v, "--as-of") for v in as_of or []]
+    ks = [cut(v, "--known-at") for v in known_at or []]
+    if len(ks) == 2 and len(ts) <= 1:
+        mode = "known_at"
+    elif len(ts) == 2 and len(ks) <= 1:
+        mode = "as_of"
+    else:
+        fail(
+            "give --as-of T1 --as-of T2 (business time), or --as-of T --known-at K1 "
+            "--known-at K2 (what late activities changed about T)"
+        )
+        return
+    cs = _with_store(store)
+    try:
+        if mode == "as_of":
+            t1, t2 = ts
+            assert t1 is not None
+            assert t2 is not None
+            result = cs.diff_as_of(customer_id, t1, t2, ks[0] if ks else None)
+        else:
+            k1, k2 = ks
+            assert k1 is not None
+            assert k2 is not None
+            result = cs.diff_known_at(customer_id, ts[0] if ts else None, k1, k2)
+    except UnknownCustomerError as e:
+        fail(str(e), EXIT_BAD_RECORDS)
+        return
+    finally:
+        cs.close()
+    if as_json:
+        _json_out(result.to_json())
+        return
+    _diff_table(result)
+
+
+def _t(v: Any) -> str:
+    return "now" if v is None else format_time(v)
+
+
+def _diff_table(d: StateDiff) -> None:
+    out = Console()
+    if d.kind == "as_of":
+        title = f"{d.customer_id}: {_t(d.as_of[0])} -> {_t(d.as_of[1])} (business time)"
+    else:
+        title = (
+            f"{d.customer_id}: about {_t(d.as_of[0])}, known at {_t(d.known_at[0])} -> "
+            f"{_t(d.known_at[1])}"
+        )
+    if not d.changes:
+        out.print(f"{title}: no changes ({len(d.activities)} activities in between)")
+        return
+    table = Table(title=title, header_style="bold")
+    for col in ("field", "before", "after", "activities"):
+        table.add_column(col, overflow="fold")
+    for c in d.changes:
+        before = ABSENT if c.op == ADDED else _value(c.before)
+        after = ABSENT if c.op == REMOVED else _value(c.after)
+        table.add_row(escape(c.path), before, after, escape(", ".join(c.activities)))
+    out.print(table)
+    out.print(f"{len(d.changes)} field(s) changed by {len(d.activities)} activit(ies)")
+
+
+@app.command()
+def explain(
+    customer_id: Customer,
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="Field path, e.g. loyalty.cards.v_1.balance or loyalty.tiers.camp_1.tier_id."
+        ),
+    ],
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Business time T.")] = None,
+    known_at: Annotated[str | None, typer.Option("--known-at", help="Record time K.")] = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Which activity set a field's value (also when it arrived late), and the earlier values."""
+    t, k = cut(as_of, "--as-of"), cut(known_at, "--known-at")
+    cs = _with_store(store)
+    try:
+        ex = cs.explain(customer_id, path, t, k)
+    except UnknownCustomerError as e:
+        fail(str(e), EXIT_BAD_RECORDS)
+        return
+    finally:
+        cs.close()
+    if as_json:
+        _json_out(ex.to_json())
+        return
+    out = Console()
+    if not ex.chain:
+        out.print(f"{escape(path)}: no activity ever set this field")
+        raise typer.Exit(EXIT_BAD_RECORDS if not ex.present else 0)
+    s = ex.set_by
+    assert s is not None
+    value = _value(ex.value) if ex.present else ABSENT
+    late = " [yellow](arrived late)[/]" if ex.chain[-1].late else ""
+    out.print(f"[bold]{escape(path)}[/] = {value}")
+    out.print(
+        f"set by [bold]{escape(s.id)}[/] ({escape(s.type)}), created_at {format_time(s.created_at)}, "
+        f"recorded {_t(s.recorded_at)}{late}"
+    )
+    table = Table(title="how it got there (fold order)", header_style="bold")
+    for col in ("created_at", "recorded_at", "activity", "before", "after"):
+        table.add_column(col, overflow="fold")
+    for step in ex.chain:
+        a = step.activity
+        table.add_row(
+            format_time(a.created_at),
+            _t(a.recorded_at) + (" (late)" if step.late else ""),
+            f"{escape(a.type)}\n{escape(a.id)}",
+            ABSENT if step.op == ADDED else _value(step.before),
+            ABSENT if step.op == REMOVED else _value(step.after),
+        )
+    out.print(table)
+
+
+@app.command()
+def gaps(
+    customer_id: Annotated[
+        str | None, typer.Argument(help="One customer; without it, every customer.")
+    ] = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Balance-continuity breaks per card: an activity is missing between the two named."""
+    cs = _with_store(store)
+    try:
+        found = cs.gaps(customer_id)
+    except UnknownCustomerError as e:
+        fail(str(e), EXIT_BAD_RECORDS)
+        return
+    finally:
+        cs.close()
+    if as_json:
+        out = sys.stdout.buffer
+        for g in found:
+            out.write(orjson.dumps(g.to_json()) + b"\n")
+        return
+    _gaps_table(found)
+
+
+def _gaps_table(found: Sequence[CardGap]) -> None:
+    out = Console()
+    if not found:
+        out.print("No gaps: every card's balances add up.")
+        return
+    table = Table(title=f"{len(found):,} gap(s)", header_style="bold")
+    for col in ("customer", "card", "at", "after", "activity", "expected", "reported", "missing"):
+        table.add_column(col, overflow="fold")
+    for g in found:
+        table.add_row(
+            escape(g.customer_id),
+            escape(g.card_id),
+            format_time(g.at),
+            escape(g.previous_activity_id or ""),
+            escape(g.activity_id),
+            f"{g.previous_balance + g.delta:,}",
+            f"{g.balance:,}",
+            f"{g.missing:+,}",
+        )
+    out.print(table)
+
+
+@app.command()
+def report(
+    customer_id: Customer,
+    output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")],
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Business time T.")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Write a self-contained HTML report: balances and tiers over time, segments, orders,
+    corrections made by late activities, and gaps."""
+    from custate.adapters.report import render_report
+
+    t = cut(as_of, "--as-of")
+    cs = _with_store(store)
+    try:
+        entries = cs.history(customer_id, end=t)
+        state = cs.replay(customer_id, as_of=t)
+    except UnknownCustomerError as e:
+        fail(str(e), EXIT_BAD_RECORDS)
+        return
+    finally:
+        cs.close()
+    output.write_text(render_report(customer_id, entries, state, t), encoding="utf-8")
+    Console(stderr=True).print(f"wrote {output} ({len(entries):,} activities)")

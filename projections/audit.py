@@ -1,0 +1,793 @@
+"""Audit: what each activity changed, why a field has its value, what changed between two
+cuts. Pure functions over `(activity, recorded_at)` pairs; the adapters load the pairs.
+
+`history` folds a customer's activities in fold order and, after each one, diffs only the
+parts of the state that activity can touch (the entries its payload names, the sections its
+effects write), against a cache of their last flattened form. Diffing the whole `to_json()`
+after every activity would be quadratic. The flattened paths are those of
+`projections.diff.flatten(state.to_json())`, without the cut keys (`as_of`, `known_at`):
+applying every reported change, in order, to the flattened empty state gives the flattened
+state after each activity (the unit tests check it at every step).
+
+A change is `changed` (the path had a value before and after), `added` (the path did not
+exist before) or `removed` (it no longer exists). Values are JSON values; an empty object is
+a leaf of its own, as in `flatten`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from custate.domain import (
+    EFFECTS,
+    Activity,
+    CustomerState,
+    apply,
+    format_time,
+    ordered,
+    parse_time,
+)
+from custate.domain.effects.cards import card_id
+from custate.domain.state import Gap
+from custate.projections.diff import flatten
+
+Flat = dict[str, Any]
+Unit = tuple[str, str]  # (kind, entry id or "")
+
+CHANGED, ADDED, REMOVED = "changed", "added", "removed"
+
+
+# -- typed results -------------------------------------------------------------------------
+
+
+def _t(value: datetime | None) -> str | None:
+    return None if value is None else format_time(value)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    path: str
+    before: Any  # None when op is "added"
+    after: Any  # None when op is "removed"
+    op: str  # "changed" | "added" | "removed"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "op": self.op, "before": self.before, "after": self.after}
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityRef:
+    id: str
+    type: str
+    created_at: datetime
+    recorded_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "created_at": _t(self.created_at),
+            "recorded_at": _t(self.recorded_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One activity in fold order and what folding it changed. `late`: it was recorded
+    after an activity that sorts after it (it corrected what had been shown)."""
+
+    activity: ActivityRef
+    changes: tuple[FieldChange, ...]
+    late: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.activity.to_json(),
+            "late": self.late,
+            "changes": [c.to_json() for c in self.changes],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DiffEntry:
+    path: str
+    before: Any
+    after: Any
+    op: str
+    activities: tuple[str, ...]  # ids of the activities responsible
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "op": self.op,
+            "before": self.before,
+            "after": self.after,
+            "activities": list(self.activities),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StateDiff:
+    """`kind` "as_of": state at `as_of[0]` vs `as_of[1]` (both known now, or at `known_at[0]`).
+    `kind` "known_at": state about `as_of[0]` as known at `known_at[0]` vs `known_at[1]`.
+    `activities`: those between the two cuts (all of them, also those that changed nothing)."""
+
+    customer_id: str
+    kind: str
+    as_of: tuple[datetime | None, ...]
+    known_at: tuple[datetime | None, ...]
+    changes: tuple[DiffEntry, ...]
+    activities: tuple[ActivityRef, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "customer_id": self.customer_id,
+            "kind": self.kind,
+            "as_of": [_t(t) for t in self.as_of],
+            "known_at": [_t(t) for t in self.known_at],
+            "changes": [c.to_json() for c in self.changes],
+            "activities": [a.to_json() for a in self.activities],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ValueStep:
+    """One activity that changed the explained path, with the value before and after."""
+
+    activity: ActivityRef
+    before: Any
+    after: Any
+    op: str
+    late: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "activity": self.activity.to_json(),
+            "op": self.op,
+            "before": self.before,
+            "after": self.after,
+            "late": self.late,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why `path` has its value. `value` is the leaf's value, or for a path above leaves the
+    flattened subtree (relative paths); `present` is False when the path is not in the state.
+    `set_by` is the last activity in fold order that changed it; `chain` every one, oldest
+    first (the last step is `set_by`)."""
+
+    customer_id: str
+    path: str
+    present: bool
+    value: Any
+    set_by: ActivityRef | None
+    chain: tuple[ValueStep, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "customer_id": self.customer_id,
+            "path": self.path,
+            "present": self.present,
+            "value": self.value,
+            "set_by": self.set_by.to_json() if self.set_by else None,
+            "chain": [s.to_json() for s in self.chain],
+        }
+
+
+# -- rendering parts of the state, flattened ------------------------------------------------------
+
+
+def _section(path: str, d: dict[str, Any]) -> Flat:
+    return {} if d else {path: {}}
+
+
+def _render(s: CustomerState, unit: Unit) -> Flat:
+    kind, key = unit
+    if kind == "card":
+        c = s.cards.get(key)
+        if c is None:
+            return {}
+        p = f"loyalty.cards.{key}."
+        out: Flat = {
+            p + "campaign_id": c.campaign_id,
+            p + "code": c.code,
+            p + "balance": c.balance,
+            p + "total": c.total,
+            p + "pending_points": c.pending_points,
+            p + "expired_points": c.expired_points,
+            p + "next_expiration_date": c.next_expiration_date,
+            p + "next_expiration_points": c.next_expiration_points,
+        }
+        if c.pending:
+            for pid, e in c.pending.items():
+                q = f"{p}pending.{pid}."
+                out[q + "points"] = e.points
+                out[q + "activates_at"] = e.activates_at
+                out[q + "order_id"] = e.order_id
+        else:
+            out[p + "pending"] = {}
+        out[p + "updated_at"] = _t(c.updated_at)
+        out[p + "updated_by"] = c.updated_by
+        return out
+    if kind == "order":
+        o = s.orders.get(key)
+        if o is None:
+            return {}
+        p = f"orders.{key}."
+        return {
+            p + "status": o.status,
+            p + "source_id": o.source_id,
+            p + "amount": o.amount,
+            p + "total_amount": o.total_amount,
+            p + "updated_at": _t(o.updated_at),
+        }
+    if kind == "gift":
+        g = s.gift_cards.get(key)
+        if g is None:
+            return {}
+        p = f"gift_cards.{key}."
+        return {
+            p + "campaign_id": g.campaign_id,
+            p + "code": g.code,
+            p + "balance": g.balance,
+            p + "total": g.total,
+            p + "updated_at": _t(g.updated_at),
+            p + "updated_by": g.updated_by,
+        }
+    if kind == "segment":
+        sg = s.segments.get(key)
+        if sg is None:
+            return {}
+        return {f"segments.{key}.name": sg.name, f"segments.{key}.entered_at": _t(sg.entered_at)}
+    if kind == "reward_redemption":
+        r = s.reward_redemptions.get(key)
+        if r is None:
+            return {}
+        p = f"reward_redemptions.{key}."
+        return {
+            p + "state": r.state,
+            p + "reward_id": r.reward_id,
+            p + "updated_at": _t(r.updated_at),
+        }
+    if kind == "voucher":
+        v = s.vouchers.get(key)
+        if v is None:
+            return {}
+        p = f"vouchers.{key}."
+        return {
+            p + "code": v.code,
+            p + "campaign_id": v.campaign_id,
+            p + "type": v.type,
+            p + "roles": list(v.roles),
+            p + "published_at": _t(v.published_at),
+            p + "deleted_at": _t(v.deleted_at),
+        }
+    if kind == "empty":
+        sections: dict[str, dict[str, Any]] = {
+            "loyalty.cards": s.cards,
+            "gift_cards": s.gift_cards,
+            "segments": s.segments,
+            "orders": s.orders,
+            "reward_redemptions": s.reward_redemptions,
+            "vouchers": s.vouchers,
+        }
+        return _section(key, sections[key])
+    if kind == "activities":
+        a = s.activities
+        return {
+            "activities.count": a.count,
+            "activities.first_at": _t(a.first_at),
+            "activities.last_at": _t(a.last_at),
+            "activities.last_id": a.last_id,
+            "activities.unrecognized": a.unrecognized,
+        }
+    if kind == "points":
+        return {"loyalty.points": s.points}
+    if kind == "gaps":
+        return {"gaps": [_gap_json(g) for g in s.gaps]}
+    if kind == "customer_id":
+        return {"customer_id": s.customer_id}
+    if kind == "profile":
+        p_ = s.profile
+        return flatten(
+            {
+                "status": p_.status,
+                "source_id": p_.source_id,
+                "name": p_.name,
+                "email": p_.email,
+                "phone": p_.phone,
+                "metadata": p_.metadata,
+                "created_at": _t(p_.created_at),
+                "updated_at": _t(p_.updated_at),
+                "deleted_at": _t(p_.deleted_at),
+                "confirmed_at": _t(p_.confirmed_at),
+            },
+            "profile",
+        )
+    if kind == "tiers":
+        return flatten(
+            {
+                camp: {
+                    "tier_id": t.tier_id,
+                    "tier_name": t.tier_name,
+                    "since": _t(t.since),
+                    "expires_at": t.expires_at,
+                }
+                for camp, t in s.tiers.items()
+            },
+            "loyalty.tiers",
+        )
+    if kind == "referrals":
+        return flatten(dict(s.referred_by), "referrals.referred_by")
+    if kind == "messaging":
+        return flatten(
+            {
+                ch: {
+                    "status": m.status,
+                    "at": _t(m.at),
+                    "sent": m.sent,
+                    "failed": m.failed,
+                    "recovered": m.recovered,
+                }
+                for ch, m in s.messaging.items()
+            },
+            "messaging",
+        )
+    if kind == "custom_events":
+        return flatten(
+            {n: {"count": e.count, "last_at": _t(e.last_at)} for n, e in s.custom_events.items()},
+            "custom_events",
+        )
+    if kind == "redemptions":
+        r_ = s.redemptions
+        return {
+            "redemptions.succeeded": r_.succeeded,
+            "redemptions.failed": r_.failed,
+            "redemptions.rollback_succeeded": r_.rollback_succeeded,
+            "redemptions.rollback_failed": r_.rollback_failed,
+        }
+    if kind == "validations":
+        return {
+            "validations.succeeded": s.validations.succeeded,
+            "validations.failed": s.validations.failed,
+        }
+    raise ValueError(f"unknown unit {unit!r}")
+
+
+def _gap_json(g: Gap) -> dict[str, Any]:
+    return {
+        "card_id": g.card_id,
+        "kind": g.kind,
+        "activity_id": g.activity_id,
+        "at": _t(g.at),
+        "previous_activity_id": g.previous_activity_id,
+        "previous_balance": g.previous_balance,
+        "delta": g.delta,
+        "balance": g.balance,
+        "missing": g.missing,
+    }
+
+
+_FIXED: tuple[Unit, ...] = (
+    ("customer_id", ""),
+    ("profile", ""),
+    ("points", ""),
+    ("tiers", ""),
+    ("empty", "loyalty.cards"),
+    ("empty", "gift_cards"),
+    ("empty", "segments"),
+    ("empty", "orders"),
+    ("empty", "reward_redemptions"),
+    ("empty", "vouchers"),
+    ("redemptions", ""),
+    ("referrals", ""),
+    ("messaging", ""),
+    ("custom_events", ""),
+    ("validations", ""),
+    ("activities", ""),
+    ("gaps", ""),
+)
+
+# Which parts of the state each effect module writes (besides the entries a payload names).
+_MODULE_UNITS: dict[str, tuple[Unit, ...]] = {
+    "profile": (("profile", ""), ("referrals", ""), ("custom_events", "")),
+    "messaging": (("messaging", ""),),
+    "counters": (("redemptions", ""), ("validations", ""), ("empty", "reward_redemptions")),
+    "orders": (("empty", "orders"),),
+    "tiers": (("tiers", ""),),
+    "segments": (("empty", "segments"),),
+    "vouchers": (("empty", "vouchers"), ("empty", "loyalty.cards"), ("empty", "gift_cards")),
+    "cards": (),
+}
+_ALWAYS: tuple[Unit, ...] = (("activities", ""),)
+_CARD_SECTIONS: tuple[Unit, ...] = (("empty", "loyalty.cards"), ("empty", "gift_cards"))
+_modules_cache: dict[str, frozenset[str] | None] = {}
+
+
+def _modules(activity_type: str) -> frozenset[str] | None:
+    if activity_type not in _modules_cache:
+        effects = EFFECTS.get(activity_type)
+        _modules_cache[activity_type] = (
+            None if effects is None else frozenset(e.__module__.rsplit(".", 1)[-1] for e in effects)
+        )
+    return _modules_cache[activity_type]
+
+
+def _units(a: Activity) -> list[Unit]:
+    """The parts of the state folding `a` can change."""
+    units = list(_ALWAYS)
+    mods = _modules(a.type)
+    if mods is None:  # unrecognized: only `activities`
+        return units
+    p = a.payload
+    cards: set[str] = set()
+    cid = card_id(p)
+    if cid:
+        cards.add(cid)
+    ppb = p.voucher_pending_points_balance
+    if ppb is not None and ppb.related_object is not None and ppb.related_object.id:
+        cards.add(ppb.related_object.id)
+    if p.pending_points is not None and p.pending_points.voucher_id:
+        cards.add(p.pending_points.voucher_id)
+    for m in mods:
+        units.extend(_MODULE_UNITS.get(m, ()))
+    if "vouchers" in mods:
+        vids: set[str] = set()
+        if p.voucher is not None and p.voucher.id:
+            vids.add(p.voucher.id)
+            cards.add(p.voucher.id)
+        if p.publication is not None:
+            if p.publication.voucher is not None and p.publication.voucher.id:
+                vids.add(p.publication.voucher.id)
+            vids.update(p.publication.vouchers_id or ())
+        if p.holder is not None and p.holder.redeemable_id:
+            vids.add(p.holder.redeemable_id)
+        units.extend(("voucher", v) for v in vids)
+    if "orders" in mods and p.order is not None and p.order.id:
+        units.append(("order", p.order.id))
+    if "segments" in mods and p.segment is not None and p.segment.id:
+        units.append(("segment", p.segment.id))
+    if "counters" in mods and p.reward_redemption is not None and p.reward_redemption.id:
+        units.append(("reward_redemption", p.reward_redemption.id))
+    if cards:
+        units.append(("points", ""))  # the sum over cards: only a card can change it
+        units.extend(_CARD_SECTIONS)
+        for c in cards:
+            units.append(("card", c))
+            units.append(("gift", c))
+    return units
+
+
+def _diff(before: Flat, after: Flat, out: list[FieldChange]) -> None:
+    for path, new in after.items():
+        if path in before:
+            old = before[path]
+            if old != new or type(old) is not type(new):
+                out.append(FieldChange(path, old, new, CHANGED))
+        else:
+            out.append(FieldChange(path, None, new, ADDED))
+    for path, old in before.items():
+        if path not in after:
+            out.append(FieldChange(path, old, None, REMOVED))
+
+
+class Tracker:
+    """A customer's state folded one activity at a time, reporting what each one changed."""
+
+    def __init__(self, customer_id: str) -> None:
+        self.state = CustomerState(customer_id)
+        self._cache: dict[Unit, Flat] = {u: _render(self.state, u) for u in _FIXED}
+        self._gaps = 0
+
+    def step(self, a: Activity) -> list[FieldChange]:
+        s = self.state
+        units = _units(a)
+        apply(s, a)
+        if len(s.gaps) != self._gaps:
+            self._gaps = len(s.gaps)
+            units.append(("gaps", ""))
+        changes: list[FieldChange] = []
+        cache = self._cache
+        seen: set[Unit] = set()
+        for u in units:
+            if u in seen:
+                continue
+            seen.add(u)
+            after = _render(s, u)
+            before = cache.get(u)
+            if before is None:
+                if after:
+                    _diff({}, after, changes)
+                    cache[u] = after
+            elif before != after:
+                _diff(before, after, changes)
+                if after:
+                    cache[u] = after
+                else:
+                    del cache[u]
+        changes.sort(key=_path)
+        return changes
+
+    def flat(self) -> Flat:
+        """The flattened state now (as `flatten(to_json())`, without the cut keys)."""
+        out: Flat = {}
+        for part in self._cache.values():
+            out.update(part)
+        return out
+
+
+def _path(c: FieldChange) -> str:
+    return c.path
+
+
+def empty_flat(customer_id: str) -> Flat:
+    return Tracker(customer_id).flat()
+
+
+def apply_changes(flat: Flat, changes: Iterable[FieldChange]) -> None:
+    """Apply reported changes to a flattened state, in place."""
+    for c in changes:
+        if c.op == REMOVED:
+            flat.pop(c.path, None)
+        else:
+            flat[c.path] = c.after
+
+
+# -- history ----------------------------------------------------------------------------------
+
+Pair = tuple[Activity, datetime | None]
+
+
+def _ordered_pairs(pairs: Iterable[Pair], as_of: datetime | None = None) -> list[Pair]:
+    recorded: dict[str, datetime | None] = {}
+    acts: list[Activity] = []
+    for a, r in pairs:
+        if a.id not in recorded:
+            recorded[a.id] = r
+            acts.append(a)
+    return [(a, recorded[a.id]) for a in ordered(acts, as_of)]
+
+
+def _late_flags(todo: Sequence[Pair]) -> list[bool]:
+    """Late: recorded after some activity that sorts after it."""
+    flags = [False] * len(todo)
+    latest_min: datetime | None = None
+    for i in range(len(todo) - 1, -1, -1):
+        r = todo[i][1]
+        if r is None:
+            continue
+        if latest_min is not None and r > latest_min:
+            flags[i] = True
+        if latest_min is None or r < latest_min:
+            latest_min = r
+    return flags
+
+
+def _ref(a: Activity, r: datetime | None) -> ActivityRef:
+    return ActivityRef(a.id, a.type, a.created_at, r)
+
+
+def history(
+    pairs: Iterable[Pair],
+    customer_id: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[HistoryEntry]:
+    """Every activity in fold order with what it changed. `start`/`end` (inclusive, business
+    time) only limit what is reported: the fold still starts from the first activity."""
+    todo = _ordered_pairs(pairs)
+    late = _late_flags(todo)  # over everything stored, also what sorts after `end`
+    tracker = Tracker(customer_id)
+    out: list[HistoryEntry] = []
+    for (a, r), is_late in zip(todo, late, strict=True):
+        if end is not None and a.created_at > end:
+            break
+        changes = tracker.step(a)
+        if start is None or a.created_at >= start:
+            out.append(HistoryEntry(_ref(a, r), tuple(changes), is_late))
+    return out
+
+
+def replay_history(customer_id: str, entries: Iterable[HistoryEntry]) -> Flat:
+    """The flattened state the reported changes add up to."""
+    flat = empty_flat(customer_id)
+    for e in entries:
+        apply_changes(flat, e.changes)
+    return flat
+
+
+# -- explain ----------------------------------------------------------------------------------
+
+
+def _under(path: str, target: str) -> bool:
+    return path == target or path.startswith(target + ".")
+
+
+def explain(
+    pairs: Iterable[Pair], customer_id: str, path: str, as_of: datetime | None = None
+) -> Explanation:
+    entries = history(pairs, customer_id, end=as_of)
+    flat = empty_flat(customer_id)
+    chain: list[ValueStep] = []
+    for e in entries:
+        hit = [c for c in e.changes if _under(c.path, path)]
+        if hit:
+            before = _value(flat, path)
+            apply_changes(flat, e.changes)
+            after = _value(flat, path)
+            op = CHANGED if before[0] and after[0] else (ADDED if after[0] else REMOVED)
+            chain.append(ValueStep(e.activity, before[1], after[1], op, e.late))
+        else:
+            apply_changes(flat, e.changes)
+    present, value = _value(flat, path)
+    return Explanation(
+        customer_id, path, present, value, chain[-1].activity if chain else None, tuple(chain)
+    )
+
+
+def _value(flat: Flat, path: str) -> tuple[bool, Any]:
+    if path in flat:
+        return True, flat[path]
+    prefix = path + "."
+    sub = {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
+    return (True, sub) if sub else (False, None)
+
+
+# -- diffs ------------------------------------------------------------------------------------
+
+
+def _changed(a: Flat, b: Flat) -> list[FieldChange]:
+    out: list[FieldChange] = []
+    _diff(a, b, out)
+    out.sort(key=_path)
+    return out
+
+
+def diff_as_of(
+    pairs: Iterable[Pair],
+    customer_id: str,
+    t1: datetime,
+    t2: datetime,
+    known_at: datetime | None = None,
+) -> StateDiff:
+    """State at business time `t1` vs `t2`, each path with the activities (t1 < created_at <=
+    t2) whose fold touched it."""
+    lo, hi = (t1, t2) if t1 <= t2 else (t2, t1)
+    todo = _ordered_pairs(pairs, hi)
+    tracker = Tracker(customer_id)
+    at_lo: Flat | None = None
+    touched: dict[str, list[str]] = {}
+    between: list[ActivityRef] = []
+    for a, r in todo:
+        if a.created_at > lo and at_lo is None:
+            at_lo = tracker.flat()
+        changes = tracker.step(a)
+        if a.created_at > lo:
+            between.append(_ref(a, r))
+            for c in changes:
+                touched.setdefault(c.path, []).append(a.id)
+    if at_lo is None:
+        at_lo = tracker.flat()
+    at_hi = tracker.flat()
+    before, after = (at_lo, at_hi) if t1 <= t2 else (at_hi, at_lo)
+    entries = tuple(
+        DiffEntry(c.path, c.before, c.after, c.op, tuple(touched.get(c.path, ())))
+        for c in _changed(before, after)
+    )
+    return StateDiff(customer_id, "as_of", (t1, t2), (known_at,), entries, tuple(between))
+
+
+def diff_known_at(
+    pairs: Iterable[Pair],
+    customer_id: str,
+    as_of: datetime | None,
+    k1: datetime,
+    k2: datetime,
+) -> StateDiff:
+    """State about `as_of` as known at `k1` vs at `k2`, each path with the activities recorded
+    in (k1, k2] (and created by `as_of`) that touched it; a path they changed only through
+    other activities (a late activity can change what a later one does) names them all."""
+    lo, hi = (k1, k2) if k1 <= k2 else (k2, k1)
+    todo = _ordered_pairs(pairs, as_of)
+    old = Tracker(customer_id)
+    new = Tracker(customer_id)
+    touched: dict[str, list[str]] = {}
+    arrived: list[ActivityRef] = []
+    for a, r in todo:
+        if r is None or r > hi:
+            continue
+        if r <= lo:
+            old.step(a)
+        changes = new.step(a)
+        if r > lo:
+            arrived.append(_ref(a, r))
+            for c in changes:
+                touched.setdefault(c.path, []).append(a.id)
+    f_lo, f_hi = old.flat(), new.flat()
+    before, after = (f_lo, f_hi) if k1 <= k2 else (f_hi, f_lo)
+    every = tuple(a.id for a in arrived)
+    entries = tuple(
+        DiffEntry(c.path, c.before, c.after, c.op, tuple(touched.get(c.path, ())) or every)
+        for c in _changed(before, after)
+    )
+    return StateDiff(customer_id, "known_at", (as_of,), (k1, k2), entries, tuple(arrived))
+
+
+def corrections(entries: Sequence[HistoryEntry]) -> list[HistoryEntry]:
+    """The late activities (recorded after one that sorts after them) and what they changed."""
+    return [e for e in entries if e.late]
+
+
+# -- gaps ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CardGap:
+    """A balance-continuity break on one customer's card: an activity is missing upstream
+    between `previous_activity_id` and `activity_id`."""
+
+    customer_id: str
+    card_id: str
+    kind: str
+    activity_id: str
+    at: datetime
+    previous_activity_id: str | None
+    previous_balance: int
+    delta: int
+    balance: int
+    missing: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "customer_id": self.customer_id,
+            "card_id": self.card_id,
+            "kind": self.kind,
+            "activity_id": self.activity_id,
+            "at": _t(self.at),
+            "previous_activity_id": self.previous_activity_id,
+            "previous_balance": self.previous_balance,
+            "delta": self.delta,
+            "balance": self.balance,
+            "missing": self.missing,
+        }
+
+
+def card_gaps(customer_id: str, gaps: Iterable[Gap]) -> list[CardGap]:
+    return [
+        CardGap(
+            customer_id,
+            g.card_id,
+            g.kind,
+            g.activity_id,
+            g.at,
+            g.previous_activity_id,
+            g.previous_balance,
+            g.delta,
+            g.balance,
+            g.missing,
+        )
+        for g in gaps
+    ]
+
+
+def gaps_from_json(customer_id: str, gaps: Iterable[dict[str, Any]]) -> list[CardGap]:
+    """From the `gaps` list of a state's JSON form (as the read model stores it)."""
+    return card_gaps(
+        customer_id,
+        (
+            Gap(
+                g["card_id"],
+                g["kind"],
+                g["activity_id"],
+                parse_time(g["at"], "gaps.at"),
+                g["previous_activity_id"],
+                g["previous_balance"],
+                g["delta"],
+                g["balance"],
+            )
+            for g in gaps
+        ),
+    )
