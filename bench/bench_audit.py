@@ -1,0 +1,88 @@
+"""Audit speed: `history` and `explain` of one customer with 10k activities (pure, and through
+the library on SQLite), `gaps` over every customer of a store with N customers.
+
+    .venv/bin/python bench/bench_audit.py --activities 10000 --customers 100000
+
+Stores are built once under bench/out/ and reused."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import custate  # noqa: E402
+from bench.generate import generate  # noqa: E402
+from custate.domain import parse_activity  # noqa: E402
+from custate.projections import audit  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+
+
+def best(fn: Callable[[], Any], runs: int = 3) -> float:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def heavy(n: int) -> tuple[str, list[dict[str, Any]]]:
+    records = list(generate(n, 1, seed=17, late_fraction=0.05))
+    cid = records[0]["data"]["customer"]["id"]
+    return cid, records
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--activities", type=int, default=10_000)
+    ap.add_argument("--customers", type=int, default=100_000)
+    args = ap.parse_args(argv)
+    OUT.mkdir(exist_ok=True)
+
+    cid, records = heavy(args.activities)
+    acts = [parse_activity(r) for r in records]
+    pairs: list[audit.Pair] = [(a, None) for a in acts]
+    entries = audit.history(pairs, cid)
+    path = next(c.path for e in entries for c in e.changes if c.path.endswith(".balance"))
+    print(f"{args.activities:,} activities, customer {cid}, explain {path}")
+    print(f"pure history:  {best(lambda: audit.history(pairs, cid)) * 1000:8.1f} ms")
+    print(f"pure explain:  {best(lambda: audit.explain(pairs, cid, path)) * 1000:8.1f} ms")
+
+    db = OUT / f"audit_heavy_{args.activities}.db"
+    url = f"sqlite:///{db}"
+    with custate.open(url) as cs:
+        if not cs.customer_ids():
+            cs.ingest(records)
+        print(f"api activities (load only): {best(lambda: cs.activities(cid)) * 1000:8.1f} ms")
+        print(f"api history:   {best(lambda: cs.history(cid)) * 1000:8.1f} ms")
+        print(f"api explain:   {best(lambda: cs.explain(cid, path)) * 1000:8.1f} ms")
+
+    gdb = OUT / f"audit_gaps_{args.customers}.db"
+    gurl = f"sqlite:///{gdb}"
+    with custate.open(gurl) as cs:
+        if cs.store.count() == 0:
+            t = time.perf_counter()
+            n = args.customers * 3
+            cs.ingest(generate(n, args.customers, seed=23))
+            print(f"(built {args.customers:,}-customer store in {time.perf_counter() - t:.1f} s)")
+        cs.project()
+        found: list[audit.CardGap] = []
+
+        def run() -> None:
+            found[:] = cs.gaps()
+
+        print(f"gaps over all customers: {best(run, 2):8.2f} s ({len(found):,} gaps)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
