@@ -19,8 +19,15 @@ import orjson
 import sqlalchemy as sa
 
 from custate.adapters.bulk import fewer_collections
-from custate.adapters.eventstore import EventStore, StoredActivity
-from custate.adapters.ingest import DEFAULT_BATCH, Clock, IngestReport, ingest, utc_now
+from custate.adapters.eventstore import Encoded, EventStore, StoredActivity
+from custate.adapters.ingest import (
+    DEFAULT_BATCH,
+    Clock,
+    IngestReport,
+    ingest,
+    parse_files,
+    utc_now,
+)
 from custate.adapters.readers import Item, read_path, read_text, records_from_value
 from custate.adapters.readmodel import (
     DEFAULT_CATCHUP_BATCH,
@@ -96,9 +103,24 @@ class Custate:
         (`project=False` leaves that to `project()`). Returns what happened to each record."""
         return self.ingest_items(_items(sources, customer_id), batch_size, progress, project)
 
+    def ingest_paths(
+        self,
+        paths: Iterable[str],
+        customer_id: str | None = None,
+        batch_size: int = DEFAULT_BATCH,
+        progress: Callable[[int], None] | None = None,
+        project: bool = True,
+        workers: int | None = None,
+    ) -> IngestReport:
+        """Ingest files (`-` is stdin), plain NDJSON parsed by `workers` processes
+        (default: one per core; 0 parses in this process)."""
+        return self.ingest_items(
+            parse_files(paths, customer_id, workers), batch_size, progress, project
+        )
+
     def ingest_items(
         self,
-        items: Iterable[Item],
+        items: Iterable[Item | Encoded],
         batch_size: int = DEFAULT_BATCH,
         progress: Callable[[int], None] | None = None,
         project: bool = True,

@@ -34,7 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import ProgrammingError as SAProgrammingError
 
-from custate.domain import Activity, parse_activity, parse_time
+from custate.domain import KNOWN_TYPES, Activity, parse_activity, parse_time
 
 ACTIVITY_TOPIC = "custate:ActivityRecorded"
 MARKER_TOPIC = "custate:ActivityMarker"
@@ -93,17 +93,48 @@ class StoredActivity:
 
 
 @dataclass(frozen=True, slots=True)
+class Encoded:
+    """An activity reduced to what the store writes and compares: its canonical content
+    (`Activity.content()`) and digest. Small and picklable, so parsing and validation can
+    run in another process; `where` says where it came from, for rejects."""
+
+    id: str
+    customer_id: str
+    type: str
+    group_id: str | None
+    content: bytes
+    sha256: str
+    source: str = ""
+    location: str = ""
+
+    @classmethod
+    def of(cls, a: Activity, source: str = "", location: str = "") -> Encoded:
+        content = a.content()
+        return cls(
+            a.id, a.customer_id, a.type, a.group_id, content, digest(content), source, location
+        )
+
+    @property
+    def recognized(self) -> bool:
+        return self.type in KNOWN_TYPES
+
+    def record(self) -> dict[str, Any]:
+        """The activity record, as `Activity.to_record` gives it."""
+        return _record({"activity": orjson.loads(self.content), "group_id": self.group_id})
+
+
+@dataclass(frozen=True, slots=True)
 class Conflict:
     """A redelivery of a stored id with different content: the stored one stays."""
 
-    activity: Activity
+    item: Encoded
     stored: dict[str, Any]
 
 
 @dataclass(slots=True)
 class AppendResult:
-    accepted: list[Activity] = field(default_factory=list)
-    duplicates: list[Activity] = field(default_factory=list)
+    accepted: list[Encoded] = field(default_factory=list)
+    duplicates: list[Encoded] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
 
 
@@ -234,18 +265,22 @@ class EventStore:
     ) -> AppendResult:
         """Store each activity once. Duplicates (same id, same content) are skipped; a
         conflicting redelivery (same id, other content) is returned, and nothing of it stored."""
+        return self.append_encoded([Encoded.of(a) for a in activities], recorded_at)
+
+    def append_encoded(
+        self, items: Sequence[Encoded], recorded_at: datetime | None = None
+    ) -> AppendResult:
         when = recorded_at or datetime.now(UTC)
-        batch: dict[str, tuple[Activity, bytes]] = {}
+        batch: dict[str, Encoded] = {}
         result = AppendResult()
-        for a in activities:
-            content = a.content()
-            first = batch.get(a.id)
+        for e in items:
+            first = batch.get(e.id)
             if first is None:
-                batch[a.id] = (a, content)
-            elif first[1] == content:
-                result.duplicates.append(a)
+                batch[e.id] = e
+            elif first.sha256 == e.sha256:
+                result.duplicates.append(e)
             else:
-                result.conflicts.append(Conflict(a, first[0].to_record()))
+                result.conflicts.append(Conflict(e, first.record()))
         for attempt in range(self.MAX_RETRIES):
             try:
                 # Probe, stream heads and insert under one lock that every custate writer
@@ -260,7 +295,7 @@ class EventStore:
                 # random pause so that two writers on the same streams stop colliding
                 time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
                 continue
-            result.accepted.extend(a for a, _ in todo)
+            result.accepted.extend(todo)
             return result
         raise StoreError("could not append a batch after repeated write conflicts")
 
@@ -284,9 +319,7 @@ class EventStore:
                 c.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), key)
                 c.commit()
 
-    def _drop_stored(
-        self, batch: dict[str, tuple[Activity, bytes]], result: AppendResult
-    ) -> list[tuple[Activity, bytes]]:
+    def _drop_stored(self, batch: dict[str, Encoded], result: AppendResult) -> list[Encoded]:
         """Remove from `batch` what the store already holds; sort those into the result."""
         if not batch:
             return []
@@ -294,51 +327,42 @@ class EventStore:
         with self.engine.connect() as c:
             rows = c.execute(self._probe, {"ids": list(markers)}).all()
         for originator_id, state in rows:
-            activity_id = markers[originator_id]
-            a, content = batch.pop(activity_id)
+            e = batch.pop(markers[originator_id])
             marker = orjson.loads(bytes(state))
-            if marker["sha256"] == digest(content):
-                result.duplicates.append(a)
+            if marker["sha256"] == e.sha256:
+                result.duplicates.append(e)
             else:
                 stored = self._stored_record(marker["customer_id"], marker["version"])
-                result.conflicts.append(Conflict(a, stored))
+                result.conflicts.append(Conflict(e, stored))
         return list(batch.values())
 
-    def _events(self, todo: list[tuple[Activity, bytes]], when: datetime) -> list[StoredEvent]:
-        streams = sorted({customer_stream(a.customer_id) for a, _ in todo})
+    def _events(self, todo: list[Encoded], when: datetime) -> list[StoredEvent]:
+        streams = sorted({customer_stream(e.customer_id) for e in todo})
         with self.engine.connect() as c:
             heads: dict[str, int] = {
                 r[0]: int(r[1]) for r in c.execute(self._heads, {"ids": streams})
             }
         stamp = {"_type_": "datetime_iso", "_data_": when.isoformat()}
         events: list[StoredEvent] = []
-        for a, content in todo:
-            stream = customer_stream(a.customer_id)
+        for e in todo:
+            stream = customer_stream(e.customer_id)
             version = heads.get(stream, 0) + 1
             heads[stream] = version
             # The canonical content already is the activity's JSON (less group_id): embed
             # it as is rather than serialise the payload a second time.
             state = {
                 "timestamp": stamp,
-                "group_id": a.group_id,
-                "activity": orjson.Fragment(content),
+                "group_id": e.group_id,
+                "activity": orjson.Fragment(e.content),
+            }
+            marker = {
+                "timestamp": stamp,
+                "customer_id": e.customer_id,
+                "version": version,
+                "sha256": e.sha256,
             }
             events.append(StoredEvent(stream, version, ACTIVITY_TOPIC, orjson.dumps(state)))
-            events.append(
-                StoredEvent(
-                    marker_stream(a.id),
-                    1,
-                    MARKER_TOPIC,
-                    orjson.dumps(
-                        {
-                            "timestamp": stamp,
-                            "customer_id": a.customer_id,
-                            "version": version,
-                            "sha256": digest(content),
-                        }
-                    ),
-                )
-            )
+            events.append(StoredEvent(marker_stream(e.id), 1, MARKER_TOPIC, orjson.dumps(marker)))
         return events
 
     def _stored_record(self, customer_id: str, version: int) -> dict[str, Any]:

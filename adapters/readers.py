@@ -240,6 +240,18 @@ def _is_complete_json(line: bytes) -> bool:
 def _ndjson(
     f: IO[bytes], first: bytes, source: str, customer_id: str | None, start_line: int = 1
 ) -> Iterator[Item]:
+    for line in _lines(f, first, source, start_line):
+        if isinstance(line, BadRecord):
+            yield line
+        else:
+            yield from line_items(line[1], source, line[0], customer_id)
+
+
+Line = tuple[str, bytes]  # location, text
+
+
+def _lines(f: IO[bytes], first: bytes, source: str, start_line: int) -> Iterator[Line | BadRecord]:
+    """NDJSON lines with their locations, unparsed; an oversized line is skipped unread."""
     line_no = start_line
     line: bytes = first
     while line:
@@ -254,20 +266,55 @@ def _ndjson(
                 _keep(line),
             )
         elif line.strip():
-            try:
-                value = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                yield BadRecord(source, location, "<json>", _json_error(line), _keep(line))
-            else:
-                yield from records_from_value(
-                    value,
-                    source,
-                    location,
-                    customer_id,
-                    raw=line.decode("utf-8", "replace").rstrip("\n"),
-                )
+            yield location, line
         line_no += 1
         line = f.readline(MAX_RECORD_BYTES + 1)
+
+
+def line_items(
+    line: bytes, source: str, location: str, customer_id: str | None = None
+) -> Iterator[Item]:
+    """The records of one NDJSON line (a line may hold any container)."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        yield BadRecord(source, location, "<json>", _json_error(line), _keep(line))
+        return
+    yield from records_from_value(
+        value, source, location, customer_id, raw=line.decode("utf-8", "replace").rstrip("\n")
+    )
+
+
+def ndjson_chunks(path: str, lines: int = 1000) -> Iterator[list[Line | BadRecord]] | None:
+    """A plain NDJSON file's lines in chunks, unparsed, for parsing elsewhere (another
+    process); None for anything else (stdin, gzip, an array, one document), which
+    `read_path` reads as usual."""
+    if path == "-":
+        return None
+    try:
+        f = Path(path).open("rb")  # noqa: SIM115  (the generator below owns it)
+    except OSError as e:
+        raise SourceError(f"{path}: cannot read: {e.strerror or e}") from e
+    if f.peek(2)[:2] == GZIP_MAGIC or _peek_nonspace(f) in (b"[", b""):
+        f.close()
+        return None
+    first = f.readline(MAX_RECORD_BYTES + 1)
+    if not _is_complete_json(first):
+        f.close()
+        return None
+
+    def chunks() -> Iterator[list[Line | BadRecord]]:
+        with f:
+            chunk: list[Line | BadRecord] = []
+            for line in _lines(f, first, path, 1):
+                chunk.append(line)
+                if len(chunk) >= lines:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+
+    return chunks()
 
 
 def _skip_line(f: IO[bytes]) -> int:

@@ -17,7 +17,7 @@ from custate.adapters.cli.common import fail, open_store
 from custate.adapters.cli.project import project_with_progress
 from custate.adapters.cli.store_options import JsonOption, StoreOption
 from custate.adapters.ingest import DEFAULT_BATCH, IngestReport
-from custate.adapters.readers import SourceError, check_readable, read_paths
+from custate.adapters.readers import SourceError, check_readable
 
 
 @app.command()
@@ -36,6 +36,15 @@ def ingest(
         bool,
         typer.Option("--no-project", help="Only store; leave the read model to `custate project`."),
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Processes parsing NDJSON files (default: one per core; 0: none).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Append activities to the store: each once, however often it is delivered."""
     try:
@@ -44,7 +53,7 @@ def ingest(
         fail(str(e))
     cs = open_store(store)
     try:
-        report = _run(cs, paths, customer, batch_size, show_progress=not as_json)
+        report = _run(cs, paths, customer, batch_size, workers, show_progress=not as_json)
         if not no_project:
             project_with_progress(cs, show_progress=not as_json)
     except SourceError as e:
@@ -60,12 +69,16 @@ def ingest(
 
 
 def _run(
-    cs: Custate, paths: list[str], customer: str | None, batch_size: int, show_progress: bool
+    cs: Custate,
+    paths: list[str],
+    customer: str | None,
+    batch_size: int,
+    workers: int | None,
+    show_progress: bool,
 ) -> IngestReport:
-    items = read_paths(paths, customer)
     err = Console(stderr=True)
     if not (show_progress and err.is_terminal):
-        return cs.ingest_items(items, batch_size, project=False)
+        return cs.ingest_paths(paths, customer, batch_size, project=False, workers=workers)
     with Progress(
         SpinnerColumn(),
         TextColumn("ingesting"),
@@ -75,8 +88,13 @@ def _run(
         transient=True,
     ) as progress:
         task = progress.add_task("ingest", total=None)
-        return cs.ingest_items(
-            items, batch_size, lambda n: progress.advance(task, n), project=False
+        return cs.ingest_paths(
+            paths,
+            customer,
+            batch_size,
+            lambda n: progress.advance(task, n),
+            project=False,
+            workers=workers,
         )
 
 
