@@ -37,14 +37,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from unittest import mock
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 import orjson
@@ -53,7 +51,6 @@ from eventsourcing.application import Application
 from eventsourcing.domain import DomainEvent
 from sqlalchemy.engine import make_url
 
-import custate.adapters.ingest as ingest_module
 from custate.adapters.api import Custate
 from custate.adapters.eventstore import EventStore
 from custate.adapters.readers import Record, read_path
@@ -193,39 +190,11 @@ def cli_ingest(url: str, path: Path, batch: int, expect: dict[str, int]) -> floa
 # --------------------------------------------------------------------------- writer thread
 
 
-class InlineExecutor:
-    """Stands in for the writer thread: runs each batch where it is submitted."""
-
-    def __init__(self, *_: Any, **__: Any) -> None:
-        pass
-
-    def __enter__(self) -> InlineExecutor:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        pass
-
-    def submit(self, fn: Callable[..., None], *args: Any) -> Future[None]:
-        f: Future[None] = Future()
-        fn(*args)
-        f.set_result(None)
-        return f
-
-
-@contextmanager
-def inline_writer(on: bool) -> Iterator[None]:
-    if not on:
-        yield
-        return
-    with mock.patch.object(ingest_module, "ThreadPoolExecutor", InlineExecutor):
-        yield
-
-
-def inprocess_ingest(url: str, path: Path, batch: int, inline: bool, n: int) -> float:
-    """Seconds for `Custate.ingest_items(read_path(FILE))`, store already open."""
-    with Custate(url) as cs, inline_writer(inline):
+def inprocess_ingest(url: str, path: Path, batch: int, workers: int, n: int) -> float:
+    """Seconds for `Custate.ingest_paths([FILE], workers=...)`, store already open."""
+    with Custate(url) as cs:
         t0 = time.perf_counter()
-        report = cs.ingest_items(read_path(str(path)), batch, project=False)
+        report = cs.ingest_paths([str(path)], batch_size=batch, project=False, workers=workers)
         seconds = time.perf_counter() - t0
     assert report.accepted == n, report.to_json()
     return seconds
@@ -261,11 +230,11 @@ LEAVES: tuple[tuple[str, str, str], ...] = (
 
 
 def profile_ingest(url: str, path: Path, batch: int) -> tuple[dict[str, float], str]:
-    """cProfile of one in-process ingest with the writer inline (cProfile sees one thread)."""
+    """cProfile of one in-process ingest, parsed in this process (cProfile sees one)."""
     prof = cProfile.Profile()
-    with Custate(url) as cs, inline_writer(True):
+    with Custate(url) as cs:
         prof.enable()
-        cs.ingest_items(read_path(str(path)), batch, project=False)
+        cs.ingest_paths([str(path)], batch_size=batch, project=False, workers=0)
         prof.disable()
     st = pstats.Stats(prof)
     raw: dict[tuple[str, int, str], tuple[Any, ...]] = st.stats  # type: ignore[attr-defined]
@@ -370,21 +339,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(
                 f"{be.kind:10} all duplicates, batch 1000: {args.activities / median(dup):,.0f}/s"
             )
-        # writer thread vs inline writes, in process, batch 1,000
+        # parsing in worker processes vs in the writing process, batch 1,000
         for be in backends:
-            wt: dict[str, list[float]] = {"thread": [], "inline": []}
+            wt: dict[str, list[float]] = {"workers": [], "serial": []}
             for _ in range(args.repeats):
-                for mode in ("thread", "inline"):
+                for mode in ("workers", "serial"):
                     with be.fresh() as (url, _env):
-                        wt[mode].append(
-                            inprocess_ingest(url, big, 1000, mode == "inline", args.activities)
-                        )
+                        workers = (os.cpu_count() or 1) if mode == "workers" else 0
+                        wt[mode].append(inprocess_ingest(url, big, 1000, workers, args.activities))
             rates = {k: args.activities / median(v) for k, v in wt.items()}
-            results.setdefault("writer_thread", {})[be.kind] = rates
+            results.setdefault("parse_workers", {})[be.kind] = rates
             print(
-                f"{be.kind:10} in-process ingest, batch 1000: writer thread "
-                f"{rates['thread']:,.0f}/s, inline {rates['inline']:,.0f}/s "
-                f"({rates['thread'] / rates['inline']:.2f}x)",
+                f"{be.kind:10} in-process ingest, batch 1000: parse workers "
+                f"{rates['workers']:,.0f}/s, serial {rates['serial']:,.0f}/s "
+                f"({rates['workers'] / rates['serial']:.2f}x)",
                 flush=True,
             )
         if args.profile:
@@ -393,7 +361,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     stages, top = profile_ingest(url, big, 1000)
                 results.setdefault("profile_s", {})[be.kind] = stages
                 total = stages["whole ingest"]
-                print(f"\nprofile, {be.kind}, batch 1000 (cProfile, writer inline):")
+                print(f"\nprofile, {be.kind}, batch 1000 (cProfile, parsed in process):")
                 for name, secs in stages.items():
                     print(f"  {name:62} {secs:7.2f} s {100 * secs / total:5.1f}%")
                 if args.verbose:

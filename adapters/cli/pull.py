@@ -1,0 +1,146 @@
+"""`custate pull`: customers' activities from the Voucherify API into the store, resumably."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
+from custate.adapters.cli.common import cut, fail, open_store, warn
+from custate.adapters.cli.project import project_with_progress
+from custate.adapters.cli.store_options import JsonOption, StoreOption
+from custate.adapters.pull import CustomerPull, PullCursors, pull_customer
+from custate.adapters.voucherify import ConfigError, VoucherifyClient, VoucherifyConfig
+
+
+def _customers_from_file(path: str) -> list[str]:
+    try:
+        text = Path(path).read_text() if path != "-" else sys.stdin.read()
+    except OSError as e:
+        fail(f"{path}: cannot read: {e.strerror or e}")
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@app.command()
+def pull(
+    customer: Annotated[
+        list[str] | None,
+        typer.Option("--customer", help="A customer id to pull (repeat for several)."),
+    ] = None,
+    customers_file: Annotated[
+        str | None,
+        typer.Option("--customers-file", help="A file of customer ids, one a line (- is stdin)."),
+    ] = None,
+    known: Annotated[
+        bool, typer.Option("--known", help="Every customer already in the store.")
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only activities created at or after T (start_date)."),
+    ] = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+    no_project: Annotated[
+        bool,
+        typer.Option("--no-project", help="Only store; leave the read model to `custate project`."),
+    ] = False,
+) -> None:
+    """Pull customers' activities from GET /v1/customers/{id}/activity into the store.
+
+    Resumable: each customer's last stored activity is its cursor, so a rerun fetches only
+    what is new. Credentials: CUSTATE_VOUCHERIFY_APP_ID, CUSTATE_VOUCHERIFY_APP_TOKEN; base
+    URL: CUSTATE_VOUCHERIFY_URL (default https://api.voucherify.io)."""
+    chosen = sum([bool(customer), customers_file is not None, known])
+    if chosen != 1:
+        fail("give exactly one of --customer ID..., --customers-file FILE, --known")
+    t = cut(since, "--since")
+    since_text = t.isoformat().replace("+00:00", "Z") if t is not None else None
+    try:
+        config = VoucherifyConfig.from_env()
+    except ConfigError as e:
+        fail(str(e))
+        return
+    cs = open_store(store)
+    results: list[CustomerPull] = []
+    try:
+        if known:
+            ids = cs.customer_ids()
+        elif customers_file is not None:
+            ids = _customers_from_file(customers_file)
+        else:
+            ids = list(customer or [])
+        ids = list(dict.fromkeys(ids))
+        cursors = PullCursors(cs.store.engine)
+        err = Console(stderr=True)
+        show = not as_json and err.is_terminal
+        with (
+            VoucherifyClient(
+                config,
+                on_retry=lambda n, d, why: (
+                    warn(f"  retry {n} in {d:.1f}s ({why})") if show else None
+                ),
+            ) as client,
+            Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TextColumn("{task.fields[pages]} pages, {task.fields[stored]:,} new"),
+                TimeElapsedColumn(),
+                console=err,
+                disable=not show,
+            ) as progress,
+        ):
+            for cid in ids:
+                task = progress.add_task(cid, total=None, pages=0, stored=0)
+
+                def on_page(p: CustomerPull, task: TaskID = task) -> None:
+                    progress.update(task, pages=p.pages, stored=p.report.accepted)
+
+                r = pull_customer(cs, client, cursors, cid, since_text, on_page)
+                progress.update(task, completed=1, total=1)
+                results.append(r)
+                _print_result(r, as_json)
+        if not no_project:
+            project_with_progress(cs, show_progress=not as_json)
+    finally:
+        cs.close()
+    failed = [r for r in results if not r.ok]
+    rejected = sum(r.report.rejected + r.report.conflicts for r in results)
+    if not as_json:
+        total = sum(r.report.accepted for r in results)
+        dup = sum(r.report.duplicates for r in results)
+        typer.echo(
+            f"pulled {len(results)} customer(s): {total:,} new, {dup:,} already stored, "
+            f"{rejected:,} rejected, {len(failed)} failed"
+        )
+    if failed or rejected:
+        raise typer.Exit(EXIT_BAD_RECORDS)
+
+
+def _print_result(r: CustomerPull, as_json: bool) -> None:
+    if as_json:
+        line = {
+            "customer_id": r.customer_id,
+            "ok": r.ok,
+            "pages": r.pages,
+            "cursor": r.cursor,
+            "error": r.error,
+            **r.report.to_json(),
+        }
+        sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+        sys.stdout.flush()
+        return
+    if r.error is not None:
+        warn(f"custate: {r.error}")
+    for p in r.report.problems:
+        warn(f"{p.source} {p.location}: {p.field}: {p.reason}")
+    typer.echo(
+        f"{r.customer_id}: {r.pages} page(s), {r.report.accepted:,} new, "
+        f"{r.report.duplicates:,} already stored" + ("" if r.ok else " (failed)")
+    )

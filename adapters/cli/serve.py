@@ -1,0 +1,31 @@
+"""`custate serve`: receive Voucherify webhooks and serve customer state over HTTP."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from custate.adapters.cli.app import app
+from custate.adapters.cli.common import fail, warn
+from custate.adapters.cli.store_options import StoreOption
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port.")] = 8080,
+    store: StoreOption = None,
+) -> None:
+    """Serve POST /webhooks/voucherify, GET /customers/{id}/state, /customers,
+    /customers/{id}/history and /healthz (docs at /docs).
+
+    CUSTATE_WEBHOOK_SECRET: verify x-voucherify-signature; CUSTATE_MAX_BODY_BYTES: the
+    body limit (default 1 MiB)."""
+    from custate.adapters.eventstore import StoreError
+    from custate.adapters.http import serve as run
+
+    try:
+        run(store, host, port, log=warn)
+    except StoreError as e:
+        fail(str(e))

@@ -1,0 +1,461 @@
+"""custate over HTTP: receive Voucherify webhooks, serve customer state.
+
+`create_app(store)` builds the FastAPI application around one `Custate` per process:
+
+- `POST /webhooks/voucherify` takes v2024-01-01 deliveries (or any container of
+  SEMANTICS §1). With CUSTATE_WEBHOOK_SECRET set, `x-voucherify-signature` must be the hex
+  HMAC-SHA256 of the body (docs/DECISIONS.md, Webhooks). It answers 2xx only after the
+  activity is committed: requests hand their records to one writer thread, which appends
+  whatever is waiting in one transaction (group commit) and then resolves every request of
+  that batch. Redeliveries are 2xx and store nothing new; bad input is 4xx with
+  `{"error", "field"}` and kept as a reject.
+- The read model is caught up by a projector thread woken after each write batch (and by
+  every read, which catches up first), so reads see every acknowledged delivery.
+- `GET /customers/{id}/state`, `GET /customers`, `GET /customers/{id}/history`,
+  `GET /healthz`; OpenAPI docs at /docs.
+
+One process only: SQLite writes from other processes are still safe (the event store's
+cross-process write lock), but run a single server worker per store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import anyio
+import orjson
+import sqlalchemy as sa
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from custate.adapters.api import Custate, UnknownCustomerError
+from custate.adapters.ingest import write_batch
+from custate.adapters.readers import RAW_KEEP_BYTES, BadRecord, Record, records_from_value
+from custate.adapters.rejects import Reject, activity_id_of
+from custate.domain import ActivityError, parse_cut
+
+DEFAULT_MAX_BODY = 1024 * 1024
+ENV_SECRET = "CUSTATE_WEBHOOK_SECRET"
+ENV_MAX_BODY = "CUSTATE_MAX_BODY_BYTES"
+SIGNATURE_HEADER = "x-voucherify-signature"
+WEBHOOK_SOURCE = "webhook:/webhooks/voucherify"
+MAX_GROUP = 1000  # records per group commit
+PROJECT_INTERVAL = 0.5  # seconds between background catch-ups
+
+
+def signature(body: bytes, secret: str) -> str:
+    """The hex HMAC-SHA256 of `body` keyed with `secret`, as Voucherify sends it."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signature_ok(body: bytes, given: str | None, secret: str) -> bool:
+    """The signature of the raw body; failing that, of the body re-serialised compactly
+    (`JSON.stringify` of the parsed payload), which is what some Voucherify senders sign
+    (docs/DECISIONS.md). Both need the secret; comparisons take constant time."""
+    if not given:
+        return False
+    given = given.strip().lower()
+    if hmac.compare_digest(signature(body, secret), given):
+        return True
+    try:
+        compact = orjson.dumps(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        return False
+    return compact != body and hmac.compare_digest(signature(compact, secret), given)
+
+
+def _error(status: int, error: str, field: str | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": error, "field": field, **extra}, status_code=status)
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(value), status_code=status, media_type="application/json")
+
+
+# -- writing: one thread, group commit -------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Job:
+    records: list[Record]
+    bad: list[Reject]
+    future: Future[list[str]] = field(default_factory=Future)
+
+
+class Service:
+    """The store behind the app: one Custate, one writer thread, one projector thread."""
+
+    def __init__(self, cs: Custate, owned: bool) -> None:
+        self.cs = cs
+        self.owned = owned
+        self.read_lock = threading.RLock()  # the read model (and its lazy handle) is shared
+        self._jobs: queue.Queue[_Job] = queue.Queue()
+        self._stop = threading.Event()
+        self._dirty = threading.Event()
+        self._caught_up_at = time.time()
+        self._threads: list[threading.Thread] = []
+        self.batches = 0
+
+    def start(self) -> None:
+        if self._threads:
+            return
+        self._stop.clear()
+        for target, name in ((self._writer, "custate-writer"), (self._projector, "custate-proj")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._dirty.set()
+        for t in self._threads:
+            t.join(timeout=30)
+        self._threads.clear()
+        with contextlib.suppress(Exception):  # leave the read model caught up
+            self.project()
+        if self.owned:
+            self.cs.close()
+
+    def submit(self, records: list[Record], bad: list[Reject]) -> Future[list[str]]:
+        """Hand records to the writer; the future gives one outcome per record (`stored`,
+        `duplicate`, `conflict`) once they are committed."""
+        job = _Job(records, bad)
+        if self._stop.is_set():
+            job.future.set_exception(RuntimeError("the server is shutting down"))
+        else:
+            self._jobs.put(job)
+        return job.future
+
+    def _writer(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            jobs = [job]
+            n = len(job.records) + len(job.bad)
+            while n < MAX_GROUP:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                jobs.append(more)
+                n += len(more.records) + len(more.bad)
+            self._write(jobs)
+
+    def _write(self, jobs: list[_Job]) -> None:
+        records = [r for j in jobs for r in j.records]
+        bad = [b for j in jobs for b in j.bad]
+        try:
+            result, _ = write_batch(
+                self.cs.store, self.cs.rejects_store, records, bad, self.cs.clock
+            )
+        except Exception as e:
+            for j in jobs:
+                j.future.set_exception(e)
+            return
+        self.batches += 1
+        stored = {id(a) for a in result.accepted}
+        conflicts = {id(c.activity) for c in result.conflicts}
+        for j in jobs:
+            j.future.set_result(
+                [
+                    "stored"
+                    if id(r.activity) in stored
+                    else "conflict"
+                    if id(r.activity) in conflicts
+                    else "duplicate"
+                    for r in j.records
+                ]
+            )
+        if records:
+            self._dirty.set()
+
+    def _projector(self) -> None:
+        while not self._stop.is_set():
+            if not self._dirty.wait(timeout=0.5):
+                continue
+            self._dirty.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.project()
+            except Exception:  # a failed catch-up is retried on the next write or read
+                self._dirty.set()
+            # at most one catch-up per interval: under load it folds bigger batches and
+            # leaves the database to the writer in between (reads catch up themselves)
+            self._stop.wait(PROJECT_INTERVAL)
+
+    def project(self) -> None:
+        with self.read_lock:
+            self.cs.project()
+            if self.cs.lag() == 0:
+                self._caught_up_at = time.time()
+
+    def lag(self) -> tuple[int, float]:
+        """Activities stored but not in the read model, and seconds since it last had none."""
+        with self.read_lock:
+            n = self.cs.lag()
+        if n == 0:
+            self._caught_up_at = time.time()
+            return 0, 0.0
+        return n, round(time.time() - self._caught_up_at, 3)
+
+
+# -- the app ----------------------------------------------------------------------------------
+
+
+def _max_body(value: int | None) -> int:
+    if value is not None:
+        return value
+    env = os.environ.get(ENV_MAX_BODY)
+    return int(env) if env else DEFAULT_MAX_BODY
+
+
+def _cut_or_none(value: str | None, name: str) -> Any:
+    return None if value is None or value == "" else parse_cut(value, name)
+
+
+def create_app(
+    store: str | Custate | None = None,
+    *,
+    secret: str | None = None,
+    max_body_bytes: int | None = None,
+) -> FastAPI:
+    """The application. `store` is a store URL (opened here, closed at shutdown), an open
+    `Custate` (left open), or None ($CUSTATE_STORE, else ./custate.db). `secret` defaults
+    to $CUSTATE_WEBHOOK_SECRET (unset or empty: signatures are not checked)."""
+    cs = store if isinstance(store, Custate) else Custate(store)
+    service = Service(cs, owned=not isinstance(store, Custate))
+    key = secret if secret is not None else os.environ.get(ENV_SECRET, "")
+    limit = _max_body(max_body_bytes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(service.stop)
+
+    app = FastAPI(
+        title="custate",
+        summary="Voucherify customer activities in; customer state, as of any time, out.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    async def read_body(request: Request) -> bytes | JSONResponse:
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                return _error(400, "Content-Length is not a number", "content-length")
+            if size > limit:
+                return _error(413, f"the body is over the limit of {limit} bytes", "body")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                return _error(413, f"the body is over the limit of {limit} bytes", "body")
+        return bytes(body)
+
+    async def store_and_wait(records: list[Record], bad: list[Reject]) -> list[str] | Response:
+        try:
+            return await asyncio.wrap_future(service.submit(records, bad))
+        except Exception as e:
+            return _error(503, f"the store is unavailable: {e}", None)
+
+    @app.post(
+        "/webhooks/voucherify",
+        summary="Receive a Voucherify webhook delivery (v2024-01-01 envelope)",
+        responses={
+            200: {"description": "stored (or already stored): durable"},
+            400: {"description": "malformed JSON (kept as a reject)"},
+            401: {"description": "bad or missing x-voucherify-signature (nothing kept)"},
+            409: {"description": "same activity id, other content (kept as a reject)"},
+            413: {"description": "body over the limit"},
+            422: {"description": "not a valid activity (kept as a reject)"},
+            503: {"description": "store unavailable: retry"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
+    async def webhook(request: Request) -> Response:
+        body = await read_body(request)
+        if isinstance(body, Response):
+            return body
+        if key and not signature_ok(body, request.headers.get(SIGNATURE_HEADER), key):
+            return _error(
+                401,
+                f"bad or missing {SIGNATURE_HEADER} (HMAC-SHA256 of the body)",
+                SIGNATURE_HEADER,
+            )
+        text = body.decode("utf-8", errors="replace")
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            reject = Reject(
+                "invalid", WEBHOOK_SOURCE, "body", "body", f"malformed JSON: {e}",
+                text[:RAW_KEEP_BYTES], activity_id_of(text),
+            )  # fmt: skip
+            stored = await store_and_wait([], [reject])
+            if isinstance(stored, Response):
+                return stored
+            return _error(400, f"malformed JSON: {e}", "body", kept_as_reject=True)
+        delivery = value.get("id") if isinstance(value, dict) else None
+        location = f"delivery {delivery}" if isinstance(delivery, str) else "delivery"
+        items = list(records_from_value(value, WEBHOOK_SOURCE, location, None, text))
+        records = [i for i in items if isinstance(i, Record)]
+        bads = [i for i in items if isinstance(i, BadRecord)]
+        rejects = [
+            Reject(
+                "invalid", b.source, b.location, b.field, b.message, b.raw, activity_id_of(b.raw)
+            )
+            for b in bads
+        ]
+        if not items:
+            rejects.append(
+                Reject("invalid", WEBHOOK_SOURCE, location, "body", "no activity in it", text)
+            )
+        outcomes = await store_and_wait(records, rejects)
+        if isinstance(outcomes, Response):
+            return outcomes
+        if rejects:
+            first = rejects[0]
+            return _error(
+                422, f"{first.field}: {first.reason}", first.field, kept_as_reject=True,
+                stored=outcomes.count("stored"),
+            )  # fmt: skip
+        if "conflict" in outcomes:
+            i = outcomes.index("conflict")
+            return _error(
+                409,
+                f"activity {records[i].activity.id} is stored with different content; "
+                "the stored version is kept",
+                "id",
+                kept_as_reject=True,
+            )
+        ids = [r.activity.id for r in records]
+        return _json(
+            {
+                "status": "stored" if "stored" in outcomes else "duplicate",
+                "activity_ids": ids,
+                "stored": outcomes.count("stored"),
+                "duplicates": outcomes.count("duplicate"),
+            }
+        )
+
+    def bad_cut(e: ActivityError) -> JSONResponse:
+        return _error(400, f"{e.field}: {e.message}", e.field)
+
+    @app.get("/customers/{customer_id}/state", summary="A customer's state, as of any time")
+    def get_state(
+        customer_id: str,
+        as_of: Annotated[str | None, Query(description="business time T")] = None,
+        known_at: Annotated[str | None, Query(description="record time K")] = None,
+    ) -> Response:
+        try:
+            t = _cut_or_none(as_of, "as_of")
+            k = _cut_or_none(known_at, "known_at")
+        except ActivityError as e:
+            return bad_cut(e)
+        try:
+            with service.read_lock:
+                s = cs.state(customer_id, as_of=t, known_at=k)
+        except UnknownCustomerError as e:
+            return _error(404, str(e), "customer_id")
+        return _json(s.to_json())
+
+    @app.get("/customers", summary="Customers matching every filter given (read model)")
+    def get_customers(
+        segment: str | None = None,
+        tier: str | None = None,
+        campaign: str | None = None,
+        min_points: int | None = None,
+        max_points: int | None = None,
+        status: str | None = None,
+        order_status: str | None = None,
+        limit: Annotated[int | None, Query(ge=1, le=100_000)] = 1000,
+    ) -> Response:
+        with service.read_lock:
+            cs.project()
+            rows = cs.customers(
+                segment, tier, campaign, min_points, max_points, status, order_status, limit
+            )
+        return _json([r.to_json() for r in rows])
+
+    @app.get("/customers/{customer_id}/history", summary="Each activity and what it changed")
+    def get_history(
+        customer_id: str,
+        start: Annotated[str | None, Query(alias="from")] = None,
+        end: Annotated[str | None, Query(alias="to")] = None,
+        known_at: str | None = None,
+    ) -> Response:
+        try:
+            a = _cut_or_none(start, "from")
+            b = _cut_or_none(end, "to")
+            k = _cut_or_none(known_at, "known_at")
+        except ActivityError as e:
+            return bad_cut(e)
+        try:
+            with service.read_lock:
+                entries = cs.history(customer_id, a, b, k)
+        except UnknownCustomerError as e:
+            return _error(404, str(e), "customer_id")
+        return _json([e.to_json() for e in entries])
+
+    @app.get("/healthz", summary="Store reachable; read-model lag")
+    def healthz() -> Response:
+        try:
+            with cs.store.engine.connect() as c:
+                c.execute(sa.text("SELECT 1"))
+            n, seconds = service.lag()
+        except Exception as e:
+            return _json({"status": "unavailable", "store": "unreachable", "error": str(e)}, 503)
+        return _json(
+            {
+                "status": "ok",
+                "store": "reachable",
+                "lag": {"activities": n, "seconds": seconds},
+                "write_batches": service.batches,
+            }
+        )
+
+    return app
+
+
+def serve(
+    store: str | None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    log: Callable[[str], None] | None = None,
+) -> None:
+    """Run the app under uvicorn (one process) until interrupted."""
+    import uvicorn
+
+    app = create_app(store)
+    # Requests hand over to the writer thread and back: a short GIL switch interval keeps
+    # those hand-offs from waiting out the default 5 ms.
+    sys.setswitchinterval(0.0005)
+    if log is not None:
+        log(f"custate serve: http://{host}:{port} (docs at /docs)")
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")

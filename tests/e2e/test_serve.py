@@ -1,0 +1,319 @@
+"""`custate serve` as a user runs it: the real server in a subprocess on a free loopback
+port, httpx as the client. Webhooks: signatures, redelivery, concurrency, malformed and
+oversized bodies, all checked against what the store holds. Reads: state over HTTP equals
+`custate state` for the same customer and cuts; customers, history, healthz, docs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+import custate
+
+Json = dict[str, Any]
+ROOT = Path(__file__).resolve().parents[2]
+CUSTATE = Path(sys.executable).parent / "custate"
+SAMPLES = ROOT / "tests" / "data" / "samples"
+SECRET = "whsec_test_secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    store: str
+    proc: subprocess.Popen[bytes]
+
+
+def start_server(store: str, cwd: Path, **env: str) -> Server:
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CUSTATE_")}
+    environ.update(env)
+    proc = subprocess.Popen(
+        [str(CUSTATE), "serve", "--host", "127.0.0.1", "--port", str(port), "--store", store],
+        cwd=cwd,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"custate serve exited: {proc.stderr.read().decode()}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return Server(url, store, proc)
+        except httpx.TransportError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("custate serve did not come up")
+
+
+def stop(server: Server) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def server(store_url: str, tmp_path: Path) -> Iterator[Server]:
+    s = start_server(store_url, tmp_path, CUSTATE_WEBHOOK_SECRET=SECRET)
+    yield s
+    stop(s)
+
+
+def sign(body: bytes, secret: str = SECRET) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def sample(activity_type: str) -> Json:
+    data: Json = orjson.loads((SAMPLES / f"{activity_type}.json").read_bytes())
+    return data
+
+
+def delivery(
+    activity_id: str,
+    customer_id: str,
+    activity_type: str = "customer.custom_event",
+    created_at: str = "2024-03-01T10:00:00.000Z",
+    data: Json | None = None,
+) -> Json:
+    """A v2024-01-01 webhook envelope for one customer activity."""
+    return {
+        "id": f"wh_{activity_id}",
+        "project_id": "proj_test",
+        "created_at": created_at,
+        "type": activity_type,
+        "data": data if data is not None else sample(activity_type),
+        "source": {"object_id": "whk_1", "object_type": "webhook"},
+        "event": {
+            "id": activity_id,
+            "type": activity_type,
+            "created_at": created_at,
+            "entity_id": customer_id,
+            "category": "ACTION",
+        },
+    }
+
+
+def post(server: Server, body: bytes, signature: str | None = "auto", **kw: Any) -> httpx.Response:
+    headers = {"content-type": "application/json"}
+    if signature == "auto":
+        headers["x-voucherify-signature"] = sign(body)
+    elif signature is not None:
+        headers["x-voucherify-signature"] = signature
+    return httpx.post(f"{server.url}/webhooks/voucherify", content=body, headers=headers, **kw)
+
+
+def stored_ids(store: str) -> list[str]:
+    with custate.open(store) as cs:
+        return [s.activity.id for c in cs.customer_ids() for s in cs.activities(c)]
+
+
+def test_good_signature_is_stored_bad_or_missing_is_401(server: Server) -> None:
+    body = orjson.dumps(delivery("evcus_wh_1", "cust_wh_1"))
+    r = post(server, body)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "stored"
+    assert stored_ids(server.store) == ["evcus_wh_1"]  # durable before the 200
+
+    other = orjson.dumps(delivery("evcus_wh_2", "cust_wh_1"))
+    for sig in ["0" * 64, sign(other, "another-secret"), None, sign(body)]:
+        r = post(server, other, signature=sig)
+        assert r.status_code == 401, r.text
+        assert r.json()["field"] == "x-voucherify-signature"
+    assert stored_ids(server.store) == ["evcus_wh_1"]
+    with custate.open(server.store) as cs:
+        assert cs.rejects() == []  # unauthenticated bodies are not kept
+
+
+def test_compact_reserialised_signature_is_accepted(server: Server) -> None:
+    value = delivery("evcus_wh_c", "cust_wh_c")
+    pretty = orjson.dumps(value, option=orjson.OPT_INDENT_2)
+    r = post(server, pretty, signature=sign(orjson.dumps(value)))
+    assert r.status_code == 200, r.text
+
+
+def test_redelivery_is_2xx_and_stored_once_conflict_is_409(server: Server) -> None:
+    body = orjson.dumps(delivery("evcus_wh_r", "cust_wh_r"))
+    first, second = post(server, body), post(server, body)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert second.json()["status"] == "duplicate"
+    assert stored_ids(server.store) == ["evcus_wh_r"]
+
+    changed = delivery("evcus_wh_r", "cust_wh_r")
+    changed["data"]["event"] = {"type": "something_else"}
+    r = post(server, orjson.dumps(changed))
+    assert r.status_code == 409, r.text
+    assert r.json()["field"] == "id"
+    with custate.open(server.store) as cs:
+        assert [x.reject.kind for x in cs.rejects()] == ["conflict"]
+    assert stored_ids(server.store) == ["evcus_wh_r"]
+
+
+def test_fifty_concurrent_deliveries_all_stored(server: Server) -> None:
+    bodies = [
+        orjson.dumps(
+            delivery(
+                f"evcus_cc_{i:03d}",
+                f"cust_cc_{i % 7}",
+                created_at=f"2024-03-01T10:{i % 60:02d}:00Z",
+            )
+        )
+        for i in range(50)
+    ]
+
+    async def run() -> list[int]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            rs = await asyncio.gather(
+                *[
+                    client.post(
+                        f"{server.url}/webhooks/voucherify",
+                        content=b,
+                        headers={"x-voucherify-signature": sign(b)},
+                    )
+                    for b in bodies + bodies[:10]  # ten of them twice
+                ]
+            )
+        return [r.status_code for r in rs]
+
+    assert asyncio.run(run()) == [200] * 60
+    assert sorted(stored_ids(server.store)) == [f"evcus_cc_{i:03d}" for i in range(50)]
+    health = httpx.get(f"{server.url}/healthz").json()
+    assert health["status"] == "ok"
+    r = httpx.get(f"{server.url}/customers/cust_cc_3/state")
+    assert r.json()["activities"]["count"] == len(range(3, 50, 7))
+
+
+def test_malformed_json_is_400_and_kept_invalid_activity_is_422(server: Server) -> None:
+    body = b'{"id": "wh_broken", "event": {"id": "evcus_broken"'
+    r = post(server, body)
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "body"
+    assert "malformed JSON" in r.json()["error"]
+
+    bad = delivery("evcus_nozone", "cust_x", created_at="2024-03-01T10:00:00")
+    r = post(server, orjson.dumps(bad))
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "created_at"
+    with custate.open(server.store) as cs:
+        kept = cs.rejects()
+        assert [k.reject.raw for k in kept if k.reject.field == "body"] == [body.decode()]
+        assert any(k.reject.activity_id == "evcus_nozone" for k in kept)
+    assert stored_ids(server.store) == []
+
+
+def test_oversized_body_is_413(store_url: str, tmp_path: Path) -> None:
+    s = start_server(store_url, tmp_path, CUSTATE_MAX_BODY_BYTES="2048")
+    try:
+        big = delivery(
+            "evcus_big",
+            "cust_big",
+            "customer.updated",
+            data={"customer": {"id": "cust_big"}, "pad": "x" * 4000},
+        )
+        body = orjson.dumps(big)
+        r = post(s, body, signature=None)
+        assert r.status_code == 413, r.text
+        assert r.json()["field"] == "body"
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the actual size is checked
+            for i in range(0, len(body), 500):
+                yield body[i : i + 500]
+
+        r = httpx.post(f"{s.url}/webhooks/voucherify", content=chunks())
+        assert r.status_code == 413, r.text
+        small = orjson.dumps(
+            delivery(
+                "evcus_small", "cust_big", "customer.updated", data={"customer": {"id": "cust_big"}}
+            )
+        )
+        assert post(s, small, signature=None).status_code == 200  # no secret set: unchecked
+        assert stored_ids(s.store) == ["evcus_small"]
+    finally:
+        stop(s)
+
+
+def custate_state(store: str, customer_id: str, *cuts: str) -> Json:
+    p = subprocess.run(
+        [str(CUSTATE), "state", customer_id, "--store", store, *cuts],
+        capture_output=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "CUSTATE_STORE"},
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    value: Json = orjson.loads(p.stdout)
+    return value
+
+
+def test_state_over_http_equals_the_cli(server: Server) -> None:
+    cid = "cust_same"
+    types = [
+        ("customer.created", "2024-03-01T09:00:00Z"),
+        ("customer.segment.entered", "2024-03-02T09:00:00Z"),
+        ("customer.loyalty.tier.joined", "2024-03-03T09:00:00Z"),
+        ("customer.custom_event", "2024-03-04T09:00:00Z"),
+        ("customer.order.paid", "2024-03-05T09:00:00Z"),
+    ]
+    for i, (t, at) in enumerate(types[:3]):
+        assert post(server, orjson.dumps(delivery(f"evcus_s{i}", cid, t, at))).status_code == 200
+    time.sleep(0.02)
+    k1 = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    time.sleep(0.02)
+    for i, (t, at) in enumerate(types[3:], start=3):
+        assert post(server, orjson.dumps(delivery(f"evcus_s{i}", cid, t, at))).status_code == 200
+
+    for cuts in [
+        {},
+        {"as_of": "2024-03-02"},
+        {"known_at": k1},
+        {"as_of": "2024-03-04T12:00:00Z", "known_at": k1},
+    ]:
+        r = httpx.get(f"{server.url}/customers/{cid}/state", params=cuts)
+        assert r.status_code == 200, r.text
+        args = [a for k, v in cuts.items() for a in (f"--{k.replace('_', '-')}", v)]
+        assert r.json() == custate_state(server.store, cid, *args), cuts
+    assert httpx.get(f"{server.url}/customers/{cid}/state").json()["activities"]["count"] == 5
+
+    assert httpx.get(f"{server.url}/customers/cust_unknown/state").status_code == 404
+    r = httpx.get(f"{server.url}/customers/{cid}/state", params={"as_of": "yesterday"})
+    assert r.status_code == 400
+    assert r.json()["field"] == "as_of"
+
+    seg = sample("customer.segment.entered")["segment"]["id"]
+    rows = httpx.get(f"{server.url}/customers", params={"segment": seg}).json()
+    assert [row["customer_id"] for row in rows] == [cid]
+    assert httpx.get(f"{server.url}/customers", params={"segment": "seg_none"}).json() == []
+
+    history = httpx.get(f"{server.url}/customers/{cid}/history").json()
+    assert len(history) == 5
+    health = httpx.get(f"{server.url}/healthz").json()
+    assert health["store"] == "reachable"
+    assert health["lag"]["activities"] == 0
+    assert httpx.get(f"{server.url}/docs").status_code == 200
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    assert "/webhooks/voucherify" in spec["paths"]
