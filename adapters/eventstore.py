@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import random
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -214,6 +215,7 @@ class EventStore:
         self.url = parse_store_url(url)
         self.engine = make_engine(self.url)
         self._lock_file: IO[str] | None = None
+        self._thread_lock = threading.Lock()
         self.app = self._open(url)
         self.recorder = self.app.recorder
         table = self.url.events_table
@@ -301,6 +303,13 @@ class EventStore:
 
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
+        # Threads of this process first (flock does not exclude threads sharing one open
+        # file), then other processes.
+        with self._thread_lock, self._process_lock():
+            yield
+
+    @contextmanager
+    def _process_lock(self) -> Iterator[None]:
         if self.url.kind == "sqlite":
             if self._lock_file is None:
                 self._lock_file = open(self.url.env["SQLITE_DBNAME"] + ".lock", "a")  # noqa: SIM115
