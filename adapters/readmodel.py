@@ -378,6 +378,20 @@ class ReadModel(TrackingRecorder):
             row = c.execute(select(cu.c.state).where(cu.c.customer_id == customer_id)).first()
         return None if row is None else CustomerState.from_json(orjson.loads(row[0]))
 
+    def gaps(self) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        """Each customer with balance-continuity gaps, and their JSON form, in customer id
+        order, from the stored states (no fold). A state with no gaps has `"gaps":[]` in
+        its JSON; only the others are parsed."""
+        cu = self.t.customers
+        q = (
+            select(cu.c.customer_id, cu.c.state)
+            .where(cu.c.state.like('%"gaps":[{%'))
+            .order_by(cu.c.customer_id)
+        )
+        with self.engine.connect() as c:
+            for cid, state in c.execute(q):
+                yield cid, orjson.loads(state).get("gaps", [])
+
     def as_of(self, customer_id: str, t: datetime) -> CustomerState:
         return state_as_of(self, self, customer_id, t)
 
