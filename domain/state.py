@@ -6,9 +6,10 @@ only in `to_json`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from custate.domain.activity import format_time, parse_time
 
@@ -17,6 +18,15 @@ Json = dict[str, Any]
 
 def _t(value: datetime | None) -> str | None:
     return None if value is None else format_time(value)
+
+
+class _Entry(Protocol):
+    def to_json(self) -> Json: ...
+
+
+def entries_json(entries: Mapping[str, _Entry]) -> Json:
+    """A map of state entries in its JSON form: keys sorted, so the JSON is stable."""
+    return {k: v.to_json() for k, v in sorted(entries.items())}
 
 
 def _pt(value: Any) -> datetime | None:
@@ -36,12 +46,29 @@ class Profile:
     deleted_at: datetime | None = None
     confirmed_at: datetime | None = None
 
+    def to_json(self) -> Json:
+        return {
+            "status": self.status,
+            "source_id": self.source_id,
+            "name": self.name,
+            "email": self.email,
+            "phone": self.phone,
+            "metadata": self.metadata,
+            "created_at": _t(self.created_at),
+            "updated_at": _t(self.updated_at),
+            "deleted_at": _t(self.deleted_at),
+            "confirmed_at": _t(self.confirmed_at),
+        }
+
 
 @dataclass(slots=True)
 class PendingEntry:
     points: int | None
     activates_at: str | None
     order_id: str | None
+
+    def to_json(self) -> Json:
+        return {"points": self.points, "activates_at": self.activates_at, "order_id": self.order_id}
 
 
 @dataclass(slots=True)
@@ -58,6 +85,21 @@ class LoyaltyCard:
     updated_at: datetime | None = None
     updated_by: str | None = None  # the activity whose snapshot set the balance
 
+    def to_json(self) -> Json:
+        return {
+            "campaign_id": self.campaign_id,
+            "code": self.code,
+            "balance": self.balance,
+            "total": self.total,
+            "pending_points": self.pending_points,
+            "expired_points": self.expired_points,
+            "next_expiration_date": self.next_expiration_date,
+            "next_expiration_points": self.next_expiration_points,
+            "pending": entries_json(self.pending),
+            "updated_at": _t(self.updated_at),
+            "updated_by": self.updated_by,
+        }
+
 
 @dataclass(slots=True)
 class GiftCard:
@@ -68,6 +110,16 @@ class GiftCard:
     updated_at: datetime | None = None
     updated_by: str | None = None
 
+    def to_json(self) -> Json:
+        return {
+            "campaign_id": self.campaign_id,
+            "code": self.code,
+            "balance": self.balance,
+            "total": self.total,
+            "updated_at": _t(self.updated_at),
+            "updated_by": self.updated_by,
+        }
+
 
 @dataclass(slots=True)
 class Tier:
@@ -76,11 +128,22 @@ class Tier:
     since: datetime
     expires_at: str | None
 
+    def to_json(self) -> Json:
+        return {
+            "tier_id": self.tier_id,
+            "tier_name": self.tier_name,
+            "since": _t(self.since),
+            "expires_at": self.expires_at,
+        }
+
 
 @dataclass(slots=True)
 class Segment:
     name: str | None
     entered_at: datetime
+
+    def to_json(self) -> Json:
+        return {"name": self.name, "entered_at": _t(self.entered_at)}
 
 
 @dataclass(slots=True)
@@ -91,6 +154,15 @@ class Order:
     total_amount: int | None = None
     updated_at: datetime | None = None
 
+    def to_json(self) -> Json:
+        return {
+            "status": self.status,
+            "source_id": self.source_id,
+            "amount": self.amount,
+            "total_amount": self.total_amount,
+            "updated_at": _t(self.updated_at),
+        }
+
 
 @dataclass(slots=True)
 class Redemptions:
@@ -99,12 +171,23 @@ class Redemptions:
     rollback_succeeded: int = 0
     rollback_failed: int = 0
 
+    def to_json(self) -> Json:
+        return {
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "rollback_succeeded": self.rollback_succeeded,
+            "rollback_failed": self.rollback_failed,
+        }
+
 
 @dataclass(slots=True)
 class RewardRedemption:
     state: str
     reward_id: str | None
     updated_at: datetime
+
+    def to_json(self) -> Json:
+        return {"state": self.state, "reward_id": self.reward_id, "updated_at": _t(self.updated_at)}
 
 
 @dataclass(slots=True)
@@ -116,6 +199,16 @@ class Voucher:
     published_at: datetime | None = None
     deleted_at: datetime | None = None
 
+    def to_json(self) -> Json:
+        return {
+            "code": self.code,
+            "campaign_id": self.campaign_id,
+            "type": self.type,
+            "roles": list(self.roles),
+            "published_at": _t(self.published_at),
+            "deleted_at": _t(self.deleted_at),
+        }
+
 
 @dataclass(slots=True)
 class Messaging:
@@ -125,17 +218,32 @@ class Messaging:
     failed: int = 0
     recovered: int = 0
 
+    def to_json(self) -> Json:
+        return {
+            "status": self.status,
+            "at": _t(self.at),
+            "sent": self.sent,
+            "failed": self.failed,
+            "recovered": self.recovered,
+        }
+
 
 @dataclass(slots=True)
 class CustomEvent:
     count: int
     last_at: datetime
 
+    def to_json(self) -> Json:
+        return {"count": self.count, "last_at": _t(self.last_at)}
+
 
 @dataclass(slots=True)
 class Validations:
     succeeded: int = 0
     failed: int = 0
+
+    def to_json(self) -> Json:
+        return {"succeeded": self.succeeded, "failed": self.failed}
 
 
 @dataclass(slots=True)
@@ -145,6 +253,15 @@ class Activities:
     last_at: datetime | None = None
     last_id: str | None = None
     unrecognized: int = 0
+
+    def to_json(self) -> Json:
+        return {
+            "count": self.count,
+            "first_at": _t(self.first_at),
+            "last_at": _t(self.last_at),
+            "last_id": self.last_id,
+            "unrecognized": self.unrecognized,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +281,19 @@ class Gap:
     @property
     def missing(self) -> int:
         return self.balance - (self.previous_balance + self.delta)
+
+    def to_json(self) -> Json:
+        return {
+            "card_id": self.card_id,
+            "kind": self.kind,
+            "activity_id": self.activity_id,
+            "at": _t(self.at),
+            "previous_activity_id": self.previous_activity_id,
+            "previous_balance": self.previous_balance,
+            "delta": self.delta,
+            "balance": self.balance,
+            "missing": self.missing,
+        }
 
 
 @dataclass(slots=True)
@@ -192,145 +322,28 @@ class CustomerState:
         return sum(c.balance or 0 for c in self.cards.values())
 
     def to_json(self) -> Json:
-        p = self.profile
-        a = self.activities
         return {
             "customer_id": self.customer_id,
             "as_of": _t(self.as_of),
             "known_at": _t(self.known_at),
-            "profile": {
-                "status": p.status,
-                "source_id": p.source_id,
-                "name": p.name,
-                "email": p.email,
-                "phone": p.phone,
-                "metadata": p.metadata,
-                "created_at": _t(p.created_at),
-                "updated_at": _t(p.updated_at),
-                "deleted_at": _t(p.deleted_at),
-                "confirmed_at": _t(p.confirmed_at),
-            },
+            "profile": self.profile.to_json(),
             "loyalty": {
                 "points": self.points,
-                "cards": {
-                    cid: {
-                        "campaign_id": c.campaign_id,
-                        "code": c.code,
-                        "balance": c.balance,
-                        "total": c.total,
-                        "pending_points": c.pending_points,
-                        "expired_points": c.expired_points,
-                        "next_expiration_date": c.next_expiration_date,
-                        "next_expiration_points": c.next_expiration_points,
-                        "pending": {
-                            pid: {
-                                "points": e.points,
-                                "activates_at": e.activates_at,
-                                "order_id": e.order_id,
-                            }
-                            for pid, e in sorted(c.pending.items())
-                        },
-                        "updated_at": _t(c.updated_at),
-                        "updated_by": c.updated_by,
-                    }
-                    for cid, c in sorted(self.cards.items())
-                },
-                "tiers": {
-                    camp: {
-                        "tier_id": t.tier_id,
-                        "tier_name": t.tier_name,
-                        "since": _t(t.since),
-                        "expires_at": t.expires_at,
-                    }
-                    for camp, t in sorted(self.tiers.items())
-                },
+                "cards": entries_json(self.cards),
+                "tiers": entries_json(self.tiers),
             },
-            "gift_cards": {
-                gid: {
-                    "campaign_id": g.campaign_id,
-                    "code": g.code,
-                    "balance": g.balance,
-                    "total": g.total,
-                    "updated_at": _t(g.updated_at),
-                    "updated_by": g.updated_by,
-                }
-                for gid, g in sorted(self.gift_cards.items())
-            },
-            "segments": {
-                sid: {"name": s.name, "entered_at": _t(s.entered_at)}
-                for sid, s in sorted(self.segments.items())
-            },
-            "orders": {
-                oid: {
-                    "status": o.status,
-                    "source_id": o.source_id,
-                    "amount": o.amount,
-                    "total_amount": o.total_amount,
-                    "updated_at": _t(o.updated_at),
-                }
-                for oid, o in sorted(self.orders.items())
-            },
-            "redemptions": {
-                "succeeded": self.redemptions.succeeded,
-                "failed": self.redemptions.failed,
-                "rollback_succeeded": self.redemptions.rollback_succeeded,
-                "rollback_failed": self.redemptions.rollback_failed,
-            },
-            "reward_redemptions": {
-                rid: {"state": r.state, "reward_id": r.reward_id, "updated_at": _t(r.updated_at)}
-                for rid, r in sorted(self.reward_redemptions.items())
-            },
+            "gift_cards": entries_json(self.gift_cards),
+            "segments": entries_json(self.segments),
+            "orders": entries_json(self.orders),
+            "redemptions": self.redemptions.to_json(),
+            "reward_redemptions": entries_json(self.reward_redemptions),
             "referrals": {"referred_by": dict(sorted(self.referred_by.items()))},
-            "vouchers": {
-                vid: {
-                    "code": v.code,
-                    "campaign_id": v.campaign_id,
-                    "type": v.type,
-                    "roles": list(v.roles),
-                    "published_at": _t(v.published_at),
-                    "deleted_at": _t(v.deleted_at),
-                }
-                for vid, v in sorted(self.vouchers.items())
-            },
-            "messaging": {
-                ch: {
-                    "status": m.status,
-                    "at": _t(m.at),
-                    "sent": m.sent,
-                    "failed": m.failed,
-                    "recovered": m.recovered,
-                }
-                for ch, m in sorted(self.messaging.items())
-            },
-            "custom_events": {
-                name: {"count": e.count, "last_at": _t(e.last_at)}
-                for name, e in sorted(self.custom_events.items())
-            },
-            "validations": {
-                "succeeded": self.validations.succeeded,
-                "failed": self.validations.failed,
-            },
-            "activities": {
-                "count": a.count,
-                "first_at": _t(a.first_at),
-                "last_at": _t(a.last_at),
-                "last_id": a.last_id,
-                "unrecognized": a.unrecognized,
-            },
-            "gaps": [
-                {
-                    "card_id": g.card_id,
-                    "kind": g.kind,
-                    "activity_id": g.activity_id,
-                    "at": _t(g.at),
-                    "previous_activity_id": g.previous_activity_id,
-                    "previous_balance": g.previous_balance,
-                    "delta": g.delta,
-                    "balance": g.balance,
-                    "missing": g.missing,
-                }
-                for g in self.gaps
-            ],
+            "vouchers": entries_json(self.vouchers),
+            "messaging": entries_json(self.messaging),
+            "custom_events": entries_json(self.custom_events),
+            "validations": self.validations.to_json(),
+            "activities": self.activities.to_json(),
+            "gaps": [g.to_json() for g in self.gaps],
         }
 
     @classmethod
