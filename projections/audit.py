@@ -15,7 +15,7 @@ a leaf of its own, as in `flatten`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,7 +30,7 @@ from custate.domain import (
     parse_time,
 )
 from custate.domain.effects.cards import card_id
-from custate.domain.state import Gap
+from custate.domain.state import Gap, entries_json
 from custate.projections.diff import flatten
 
 Flat = dict[str, Any]
@@ -184,87 +184,18 @@ def _section(path: str, d: dict[str, Any]) -> Flat:
     return {} if d else {path: {}}
 
 
+def _entry(entries: Mapping[str, Any], key: str, path: str) -> Flat:
+    e = entries.get(key)
+    return {} if e is None else flatten(e.to_json(), f"{path}.{key}")
+
+
 def _render(s: CustomerState, unit: Unit) -> Flat:
+    """One unit of the state, flattened exactly as `flatten(s.to_json())` has it: the JSON
+    comes from the state's own renderers, so the two cannot drift apart."""
     kind, key = unit
-    if kind == "card":
-        c = s.cards.get(key)
-        if c is None:
-            return {}
-        p = f"loyalty.cards.{key}."
-        out: Flat = {
-            p + "campaign_id": c.campaign_id,
-            p + "code": c.code,
-            p + "balance": c.balance,
-            p + "total": c.total,
-            p + "pending_points": c.pending_points,
-            p + "expired_points": c.expired_points,
-            p + "next_expiration_date": c.next_expiration_date,
-            p + "next_expiration_points": c.next_expiration_points,
-        }
-        if c.pending:
-            for pid, e in c.pending.items():
-                q = f"{p}pending.{pid}."
-                out[q + "points"] = e.points
-                out[q + "activates_at"] = e.activates_at
-                out[q + "order_id"] = e.order_id
-        else:
-            out[p + "pending"] = {}
-        out[p + "updated_at"] = _t(c.updated_at)
-        out[p + "updated_by"] = c.updated_by
-        return out
-    if kind == "order":
-        o = s.orders.get(key)
-        if o is None:
-            return {}
-        p = f"orders.{key}."
-        return {
-            p + "status": o.status,
-            p + "source_id": o.source_id,
-            p + "amount": o.amount,
-            p + "total_amount": o.total_amount,
-            p + "updated_at": _t(o.updated_at),
-        }
-    if kind == "gift":
-        g = s.gift_cards.get(key)
-        if g is None:
-            return {}
-        p = f"gift_cards.{key}."
-        return {
-            p + "campaign_id": g.campaign_id,
-            p + "code": g.code,
-            p + "balance": g.balance,
-            p + "total": g.total,
-            p + "updated_at": _t(g.updated_at),
-            p + "updated_by": g.updated_by,
-        }
-    if kind == "segment":
-        sg = s.segments.get(key)
-        if sg is None:
-            return {}
-        return {f"segments.{key}.name": sg.name, f"segments.{key}.entered_at": _t(sg.entered_at)}
-    if kind == "reward_redemption":
-        r = s.reward_redemptions.get(key)
-        if r is None:
-            return {}
-        p = f"reward_redemptions.{key}."
-        return {
-            p + "state": r.state,
-            p + "reward_id": r.reward_id,
-            p + "updated_at": _t(r.updated_at),
-        }
-    if kind == "voucher":
-        v = s.vouchers.get(key)
-        if v is None:
-            return {}
-        p = f"vouchers.{key}."
-        return {
-            p + "code": v.code,
-            p + "campaign_id": v.campaign_id,
-            p + "type": v.type,
-            p + "roles": list(v.roles),
-            p + "published_at": _t(v.published_at),
-            p + "deleted_at": _t(v.deleted_at),
-        }
+    if kind in _ENTRIES:
+        path, entries = _ENTRIES[kind]
+        return _entry(entries(s), key, path)
     if kind == "empty":
         sections: dict[str, dict[str, Any]] = {
             "loyalty.cards": s.cards,
@@ -275,100 +206,40 @@ def _render(s: CustomerState, unit: Unit) -> Flat:
             "vouchers": s.vouchers,
         }
         return _section(key, sections[key])
-    if kind == "activities":
-        a = s.activities
-        return {
-            "activities.count": a.count,
-            "activities.first_at": _t(a.first_at),
-            "activities.last_at": _t(a.last_at),
-            "activities.last_id": a.last_id,
-            "activities.unrecognized": a.unrecognized,
-        }
     if kind == "points":
         return {"loyalty.points": s.points}
     if kind == "gaps":
-        return {"gaps": [_gap_json(g) for g in s.gaps]}
+        return {"gaps": [g.to_json() for g in s.gaps]}
     if kind == "customer_id":
         return {"customer_id": s.customer_id}
-    if kind == "profile":
-        p_ = s.profile
-        return flatten(
-            {
-                "status": p_.status,
-                "source_id": p_.source_id,
-                "name": p_.name,
-                "email": p_.email,
-                "phone": p_.phone,
-                "metadata": p_.metadata,
-                "created_at": _t(p_.created_at),
-                "updated_at": _t(p_.updated_at),
-                "deleted_at": _t(p_.deleted_at),
-                "confirmed_at": _t(p_.confirmed_at),
-            },
-            "profile",
-        )
-    if kind == "tiers":
-        return flatten(
-            {
-                camp: {
-                    "tier_id": t.tier_id,
-                    "tier_name": t.tier_name,
-                    "since": _t(t.since),
-                    "expires_at": t.expires_at,
-                }
-                for camp, t in s.tiers.items()
-            },
-            "loyalty.tiers",
-        )
     if kind == "referrals":
         return flatten(dict(s.referred_by), "referrals.referred_by")
-    if kind == "messaging":
-        return flatten(
-            {
-                ch: {
-                    "status": m.status,
-                    "at": _t(m.at),
-                    "sent": m.sent,
-                    "failed": m.failed,
-                    "recovered": m.recovered,
-                }
-                for ch, m in s.messaging.items()
-            },
-            "messaging",
-        )
-    if kind == "custom_events":
-        return flatten(
-            {n: {"count": e.count, "last_at": _t(e.last_at)} for n, e in s.custom_events.items()},
-            "custom_events",
-        )
-    if kind == "redemptions":
-        r_ = s.redemptions
-        return {
-            "redemptions.succeeded": r_.succeeded,
-            "redemptions.failed": r_.failed,
-            "redemptions.rollback_succeeded": r_.rollback_succeeded,
-            "redemptions.rollback_failed": r_.rollback_failed,
-        }
-    if kind == "validations":
-        return {
-            "validations.succeeded": s.validations.succeeded,
-            "validations.failed": s.validations.failed,
-        }
+    if kind in _SECTIONS:
+        path, section = _SECTIONS[kind]
+        return flatten(section(s), path)
     raise ValueError(f"unknown unit {unit!r}")
 
 
-def _gap_json(g: Gap) -> dict[str, Any]:
-    return {
-        "card_id": g.card_id,
-        "kind": g.kind,
-        "activity_id": g.activity_id,
-        "at": _t(g.at),
-        "previous_activity_id": g.previous_activity_id,
-        "previous_balance": g.previous_balance,
-        "delta": g.delta,
-        "balance": g.balance,
-        "missing": g.missing,
-    }
+# Units that are one entry of a map: (path of the map, the map).
+_ENTRIES: dict[str, tuple[str, Callable[[CustomerState], Mapping[str, Any]]]] = {
+    "card": ("loyalty.cards", lambda s: s.cards),
+    "order": ("orders", lambda s: s.orders),
+    "gift": ("gift_cards", lambda s: s.gift_cards),
+    "segment": ("segments", lambda s: s.segments),
+    "reward_redemption": ("reward_redemptions", lambda s: s.reward_redemptions),
+    "voucher": ("vouchers", lambda s: s.vouchers),
+}
+
+# Units rendered whole: (path, their JSON).
+_SECTIONS: dict[str, tuple[str, Callable[[CustomerState], dict[str, Any]]]] = {
+    "activities": ("activities", lambda s: s.activities.to_json()),
+    "profile": ("profile", lambda s: s.profile.to_json()),
+    "tiers": ("loyalty.tiers", lambda s: entries_json(s.tiers)),
+    "messaging": ("messaging", lambda s: entries_json(s.messaging)),
+    "custom_events": ("custom_events", lambda s: entries_json(s.custom_events)),
+    "redemptions": ("redemptions", lambda s: s.redemptions.to_json()),
+    "validations": ("validations", lambda s: s.validations.to_json()),
+}
 
 
 _FIXED: tuple[Unit, ...] = (

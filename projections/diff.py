@@ -18,12 +18,16 @@ class Change:
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     """Dotted leaf paths of a JSON value. An empty object or list is a leaf of its own."""
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: value}
+    if not (isinstance(value, dict) and value):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        path = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, path))
+        else:
+            out[path] = v  # a leaf: no call, no dict of its own (the audit's hot path)
+    return out
 
 
 def diff_states(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
