@@ -15,9 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from custate.adapters.api import Custate, UnknownCustomerError
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
-from custate.adapters.cli.common import cut, fail, open_store
+from custate.adapters.cli.common import customer_store, cut, fail
 from custate.adapters.cli.store_options import JsonOption, StoreOption
 from custate.domain import format_time
 from custate.projections.audit import (
@@ -47,10 +46,6 @@ def _json_out(value: Any) -> None:
     sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
 
 
-def _with_store(store: str | None) -> Custate:
-    return open_store(store)
-
-
 @app.command()
 def history(
     customer_id: Customer,
@@ -69,14 +64,8 @@ def history(
     """Each activity in fold order: created_at, record time, type, id, and what it changed."""
     t1, t2 = cut(start, "--from"), cut(end, "--to")
     k = cut(known_at, "--known-at")
-    cs = _with_store(store)
-    try:
+    with customer_store(store) as cs:
         entries = cs.history(customer_id, t1, t2, k)
-    except UnknownCustomerError as e:
-        fail(str(e), EXIT_BAD_RECORDS)
-        return
-    finally:
-        cs.close()
     if as_json:
         _json_out({"customer_id": customer_id, "activities": [e.to_json() for e in entries]})
         return
@@ -156,8 +145,7 @@ def diff(
             "--known-at K2 (what late activities changed about T)"
         )
         return
-    cs = _with_store(store)
-    try:
+    with customer_store(store) as cs:
         if mode == "as_of":
             t1, t2 = ts
             assert t1 is not None
@@ -168,11 +156,6 @@ def diff(
             assert k1 is not None
             assert k2 is not None
             result = cs.diff_known_at(customer_id, ts[0] if ts else None, k1, k2)
-    except UnknownCustomerError as e:
-        fail(str(e), EXIT_BAD_RECORDS)
-        return
-    finally:
-        cs.close()
     if as_json:
         _json_out(result.to_json())
         return
@@ -222,14 +205,8 @@ def explain(
 ) -> None:
     """Which activity set a field's value (also when it arrived late), and the earlier values."""
     t, k = cut(as_of, "--as-of"), cut(known_at, "--known-at")
-    cs = _with_store(store)
-    try:
+    with customer_store(store) as cs:
         ex = cs.explain(customer_id, path, t, k)
-    except UnknownCustomerError as e:
-        fail(str(e), EXIT_BAD_RECORDS)
-        return
-    finally:
-        cs.close()
     if as_json:
         _json_out(ex.to_json())
         return
@@ -270,14 +247,8 @@ def gaps(
     as_json: JsonOption = False,
 ) -> None:
     """Balance-continuity breaks per card: an activity is missing between the two named."""
-    cs = _with_store(store)
-    try:
+    with customer_store(store) as cs:
         found = cs.gaps(customer_id)
-    except UnknownCustomerError as e:
-        fail(str(e), EXIT_BAD_RECORDS)
-        return
-    finally:
-        cs.close()
     if as_json:
         out = sys.stdout.buffer
         for g in found:
@@ -320,14 +291,8 @@ def report(
     from custate.adapters.report import render_report
 
     t = cut(as_of, "--as-of")
-    cs = _with_store(store)
-    try:
+    with customer_store(store) as cs:
         entries = cs.history(customer_id, end=t)
         state = cs.replay(customer_id, as_of=t)
-    except UnknownCustomerError as e:
-        fail(str(e), EXIT_BAD_RECORDS)
-        return
-    finally:
-        cs.close()
     output.write_text(render_report(customer_id, entries, state, t), encoding="utf-8")
     Console(stderr=True).print(f"wrote {output} ({len(entries):,} activities)")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 import typer
 
-from custate.adapters.api import Custate
-from custate.adapters.cli.app import EXIT_USAGE
+from custate.adapters.api import Custate, UnknownCustomerError
+from custate.adapters.cli.app import EXIT_BAD_RECORDS, EXIT_USAGE
 from custate.domain import ActivityError, parse_cut
 
 
@@ -39,3 +41,16 @@ def open_store(url: str | None) -> Custate:
     except StoreError as e:
         fail(str(e))
         raise  # unreachable
+
+
+@contextmanager
+def customer_store(url: str | None) -> Iterator[Custate]:
+    """The store, for a command about one customer: an unknown customer is exit 1 with
+    its message, and the store is closed whatever happens."""
+    cs = open_store(url)
+    try:
+        yield cs
+    except UnknownCustomerError as e:
+        fail(str(e), EXIT_BAD_RECORDS)
+    finally:
+        cs.close()

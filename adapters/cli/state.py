@@ -8,9 +8,8 @@ from typing import Annotated
 import orjson
 import typer
 
-from custate.adapters.api import UnknownCustomerError
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
-from custate.adapters.cli.common import cut, fail, open_store, warn
+from custate.adapters.cli.common import customer_store, cut, fail, warn
 from custate.adapters.cli.store_options import StoreOption
 from custate.projections.diff import diff_states
 
@@ -35,15 +34,9 @@ def state(
     """Print a customer's state as JSON: activities with created_at <= T, stored by K."""
     t = cut(as_of, "--as-of")
     k = cut(known_at, "--known-at")
-    cs = open_store(store)
-    try:
+    with customer_store(store) as cs:
         s = cs.state(customer_id, as_of=t, known_at=k)
         replayed = cs.replay(customer_id, t, k) if verify else None
-    except UnknownCustomerError as e:
-        fail(str(e), EXIT_BAD_RECORDS)
-        return
-    finally:
-        cs.close()
     sys.stdout.buffer.write(orjson.dumps(s.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
     if replayed is not None:
         changes = diff_states(s.to_json(), replayed.to_json())
