@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -52,22 +52,56 @@ class Activity:
             "created_at": format_time(self.created_at),
             "customer_id": self.customer_id,
             "group_id": self.group_id,
-            "data": self.data,
+            "data": self.data if isinstance(self.data, dict) else dict(self.data),
         }
 
     def content(self) -> bytes:
         """Canonical JSON of what makes two deliveries of one id the same activity.
         `group_id` is left out: some sources (webhook envelopes) do not carry it."""
+        data = self.data
         return orjson.dumps(
             {
                 "id": self.id,
                 "type": self.type,
                 "created_at": format_time(self.created_at),
                 "customer_id": self.customer_id,
-                "data": self.data,
+                "data": data if isinstance(data, dict) else dict(data),
             },
             option=orjson.OPT_SORT_KEYS,
         )
+
+
+class LazyData(Mapping[str, Any]):
+    """A payload read on first use. Activities read back from the store are folded from
+    their typed views alone; their raw payload is wanted only to show or re-export them, so
+    it is not built for each of the millions a rebuild reads."""
+
+    __slots__ = ("_load", "_value")
+
+    def __init__(self, load: Callable[[], Mapping[str, Any]]) -> None:
+        self._load: Callable[[], Mapping[str, Any]] | None = load
+        self._value: Mapping[str, Any] | None = None
+
+    def _get(self) -> Mapping[str, Any]:
+        if self._value is None:
+            assert self._load is not None
+            self._value, self._load = self._load(), None
+        return self._value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __eq__(self, other: object) -> bool:
+        return self._get() == other
+
+    def __repr__(self) -> str:
+        return repr(self._get())
 
 
 def format_time(t: datetime) -> str:
