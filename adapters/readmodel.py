@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from eventsourcing.persistence import Notification, TrackingRecorder
 from eventsourcing.persistence import Tracking as LibTracking
 from sqlalchemy import (
@@ -41,7 +40,7 @@ from custate.adapters.eventstore import (
 )
 from custate.adapters.readmodel_tables import Tables, meta_table, tables
 from custate.adapters.sqlschema import create_all, insert_or_ignore
-from custate.domain import Activity, CustomerState
+from custate.domain import Activity, CustomerState, snapshot
 from custate.projections.catchup import (
     DEFAULT_CHECKPOINT_INTERVAL,
     Changes,
@@ -183,9 +182,7 @@ class ReadModel(TrackingRecorder):
         with self.engine.connect() as c:
             for chunk in _chunks(customer_ids):
                 q = select(cu.c.customer_id, cu.c.state).where(cu.c.customer_id.in_(chunk))
-                out.update(
-                    (r[0], CustomerState.from_json(orjson.loads(r[1]))) for r in c.execute(q)
-                )
+                out.update((r[0], snapshot.load(r[1])) for r in c.execute(q))
         return out
 
     def checkpoint_before(self, customer_id: str, key: str) -> tuple[str, CustomerState] | None:
@@ -200,7 +197,7 @@ class ReadModel(TrackingRecorder):
             row = c.execute(q).first()
         if row is None:
             return None
-        return row[0], CustomerState.from_json(orjson.loads(row[1]))
+        return row[0], snapshot.load(row[1])
 
     def versions_between(
         self, customer_id: str, after: str | None, upto: str | None = None
@@ -376,21 +373,23 @@ class ReadModel(TrackingRecorder):
         cu = self.t.customers
         with self.engine.connect() as c:
             row = c.execute(select(cu.c.state).where(cu.c.customer_id == customer_id)).first()
-        return None if row is None else CustomerState.from_json(orjson.loads(row[0]))
+        return None if row is None else snapshot.load(row[0])
 
     def gaps(self) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         """Each customer with balance-continuity gaps, and their JSON form, in customer id
         order, from the stored states (no fold). A state with no gaps has `"gaps":[]` in
-        its JSON; only the others are parsed."""
+        its JSON (either stored form); only the others are parsed."""
         cu = self.t.customers
         q = (
             select(cu.c.customer_id, cu.c.state)
-            .where(cu.c.state.like('%"gaps":[{%'))
+            .where(cu.c.state.like('%"gaps":[[%') | cu.c.state.like('%"gaps":[{%'))
             .order_by(cu.c.customer_id)
         )
         with self.engine.connect() as c:
             for cid, state in c.execute(q):
-                yield cid, orjson.loads(state).get("gaps", [])
+                gaps = snapshot.load(state).gaps
+                if gaps:
+                    yield cid, [g.to_json() for g in gaps]
 
     def as_of(self, customer_id: str, t: datetime) -> CustomerState:
         return state_as_of(self, self, customer_id, t)
@@ -473,7 +472,7 @@ class ReadModel(TrackingRecorder):
 
 
 def _checkpoint_rows(changes: Changes) -> list[tuple[str, str, str]]:
-    return [(a, k, orjson.dumps(j).decode()) for a, k, j in changes.checkpoints]
+    return [(a, k, j.decode()) for a, k, j in changes.checkpoints]
 
 
 class _Pending:
@@ -529,7 +528,7 @@ class _Pending:
         mine = [r for r in self.rows if r[0] == customer_id and r[1] < key]
         if mine:
             _, k, j = max(mine, key=lambda r: r[1])
-            return k, CustomerState.from_json(orjson.loads(j))
+            return k, snapshot.load(j)
         # The database's, less those a planned late activity drops.
         return self.model.checkpoint_before(
             customer_id, key if dropped is None else min(key, dropped)
@@ -569,7 +568,7 @@ def _index_rows(
                 s.activities.count,
                 head.last_key,
                 head.last_version,
-                orjson.dumps(s.to_json()).decode(),
+                snapshot.dump(s).decode(),
             )
         )
         segments += [(sid, cid) for sid in s.segments]

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from custate.domain import Activity, CustomerState, apply
+from custate.domain import Activity, CustomerState, apply, snapshot
 from custate.projections.keys import key_text
 
 DEFAULT_CHECKPOINT_INTERVAL = 100
@@ -45,7 +45,8 @@ class Changes:
     states: dict[str, tuple[CustomerState, Head]] = field(default_factory=dict)
     keys: list[tuple[str, str, int]] = field(default_factory=list)  # customer, key, version
     drop_checkpoints_from: dict[str, str] = field(default_factory=dict)  # customer -> key
-    checkpoints: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # JSON form
+    # customer, key, state in its stored form (`domain.snapshot`)
+    checkpoints: list[tuple[str, str, bytes]] = field(default_factory=list)
     late: int = 0
     # Customers with no projected state before this batch: they have no rows to replace.
     new: set[str] = field(default_factory=set)
@@ -144,5 +145,5 @@ def _fold(state: CustomerState, todo: list[Projected], interval: int, changes: C
         apply(state, p.activity)
         last = p.key
         if state.activities.count % interval == 0:
-            changes.checkpoints.append((state.customer_id, p.key, state.to_json()))
+            changes.checkpoints.append((state.customer_id, p.key, snapshot.dump(state)))
     return last

@@ -22,7 +22,7 @@ import pytest
 
 import custate
 from custate.adapters.readmodel import ReadModel
-from custate.domain import CustomerState, fold_all, parse_activity
+from custate.domain import CustomerState, fold_all, parse_activity, snapshot
 
 Json = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]
@@ -216,13 +216,13 @@ def test_state_verify_agrees_and_catches_a_tampered_read_model(store: str, tmp_p
     db = sqlite3.connect(tmp_path / "store.db")
     try:
         (raw,) = db.execute(f"SELECT state FROM {table} WHERE customer_id = ?", (cid,)).fetchone()
-        state = orjson.loads(raw)
-        card = next(iter(state["loyalty"]["cards"].values()))
-        card["balance"] += 1000
-        state["loyalty"]["points"] += 1000
+        state = snapshot.load(raw)
+        card = next(iter(state.cards.values()))
+        assert card.balance is not None
+        card.balance += 1000
         db.execute(
             f"UPDATE {table} SET state = ? WHERE customer_id = ?",
-            (orjson.dumps(state).decode(), cid),
+            (snapshot.dump(state).decode(), cid),
         )
         db.commit()
     finally:

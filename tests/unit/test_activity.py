@@ -15,6 +15,7 @@ from custate.domain import (
     format_time,
     parse_activity,
     parse_time,
+    snapshot,
 )
 
 from .builders import (
@@ -420,6 +421,9 @@ def test_rich_state_round_trips_through_json() -> None:
     assert back == s
     assert back.to_json() == j
     assert back.points == s.points
+    stored = snapshot.load(snapshot.dump(s))
+    assert stored == s
+    assert stored.to_json() == j
 
 
 def test_empty_state_round_trips() -> None:
