@@ -153,7 +153,10 @@ class StoreUrl:
 
 
 def parse_store_url(url: str) -> StoreUrl:
-    """`sqlite:///PATH` or `postgresql://user[:password]@host[:port]/db[?schema=S]`."""
+    """`sqlite:///PATH` or `postgresql://user[:password]@host[:port]/db[?schema=S]`; a bare
+    path (no `://`) is an SQLite file."""
+    if "://" not in url and url.strip():
+        url = f"sqlite:///{url}"
     try:
         u = make_url(url)
     except Exception as e:

@@ -362,3 +362,11 @@ def test_two_stores_share_nothing(cs: Custate, sibling_url: str) -> None:
         assert len(other.rejects()) == 2
     assert [r.reject.activity_id for r in cs.rejects()] == ["evcus_bad_naive"]
     assert [row.customer_id for row in cs.customers()] == ["cust_mine"]
+
+
+def test_a_bare_path_is_an_sqlite_store(tmp_path: Path) -> None:
+    path = tmp_path / "plain.db"
+    with custate.open(str(path)) as cs:
+        assert cs.ingest([record("evcus_plain", "c1")]).accepted == 1
+    with custate.open(f"sqlite:///{path}") as cs:
+        assert cs.customer_ids() == ["c1"]
