@@ -314,15 +314,10 @@ class ReadModel(TrackingRecorder):
         checkpoint_rows: Sequence[tuple[str, str, str]] = (),
     ) -> bool:
         t = self.t
-        ids = sorted(cid for cid in changes.states if cid not in changes.new)
         with self.engine.begin() as c:
             if not self._advance(c, previous, position):
                 c.rollback()
                 return False
-            for chunk in _chunks(ids):
-                c.execute(delete(t.customers).where(t.customers.c.customer_id.in_(chunk)))
-                for table in t.per_customer:
-                    c.execute(delete(table).where(table.c.customer_id.in_(chunk)))
             for cid, from_key in changes.drop_checkpoints_from.items():
                 c.execute(
                     delete(t.checkpoints).where(
@@ -332,9 +327,15 @@ class ReadModel(TrackingRecorder):
             # Rows go to the driver's executemany directly: SQLAlchemy's per-row parameter
             # processing cost more than the inserts themselves. A few thousand customers at
             # a time, so that their state JSON is never all in memory at once.
-            states = list(changes.states.items())
+            states = sorted(changes.states.items())
             for chunk in _chunks(states, 2000):
+                known = [cid for cid, _ in chunk if cid not in changes.new]
                 for table, rows in _index_rows(chunk, t).items():
+                    if table is t.customers:
+                        for ids in _chunks(known):
+                            c.execute(delete(table).where(table.c.customer_id.in_(ids)))
+                    elif known:
+                        rows = self._replace_changed(c, table, known, rows)
                     if rows:
                         self._insert_many(c, table, rows)
             if changes.keys:
@@ -346,6 +347,30 @@ class ReadModel(TrackingRecorder):
         if len(self._cache) > 50_000:
             self._cache.clear()
         return True
+
+    def _replace_changed(
+        self, c: Connection, table: Table, known: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """Delete the index rows of customers seen before that are no longer right, and
+        return the rows still to insert. A customer's next activities mostly leave its
+        index rows as they were (a long history has thousands of orders), and reading them
+        costs less than rewriting them."""
+        old: set[tuple[Any, ...]] = set()
+        for ids in _chunks(known):
+            old.update(
+                tuple(r) for r in c.execute(select(table).where(table.c.customer_id.in_(ids)))
+            )
+        new = set(rows)
+        gone = old - new
+        if gone:
+            pk = [i for i, col in enumerate(table.columns) if col.primary_key]
+            mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+            where = " AND ".join(f"{table.columns[i].name} = {mark}" for i in pk)
+            c.exec_driver_sql(
+                f"DELETE FROM {table.name} WHERE {where}",
+                [tuple(r[i] for i in pk) for r in gone],
+            )
+        return [r for r in rows if r not in old]
 
     def _insert_many(self, c: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"

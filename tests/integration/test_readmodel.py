@@ -148,6 +148,39 @@ def activities_upto(store: EventStore, position: int) -> int:
     return int(n)
 
 
+def index_rows(rm: ReadModel) -> dict[str, set[tuple[Any, ...]]]:
+    t = rm.t
+    tables = {
+        "segments": t.segments,
+        "tiers": t.tiers,
+        "cards": t.cards,
+        "gift_cards": t.gift_cards,
+        "orders": t.orders,
+    }
+    with rm.engine.connect() as c:
+        return {name: {tuple(r) for r in c.execute(sa.select(tb))} for name, tb in tables.items()}
+
+
+def expected_index_rows(states: dict[str, CustomerState]) -> dict[str, set[tuple[Any, ...]]]:
+    """What the query tables must hold for these states, written out independently."""
+    out: dict[str, set[tuple[Any, ...]]] = {
+        "segments": set(),
+        "tiers": set(),
+        "cards": set(),
+        "gift_cards": set(),
+        "orders": set(),
+    }
+    for cid, s in states.items():
+        out["segments"] |= {(sid, cid) for sid in s.segments}
+        out["tiers"] |= {(cid, camp, t.tier_id) for camp, t in s.tiers.items()}
+        out["cards"] |= {
+            (cid, k, c.campaign_id, c.balance, c.pending_points) for k, c in s.cards.items()
+        }
+        out["gift_cards"] |= {(cid, k, g.campaign_id, g.balance) for k, g in s.gift_cards.items()}
+        out["orders"] |= {(cid, k, o.status) for k, o in s.orders.items()}
+    return out
+
+
 def assert_consistent(cs: Custate, expected: dict[str, CustomerState]) -> None:
     """The read model holds exactly the folded states, each activity's key once, and a
     checkpoint after every `interval`-th activity of each customer."""
@@ -158,6 +191,7 @@ def assert_consistent(cs: Custate, expected: dict[str, CustomerState]) -> None:
         current = rm.current(cid)
         assert current is not None, cid
         assert current.to_json() == state.to_json(), cid
+    assert index_rows(rm) == expected_index_rows(expected)
     total = sum(s.activities.count for s in expected.values())
     assert count(rm, rm.t.keys) == total == cs.store.count()
     assert count(rm, rm.t.checkpoints) == sum(
