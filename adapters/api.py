@@ -29,6 +29,7 @@ from custate.adapters.readers import Item, read_path, read_text, records_from_va
 from custate.adapters.readmodel import (
     DEFAULT_CATCHUP_BATCH,
     CatchUpReport,
+    CustomerQuery,
     CustomerRow,
     ReadModel,
     rebuild,
@@ -281,10 +282,30 @@ class Custate:
         status: str | None = None,
         order_status: str | None = None,
         limit: int | None = None,
+        after: str | None = None,
     ) -> list[CustomerRow]:
-        """Customers matching every filter given, from the read model's indexes (no fold)."""
+        """Customers matching every filter given, from the read model's indexes (no fold),
+        in customer id order; `after` (the last id of the previous page) and `limit` page
+        through them."""
         return self.readmodel.customers(
-            segment, tier, campaign, min_points, max_points, status, order_status, limit
+            CustomerQuery(
+                segment, tier, campaign, min_points, max_points, status, order_status, after, limit
+            )
+        )
+
+    def count_customers(
+        self,
+        segment: str | None = None,
+        tier: str | None = None,
+        campaign: str | None = None,
+        min_points: int | None = None,
+        max_points: int | None = None,
+        status: str | None = None,
+        order_status: str | None = None,
+    ) -> int:
+        """How many customers match every filter given (as `customers`, unpaged)."""
+        return self.readmodel.count(
+            CustomerQuery(segment, tier, campaign, min_points, max_points, status, order_status)
         )
 
     def rejects(self, include_resolved: bool = False) -> list[StoredReject]:

@@ -395,13 +395,33 @@ def create_app(
         status: str | None = None,
         order_status: str | None = None,
         limit: Annotated[int | None, Query(ge=1, le=100_000)] = 1000,
+        after: Annotated[
+            str | None, Query(description="The last customer id of the previous page.")
+        ] = None,
     ) -> Response:
         with service.read_lock:
             cs.project()
             rows = cs.customers(
-                segment, tier, campaign, min_points, max_points, status, order_status, limit
+                segment, tier, campaign, min_points, max_points, status, order_status, limit, after
             )
         return _json([r.to_json() for r in rows])
+
+    @app.get("/customers/count", summary="How many customers match every filter given")
+    def get_customers_count(
+        segment: str | None = None,
+        tier: str | None = None,
+        campaign: str | None = None,
+        min_points: int | None = None,
+        max_points: int | None = None,
+        status: str | None = None,
+        order_status: str | None = None,
+    ) -> Response:
+        with service.read_lock:
+            cs.project()
+            n = cs.count_customers(
+                segment, tier, campaign, min_points, max_points, status, order_status
+            )
+        return _json({"count": n})
 
     @app.get("/customers/{customer_id}/history", summary="Each activity and what it changed")
     def get_history(

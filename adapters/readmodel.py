@@ -20,6 +20,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     MetaData,
+    Select,
     Table,
     bindparam,
     delete,
@@ -65,6 +66,22 @@ class CatchUpReport:
     batches: int = 0
     late: int = 0
     position: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerQuery:
+    """Who to list: every filter given must hold. `after` and `limit` page through the
+    answer in customer id order."""
+
+    segment: str | None = None
+    tier: str | None = None
+    campaign: str | None = None
+    min_points: int | None = None
+    max_points: int | None = None
+    status: str | None = None
+    order_status: str | None = None
+    after: str | None = None
+    limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,72 +436,82 @@ class ReadModel(TrackingRecorder):
     def as_of(self, customer_id: str, t: datetime) -> CustomerState:
         return state_as_of(self, self, customer_id, t)
 
-    def customers(
-        self,
-        segment: str | None = None,
-        tier: str | None = None,
-        campaign: str | None = None,
-        min_points: int | None = None,
-        max_points: int | None = None,
-        status: str | None = None,
-        order_status: str | None = None,
-        limit: int | None = None,
-    ) -> list[CustomerRow]:
-        """Customers matching every filter given, in customer id order, from the indexes.
-        With `campaign`, `tier` and the points bounds look at that loyalty campaign only."""
+    def customers(self, q: CustomerQuery) -> list[CustomerRow]:
+        """Customers matching every filter of `q`, in customer id order, from the indexes:
+        a page of at most `q.limit` after `q.after` (keyset paging: a page costs the same
+        wherever it starts)."""
+        cu = self.t.customers
+        query = self._where(
+            select(cu.c.customer_id, cu.c.status, cu.c.points, cu.c.activity_count), q
+        )
+        if q.after is not None:
+            query = query.where(cu.c.customer_id > q.after)
+        query = query.order_by(cu.c.customer_id)
+        if q.limit is not None:
+            query = query.limit(q.limit)
+        with self.engine.connect() as c:
+            return [CustomerRow(r[0], r[1], int(r[2]), r[3]) for r in c.execute(query)]
+
+    def count(self, q: CustomerQuery) -> int:
+        """How many customers match every filter of `q` (`after` and `limit` aside)."""
+        query = self._where(select(func.count()).select_from(self.t.customers), q)
+        with self.engine.connect() as c:
+            return int(c.execute(query).scalar_one())
+
+    def _where(self, query: Select[Any], q: CustomerQuery) -> Select[Any]:
+        """`query` over `customers`, narrowed by each filter of `q`. With `campaign`, `tier`
+        and the points bounds look at that loyalty campaign only."""
         t = self.t
         cu = t.customers
         points: ColumnElement[Any] = cu.c.points
-        q = select(cu.c.customer_id, cu.c.status, cu.c.points, cu.c.activity_count)
         # Membership as `customer_id IN (SELECT ... WHERE <indexed column> = ?)`: the index
         # finds the few members; a correlated EXISTS made SQLite probe every customer.
-        if segment is not None:
-            q = q.where(
+        if q.segment is not None:
+            query = query.where(
                 cu.c.customer_id.in_(
-                    select(t.segments.c.customer_id).where(t.segments.c.segment_id == segment)
+                    select(t.segments.c.customer_id).where(t.segments.c.segment_id == q.segment)
                 )
             )
-        if tier is not None or campaign is not None:
+        if q.tier is not None or q.campaign is not None:
             cond = [t.tiers.c.customer_id == cu.c.customer_id]
-            if tier is not None:
-                cond.append(t.tiers.c.tier_id == tier)
-            if campaign is not None:
-                cond.append(t.tiers.c.campaign_id == campaign)
+            if q.tier is not None:
+                cond.append(t.tiers.c.tier_id == q.tier)
+            if q.campaign is not None:
+                cond.append(t.tiers.c.campaign_id == q.campaign)
             in_tiers = select(t.tiers.c.customer_id).where(*cond).exists()
-            if tier is None and campaign is not None:
+            if q.tier is None and q.campaign is not None:
                 in_cards = (
                     select(t.cards.c.customer_id)
                     .where(
-                        t.cards.c.customer_id == cu.c.customer_id, t.cards.c.campaign_id == campaign
+                        t.cards.c.customer_id == cu.c.customer_id,
+                        t.cards.c.campaign_id == q.campaign,
                     )
                     .exists()
                 )
-                q = q.where(in_tiers | in_cards)
+                query = query.where(in_tiers | in_cards)
             else:
-                q = q.where(in_tiers)
-        if campaign is not None and (min_points is not None or max_points is not None):
+                query = query.where(in_tiers)
+        if q.campaign is not None and (q.min_points is not None or q.max_points is not None):
             points = (
                 select(func.coalesce(func.sum(t.cards.c.balance), 0))
-                .where(t.cards.c.customer_id == cu.c.customer_id, t.cards.c.campaign_id == campaign)
+                .where(
+                    t.cards.c.customer_id == cu.c.customer_id, t.cards.c.campaign_id == q.campaign
+                )
                 .scalar_subquery()
             )
-        if min_points is not None:
-            q = q.where(points >= min_points)
-        if max_points is not None:
-            q = q.where(points <= max_points)
-        if status is not None:
-            q = q.where(cu.c.status == status)
-        if order_status is not None:
-            q = q.where(
+        if q.min_points is not None:
+            query = query.where(points >= q.min_points)
+        if q.max_points is not None:
+            query = query.where(points <= q.max_points)
+        if q.status is not None:
+            query = query.where(cu.c.status == q.status)
+        if q.order_status is not None:
+            query = query.where(
                 cu.c.customer_id.in_(
-                    select(t.orders.c.customer_id).where(t.orders.c.status == order_status)
+                    select(t.orders.c.customer_id).where(t.orders.c.status == q.order_status)
                 )
             )
-        q = q.order_by(cu.c.customer_id)
-        if limit is not None:
-            q = q.limit(limit)
-        with self.engine.connect() as c:
-            return [CustomerRow(r[0], r[1], int(r[2]), r[3]) for r in c.execute(q)]
+        return query
 
     def all_customer_ids(self) -> Iterator[str]:
         with self.engine.connect() as c:

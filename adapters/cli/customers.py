@@ -36,6 +36,11 @@ def customers(
         str | None, typer.Option("--order-status", help="Has an order in this status (PAID, ...).")
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="At most N customers.")] = None,
+    after: Annotated[
+        str | None,
+        typer.Option(help="Start after this customer id (the last one of the previous page)."),
+    ] = None,
+    count: Annotated[bool, typer.Option("--count", help="Only how many customers match.")] = False,
     store: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -43,21 +48,30 @@ def customers(
     if status is not None and status not in ("active", "deleted"):
         Console(stderr=True).print("custate: --status is active or deleted")
         raise typer.Exit(2)
+    filters = {
+        "segment": segment,
+        "tier": tier,
+        "campaign": campaign,
+        "min_points": min_points,
+        "max_points": max_points,
+        "status": status,
+        "order_status": order_status.upper() if order_status else None,
+    }
     cs = open_store(store)
     try:
         cs.project()
-        rows = cs.customers(
-            segment=segment,
-            tier=tier,
-            campaign=campaign,
-            min_points=min_points,
-            max_points=max_points,
-            status=status,
-            order_status=order_status.upper() if order_status else None,
-            limit=limit,
-        )
+        if count:
+            n = cs.count_customers(**filters)
+        else:
+            rows = cs.customers(**filters, limit=limit, after=after)
     finally:
         cs.close()
+    if count:
+        if as_json:
+            sys.stdout.buffer.write(orjson.dumps({"count": n}) + b"\n")
+        else:
+            Console().print(f"{n:,} customer(s)")
+        return
     if as_json:
         out = sys.stdout.buffer
         for r in rows:

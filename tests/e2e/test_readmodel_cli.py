@@ -191,6 +191,14 @@ def test_customers_filters(store: str, tmp_path: Path) -> None:
     assert f"{len(want):,} customer(s)" in shown
     assert want[0]["customer_id"] in shown
 
+    # a count, and the second page of two
+    counted = ok(
+        run("customers", "--segment", segment, "--count", "--json", "--store", store, cwd=tmp_path)
+    )
+    assert orjson.loads(counted.stdout) == {"count": len(want)}
+    after = want[1]["customer_id"]
+    assert customers("--segment", segment, "--after", after, "--limit", "2") == want[2:4]
+
     bad = run("customers", "--status", "asleep", "--store", store, cwd=tmp_path)
     assert bad.returncode == 2
     assert "--status" in bad.stderr.decode()

@@ -308,6 +308,12 @@ def test_state_over_http_equals_the_cli(server: Server) -> None:
     rows = httpx.get(f"{server.url}/customers", params={"segment": seg}).json()
     assert [row["customer_id"] for row in rows] == [cid]
     assert httpx.get(f"{server.url}/customers", params={"segment": "seg_none"}).json() == []
+    count = httpx.get(f"{server.url}/customers/count", params={"segment": seg}).json()
+    assert count == {"count": len(rows)}
+    page = httpx.get(
+        f"{server.url}/customers", params={"segment": seg, "after": rows[0]["customer_id"]}
+    ).json()
+    assert page == rows[1:]
 
     history = httpx.get(f"{server.url}/customers/{cid}/history").json()
     assert len(history) == 5

@@ -340,6 +340,17 @@ def filter_cases(states: dict[str, CustomerState], seed: int) -> list[Filters]:
     return single + combined + scoped
 
 
+def pages(cs: Custate, f: Filters, size: int) -> list[CustomerRow]:
+    """Every page of `size` in turn, each starting after the last id of the one before."""
+    out: list[CustomerRow] = []
+    while True:
+        page = cs.customers(**f, limit=size, after=out[-1].customer_id if out else None)
+        assert len(page) <= size
+        out += page
+        if len(page) < size:
+            return out
+
+
 def test_customer_queries_are_a_filter_over_the_folded_states(store_url: str) -> None:
     records = delivered(2000, 150, seed=8)
     expected = folded(records)
@@ -351,6 +362,9 @@ def test_customer_queries_are_a_filter_over_the_folded_states(store_url: str) ->
             want = brute_force(expected, f)
             assert cs.customers(**f) == want, f
             nonempty += bool(want)
+            if "limit" not in f:
+                assert cs.count_customers(**f) == len(want), f
+                assert pages(cs, f, size=7) == want, f
         assert nonempty > len(cases) // 2, "the filters hardly select anything"
         assert len(cs.customers()) == len(expected)
 
