@@ -44,6 +44,12 @@ class Tables:
         return (self.segments, self.tiers, self.cards, self.gift_cards, self.orders)
 
 
+# Fold keys compare as bytes: the fold's order is Python's string order. A PostgreSQL
+# database with a linguistic collation (en_US, ICU) would sort "|~" (the as-of bound)
+# before "|1|..." and "B" after "a", and give wrong points in time.
+FOLD_KEY = Text().with_variant(Text(collation="C"), "postgresql")
+
+
 def _customer() -> Column[str]:
     return Column("customer_id", Text, primary_key=True)
 
@@ -67,7 +73,7 @@ def tables(generation: int) -> Tables:
             Column("status", String(16), nullable=False, index=True),
             Column("points", BigInteger, nullable=False, index=True),
             Column("activity_count", Integer, nullable=False),
-            Column("last_key", Text, nullable=False),
+            Column("last_key", FOLD_KEY, nullable=False),
             Column("last_version", Integer, nullable=False),
             Column("state", Text, nullable=False),
         ),
@@ -75,14 +81,14 @@ def tables(generation: int) -> Tables:
             p + "keys",
             m,
             _customer(),
-            Column("key", Text, primary_key=True),
+            Column("key", FOLD_KEY, primary_key=True),
             Column("version", Integer, nullable=False),
         ),
         checkpoints=Table(
             p + "checkpoints",
             m,
             _customer(),
-            Column("key", Text, primary_key=True),
+            Column("key", FOLD_KEY, primary_key=True),
             Column("state", Text, nullable=False),
         ),
         segments=Table(

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -29,6 +30,8 @@ from custate.adapters.api import Custate
 from custate.adapters.eventstore import ACTIVITY_TOPIC, EventStore
 from custate.adapters.readmodel import CustomerRow, ReadModel
 from custate.domain import Activity, CustomerState, fold, ordered, parse_activity
+
+from .histories import T0, record
 
 Json = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]
@@ -686,3 +689,58 @@ def test_two_concurrent_projectors_project_each_activity_once(
         assert sum(s["projected"] for s in summaries) == total
         assert max(s["position"] for s in summaries) == cs.readmodel.position()
         assert_consistent(cs, expected)
+
+
+# -- a PostgreSQL database whose default collation is linguistic -------------------------------
+
+
+@pytest.fixture
+def icu_postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database whose default collation is ICU en-US, where "B" sorts
+    after "a" and punctuation before digits, unlike Python's string order."""
+    base = os.environ.get("CUSTATE_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("PostgreSQL tests need CUSTATE_TEST_POSTGRES_URL; .ci/run sets it")
+    name = f"custate_icu_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(
+        base.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with admin.connect() as c:
+            c.execute(
+                sa.text(
+                    f"CREATE DATABASE {name} TEMPLATE template0 "
+                    "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+                )
+            )
+    except sa.exc.DBAPIError as e:
+        admin.dispose()
+        pytest.skip(f"cannot create an ICU database here: {e.orig}")
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_fold_order_holds_under_a_linguistic_collation(icu_postgres_url: str) -> None:
+    # Two activities at one instant fold by id: "evcus_B" before "evcus_a" in Python's (and
+    # the C collation's) order; en-US would put "a" first. The late one arrives second.
+    records = [
+        record("evcus_0", "cust_icu", 0, name="first"),
+        record("evcus_a", "cust_icu", 60, name="from a"),
+        record("evcus_B", "cust_icu", 60, name="from B"),
+        record("evcus_z", "cust_icu", 120, name="last"),
+    ]
+    with custate.open(icu_postgres_url) as cs:
+        cs.ingest(records[:2])
+        cs.ingest(records[2:])
+        want = fold([parse_activity(r) for r in records], "cust_icu")
+        assert cs.state("cust_icu").to_json() == want.to_json()
+        at = T0 + timedelta(seconds=60)
+        then = cs.state("cust_icu", as_of=at)
+        # as of exactly the instant: both activities at it count, in fold order
+        assert then.activities.count == 3
+        assert then.profile.name == "from a"
