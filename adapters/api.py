@@ -37,6 +37,7 @@ from custate.adapters.readmodel import (
 from custate.adapters.rejects import RejectStore, StoredReject
 from custate.domain import CustomerState, fold, parse_cut
 from custate.projections import audit
+from custate.projections.keys import as_of_bound
 
 DEFAULT_STORE = "sqlite:///custate.db"
 
@@ -176,15 +177,18 @@ class Custate:
             return self.replay(customer_id, t, k)
         rm = self.readmodel
         rm.catch_up()
-        current = rm.current(customer_id)
-        if current is None:
+        last_key = rm.last_key(customer_id)
+        if last_key is None:
             raise UnknownCustomerError(customer_id)
-        if t is None or (
-            current.activities.last_at is not None and current.activities.last_at <= t
-        ):
-            current.as_of = t
-            return current
-        return rm.as_of(customer_id, t)
+        with fewer_collections():
+            # Only the state that answers is loaded: a long history's is large.
+            if t is None or last_key <= as_of_bound(t):
+                current = rm.current(customer_id)
+                if current is None:  # rebuilt and swapped in between: not a new customer
+                    raise UnknownCustomerError(customer_id)
+                current.as_of = t
+                return current
+            return rm.as_of(customer_id, t)
 
     def replay(
         self, customer_id: str, as_of: datetime | None = None, known_at: datetime | None = None
@@ -210,9 +214,10 @@ class Custate:
         """Each activity in fold order with its record time and what it changed; `start` /
         `end` (business time, inclusive) limit what is listed, `known_at` what is stored."""
         k = _cut(known_at, "known_at")
-        return audit.history(
-            self._pairs(customer_id, k), customer_id, _cut(start, "from"), _cut(end, "to")
-        )
+        with fewer_collections():
+            return audit.history(
+                self._pairs(customer_id, k), customer_id, _cut(start, "from"), _cut(end, "to")
+            )
 
     def diff_as_of(
         self,
@@ -226,7 +231,8 @@ class Custate:
         assert a is not None
         assert b is not None
         k = _cut(known_at, "known_at")
-        return audit.diff_as_of(self._pairs(customer_id, k), customer_id, a, b, k)
+        with fewer_collections():
+            return audit.diff_as_of(self._pairs(customer_id, k), customer_id, a, b, k)
 
     def diff_known_at(
         self,
@@ -241,7 +247,9 @@ class Custate:
         assert a is not None
         assert b is not None
         t = _cut(as_of, "as_of")
-        return audit.diff_known_at(self._pairs(customer_id, max(a, b)), customer_id, t, a, b)
+        with fewer_collections():
+            pairs = self._pairs(customer_id, max(a, b))
+            return audit.diff_known_at(pairs, customer_id, t, a, b)
 
     def explain(
         self,
@@ -254,7 +262,8 @@ class Custate:
         the chain of earlier values with their activities."""
         k = _cut(known_at, "known_at")
         t = _cut(as_of, "as_of")
-        return audit.explain(self._pairs(customer_id, k), customer_id, path, t)
+        with fewer_collections():
+            return audit.explain(self._pairs(customer_id, k), customer_id, path, t)
 
     def gaps(self, customer_id: str | None = None) -> list[audit.CardGap]:
         """Balance-continuity breaks (an activity missing upstream), per card: of one

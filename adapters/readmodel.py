@@ -411,6 +411,14 @@ class ReadModel(TrackingRecorder):
 
     # -- answers -------------------------------------------------------------------------
 
+    def last_key(self, customer_id: str) -> str | None:
+        """The fold key of the last activity folded into the customer's current state;
+        None for a customer the read model has not seen."""
+        cu = self.t.customers
+        with self.engine.connect() as c:
+            row = c.execute(select(cu.c.last_key).where(cu.c.customer_id == customer_id)).first()
+        return None if row is None else str(row[0])
+
     def current(self, customer_id: str) -> CustomerState | None:
         cu = self.t.customers
         with self.engine.connect() as c:

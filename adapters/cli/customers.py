@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -48,7 +48,7 @@ def customers(
     if status is not None and status not in ("active", "deleted"):
         Console(stderr=True).print("custate: --status is active or deleted")
         raise typer.Exit(2)
-    filters = {
+    filters: dict[str, Any] = {
         "segment": segment,
         "tier": tier,
         "campaign": campaign,
