@@ -35,7 +35,7 @@ from custate.adapters.readmodel import (
     rebuild,
 )
 from custate.adapters.rejects import RejectStore, StoredReject
-from custate.domain import CustomerState, fold, parse_cut
+from custate.domain import CustomerState, fold, format_time, parse_cut
 from custate.projections import audit
 from custate.projections.keys import as_of_bound
 
@@ -214,10 +214,21 @@ class Custate:
         """Each activity in fold order with its record time and what it changed; `start` /
         `end` (business time, inclusive) limit what is listed, `known_at` what is stored."""
         k = _cut(known_at, "known_at")
+        t1, t2 = _cut(start, "from"), _cut(end, "to")
         with fewer_collections():
-            return audit.history(
-                self._pairs(customer_id, k), customer_id, _cut(start, "from"), _cut(end, "to")
-            )
+            if t1 is not None and k is None:
+                # From the read model's checkpoint before `start`: only the activities after
+                # it are read and folded. (Checkpoints hold what is known now, so a history
+                # as known at K replays everything.)
+                rm = self.readmodel
+                rm.catch_up()
+                checkpoint = rm.checkpoint_before(customer_id, format_time(t1))
+                if checkpoint is not None:
+                    versions = rm.versions_between(customer_id, checkpoint[0])
+                    tail = self.store.customer_versions(customer_id, versions)
+                    pairs = [(s.activity, s.recorded_at) for s in tail.values()]
+                    return audit.history(pairs, customer_id, t1, t2, checkpoint[1])
+            return audit.history(self._pairs(customer_id, k), customer_id, t1, t2)
 
     def diff_as_of(
         self,

@@ -237,6 +237,10 @@ class EventStore:
             f"SELECT DISTINCT originator_id FROM {table} WHERE originator_id LIKE 'customer:%' "
             "ORDER BY originator_id"
         )
+        self._by_versions = text(
+            f"SELECT originator_version, state FROM {table} "
+            "WHERE originator_id = :s AND originator_version IN :vs"
+        ).bindparams(bindparam("vs", expanding=True))
 
     def _open(self, url: str) -> ActivityLog:
         for attempt in range(3):
@@ -399,6 +403,21 @@ class EventStore:
             stored = decode(ev.state, ev.originator_version)
             if known_at is None or stored.recorded_at <= known_at:
                 out.append(stored)
+        return out
+
+    def customer_versions(
+        self, customer_id: str, versions: Sequence[int]
+    ) -> dict[int, StoredActivity]:
+        """The customer's stored activities at these stream versions, by version."""
+        out: dict[int, StoredActivity] = {}
+        with self.engine.connect() as c:
+            for i in range(0, len(versions), 500):
+                chunk = list(versions[i : i + 500])
+                rows = c.execute(
+                    self._by_versions, {"s": customer_stream(customer_id), "vs": chunk}
+                )
+                for version, state in rows:
+                    out[version] = decode(bytes(state), version)
         return out
 
     def has_customer(self, customer_id: str) -> bool:

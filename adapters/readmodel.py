@@ -22,7 +22,6 @@ from sqlalchemy import (
     MetaData,
     Select,
     Table,
-    bindparam,
     delete,
     func,
     insert,
@@ -36,7 +35,6 @@ from custate.adapters.eventstore import (
     ACTIVITY_TOPIC,
     APP_NAME,
     EventStore,
-    customer_stream,
     decode,
 )
 from custate.adapters.readmodel_tables import Tables, meta_table, tables
@@ -128,11 +126,6 @@ class ReadModel(TrackingRecorder):
         # version): stored events never change, and `Activity` is immutable, so entries
         # stay valid; least recently used ones go first.
         self._parsed: OrderedDict[tuple[str, int], Activity] = OrderedDict()
-        events = store.url.events_table
-        self._by_versions = text(
-            f"SELECT originator_version, state FROM {events} "
-            "WHERE originator_id = :s AND originator_version IN :vs"
-        ).bindparams(bindparam("vs", expanding=True))
 
     # -- generations ---------------------------------------------------------------------
 
@@ -244,14 +237,8 @@ class ReadModel(TrackingRecorder):
                 found[v] = hit
         missing = [v for v in versions if v not in found]
         if missing:
-            with self.engine.connect() as c:
-                for chunk in _chunks(missing):
-                    rows = c.execute(
-                        self._by_versions, {"s": customer_stream(customer_id), "vs": list(chunk)}
-                    )
-                    for version, state in rows:
-                        found[version] = a = decode(bytes(state), version).activity
-                        parsed[(customer_id, version)] = a
+            for version, stored in self.store.customer_versions(customer_id, missing).items():
+                found[version] = parsed[(customer_id, version)] = stored.activity
             while len(parsed) > PARSED_CACHE_SIZE:
                 parsed.popitem(last=False)
         return [found[v] for v in versions]

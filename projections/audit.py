@@ -348,10 +348,14 @@ def _diff(before: Flat, after: Flat, out: list[FieldChange]) -> None:
 class Tracker:
     """A customer's state folded one activity at a time, reporting what each one changed."""
 
-    def __init__(self, customer_id: str) -> None:
-        self.state = CustomerState(customer_id)
-        self._cache: dict[Unit, Flat] = {u: _render(self.state, u) for u in _FIXED}
-        self._gaps = 0
+    def __init__(self, customer_id: str, start: CustomerState | None = None) -> None:
+        """From the empty state, or from `start` (a checkpoint: folded on in place)."""
+        self.state = s = start if start is not None else CustomerState(customer_id)
+        self._cache: dict[Unit, Flat] = {u: _render(s, u) for u in _FIXED}
+        for kind, (_, entries) in _ENTRIES.items():
+            for key in entries(s):
+                self._cache[(kind, key)] = _render(s, (kind, key))
+        self._gaps = len(s.gaps)
 
     def step(self, a: Activity) -> list[FieldChange]:
         s = self.state
@@ -446,12 +450,15 @@ def history(
     customer_id: str,
     start: datetime | None = None,
     end: datetime | None = None,
+    checkpoint: CustomerState | None = None,
 ) -> list[HistoryEntry]:
     """Every activity in fold order with what it changed. `start`/`end` (inclusive, business
-    time) only limit what is reported: the fold still starts from the first activity."""
+    time) only limit what is reported. The fold starts from the first activity, or from
+    `checkpoint`, the state after every activity that sorts before all of `pairs` (then
+    `pairs` must be all the others: whether one is late depends only on those after it)."""
     todo = _ordered_pairs(pairs)
     late = _late_flags(todo)  # over everything stored, also what sorts after `end`
-    tracker = Tracker(customer_id)
+    tracker = Tracker(customer_id, checkpoint)
     out: list[HistoryEntry] = []
     for (a, r), is_late in zip(todo, late, strict=True):
         if end is not None and a.created_at > end:

@@ -72,6 +72,29 @@ def test_history_replays_to_the_state_at_each_point(store_url: str) -> None:
             assert [e.activity.id for e in window] == [e.activity.id for e in entries[1:]]
 
 
+def test_history_from_a_time_is_the_full_history_from_that_time(store_url: str) -> None:
+    # Hundreds of activities a customer: `--from` late in the history starts from a
+    # checkpoint of the read model; what it reports (changes, late flags) must be what the
+    # full fold says.
+    records = generate(1000, 2, seed=12)
+    with custate.open(store_url) as cs:
+        with freeze_time(K0):
+            cs.ingest(records[::2])
+        with freeze_time(K0 + timedelta(hours=1)):
+            cs.ingest(records[1::2])  # many of these are late
+        for cid in cs.customer_ids():
+            full = cs.history(cid)
+            assert len(full) > 2 * cs.readmodel.interval + 1
+            assert any(e.late for e in full)
+            for i in (0, 1, 99, 100, 101, 150, 201, len(full) - 1):
+                start = full[i].activity.created_at
+                want = [e for e in full if e.activity.created_at >= start]
+                assert cs.history(cid, start=start) == want, (cid, i)
+                end = full[min(i + 20, len(full) - 1)].activity.created_at
+                want = [e for e in want if e.activity.created_at <= end]
+                assert cs.history(cid, start=start, end=end) == want, (cid, i)
+
+
 def test_diff_known_at_names_exactly_the_late_activity(store_url: str) -> None:
     cid = "cust_audit"
     t0 = datetime(2025, 5, 1, tzinfo=UTC)
