@@ -11,6 +11,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
             cs.ingest(records)
         print(f"api activities (load only): {best(lambda: cs.activities(cid)) * 1000:8.1f} ms")
         print(f"api history:   {best(lambda: cs.history(cid)) * 1000:8.1f} ms")
+        times = sorted(a.created_at for a in acts)
+        for share in (0.01, 0.1):
+            start = times[int(len(times) * (1 - share))]
+            ms = best(partial(cs.history, cid, start=start)) * 1000
+            print(f"api history --from the last {share:.0%}: {ms:8.1f} ms")
         print(f"api explain:   {best(lambda: cs.explain(cid, path)) * 1000:8.1f} ms")
 
     # The generator starts customers over the stream: 4 activities a customer and 1.3x the
