@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import Unpack
+
 from custate.adapters.bulk import fewer_collections
 from custate.adapters.eventstore import Encoded, EventStore, StoredActivity
 from custate.adapters.ingest import (
@@ -29,6 +31,7 @@ from custate.adapters.readers import Item, read_path, read_text, records_from_va
 from custate.adapters.readmodel import (
     DEFAULT_CATCHUP_BATCH,
     CatchUpReport,
+    CustomerFilters,
     CustomerQuery,
     CustomerRow,
     ReadModel,
@@ -285,7 +288,7 @@ class Custate:
         rm.catch_up()
         out: list[audit.CardGap] = []
         for cid, gaps in rm.gaps():
-            out.extend(audit.gaps_from_json(cid, gaps))
+            out.extend(audit.card_gaps(cid, gaps))
         return out
 
     def customer_ids(self) -> list[str]:
@@ -294,39 +297,20 @@ class Custate:
 
     def customers(
         self,
-        segment: str | None = None,
-        tier: str | None = None,
-        campaign: str | None = None,
-        min_points: int | None = None,
-        max_points: int | None = None,
-        status: str | None = None,
-        order_status: str | None = None,
+        *,
         limit: int | None = None,
         after: str | None = None,
+        **filters: Unpack[CustomerFilters],
     ) -> list[CustomerRow]:
-        """Customers matching every filter given, from the read model's indexes (no fold),
-        in customer id order; `after` (the last id of the previous page) and `limit` page
-        through them."""
-        return self.readmodel.customers(
-            CustomerQuery(
-                segment, tier, campaign, min_points, max_points, status, order_status, after, limit
-            )
-        )
+        """Customers matching every filter given (`segment`, `tier`, `campaign`,
+        `min_points`, `max_points`, `status`, `order_status`), from the read model's indexes
+        (no fold), in customer id order; `after` (the last id of the previous page) and
+        `limit` page through them."""
+        return self.readmodel.customers(CustomerQuery(**filters), after, limit)
 
-    def count_customers(
-        self,
-        segment: str | None = None,
-        tier: str | None = None,
-        campaign: str | None = None,
-        min_points: int | None = None,
-        max_points: int | None = None,
-        status: str | None = None,
-        order_status: str | None = None,
-    ) -> int:
+    def count_customers(self, **filters: Unpack[CustomerFilters]) -> int:
         """How many customers match every filter given (as `customers`, unpaged)."""
-        return self.readmodel.count(
-            CustomerQuery(segment, tier, campaign, min_points, max_points, status, order_status)
-        )
+        return self.readmodel.count(CustomerQuery(**filters))
 
     def rejects(self, include_resolved: bool = False) -> list[StoredReject]:
         return list(self.rejects_store.list(include_resolved))

@@ -30,18 +30,19 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
 import anyio
 import orjson
 import sqlalchemy as sa
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from custate.adapters.api import Custate, UnknownCustomerError
 from custate.adapters.ingest import write_batch
 from custate.adapters.readers import RAW_KEEP_BYTES, BadRecord, Record, records_from_value
+from custate.adapters.readmodel import CustomerQuery
 from custate.adapters.rejects import Reject, activity_id_of
 from custate.domain import ActivityError, parse_cut
 
@@ -387,13 +388,7 @@ def create_app(
 
     @app.get("/customers", summary="Customers matching every filter given (read model)")
     def get_customers(
-        segment: str | None = None,
-        tier: str | None = None,
-        campaign: str | None = None,
-        min_points: int | None = None,
-        max_points: int | None = None,
-        status: str | None = None,
-        order_status: str | None = None,
+        filters: Annotated[CustomerQuery, Depends()],
         limit: Annotated[int | None, Query(ge=1, le=100_000)] = 1000,
         after: Annotated[
             str | None, Query(description="The last customer id of the previous page.")
@@ -401,26 +396,14 @@ def create_app(
     ) -> Response:
         with service.read_lock:
             cs.project()
-            rows = cs.customers(
-                segment, tier, campaign, min_points, max_points, status, order_status, limit, after
-            )
+            rows = cs.customers(**asdict(filters), limit=limit, after=after)
         return _json([r.to_json() for r in rows])
 
     @app.get("/customers/count", summary="How many customers match every filter given")
-    def get_customers_count(
-        segment: str | None = None,
-        tier: str | None = None,
-        campaign: str | None = None,
-        min_points: int | None = None,
-        max_points: int | None = None,
-        status: str | None = None,
-        order_status: str | None = None,
-    ) -> Response:
+    def get_customers_count(filters: Annotated[CustomerQuery, Depends()]) -> Response:
         with service.read_lock:
             cs.project()
-            n = cs.count_customers(
-                segment, tier, campaign, min_points, max_points, status, order_status
-            )
+            n = cs.count_customers(**asdict(filters))
         return _json({"count": n})
 
     @app.get("/customers/{customer_id}/history", summary="Each activity and what it changed")

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from eventsourcing.persistence import Notification, TrackingRecorder
 from eventsourcing.persistence import Tracking as LibTracking
@@ -40,6 +40,7 @@ from custate.adapters.eventstore import (
 from custate.adapters.readmodel_tables import Tables, meta_table, tables
 from custate.adapters.sqlschema import create_all, insert_or_ignore
 from custate.domain import Activity, CustomerState, snapshot
+from custate.domain.state import Gap
 from custate.projections.catchup import (
     DEFAULT_CHECKPOINT_INTERVAL,
     Changes,
@@ -66,10 +67,21 @@ class CatchUpReport:
     position: int = 0
 
 
+class CustomerFilters(TypedDict, total=False):
+    """The filters of a customers query, as keyword arguments."""
+
+    segment: str | None
+    tier: str | None
+    campaign: str | None
+    min_points: int | None
+    max_points: int | None
+    status: str | None
+    order_status: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class CustomerQuery:
-    """Who to list: every filter given must hold. `after` and `limit` page through the
-    answer in customer id order."""
+    """Who to list or count: every filter given must hold."""
 
     segment: str | None = None
     tier: str | None = None
@@ -78,8 +90,6 @@ class CustomerQuery:
     max_points: int | None = None
     status: str | None = None
     order_status: str | None = None
-    after: str | None = None
-    limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,9 +422,9 @@ class ReadModel(TrackingRecorder):
             row = c.execute(select(cu.c.state).where(cu.c.customer_id == customer_id)).first()
         return None if row is None else snapshot.load(row[0])
 
-    def gaps(self) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-        """Each customer with balance-continuity gaps, and their JSON form, in customer id
-        order, from the stored states (no fold). A state with no gaps has `"gaps":[]` in
+    def gaps(self) -> Iterator[tuple[str, list[Gap]]]:
+        """Each customer with balance-continuity gaps, and the gaps, in customer id order,
+        from the stored states (no fold). A state with no gaps has `"gaps":[]` in
         its JSON (either stored form); only the others are parsed."""
         cu = self.t.customers
         q = (
@@ -426,29 +436,31 @@ class ReadModel(TrackingRecorder):
             for cid, state in c.execute(q):
                 gaps = snapshot.load(state).gaps
                 if gaps:
-                    yield cid, [g.to_json() for g in gaps]
+                    yield cid, gaps
 
     def as_of(self, customer_id: str, t: datetime) -> CustomerState:
         return state_as_of(self, self, customer_id, t)
 
-    def customers(self, q: CustomerQuery) -> list[CustomerRow]:
+    def customers(
+        self, q: CustomerQuery, after: str | None = None, limit: int | None = None
+    ) -> list[CustomerRow]:
         """Customers matching every filter of `q`, in customer id order, from the indexes:
-        a page of at most `q.limit` after `q.after` (keyset paging: a page costs the same
-        wherever it starts)."""
+        a page of at most `limit` after the id `after` (keyset paging: a page costs the
+        same wherever it starts)."""
         cu = self.t.customers
         query = self._where(
             select(cu.c.customer_id, cu.c.status, cu.c.points, cu.c.activity_count), q
         )
-        if q.after is not None:
-            query = query.where(cu.c.customer_id > q.after)
+        if after is not None:
+            query = query.where(cu.c.customer_id > after)
         query = query.order_by(cu.c.customer_id)
-        if q.limit is not None:
-            query = query.limit(q.limit)
+        if limit is not None:
+            query = query.limit(limit)
         with self.engine.connect() as c:
             return [CustomerRow(r[0], r[1], int(r[2]), r[3]) for r in c.execute(query)]
 
     def count(self, q: CustomerQuery) -> int:
-        """How many customers match every filter of `q` (`after` and `limit` aside)."""
+        """How many customers match every filter of `q`."""
         query = self._where(select(func.count()).select_from(self.t.customers), q)
         with self.engine.connect() as c:
             return int(c.execute(query).scalar_one())

@@ -27,7 +27,6 @@ from custate.domain import (
     apply,
     format_time,
     ordered,
-    parse_time,
 )
 from custate.domain.effects.cards import card_id
 from custate.domain.state import Gap, entries_json
@@ -348,8 +347,15 @@ def _diff(before: Flat, after: Flat, out: list[FieldChange]) -> None:
 class Tracker:
     """A customer's state folded one activity at a time, reporting what each one changed."""
 
-    def __init__(self, customer_id: str, start: CustomerState | None = None) -> None:
-        """From the empty state, or from `start` (a checkpoint: folded on in place)."""
+    def __init__(
+        self,
+        customer_id: str,
+        start: CustomerState | None = None,
+        only: Callable[[Unit], bool] | None = None,
+    ) -> None:
+        """From the empty state, or from `start` (a checkpoint: folded on in place).
+        `only`: report changes to the units it accepts, and render no others."""
+        self._only = only
         self.state = s = start if start is not None else CustomerState(customer_id)
         self._cache: dict[Unit, Flat] = {u: _render(s, u) for u in _FIXED}
         for kind, (_, entries) in _ENTRIES.items():
@@ -364,6 +370,8 @@ class Tracker:
         if len(s.gaps) != self._gaps:
             self._gaps = len(s.gaps)
             units.append(("gaps", ""))
+        if self._only is not None:
+            units = [u for u in units if self._only(u)]
         changes: list[FieldChange] = []
         cache = self._cache
         seen: set[Unit] = set()
@@ -484,22 +492,48 @@ def _under(path: str, target: str) -> bool:
     return path == target or path.startswith(target + ".")
 
 
+def _unit_path(unit: Unit) -> str:
+    """The path every value a unit renders lies under."""
+    kind, key = unit
+    if kind in _ENTRIES:
+        return f"{_ENTRIES[kind][0]}.{key}"
+    if kind in _SECTIONS:
+        return _SECTIONS[kind][0]
+    if kind == "empty":
+        return key
+    return {
+        "points": "loyalty.points",
+        "gaps": "gaps",
+        "customer_id": "customer_id",
+        "referrals": "referrals.referred_by",
+    }[kind]
+
+
 def explain(
     pairs: Iterable[Pair], customer_id: str, path: str, as_of: datetime | None = None
 ) -> Explanation:
-    entries = history(pairs, customer_id, end=as_of)
-    flat = empty_flat(customer_id)
+    """The fold of `history`, rendering and diffing only the parts of the state that hold
+    `path` or lie under it: the chain of one value costs little more than the fold."""
+
+    def holds(unit: Unit) -> bool:
+        p = _unit_path(unit)
+        return _under(p, path) or _under(path, p)
+
+    todo = _ordered_pairs(pairs)
+    late = _late_flags(todo)
+    tracker = Tracker(customer_id, only=holds)
+    flat = {p: v for p, v in tracker.flat().items() if _under(p, path)}
     chain: list[ValueStep] = []
-    for e in entries:
-        hit = [c for c in e.changes if _under(c.path, path)]
+    for (a, r), is_late in zip(todo, late, strict=True):
+        if as_of is not None and a.created_at > as_of:
+            break
+        hit = [c for c in tracker.step(a) if _under(c.path, path)]
         if hit:
             before = _value(flat, path)
-            apply_changes(flat, e.changes)
+            apply_changes(flat, hit)
             after = _value(flat, path)
             op = CHANGED if before[0] and after[0] else (ADDED if after[0] else REMOVED)
-            chain.append(ValueStep(e.activity, before[1], after[1], op, e.late))
-        else:
-            apply_changes(flat, e.changes)
+            chain.append(ValueStep(_ref(a, r), before[1], after[1], op, is_late))
     present, value = _value(flat, path)
     return Explanation(
         customer_id, path, present, value, chain[-1].activity if chain else None, tuple(chain)
@@ -649,23 +683,3 @@ def card_gaps(customer_id: str, gaps: Iterable[Gap]) -> list[CardGap]:
         )
         for g in gaps
     ]
-
-
-def gaps_from_json(customer_id: str, gaps: Iterable[dict[str, Any]]) -> list[CardGap]:
-    """From the `gaps` list of a state's JSON form (as the read model stores it)."""
-    return card_gaps(
-        customer_id,
-        (
-            Gap(
-                g["card_id"],
-                g["kind"],
-                g["activity_id"],
-                parse_time(g["at"], "gaps.at"),
-                g["previous_activity_id"],
-                g["previous_balance"],
-                g["delta"],
-                g["balance"],
-            )
-            for g in gaps
-        ),
-    )

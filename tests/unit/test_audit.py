@@ -15,6 +15,7 @@ from custate.domain import Activity, fold, ordered, parse_activity
 from custate.projections.audit import (
     ADDED,
     REMOVED,
+    HistoryEntry,
     Pair,
     Tracker,
     card_gaps,
@@ -294,3 +295,68 @@ def test_explain_derived_fields(path: str) -> None:
     ex = explain(pairs_at(acts, at(0)), CUSTOMER, path)
     assert ex.set_by is not None
     assert ex.set_by.id == acts[1].id
+
+
+def explain_from_history(entries: list[HistoryEntry], cid: str, path: str) -> tuple[Any, ...]:
+    """What `explain` must say, read off the full history: every change under `path`."""
+
+    def under(p: str) -> bool:
+        return p == path or p.startswith(path + ".")
+
+    flat = empty_flat(cid)
+    chain = []
+    for e in entries:
+        before = {k: v for k, v in flat.items() if under(k)}
+        for c in e.changes:
+            if c.op == REMOVED:
+                del flat[c.path]
+            else:
+                flat[c.path] = c.after
+        if any(under(c.path) for c in e.changes):
+            after = {k: v for k, v in flat.items() if under(k)}
+            chain.append((e.activity.id, e.late, before, after))
+    return tuple(chain)
+
+
+def test_explain_follows_exactly_the_changes_history_reports_under_its_path() -> None:
+    # explain renders only the parts of the state that hold the path; every path of the
+    # final state, the sections above them and a missing one must still get the chain the
+    # full history gives.
+    for cid, acts in generated(400, 2, seed=8).items():
+        pairs = [(a, at(i % 7)) for i, a in enumerate(acts)]  # record times out of order
+        entries = history(pairs, cid)
+        final = flat_state(acts, cid)
+        leaves = sorted(final)
+        entry_paths = sorted({p.rsplit(".", 1)[0] for p in final})
+        sections = {".".join(p.split(".")[:2]) for p in final} | {p.split(".")[0] for p in final}
+        # every section, a sample of entries and of leaves, and a path that is not there
+        paths = sorted(
+            {
+                *sections,
+                *entry_paths[:: max(1, len(entry_paths) // 20)],
+                *leaves[:: max(1, len(leaves) // 30)],
+                "orders.o_missing",
+            }
+        )
+        for path in paths:
+            ex = explain(pairs, cid, path)
+            got = tuple(
+                (
+                    s.activity.id,
+                    s.late,
+                    _as_flat(path, s.before, s.op != ADDED),
+                    _as_flat(path, s.after, s.op != REMOVED),
+                )
+                for s in ex.chain
+            )
+            assert got == explain_from_history(entries, cid, path), (cid, path)
+            assert ex.present == (path in final or any(k.startswith(path + ".") for k in final))
+
+
+def _as_flat(path: str, value: Any, present: bool) -> Json:
+    """An explained value (a leaf, or a subtree of relative paths) as absolute flat paths."""
+    if not present:
+        return {}
+    if isinstance(value, dict) and value:  # a leaf is never a non-empty object
+        return {f"{path}.{k}": v for k, v in value.items()}
+    return {path: value}
