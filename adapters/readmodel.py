@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypedDict
 
@@ -447,13 +447,22 @@ class ReadModel(TrackingRecorder):
         """Customers matching every filter of `q`, in customer id order, from the indexes:
         a page of at most `limit` after the id `after` (keyset paging: a page costs the
         same wherever it starts)."""
-        cu = self.t.customers
-        query = self._where(
-            select(cu.c.customer_id, cu.c.status, cu.c.points, cu.c.activity_count), q
-        )
+        t = self.t
+        cu = t.customers
+        query: Select[Any] = select(cu.c.customer_id, cu.c.status, cu.c.points, cu.c.activity_count)
+        # A segment drives the query from its index, which is in customer id order: a page
+        # of a 100k-member segment reads a page of index rows, not every member first.
+        order = cu.c.customer_id
+        if q.segment is not None:
+            sg = t.segments
+            query = query.join(
+                sg, (sg.c.customer_id == cu.c.customer_id) & (sg.c.segment_id == q.segment)
+            )
+            order = sg.c.customer_id
+        query = self._where(query, replace(q, segment=None))
         if after is not None:
-            query = query.where(cu.c.customer_id > after)
-        query = query.order_by(cu.c.customer_id)
+            query = query.where(order > after)
+        query = query.order_by(order)
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as c:
@@ -461,7 +470,12 @@ class ReadModel(TrackingRecorder):
 
     def count(self, q: CustomerQuery) -> int:
         """How many customers match every filter of `q`."""
-        query = self._where(select(func.count()).select_from(self.t.customers), q)
+        t = self.t
+        if q == CustomerQuery(segment=q.segment) and q.segment is not None:
+            # Every membership row is a customer's: count the index alone.
+            query = select(func.count()).where(t.segments.c.segment_id == q.segment)
+        else:
+            query = self._where(select(func.count()).select_from(t.customers), q)
         with self.engine.connect() as c:
             return int(c.execute(query).scalar_one())
 
