@@ -295,9 +295,15 @@ class ReadModel(TrackingRecorder):
                     continue
                 break
             batch = []
+            parsed = self._parsed
             for n in notes:
                 s = decode(n.state, n.originator_version, n.id)
                 batch.append(Projected(s.activity, s.version, key_text(s.activity)))
+                # A late activity re-folds its customer's recent tail: keep what was just
+                # decoded, so that tail is not read and decoded again.
+                parsed[(s.activity.customer_id, s.version)] = s.activity
+            while len(parsed) > PARSED_CACHE_SIZE:
+                parsed.popitem(last=False)
             changes = plan(batch, pending, self, self.interval, self._cache)
             pending.add(changes, len(batch), notes[-1].id)
             self._cache.update(changes.states)
