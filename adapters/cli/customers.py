@@ -15,6 +15,7 @@ from custate.adapters.cli.common import open_store
 from custate.adapters.cli.store_options import JsonOption, StoreOption
 
 Filter = Annotated[str | None, typer.Option()]
+TABLE_ROWS = 100
 
 
 @app.command()
@@ -57,13 +58,21 @@ def customers(
         "status": status,
         "order_status": order_status.upper() if order_status else None,
     }
+    # A table is for people: without --limit it shows a screenful and says how many more
+    # there are; --json (for programs) gives every row.
+    shown = limit if limit is not None or as_json else TABLE_ROWS + 1
+    more = False
     cs = open_store(store)
     try:
         cs.project()
         if count:
             n = cs.count_customers(**filters)
         else:
-            rows = cs.customers(**filters, limit=limit, after=after)
+            rows = cs.customers(**filters, limit=shown, after=after)
+            more = len(rows) > TABLE_ROWS and limit is None and not as_json
+            if more:
+                rows = rows[:TABLE_ROWS]
+                n = cs.count_customers(**filters)
     finally:
         cs.close()
     if count:
@@ -77,7 +86,10 @@ def customers(
         for r in rows:
             out.write(orjson.dumps(r.to_json()) + b"\n")
         return
-    table = Table(title=f"{len(rows):,} customer(s)", header_style="bold")
+    title = f"{len(rows):,} customer(s)"
+    if more:
+        title = f"{len(rows):,} of {n:,} customers"
+    table = Table(title=title, header_style="bold")
     for col, justify in (
         ("customer", "left"),
         ("status", "left"),
@@ -87,4 +99,9 @@ def customers(
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in rows:
         table.add_row(r.customer_id, r.status, f"{r.points:,}", f"{r.activity_count:,}")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if more:
+        console.print(
+            f"next page: --after {rows[-1].customer_id}; all of them: --limit N or --json"
+        )

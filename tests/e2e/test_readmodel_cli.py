@@ -204,6 +204,29 @@ def test_customers_filters(store: str, tmp_path: Path) -> None:
     assert "--status" in bad.stderr.decode()
 
 
+def test_customers_table_shows_a_screenful_and_how_to_get_the_rest(
+    store: str, tmp_path: Path
+) -> None:
+    records = history(1000, 400, seed=44)
+    states = folded(records)
+    assert len(states) > 150
+    ok(run("ingest", write_ndjson(tmp_path / "h.ndjson", records), "--store", store, cwd=tmp_path))
+    ids = sorted(states)
+
+    shown = ok(run("customers", "--store", store, cwd=tmp_path)).stdout.decode()
+    assert f"100 of {len(ids):,} customers" in shown
+    assert ids[0] in shown
+    assert ids[99] in shown
+    assert ids[100] not in shown
+    assert f"--after {ids[99]}" in shown
+
+    # --json is for programs: every row; --limit is honoured as given
+    everything = json_lines(ok(run("customers", "--store", store, "--json", cwd=tmp_path)).stdout)
+    assert [r["customer_id"] for r in everything] == ids
+    limited = ok(run("customers", "--limit", "120", "--store", store, cwd=tmp_path))
+    assert "120 customer(s)" in limited.stdout.decode()
+
+
 # -- state --verify -----------------------------------------------------------------------------
 
 
