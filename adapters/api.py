@@ -142,7 +142,9 @@ class Custate:
         return self.readmodel.catch_up(batch_size, progress)
 
     def rebuild(
-        self, batch_size: int = 5000, progress: Callable[[int], None] | None = None
+        self,
+        batch_size: int = DEFAULT_CATCHUP_BATCH,
+        progress: Callable[[int], None] | None = None,
     ) -> CatchUpReport:
         """Rebuild the read model from the store, blue/green (queries keep working)."""
         report = rebuild(self.store, batch_size, progress)

@@ -51,7 +51,10 @@ from custate.projections.catchup import (
 from custate.projections.keys import key_text
 from custate.projections.pointintime import state_as_of
 
-DEFAULT_CATCHUP_BATCH = 5000
+# Activities read and planned per step. Several late activities of one customer in a step
+# cost one re-fold: 10,000 re-folds a third less often than 5,000 (10% late: 4.7k/s ->
+# 6.4k/s, peak RSS 189 -> 240 MB on 100k activities of 2,000 customers).
+DEFAULT_CATCHUP_BATCH = 10_000
 # Activities planned per write transaction: a catch-up reads `batch_size` at a time but
 # writes each touched customer's state and index rows once per this many.
 WRITE_EVERY = 100_000
@@ -681,7 +684,7 @@ def _chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
 
 def rebuild(
     store: EventStore,
-    batch_size: int = 5000,
+    batch_size: int = DEFAULT_CATCHUP_BATCH,
     progress: Callable[[int], None] | None = None,
     interval: int = DEFAULT_CHECKPOINT_INTERVAL,
 ) -> CatchUpReport:
