@@ -637,40 +637,19 @@ def corrections(entries: Sequence[HistoryEntry]) -> list[HistoryEntry]:
 
 
 @dataclass(frozen=True, slots=True)
-class CardGap:
+class CardGap(Gap):
     """A balance-continuity break on one customer's card: an activity is missing upstream
     between `previous_activity_id` and `activity_id`."""
 
-    customer_id: str
-    card_id: str
-    kind: str
-    activity_id: str
-    at: datetime
-    previous_activity_id: str | None
-    previous_balance: int
-    delta: int
-    balance: int
-    missing: int
+    customer_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "customer_id": self.customer_id,
-            "card_id": self.card_id,
-            "kind": self.kind,
-            "activity_id": self.activity_id,
-            "at": _t(self.at),
-            "previous_activity_id": self.previous_activity_id,
-            "previous_balance": self.previous_balance,
-            "delta": self.delta,
-            "balance": self.balance,
-            "missing": self.missing,
-        }
+        return {"customer_id": self.customer_id, **Gap.to_json(self)}
 
 
 def card_gaps(customer_id: str, gaps: Iterable[Gap]) -> list[CardGap]:
     return [
         CardGap(
-            customer_id,
             g.card_id,
             g.kind,
             g.activity_id,
@@ -679,7 +658,7 @@ def card_gaps(customer_id: str, gaps: Iterable[Gap]) -> list[CardGap]:
             g.previous_balance,
             g.delta,
             g.balance,
-            g.missing,
+            customer_id,
         )
         for g in gaps
     ]
