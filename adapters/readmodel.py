@@ -123,6 +123,8 @@ class ReadModel(TrackingRecorder):
     ) -> None:
         self.store = store
         self.engine = store.engine
+        # The driver's placeholder, for statements that go to it directly.
+        self._mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         self.interval = interval
         self._meta = meta_table(MetaData())
         create_all(self.engine, self._meta.metadata)
@@ -233,7 +235,7 @@ class ReadModel(TrackingRecorder):
         """(key, version) of projected activities with `after < key <= upto`, in key order."""
         # Straight to the driver: this runs for every point in time and every late activity,
         # and building the statement cost as much as running it.
-        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        mark = self._mark
         sql = (
             f"SELECT key, version FROM {self.t.keys.name} WHERE customer_id = {mark} "
             f"AND key > {mark} AND key <= {mark} ORDER BY key"
@@ -390,7 +392,7 @@ class ReadModel(TrackingRecorder):
         gone = old - new
         if gone:
             pk = [i for i, col in enumerate(table.columns) if col.primary_key]
-            mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+            mark = self._mark
             where = " AND ".join(f"{table.columns[i].name} = {mark}" for i in pk)
             c.exec_driver_sql(
                 f"DELETE FROM {table.name} WHERE {where}",
@@ -399,7 +401,7 @@ class ReadModel(TrackingRecorder):
         return [r for r in rows if r not in old]
 
     def _insert_many(self, c: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
-        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        mark = self._mark
         cols = ", ".join(col.name for col in table.columns)
         marks = ", ".join(mark for _ in table.columns)
         c.exec_driver_sql(f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", list(rows))
