@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
+import msgspec
 import orjson
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import IntegrityError, ProgrammingError, StoredEvent
 from eventsourcing.utils import register_topic
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine, bindparam, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
@@ -443,8 +443,7 @@ def _record(d: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-class _StoredRecord(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+class _StoredRecord(msgspec.Struct, frozen=True):
     id: str
     type: str
     created_at: str
@@ -452,26 +451,27 @@ class _StoredRecord(BaseModel):
     data: Payload
 
 
-class _Stamp(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
-    data: str = Field(alias="_data_")
+class _Stamp(msgspec.Struct, frozen=True):
+    data: str = msgspec.field(name="_data_")
 
 
-class _StoredEvent(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+class _StoredEvent(msgspec.Struct, frozen=True):
     timestamp: _Stamp
-    group_id: str | None = None
     activity: _StoredRecord
+    group_id: str | None = None
+
+
+_decode_stored = msgspec.json.Decoder(_StoredEvent).decode
 
 
 def decode(state: bytes, version: int, notification_id: int | None = None) -> StoredActivity:
     """A stored activity read back. What we stored was validated on the way in and is in
     canonical form (UTC `Z` times, payload unwrapped, customer explicit), so the typed views
-    come straight from the bytes in one pass and the raw payload only when asked for:
+    come straight from the bytes in one msgspec pass and the raw payload only when asked for:
     decoding is most of a catch-up's time. Anything else takes the full `parse_activity`."""
     try:
-        ev = _StoredEvent.model_validate_json(state)
-    except ValidationError:
+        ev = _decode_stored(state)
+    except msgspec.ValidationError:
         return _decode_full(state, version, notification_id)
     r = ev.activity
     created_at = datetime.fromisoformat(r.created_at)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
+import msgspec
 import orjson
-from pydantic import ValidationError
 
 from custate.domain.activity_types import KNOWN_TYPES, rank
 from custate.domain.payload import CustomerView, Payload, missing_required
@@ -171,16 +172,15 @@ def parse_activity(record: object, customer_id: str | None = None) -> Activity:
     data, nested = unwrap(raw)
     prefix = "data.data" if nested else "data"
     try:
-        payload = Payload.model_validate(data)
-    except ValidationError as e:
+        payload = msgspec.convert(data, Payload)
+    except msgspec.ValidationError as e:
         if activity_type not in KNOWN_TYPES:
             # An unknown type is accepted and stored (SEMANTICS §1): no effect reads its
             # payload, which may give a familiar key another shape. Keep only the customer.
             payload = _customer_only(data)
         else:
-            err = e.errors()[0]
-            path = ".".join(str(p) for p in (prefix, *err["loc"]))
-            raise ActivityError(path, err["msg"]) from None
+            path, message = _error_path(e)
+            raise ActivityError(f"{prefix}{path}", message) from None
     if activity_type in KNOWN_TYPES:
         missing = missing_required(activity_type, payload)
         if missing is not None:
@@ -195,6 +195,15 @@ def parse_activity(record: object, customer_id: str | None = None) -> Activity:
         payload=payload,
         group_id=group_id,
     )
+
+
+def _error_path(e: msgspec.ValidationError) -> tuple[str, str]:
+    """msgspec's "Expected `int`, got `str` - at `$.balance.points[0]`" as
+    (".balance.points.0", "Expected `int`, got `str`")."""
+    message, sep, at = str(e).rpartition(" - at `$")
+    if not sep:
+        return "", str(e)
+    return re.sub(r"\[(\d+)\]", r".\1", at.rstrip("`")), message
 
 
 def _customer_only(data: Mapping[str, Any]) -> Payload:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from msgspec import UnsetType
+
 from custate.domain.activity import Activity
 from custate.domain.state import CustomerState, CustomEvent
 
@@ -10,17 +12,17 @@ def _copy_fields(s: CustomerState, a: Activity) -> None:
     c = a.payload.customer
     if c is None:
         return
-    given = c.model_fields_set  # a key sent as null clears the field; an absent key keeps it
+    # A key sent as null clears the field; an absent key (UNSET) keeps it.
     prof = s.profile
-    if "source_id" in given:
+    if not isinstance(c.source_id, UnsetType):
         prof.source_id = c.source_id
-    if "name" in given:
+    if not isinstance(c.name, UnsetType):
         prof.name = c.name
-    if "email" in given:
+    if not isinstance(c.email, UnsetType):
         prof.email = c.email
-    if "phone" in given:
+    if not isinstance(c.phone, UnsetType):
         prof.phone = c.phone
-    if "metadata" in given:
+    if not isinstance(c.metadata, UnsetType):
         prof.metadata = c.metadata
 
 
