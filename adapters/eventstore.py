@@ -415,7 +415,7 @@ class EventStore:
                 chunk = list(versions[i : i + 500])
                 rows = c.execute(
                     self._by_versions, {"s": customer_stream(customer_id), "vs": chunk}
-                )
+                ).fetchall()
                 for version, state in rows:
                     out[version] = decode(bytes(state), version)
         return out

@@ -1,12 +1,16 @@
 """Customer state (SEMANTICS §3) and its stable JSON form.
 
 The fold mutates one working `CustomerState` in place for speed; nothing outside the
-fold sees it half-built. Times are kept as aware datetimes and turned into ISO strings
+fold sees it half-built. The maps that grow with a history (orders, vouchers, reward
+redemptions, segments, pending points) are the exception: the fold replaces their entries
+and never changes one in place, so `CustomerState.copy` can share them, and a decoded
+checkpoint can be folded on many times without being decoded again. Times are kept as aware datetimes and turned into ISO strings
 only in `to_json`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from copy import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -199,6 +203,16 @@ class Voucher:
     published_at: datetime | None = None
     deleted_at: datetime | None = None
 
+    def copy(self) -> Voucher:
+        return Voucher(
+            self.code,
+            self.campaign_id,
+            self.type,
+            list(self.roles),
+            self.published_at,
+            self.deleted_at,
+        )
+
     def to_json(self) -> Json:
         return {
             "code": self.code,
@@ -320,6 +334,46 @@ class CustomerState:
     @property
     def points(self) -> int:
         return sum(c.balance or 0 for c in self.cards.values())
+
+    def copy(self) -> CustomerState:
+        """A state to fold on that leaves this one as it is. The entries that the fold only
+        ever replaces are shared (see the module's docstring); the rest, a few objects
+        whatever the history's length, are copied."""
+        cards = {k: copy(c) for k, c in self.cards.items()}
+        for c in cards.values():
+            c.pending = dict(c.pending)
+        p, a = self.profile, self.activities
+        return CustomerState(
+            customer_id=self.customer_id,
+            as_of=self.as_of,
+            known_at=self.known_at,
+            profile=Profile(
+                p.status,
+                p.source_id,
+                p.name,
+                p.email,
+                p.phone,
+                p.metadata,
+                p.created_at,
+                p.updated_at,
+                p.deleted_at,
+                p.confirmed_at,
+            ),
+            cards=cards,
+            tiers={k: copy(t) for k, t in self.tiers.items()},
+            gift_cards={k: copy(g) for k, g in self.gift_cards.items()},
+            segments=dict(self.segments),
+            orders=dict(self.orders),
+            redemptions=copy(self.redemptions),
+            reward_redemptions=dict(self.reward_redemptions),
+            referred_by=dict(self.referred_by),
+            vouchers=dict(self.vouchers),
+            messaging={k: copy(m) for k, m in self.messaging.items()},
+            custom_events={k: copy(e) for k, e in self.custom_events.items()},
+            validations=copy(self.validations),
+            activities=Activities(a.count, a.first_at, a.last_at, a.last_id, a.unrecognized),
+            gaps=list(self.gaps),
+        )
 
     def to_json(self) -> Json:
         return {

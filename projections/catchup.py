@@ -72,7 +72,9 @@ class ReadModelPort(Protocol):
 
 
 class ActivityPort(Protocol):
-    def activities(self, customer_id: str, versions: Sequence[int]) -> list[Activity]: ...
+    def activities(self, customer_id: str, versions: Sequence[int]) -> list[Activity]:
+        """The customer's activities at these stream versions, in the order asked."""
+        ...
 
 
 def plan(

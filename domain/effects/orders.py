@@ -8,6 +8,7 @@ from custate.domain.activity import Activity
 from custate.domain.state import CustomerState, Order
 
 Effect = Callable[[CustomerState, Activity], None]
+_NONE = Order()
 
 
 def order_effect(status_from_type: str | None) -> Effect:
@@ -18,19 +19,17 @@ def order_effect(status_from_type: str | None) -> Effect:
         o = a.payload.order
         if o is None or not o.id:
             return
-        order = s.orders.get(o.id)
-        if order is None:
-            order = s.orders[o.id] = Order()
+        # A new entry, never a change in place: copies of a state share their orders
+        # (CustomerState.copy), and a long history holds thousands of them.
+        was = s.orders.get(o.id) or _NONE
         status = o.status or status_from_type
-        if status is not None:
-            order.status = status
-        if o.source_id is not None:
-            order.source_id = o.source_id
-        if o.amount is not None:
-            order.amount = o.amount
-        if o.total_amount is not None:
-            order.total_amount = o.total_amount
-        order.updated_at = a.created_at
+        s.orders[o.id] = Order(
+            was.status if status is None else status,
+            was.source_id if o.source_id is None else o.source_id,
+            was.amount if o.amount is None else o.amount,
+            was.total_amount if o.total_amount is None else o.total_amount,
+            a.created_at,
+        )
 
     effect.__name__ = effect.__qualname__ = f"order_{(status_from_type or 'updated').lower()}"
     return effect

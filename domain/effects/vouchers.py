@@ -8,9 +8,11 @@ from custate.domain.state import CustomerState, Voucher
 
 
 def _voucher(s: CustomerState, voucher_id: str) -> Voucher:
+    """The voucher, to change: a new entry, never the one held. Copies of a state share
+    their vouchers (CustomerState.copy), and a long history holds hundreds of them."""
     v = s.vouchers.get(voucher_id)
-    if v is None:
-        v = s.vouchers[voucher_id] = Voucher()
+    v = Voucher() if v is None else v.copy()
+    s.vouchers[voucher_id] = v
     return v
 
 
@@ -58,6 +60,7 @@ def holder_unassigned(s: CustomerState, a: Activity) -> None:
         return
     v = s.vouchers.get(h.redeemable_id)
     if v is not None and h.holder_role in v.roles:
+        v = _voucher(s, h.redeemable_id)
         v.roles = [r for r in v.roles if r != h.holder_role]
 
 

@@ -241,6 +241,36 @@ def test_state_as_of_an_iso_string_and_a_date(store_url: str) -> None:
         assert cs.state(cid, as_of=day).to_json() == fold(acts, cid, as_of=end).to_json()
 
 
+def test_as_of_stays_right_when_late_activities_rewrite_cached_checkpoints(
+    store_url: str,
+) -> None:
+    """Decoded checkpoints are cached in memory. Late activities rewrite checkpoints, here
+    through another read model (as another process would): no answer may come from a
+    checkpoint as it was before."""
+    records = delivered(1200, 12, seed=8)
+    rng = random.Random(8)
+    late = set(rng.sample(range(len(records)), len(records) // 5))
+    first = [r for i, r in enumerate(records) if i not in late]
+    then = [r for i, r in enumerate(records) if i in late]
+    histories = by_customer(records)
+    cuts = list(random_cuts(histories, 40, seed=8))
+    with custate.open(store_url) as cs:
+        asker = ReadModel(cs.store, interval=5)
+        writer = ReadModel(cs.store, interval=5)
+        for part in (first, then):
+            assert cs.ingest(part, project=False).ok
+            writer.catch_up()
+            so_far = first if part is first else records
+            known = {a.id for acts in by_customer(so_far).values() for a in acts}
+            for cid, t in cuts:
+                exactly = [a for a in histories[cid] if a.created_at <= t and a.id in known]
+                want = fold(exactly, cid, as_of=t).to_json()
+                for _ in range(2):  # the second answer comes from the cache
+                    assert asker.as_of(cid, t).to_json() == want, (cid, t)
+        assert asker.checkpoints.hits > 0
+        assert asker.checkpoints.misses > 0
+
+
 # -- queries ----------------------------------------------------------------------------------
 
 

@@ -326,6 +326,21 @@ def test_folding_continues_from_a_checkpoint(records: list[Json], data: Any) -> 
 
 
 @SETTINGS
+@given(records=histories(), data=st.data())
+def test_folding_on_a_copy_leaves_the_original_as_it_was(records: list[Json], data: Any) -> None:
+    """A cached checkpoint is folded on again and again through copies: no fold may change
+    the original, and each copy must end where a fold from scratch ends."""
+    acts = ordered(parse_all(records))
+    split = data.draw(st.integers(min_value=0, max_value=len(acts)))
+    original = fold(acts[:split], "cust_a")
+    before = original.to_json()
+    full = fold(acts, "cust_a").to_json()
+    for _ in range(2):
+        assert fold(acts[split:], start=original.copy()).to_json() == full
+        assert original.to_json() == before
+
+
+@SETTINGS
 @given(records=histories())
 def test_state_json_round_trips(records: list[Json]) -> None:
     s = fold(parse_all(records), "cust_a")
