@@ -331,6 +331,12 @@ class ReadModel(TrackingRecorder):
         if not self._write(pending.changes, pending.previous, pending.position, pending.rows):
             self._cache.clear()
             return False
+        if pending.kept:
+            written = {(cid, key): text for cid, key, text in pending.rows}
+            for cid, key, state in pending.kept:
+                text = written.get((cid, key))
+                if text is not None:
+                    self.checkpoints.put(cid, key, text, state)
         report.activities += pending.count
         report.batches += pending.batches
         report.late += pending.changes.late
@@ -387,15 +393,17 @@ class ReadModel(TrackingRecorder):
         index rows as they were (a long history has thousands of orders), and reading them
         costs less than rewriting them."""
         old: set[tuple[Any, ...]] = set()
+        mark = self._mark
+        cols = ", ".join(col.name for col in table.columns)
         for ids in _chunks(known):
-            old.update(
-                tuple(r) for r in c.execute(select(table).where(table.c.customer_id.in_(ids)))
-            )
+            # Through the driver, all rows at once: a long history has thousands of rows.
+            marks = ", ".join(mark for _ in ids)
+            sql = f"SELECT {cols} FROM {table.name} WHERE customer_id IN ({marks})"
+            old.update(tuple(r) for r in c.exec_driver_sql(sql, tuple(ids)).fetchall())
         new = set(rows)
         gone = old - new
         if gone:
             pk = [i for i, col in enumerate(table.columns) if col.primary_key]
-            mark = self._mark
             where = " AND ".join(f"{table.columns[i].name} = {mark}" for i in pk)
             c.exec_driver_sql(
                 f"DELETE FROM {table.name} WHERE {where}",
@@ -580,6 +588,7 @@ class _Pending:
         self.position = position  # the last notification planned
         self.changes = Changes()
         self.rows: list[tuple[str, str, str]] = []  # checkpoints, serialised when planned
+        self.kept: list[tuple[str, str, CustomerState]] = []  # re-folds' checkpoints, decoded
         self.keys: dict[str, list[tuple[str, int]]] = {}  # customer -> (key, version)
         self.count = 0
         self.batches = 0
@@ -594,10 +603,12 @@ class _Pending:
         if drops:
             # Checkpoints planned earlier at or after a late key are dropped as well.
             self.rows = [r for r in self.rows if r[0] not in drops or r[1] < drops[r[0]]]
+            self.kept = [r for r in self.kept if r[0] not in drops or r[1] < drops[r[0]]]
             for cid, key in drops.items():
                 before = c.drop_checkpoints_from.get(cid)
                 c.drop_checkpoints_from[cid] = key if before is None else min(before, key)
         self.rows.extend(_checkpoint_rows(changes))
+        self.kept.extend(changes.kept)
         c.late += changes.late
         c.new |= changes.new
         self.count += count

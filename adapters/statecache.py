@@ -46,19 +46,24 @@ class CheckpointCache:
                 return hit[1].copy()
         self.misses += 1
         state = snapshot.load(stored)
+        self.put(customer_id, key, stored, state)
+        return state.copy() if len(stored) <= self.max_bytes else state
+
+    def put(self, customer_id: str, key: str, stored: bytes | str, state: CustomerState) -> None:
+        """Keep `state`, decoded from (or dumped as) `stored`; the caller folds on no more."""
         size = len(stored)
-        if size <= self.max_bytes:
-            with self._lock:
-                old = self._entries.pop(k, None)
-                if old is not None:
-                    self._bytes -= len(old[0])
-                self._entries[k] = (stored, state)
-                self._bytes += size
-                while self._bytes > self.max_bytes:
-                    _, (gone, _) = self._entries.popitem(last=False)
-                    self._bytes -= len(gone)
-            return state.copy()
-        return state
+        if size > self.max_bytes:
+            return
+        k = (customer_id, key)
+        with self._lock:
+            old = self._entries.pop(k, None)
+            if old is not None:
+                self._bytes -= len(old[0])
+            self._entries[k] = (stored, state)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (gone, _) = self._entries.popitem(last=False)
+                self._bytes -= len(gone)
 
     def clear(self) -> None:
         with self._lock:

@@ -47,6 +47,10 @@ class Changes:
     drop_checkpoints_from: dict[str, str] = field(default_factory=dict)  # customer -> key
     # customer, key, state in its stored form (`domain.snapshot`)
     checkpoints: list[tuple[str, str, bytes]] = field(default_factory=list)
+    # Copies of the checkpoints a late activity's re-fold wrote (customer, key, state): the
+    # next late activity of that customer starts from one of them, so the port may keep
+    # them decoded instead of decoding them again.
+    kept: list[tuple[str, str, CustomerState]] = field(default_factory=list)
     late: int = 0
     # Customers with no projected state before this batch: they have no rows to replace.
     new: set[str] = field(default_factory=set)
@@ -106,16 +110,17 @@ def plan(
         changes.keys.extend((cid, p.key, p.version) for p in new)
         head = heads.get(cid)
         last_version = max([p.version for p in new] + ([head.last_version] if head else []))
+        refold = head is not None and new[0].key <= head.last_key
         if head is None:
             state, todo = CustomerState(cid), new
             changes.new.add(cid)
-        elif new[0].key > head.last_key:
+        elif not refold:
             state = cached.get(cid) or stored[cid]
             todo = new
         else:
             changes.late += 1
             state, todo = _refold_from(cid, new, model, source, changes)
-        last_key = _fold(state, todo, interval, changes)
+        last_key = _fold(state, todo, interval, changes, keep=refold)
         if head is not None and head.last_key > last_key:
             last_key = head.last_key
         changes.states[cid] = (state, Head(last_key, last_version))
@@ -141,11 +146,15 @@ def _refold_from(
     return state, todo
 
 
-def _fold(state: CustomerState, todo: list[Projected], interval: int, changes: Changes) -> str:
+def _fold(
+    state: CustomerState, todo: list[Projected], interval: int, changes: Changes, keep: bool
+) -> str:
     last = ""
     for p in todo:
         apply(state, p.activity)
         last = p.key
         if state.activities.count % interval == 0:
             changes.checkpoints.append((state.customer_id, p.key, snapshot.dump(state)))
+            if keep:
+                changes.kept.append((state.customer_id, p.key, state.copy()))
     return last
