@@ -159,7 +159,8 @@ class Custate:
         self, customer_id: str, known_at: datetime | str | None = None
     ) -> list[StoredActivity]:
         k = _cut(known_at, "known_at")
-        stored = self.store.customer_activities(customer_id, known_at=k)
+        with fewer_collections():  # a long history is tens of thousands of objects
+            stored = self.store.customer_activities(customer_id, known_at=k)
         if not stored and not self.store.has_customer(customer_id):
             raise UnknownCustomerError(customer_id)
         return stored
@@ -279,7 +280,15 @@ class Custate:
         k = _cut(known_at, "known_at")
         t = _cut(as_of, "as_of")
         with fewer_collections():
-            return audit.explain(self._pairs(customer_id, k), customer_id, path, t)
+            # A path inside one entry (a card, an order, ...) can only be changed by the
+            # activities that name its id: the others are read without their payload.
+            stored = self.store.customer_activities(
+                customer_id, known_at=k, naming=audit.entry_key(path)
+            )
+            if not stored and not self.store.has_customer(customer_id):
+                raise UnknownCustomerError(customer_id)
+            pairs = [(s.activity, s.recorded_at) for s in stored]
+            return audit.explain(pairs, customer_id, path, t)
 
     def gaps(self, customer_id: str | None = None) -> list[audit.CardGap]:
         """Balance-continuity breaks (an activity missing upstream), per card: of one

@@ -241,6 +241,10 @@ class EventStore:
             f"SELECT originator_version, state FROM {table} "
             "WHERE originator_id = :s AND originator_version IN :vs"
         ).bindparams(bindparam("vs", expanding=True))
+        self._stream = text(
+            f"SELECT originator_version, state FROM {table} "
+            "WHERE originator_id = :s AND originator_version <= :lte ORDER BY originator_version"
+        )
 
     def _open(self, url: str) -> ActivityLog:
         for attempt in range(3):
@@ -393,14 +397,30 @@ class EventStore:
     # -- reading ---------------------------------------------------------------------------
 
     def customer_activities(
-        self, customer_id: str, known_at: datetime | None = None, lte: int | None = None
+        self,
+        customer_id: str,
+        known_at: datetime | None = None,
+        lte: int | None = None,
+        naming: str | None = None,
     ) -> list[StoredActivity]:
         """The customer's stored activities in arrival order; with `known_at`, only those the
-        store had accepted by then; with `lte`, only up to that stream version."""
-        events = self.recorder.select_events(customer_stream(customer_id), lte=lte)
+        store had accepted by then; with `lte`, only up to that stream version. With
+        `naming` (an id), those whose stored text does not hold it as a JSON string come
+        hollow (`decode_hollow`): five times cheaper, for an audit of that one entry."""
+        needle = _json_string(naming) if naming is not None else None
+        # Straight from the table, not through the library's `select_events`: building its
+        # event objects was a fifth of loading a long history (an audit reads them all).
+        with self.engine.connect() as c:
+            rows = c.execute(
+                self._stream, {"s": customer_stream(customer_id), "lte": lte or 2**62}
+            ).fetchall()
         out: list[StoredActivity] = []
-        for ev in events:
-            stored = decode(ev.state, ev.originator_version)
+        for version, state in rows:
+            raw = bytes(state)
+            if needle is None or needle in raw:
+                stored = decode(raw, version)
+            else:
+                stored = decode_hollow(raw, version)
             if known_at is None or stored.recorded_at <= known_at:
                 out.append(stored)
         return out
@@ -464,6 +484,48 @@ class _StoredEvent(msgspec.Struct, frozen=True):
 _decode_stored = msgspec.json.Decoder(_StoredEvent).decode
 
 
+class _StoredHead(msgspec.Struct, frozen=True):
+    id: str
+    type: str
+    created_at: str
+    customer_id: str
+
+
+class _StoredHeadEvent(msgspec.Struct, frozen=True):
+    timestamp: _Stamp
+    activity: _StoredHead
+    group_id: str | None = None
+
+
+_decode_head = msgspec.json.Decoder(_StoredHeadEvent).decode
+_NO_PAYLOAD = Payload()
+
+
+def decode_hollow(state: bytes, version: int) -> StoredActivity:
+    """A stored activity without its payload views (an empty `Payload`): its place in the
+    fold order and its record time, for an audit of one entry whose id it does not name.
+    Its raw payload is still there when asked for."""
+    try:
+        ev = _decode_head(state)
+    except msgspec.ValidationError:
+        return _decode_full(state, version, None)
+    r = ev.activity
+    created_at = datetime.fromisoformat(r.created_at)
+    recorded_at = datetime.fromisoformat(ev.timestamp.data)
+    if created_at.tzinfo is not UTC or recorded_at.tzinfo is not UTC:
+        return _decode_full(state, version, None)
+    activity = Activity(
+        id=r.id,
+        type=r.type,
+        created_at=created_at,
+        customer_id=r.customer_id,
+        data=LazyData(lambda: orjson.loads(state)["activity"]["data"]),
+        payload=_NO_PAYLOAD,
+        group_id=ev.group_id,
+    )
+    return StoredActivity(activity, recorded_at, version)
+
+
 def decode(state: bytes, version: int, notification_id: int | None = None) -> StoredActivity:
     """A stored activity read back. What we stored was validated on the way in and is in
     canonical form (UTC `Z` times, payload unwrapped, customer explicit), so the typed views
@@ -488,6 +550,14 @@ def decode(state: bytes, version: int, notification_id: int | None = None) -> St
         group_id=ev.group_id,
     )
     return StoredActivity(activity, recorded_at, version, notification_id)
+
+
+def _json_string(value: str) -> bytes | None:
+    """`value` as it appears in stored text, when that is certain: plain ASCII needs no
+    escaping in any JSON encoder. Otherwise None (nothing may be read hollow)."""
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return b'"' + value.encode() + b'"'
+    return None
 
 
 def _decode_full(state: bytes, version: int, notification_id: int | None) -> StoredActivity:

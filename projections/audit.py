@@ -488,6 +488,31 @@ def replay_history(customer_id: str, entries: Iterable[HistoryEntry]) -> Flat:
 # -- explain ----------------------------------------------------------------------------------
 
 
+# Maps whose entries are addressed by an id that the payload of every activity changing
+# the entry names (a card, an order, a tier's campaign, ...).
+_KEYED = (
+    "loyalty.cards",
+    "loyalty.tiers",
+    "gift_cards",
+    "orders",
+    "vouchers",
+    "segments",
+    "reward_redemptions",
+)
+
+
+def entry_key(path: str) -> str | None:
+    """The id of the map entry `path` lies in (`v_1` for `loyalty.cards.v_1.balance`), or
+    None when `path` is not inside one entry. Only activities whose payload names that id
+    can change anything under `path`, so `explain` may fold the others hollow (without
+    their payload): the chain it reports is the same."""
+    for section in _KEYED:
+        if path.startswith(section + "."):
+            key = path[len(section) + 1 :].split(".", 1)[0]
+            return key or None
+    return None
+
+
 def _under(path: str, target: str) -> bool:
     return path == target or path.startswith(target + ".")
 
@@ -515,9 +540,14 @@ def explain(
     """The fold of `history`, rendering and diffing only the parts of the state that hold
     `path` or lie under it: the chain of one value costs little more than the fold."""
 
+    held: dict[Unit, bool] = {}  # the same few units come up again and again
+
     def holds(unit: Unit) -> bool:
-        p = _unit_path(unit)
-        return _under(p, path) or _under(path, p)
+        answer = held.get(unit)
+        if answer is None:
+            p = _unit_path(unit)
+            answer = held[unit] = _under(p, path) or _under(path, p)
+        return answer
 
     todo = _ordered_pairs(pairs)
     late = _late_flags(todo)
