@@ -17,8 +17,10 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 
-class View(msgspec.Struct, frozen=True, kw_only=True):
-    """Unknown keys are ignored (msgspec's default); every field has a default."""
+class View(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Unknown keys are ignored (msgspec's default); every field has a default. Views hold
+    plain values (and plain `metadata`), never themselves: the cyclic garbage collector need
+    not track them (`gc=False`), and a catch-up makes millions."""
 
 
 class Ref(View, frozen=True):

@@ -4,8 +4,8 @@ The fold mutates one working `CustomerState` in place for speed; nothing outside
 fold sees it half-built. The maps that grow with a history (orders, vouchers, reward
 redemptions, segments, pending points) are the exception: the fold replaces their entries
 and never changes one in place, so `CustomerState.copy` can share them, and a decoded
-checkpoint can be folded on many times without being decoded again. Times are kept as aware datetimes and turned into ISO strings
-only in `to_json`."""
+checkpoint can be folded on many times without being decoded again. Times are kept as
+aware datetimes and turned into ISO strings only in `to_json`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from copy import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
+
+import msgspec
 
 from custate.domain.activity import format_time, parse_time
 
@@ -35,6 +37,14 @@ def entries_json(entries: Mapping[str, _Entry]) -> Json:
 
 def _pt(value: Any) -> datetime | None:
     return None if value is None else parse_time(value, "time")
+
+
+class _Shared(msgspec.Struct):
+    """An entry of a map that grows with the history. The fold replaces these and never
+    changes one in place, so copies of a state and cached checkpoints share them; and they
+    hold plain values only, so the cyclic garbage collector need not track them
+    (`gc=False`): a cache of long histories' checkpoints is hundreds of thousands of them,
+    and walking those made the slowest point-in-time answers ten times slower."""
 
 
 @dataclass(slots=True)
@@ -65,8 +75,7 @@ class Profile:
         }
 
 
-@dataclass(slots=True)
-class PendingEntry:
+class PendingEntry(_Shared, gc=False):
     points: int | None
     activates_at: str | None
     order_id: str | None
@@ -141,8 +150,7 @@ class Tier:
         }
 
 
-@dataclass(slots=True)
-class Segment:
+class Segment(_Shared, gc=False):
     name: str | None
     entered_at: datetime
 
@@ -150,8 +158,7 @@ class Segment:
         return {"name": self.name, "entered_at": _t(self.entered_at)}
 
 
-@dataclass(slots=True)
-class Order:
+class Order(_Shared, gc=False):
     status: str | None = None
     source_id: str | None = None
     amount: int | None = None
@@ -184,8 +191,7 @@ class Redemptions:
         }
 
 
-@dataclass(slots=True)
-class RewardRedemption:
+class RewardRedemption(_Shared, gc=False):
     state: str
     reward_id: str | None
     updated_at: datetime
@@ -194,12 +200,11 @@ class RewardRedemption:
         return {"state": self.state, "reward_id": self.reward_id, "updated_at": _t(self.updated_at)}
 
 
-@dataclass(slots=True)
-class Voucher:
+class Voucher(_Shared, gc=False):
     code: str | None = None
     campaign_id: str | None = None
     type: str | None = None
-    roles: list[str] = field(default_factory=list)
+    roles: list[str] = msgspec.field(default_factory=list)
     published_at: datetime | None = None
     deleted_at: datetime | None = None
 
