@@ -9,7 +9,7 @@ that lost the race rolls back and reads again."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypedDict
@@ -139,6 +139,10 @@ class ReadModel(TrackingRecorder):
                 )
             )
         self._cache: dict[str, tuple[CustomerState, Head]] = {}
+        # The index rows this process last wrote for a customer, under the head written
+        # with them: while the database still has that head, they are its rows (every write
+        # of a customer's rows writes its head, and commits with the tracking position).
+        self._rows: dict[str, tuple[Head, dict[str, set[tuple[Any, ...]]]]] = {}
         # Parsed activities read back for re-folds and point in time, by (customer, stream
         # version): stored events never change, and `Activity` is immutable, so entries
         # stay valid; least recently used ones go first.
@@ -328,8 +332,11 @@ class ReadModel(TrackingRecorder):
     def _flush(self, pending: _Pending, report: CatchUpReport) -> bool:
         """Write what `pending` holds in one transaction; False if another projector moved
         the tracking position first (then nothing is written, and the caches are dropped)."""
-        if not self._write(pending.changes, pending.previous, pending.position, pending.rows):
+        if not self._write(
+            pending.changes, pending.previous, pending.position, pending.rows, pending.db_heads
+        ):
             self._cache.clear()
+            self._rows.clear()
             return False
         if pending.kept:
             written = {(cid, key): text for cid, key, text in pending.rows}
@@ -349,8 +356,10 @@ class ReadModel(TrackingRecorder):
         previous: int,
         position: int,
         checkpoint_rows: Sequence[tuple[str, str, str]] = (),
+        db_heads: Mapping[str, Head] | None = None,
     ) -> bool:
         t = self.t
+        written: dict[str, dict[str, set[tuple[Any, ...]]]] = {}
         with self.engine.begin() as c:
             if not self._advance(c, previous, position):
                 c.rollback()
@@ -367,12 +376,15 @@ class ReadModel(TrackingRecorder):
             states = sorted(changes.states.items())
             for chunk in _chunks(states, 2000):
                 known = [cid for cid, _ in chunk if cid not in changes.new]
+                remembered = self._remembered(known, db_heads)
                 for table, rows in _index_rows(chunk, t).items():
                     if table is t.customers:
                         for ids in _chunks(known):
                             c.execute(delete(table).where(table.c.customer_id.in_(ids)))
-                    elif known:
-                        rows = self._replace_changed(c, table, known, rows)
+                    else:
+                        _remember(written, table, rows)
+                        if known:
+                            rows = self._replace_changed(c, table, known, rows, remembered)
                     if rows:
                         self._insert_many(c, table, rows)
             if changes.keys:
@@ -383,19 +395,46 @@ class ReadModel(TrackingRecorder):
         self._cache.update(changes.states)
         if len(self._cache) > 50_000:
             self._cache.clear()
+        if len(self._rows) > 50_000:
+            self._rows.clear()
+        for cid, (_, head) in changes.states.items():
+            self._rows[cid] = (head, written.get(cid, {}))
         return True
 
+    def _remembered(
+        self, known: Sequence[str], db_heads: Mapping[str, Head] | None
+    ) -> dict[str, dict[str, set[tuple[Any, ...]]]]:
+        """The index rows of those `known` customers whose rows this process wrote last."""
+        if not db_heads:
+            return {}
+        out: dict[str, dict[str, set[tuple[Any, ...]]]] = {}
+        for cid in known:
+            hit = self._rows.get(cid)
+            if hit is not None and db_heads.get(cid) == hit[0]:
+                out[cid] = hit[1]
+        return out
+
     def _replace_changed(
-        self, c: Connection, table: Table, known: Sequence[str], rows: list[tuple[Any, ...]]
+        self,
+        c: Connection,
+        table: Table,
+        known: Sequence[str],
+        rows: list[tuple[Any, ...]],
+        remembered: Mapping[str, dict[str, set[tuple[Any, ...]]]],
     ) -> list[tuple[Any, ...]]:
         """Delete the index rows of customers seen before that are no longer right, and
         return the rows still to insert. A customer's next activities mostly leave its
         index rows as they were (a long history has thousands of orders), and reading them
-        costs less than rewriting them."""
+        (or remembering what was written) costs less than rewriting them."""
         old: set[tuple[Any, ...]] = set()
+        for cid in known:
+            mine = remembered.get(cid)
+            if mine is not None:
+                old |= mine.get(table.name, set())
+        unread = [cid for cid in known if cid not in remembered]
         mark = self._mark
         cols = ", ".join(col.name for col in table.columns)
-        for ids in _chunks(known):
+        for ids in _chunks(unread):
             # Through the driver, all rows at once: a long history has thousands of rows.
             marks = ", ".join(mark for _ in ids)
             sql = f"SELECT {cols} FROM {table.name} WHERE customer_id IN ({marks})"
@@ -589,6 +628,7 @@ class _Pending:
         self.changes = Changes()
         self.rows: list[tuple[str, str, str]] = []  # checkpoints, serialised when planned
         self.kept: list[tuple[str, str, CustomerState]] = []  # re-folds' checkpoints, decoded
+        self.db_heads: dict[str, Head] = {}  # what the database had, as first read
         self.keys: dict[str, list[tuple[str, int]]] = {}  # customer -> (key, version)
         self.count = 0
         self.batches = 0
@@ -618,6 +658,8 @@ class _Pending:
     def heads(self, customer_ids: Sequence[str]) -> dict[str, Head]:
         held = self.changes.states
         out = self.model.heads([i for i in customer_ids if i not in held])
+        for i, head in out.items():
+            self.db_heads.setdefault(i, head)
         out.update((i, held[i][1]) for i in customer_ids if i in held)
         return out
 
@@ -691,6 +733,15 @@ def _index_rows(
         t.gift_cards: gifts,
         t.orders: orders,
     }
+
+
+def _remember(
+    written: dict[str, dict[str, set[tuple[Any, ...]]]], table: Table, rows: list[tuple[Any, ...]]
+) -> None:
+    """File `rows` of `table` under their customer."""
+    at = [col.name for col in table.columns].index("customer_id")
+    for r in rows:
+        written.setdefault(r[at], {}).setdefault(table.name, set()).add(r)
 
 
 def _chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
