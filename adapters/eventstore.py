@@ -519,7 +519,7 @@ def decode_hollow(state: bytes, version: int) -> StoredActivity:
         type=r.type,
         created_at=created_at,
         customer_id=r.customer_id,
-        data=LazyData(lambda: orjson.loads(state)["activity"]["data"]),
+        data=LazyData(_stored_data, state),
         payload=_NO_PAYLOAD,
         group_id=ev.group_id,
     )
@@ -545,11 +545,16 @@ def decode(state: bytes, version: int, notification_id: int | None = None) -> St
         type=r.type,
         created_at=created_at,
         customer_id=r.customer_id,
-        data=LazyData(lambda: orjson.loads(state)["activity"]["data"]),
+        data=LazyData(_stored_data, state),
         payload=r.data,
         group_id=ev.group_id,
     )
     return StoredActivity(activity, recorded_at, version, notification_id)
+
+
+def _stored_data(state: bytes) -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(state)["activity"]["data"]
+    return data
 
 
 def _json_string(value: str) -> bytes | None:

@@ -73,20 +73,24 @@ class Activity:
 
 
 class LazyData(Mapping[str, Any]):
-    """A payload read on first use. Activities read back from the store are folded from
-    their typed views alone; their raw payload is wanted only to show or re-export them, so
-    it is not built for each of the millions a rebuild reads."""
+    """A payload read on first use: `load(source)`. Activities read back from the store are
+    folded from their typed views alone; their raw payload is wanted only to show or
+    re-export them, so it is not built for each of the millions a rebuild reads. `load` is
+    a plain function and `source` plain data (the stored bytes), not a closure: one object
+    for the garbage collector to track per activity instead of three."""
 
-    __slots__ = ("_load", "_value")
+    __slots__ = ("_load", "_source", "_value")
 
-    def __init__(self, load: Callable[[], Mapping[str, Any]]) -> None:
-        self._load: Callable[[], Mapping[str, Any]] | None = load
+    def __init__(self, load: Callable[[Any], Mapping[str, Any]], source: Any) -> None:
+        self._load: Callable[[Any], Mapping[str, Any]] | None = load
+        self._source: Any = source
         self._value: Mapping[str, Any] | None = None
 
     def _get(self) -> Mapping[str, Any]:
         if self._value is None:
             assert self._load is not None
-            self._value, self._load = self._load(), None
+            self._value = self._load(self._source)
+            self._load = self._source = None
         return self._value
 
     def __getitem__(self, key: str) -> Any:
