@@ -63,7 +63,8 @@ WRITE_EVERY = 100_000
 # new activities and absorbing late ones (where re-reading a long history's rows was the
 # cost), not rebuilds, whose 20k customers' rows were 85 MB of peak memory.
 REMEMBER_ROWS_UPTO = 1_000
-# Parsed activities kept for re-folds and point in time (about 12 KiB each).
+# Parsed activities kept for re-folds and point in time (about 4.5 KiB each, stored bytes
+# included).
 PARSED_CACHE_SIZE = 4096
 
 
