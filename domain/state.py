@@ -39,14 +39,16 @@ def _pt(value: Any) -> datetime | None:
     return None if value is None else parse_time(value, "time")
 
 
-class _Shared(msgspec.Struct, array_like=True, gc=False):
+class _Shared(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """An entry of a map that grows with the history. The fold replaces these and never
     changes one in place, so copies of a state and cached checkpoints share them; and they
     hold plain values only, so the cyclic garbage collector need not track them
     (`gc=False`): a cache of long histories' checkpoints is hundreds of thousands of them,
     and walking those made the slowest point-in-time answers ten times slower.
-    `array_like`: their stored form (`domain.snapshot`) is an array in field order, which
-    msgspec writes and reads without a line of Python per entry."""
+    `frozen`: a change is a new entry (`msgspec.structs.replace`), so nobody, a caller
+    holding a returned state included, can change one that others share. `array_like`:
+    their stored form (`domain.snapshot`) is an array in field order, which msgspec writes
+    and reads without a line of Python per entry."""
 
 
 @dataclass(slots=True)
@@ -77,7 +79,7 @@ class Profile:
         }
 
 
-class PendingEntry(_Shared, gc=False):
+class PendingEntry(_Shared, frozen=True, gc=False):
     points: int | None
     activates_at: str | None
     order_id: str | None
@@ -152,7 +154,7 @@ class Tier:
         }
 
 
-class Segment(_Shared, gc=False):
+class Segment(_Shared, frozen=True, gc=False):
     name: str | None
     entered_at: datetime
 
@@ -160,7 +162,7 @@ class Segment(_Shared, gc=False):
         return {"name": self.name, "entered_at": _t(self.entered_at)}
 
 
-class Order(_Shared, gc=False):
+class Order(_Shared, frozen=True, gc=False):
     status: str | None = None
     source_id: str | None = None
     amount: int | None = None
@@ -193,7 +195,7 @@ class Redemptions:
         }
 
 
-class RewardRedemption(_Shared, gc=False):
+class RewardRedemption(_Shared, frozen=True, gc=False):
     state: str
     reward_id: str | None
     updated_at: datetime
@@ -202,23 +204,13 @@ class RewardRedemption(_Shared, gc=False):
         return {"state": self.state, "reward_id": self.reward_id, "updated_at": _t(self.updated_at)}
 
 
-class Voucher(_Shared, gc=False):
+class Voucher(_Shared, frozen=True, gc=False):
     code: str | None = None
     campaign_id: str | None = None
     type: str | None = None
     roles: list[str] = msgspec.field(default_factory=list)
     published_at: datetime | None = None
     deleted_at: datetime | None = None
-
-    def copy(self) -> Voucher:
-        return Voucher(
-            self.code,
-            self.campaign_id,
-            self.type,
-            list(self.roles),
-            self.published_at,
-            self.deleted_at,
-        )
 
     def to_json(self) -> Json:
         return {

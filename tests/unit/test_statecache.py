@@ -3,6 +3,8 @@ copies that folding cannot spoil, and keeps to its budget."""
 
 from __future__ import annotations
 
+import pytest
+
 from custate.adapters.statecache import CheckpointCache
 from custate.domain import CustomerState, snapshot
 from custate.domain.state import Order
@@ -20,6 +22,8 @@ def test_a_copy_is_handed_out_and_folding_it_leaves_the_cache_alone() -> None:
     first = cache.state("c", "k1", blob)
     first.orders["ord_9"] = Order("CREATED")
     first.profile.name = "changed"
+    with pytest.raises(AttributeError):  # shared with the cache: entries are frozen
+        first.orders["ord_1"].status = "CANCELED"  # type: ignore[misc]
     again = cache.state("c", "k1", blob)
     assert (cache.hits, cache.misses) == (1, 1)
     assert again == snapshot.load(blob)
