@@ -462,8 +462,16 @@ class ReadModel(TrackingRecorder):
         return [r for r in rows if r not in old]
 
     def _insert_many(self, c: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
-        mark = self._mark
         cols = ", ".join(col.name for col in table.columns)
+        if self.engine.dialect.name == "postgresql" and len(rows) > 1:
+            # COPY, in the same transaction: psycopg's executemany was a third of a
+            # PostgreSQL catch-up (100k keys rows a 100k-activity batch).
+            raw: Any = c.connection.driver_connection
+            with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({cols}) FROM STDIN") as cp:
+                for r in rows:
+                    cp.write_row(r)
+            return
+        mark = self._mark
         marks = ", ".join(mark for _ in table.columns)
         c.exec_driver_sql(f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", list(rows))
 

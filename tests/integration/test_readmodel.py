@@ -481,9 +481,11 @@ def test_an_interrupted_rebuild_resumes_and_the_old_tables_answer_meanwhile(
 # -- failures, kills, concurrency -------------------------------------------------------------
 
 
-def test_a_failed_batch_write_changes_nothing(store_url: str) -> None:
-    """The write of a batch fails (a database error half-way through its transaction):
-    the same read model object, asked again, projects that batch once."""
+@pytest.mark.parametrize("at", ["customers", "commit"])
+def test_a_failed_batch_write_changes_nothing(store_url: str, at: str) -> None:
+    """The write of a batch fails (a database error half-way through its transaction, or
+    at its commit, after every row went in): the same read model object, asked again,
+    projects that batch once."""
     records = delivered(1200, 40, seed=12)
     first, second = records[:600], records[600:]
     with custate.open(store_url) as cs:
@@ -492,19 +494,31 @@ def test_a_failed_batch_write_changes_nothing(store_url: str) -> None:
         cs.ingest(second, project=False)
         position = rm.position()
         failed: list[str] = []
+        writing: set[int] = set()  # connections that moved the tracking row
 
-        def fail_once(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
-            # the keys go in after the customers' rows: fail there, once
-            if not failed and statement.lstrip().startswith(f"INSERT INTO {rm.t.keys.name}"):
+        def before(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            text = statement.lstrip()
+            if text.startswith("UPDATE") and rm.t.tracking.name in text:
+                writing.add(id(conn))
+            # the customers' rows go after the tracking row and the checkpoints
+            deleting = text.startswith(f"DELETE FROM {rm.t.customers.name} ")
+            if at == "customers" and not failed and deleting:
                 failed.append(statement)
                 raise OperationalError(statement, {}, Exception("connection lost"))
 
-        sa.event.listen(rm.engine, "before_cursor_execute", fail_once)
+        def commit(conn: Any) -> None:
+            if at == "commit" and not failed and id(conn) in writing:
+                failed.append("COMMIT")
+                raise OperationalError("COMMIT", {}, Exception("connection lost"))
+
+        sa.event.listen(rm.engine, "before_cursor_execute", before)
+        sa.event.listen(rm.engine, "commit", commit)
         try:
             with pytest.raises(OperationalError):
                 rm.catch_up()
         finally:
-            sa.event.remove(rm.engine, "before_cursor_execute", fail_once)
+            sa.event.remove(rm.engine, "before_cursor_execute", before)
+            sa.event.remove(rm.engine, "commit", commit)
         assert failed
         assert rm.position() == position
         rm.catch_up()
