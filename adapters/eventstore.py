@@ -19,7 +19,7 @@ import hashlib
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -463,11 +463,14 @@ def _record(d: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-class _StoredRecord(msgspec.Struct, frozen=True):
+class _StoredHead(msgspec.Struct, frozen=True):
     id: str
     type: str
     created_at: str
     customer_id: str
+
+
+class _StoredRecord(_StoredHead, frozen=True):
     data: Payload
 
 
@@ -481,49 +484,15 @@ class _StoredEvent(msgspec.Struct, frozen=True):
     group_id: str | None = None
 
 
-_decode_stored = msgspec.json.Decoder(_StoredEvent).decode
-
-
-class _StoredHead(msgspec.Struct, frozen=True):
-    id: str
-    type: str
-    created_at: str
-    customer_id: str
-
-
 class _StoredHeadEvent(msgspec.Struct, frozen=True):
     timestamp: _Stamp
     activity: _StoredHead
     group_id: str | None = None
 
 
+_decode_stored = msgspec.json.Decoder(_StoredEvent).decode
 _decode_head = msgspec.json.Decoder(_StoredHeadEvent).decode
 _NO_PAYLOAD = Payload()
-
-
-def decode_hollow(state: bytes, version: int) -> StoredActivity:
-    """A stored activity without its payload views (an empty `Payload`): its place in the
-    fold order and its record time, for an audit of one entry whose id it does not name.
-    Its raw payload is still there when asked for."""
-    try:
-        ev = _decode_head(state)
-    except msgspec.ValidationError:
-        return _decode_full(state, version, None)
-    r = ev.activity
-    created_at = datetime.fromisoformat(r.created_at)
-    recorded_at = datetime.fromisoformat(ev.timestamp.data)
-    if created_at.tzinfo is not UTC or recorded_at.tzinfo is not UTC:
-        return _decode_full(state, version, None)
-    activity = Activity(
-        id=r.id,
-        type=r.type,
-        created_at=created_at,
-        customer_id=r.customer_id,
-        data=LazyData(_stored_data, state),
-        payload=_NO_PAYLOAD,
-        group_id=ev.group_id,
-    )
-    return StoredActivity(activity, recorded_at, version)
 
 
 def decode(state: bytes, version: int, notification_id: int | None = None) -> StoredActivity:
@@ -531,8 +500,24 @@ def decode(state: bytes, version: int, notification_id: int | None = None) -> St
     canonical form (UTC `Z` times, payload unwrapped, customer explicit), so the typed views
     come straight from the bytes in one msgspec pass and the raw payload only when asked for:
     decoding is most of a catch-up's time. Anything else takes the full `parse_activity`."""
+    return _read(state, version, notification_id, _decode_stored)
+
+
+def decode_hollow(state: bytes, version: int) -> StoredActivity:
+    """A stored activity without its payload views (an empty `Payload`): its place in the
+    fold order and its record time, for an audit of one entry whose id it does not name.
+    Its raw payload is still there when asked for."""
+    return _read(state, version, None, _decode_head)
+
+
+def _read(
+    state: bytes,
+    version: int,
+    notification_id: int | None,
+    decoder: Callable[[bytes], _StoredEvent | _StoredHeadEvent],
+) -> StoredActivity:
     try:
-        ev = _decode_stored(state)
+        ev = decoder(state)
     except msgspec.ValidationError:
         return _decode_full(state, version, notification_id)
     r = ev.activity
@@ -546,7 +531,7 @@ def decode(state: bytes, version: int, notification_id: int | None = None) -> St
         created_at=created_at,
         customer_id=r.customer_id,
         data=LazyData(_stored_data, state),
-        payload=r.data,
+        payload=r.data if isinstance(r, _StoredRecord) else _NO_PAYLOAD,
         group_id=ev.group_id,
     )
     return StoredActivity(activity, recorded_at, version, notification_id)
