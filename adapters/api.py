@@ -158,9 +158,13 @@ class Custate:
     def activities(
         self, customer_id: str, known_at: datetime | str | None = None
     ) -> list[StoredActivity]:
-        k = _cut(known_at, "known_at")
+        return self._stored(customer_id, _cut(known_at, "known_at"))
+
+    def _stored(
+        self, customer_id: str, known_at: datetime | None, naming: str | None = None
+    ) -> list[StoredActivity]:
         with fewer_collections():  # a long history is tens of thousands of objects
-            stored = self.store.customer_activities(customer_id, known_at=k)
+            stored = self.store.customer_activities(customer_id, known_at=known_at, naming=naming)
         if not stored and not self.store.has_customer(customer_id):
             raise UnknownCustomerError(customer_id)
         return stored
@@ -207,8 +211,10 @@ class Custate:
 
     # -- audit (projections/audit.py) ---------------------------------------------------------
 
-    def _pairs(self, customer_id: str, known_at: datetime | None = None) -> list[audit.Pair]:
-        return [(s.activity, s.recorded_at) for s in self.activities(customer_id, known_at)]
+    def _pairs(
+        self, customer_id: str, known_at: datetime | None = None, naming: str | None = None
+    ) -> list[audit.Pair]:
+        return [(s.activity, s.recorded_at) for s in self._stored(customer_id, known_at, naming)]
 
     def history(
         self,
@@ -279,15 +285,10 @@ class Custate:
         the chain of earlier values with their activities."""
         k = _cut(known_at, "known_at")
         t = _cut(as_of, "as_of")
+        # A path inside one entry (a card, an order, ...) can only be changed by the
+        # activities that name its id: the others are read without their payload.
+        pairs = self._pairs(customer_id, k, naming=audit.entry_key(path))
         with fewer_collections():
-            # A path inside one entry (a card, an order, ...) can only be changed by the
-            # activities that name its id: the others are read without their payload.
-            stored = self.store.customer_activities(
-                customer_id, known_at=k, naming=audit.entry_key(path)
-            )
-            if not stored and not self.store.has_customer(customer_id):
-                raise UnknownCustomerError(customer_id)
-            pairs = [(s.activity, s.recorded_at) for s in stored]
             return audit.explain(pairs, customer_id, path, t)
 
     def gaps(self, customer_id: str | None = None) -> list[audit.CardGap]:

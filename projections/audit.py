@@ -490,15 +490,7 @@ def replay_history(customer_id: str, entries: Iterable[HistoryEntry]) -> Flat:
 
 # Maps whose entries are addressed by an id that the payload of every activity changing
 # the entry names (a card, an order, a tier's campaign, ...).
-_KEYED = (
-    "loyalty.cards",
-    "loyalty.tiers",
-    "gift_cards",
-    "orders",
-    "vouchers",
-    "segments",
-    "reward_redemptions",
-)
+_KEYED = (*(path for path, _ in _ENTRIES.values()), "loyalty.tiers")
 
 
 def entry_key(path: str) -> str | None:
