@@ -98,19 +98,7 @@ def dump(s: CustomerState) -> bytes:
             "custom_events": {k: [e.count, e.last_at] for k, e in s.custom_events.items()},
             "validations": [s.validations.succeeded, s.validations.failed],
             "activities": [a.count, a.first_at, a.last_at, a.last_id, a.unrecognized],
-            "gaps": [
-                [
-                    g.card_id,
-                    g.kind,
-                    g.activity_id,
-                    g.at,
-                    g.previous_activity_id,
-                    g.previous_balance,
-                    g.delta,
-                    g.balance,
-                ]
-                for g in s.gaps
-            ],
+            "gaps": [g.row() for g in s.gaps],
         }
     )
 

@@ -79,7 +79,7 @@ class Profile:
         }
 
 
-class PendingEntry(_Shared, frozen=True, gc=False):
+class PendingEntry(_Shared, frozen=True):
     points: int | None
     activates_at: str | None
     order_id: str | None
@@ -154,7 +154,7 @@ class Tier:
         }
 
 
-class Segment(_Shared, frozen=True, gc=False):
+class Segment(_Shared, frozen=True):
     name: str | None
     entered_at: datetime
 
@@ -162,7 +162,7 @@ class Segment(_Shared, frozen=True, gc=False):
         return {"name": self.name, "entered_at": _t(self.entered_at)}
 
 
-class Order(_Shared, frozen=True, gc=False):
+class Order(_Shared, frozen=True):
     status: str | None = None
     source_id: str | None = None
     amount: int | None = None
@@ -195,7 +195,7 @@ class Redemptions:
         }
 
 
-class RewardRedemption(_Shared, frozen=True, gc=False):
+class RewardRedemption(_Shared, frozen=True):
     state: str
     reward_id: str | None
     updated_at: datetime
@@ -204,7 +204,7 @@ class RewardRedemption(_Shared, frozen=True, gc=False):
         return {"state": self.state, "reward_id": self.reward_id, "updated_at": _t(self.updated_at)}
 
 
-class Voucher(_Shared, frozen=True, gc=False):
+class Voucher(_Shared, frozen=True):
     code: str | None = None
     campaign_id: str | None = None
     type: str | None = None
@@ -295,6 +295,19 @@ class Gap:
     def missing(self) -> int:
         return self.balance - (self.previous_balance + self.delta)
 
+    def row(self) -> tuple[str, str, str, datetime, str | None, int, int, int]:
+        """The fields in order: the stored form (`domain.snapshot`), `Gap(*row)`."""
+        return (
+            self.card_id,
+            self.kind,
+            self.activity_id,
+            self.at,
+            self.previous_activity_id,
+            self.previous_balance,
+            self.delta,
+            self.balance,
+        )
+
     def to_json(self) -> Json:
         return {
             "card_id": self.card_id,
@@ -341,23 +354,11 @@ class CustomerState:
         cards = {k: copy(c) for k, c in self.cards.items()}
         for c in cards.values():
             c.pending = dict(c.pending)
-        p, a = self.profile, self.activities
         return CustomerState(
             customer_id=self.customer_id,
             as_of=self.as_of,
             known_at=self.known_at,
-            profile=Profile(
-                p.status,
-                p.source_id,
-                p.name,
-                p.email,
-                p.phone,
-                p.metadata,
-                p.created_at,
-                p.updated_at,
-                p.deleted_at,
-                p.confirmed_at,
-            ),
+            profile=copy(self.profile),
             cards=cards,
             tiers={k: copy(t) for k, t in self.tiers.items()},
             gift_cards={k: copy(g) for k, g in self.gift_cards.items()},
@@ -370,7 +371,7 @@ class CustomerState:
             messaging={k: copy(m) for k, m in self.messaging.items()},
             custom_events={k: copy(e) for k, e in self.custom_events.items()},
             validations=copy(self.validations),
-            activities=Activities(a.count, a.first_at, a.last_at, a.last_id, a.unrecognized),
+            activities=copy(self.activities),
             gaps=list(self.gaps),
         )
 

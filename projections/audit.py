@@ -670,17 +670,4 @@ class CardGap(Gap):
 
 
 def card_gaps(customer_id: str, gaps: Iterable[Gap]) -> list[CardGap]:
-    return [
-        CardGap(
-            g.card_id,
-            g.kind,
-            g.activity_id,
-            g.at,
-            g.previous_activity_id,
-            g.previous_balance,
-            g.delta,
-            g.balance,
-            customer_id,
-        )
-        for g in gaps
-    ]
+    return [CardGap(*g.row(), customer_id) for g in gaps]
