@@ -463,7 +463,7 @@ class ReadModel(TrackingRecorder):
 
     def _insert_many(self, c: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
         cols = ", ".join(col.name for col in table.columns)
-        if self.engine.dialect.name == "postgresql" and len(rows) > 1:
+        if self.engine.dialect.name == "postgresql":
             # COPY, in the same transaction: psycopg's executemany was a third of a
             # PostgreSQL catch-up (100k keys rows a 100k-activity batch).
             raw: Any = c.connection.driver_connection

@@ -35,8 +35,6 @@ class CheckpointCache:
 
     def state(self, customer_id: str, key: str, stored: bytes | str) -> CustomerState:
         """The checkpoint `stored` (stored under `key`) as a state to fold on."""
-        if self.max_bytes <= 0:
-            return snapshot.load(stored)
         k = (customer_id, key)
         with self._lock:
             hit = self._entries.get(k)
@@ -46,14 +44,14 @@ class CheckpointCache:
                 return hit[1].copy()
         self.misses += 1
         state = snapshot.load(stored)
-        self.put(customer_id, key, stored, state)
-        return state.copy() if len(stored) <= self.max_bytes else state
+        return state.copy() if self.put(customer_id, key, stored, state) else state
 
-    def put(self, customer_id: str, key: str, stored: bytes | str, state: CustomerState) -> None:
-        """Keep `state`, decoded from (or dumped as) `stored`; the caller folds on no more."""
+    def put(self, customer_id: str, key: str, stored: bytes | str, state: CustomerState) -> bool:
+        """Keep `state`, decoded from (or dumped as) `stored`, unless it is over the budget
+        on its own; the caller folds on it no more once kept."""
         size = len(stored)
         if size > self.max_bytes:
-            return
+            return False
         k = (customer_id, key)
         with self._lock:
             old = self._entries.pop(k, None)
@@ -64,6 +62,7 @@ class CheckpointCache:
             while self._bytes > self.max_bytes:
                 _, (gone, _) = self._entries.popitem(last=False)
                 self._bytes -= len(gone)
+        return True
 
     def clear(self) -> None:
         with self._lock:

@@ -43,13 +43,18 @@ def balance_record(aid: str, cid: str, at: datetime, balance: int, points: int) 
     }
 
 
+def ingest_an_hour_apart(cs: custate.Custate, first: list[Json], second: list[Json]) -> None:
+    """`first` recorded at K0, `second` an hour later."""
+    with freeze_time(K0):
+        cs.ingest(first)
+    with freeze_time(K0 + timedelta(hours=1)):
+        cs.ingest(second)
+
+
 def test_history_replays_to_the_state_at_each_point(store_url: str) -> None:
     records = generate(600, 4, seed=11)
     with custate.open(store_url) as cs:
-        with freeze_time(K0):
-            cs.ingest(records[:300])
-        with freeze_time(K0 + timedelta(hours=1)):
-            cs.ingest(records[300:])
+        ingest_an_hour_apart(cs, records[:300], records[300:])
         for cid in cs.customer_ids():
             entries = cs.history(cid)
             state = cs.state(cid)
@@ -79,10 +84,7 @@ def test_history_from_a_time_is_the_full_history_from_that_time(store_url: str) 
     # full fold says.
     records = generate(1000, 2, seed=12)
     with custate.open(store_url) as cs:
-        with freeze_time(K0):
-            cs.ingest(records[::2])
-        with freeze_time(K0 + timedelta(hours=1)):
-            cs.ingest(records[1::2])  # many of these are late
+        ingest_an_hour_apart(cs, records[::2], records[1::2])  # many of these are late
         for cid in cs.customer_ids():
             full = cs.history(cid)
             assert len(full) > 2 * cs.readmodel.interval + 1
@@ -167,10 +169,7 @@ def test_explain_of_an_entry_reads_the_others_hollow_and_answers_the_same(
     the fold of every parsed activity gives, as known now and as known at K."""
     records = generate(500, 3, seed=12)
     with custate.open(store_url) as cs:
-        with freeze_time(K0):
-            cs.ingest(records[:250])
-        with freeze_time(K0 + timedelta(hours=1)):
-            cs.ingest(records[250:])
+        ingest_an_hour_apart(cs, records[:250], records[250:])
         checked = 0
         for cid in cs.customer_ids():
             pairs = [(s.activity, s.recorded_at) for s in cs.activities(cid)]
