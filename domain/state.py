@@ -102,7 +102,9 @@ class LoyaltyCard:
     updated_at: datetime | None = None
     updated_by: str | None = None  # the activity whose snapshot set the balance
 
-    def to_json(self) -> Json:
+    def to_json(self, pending: bool = True) -> Json:
+        """`pending=False`: without the pending entries, which the audit diffs one by one
+        (a card can hold hundreds, and most activities change none of them)."""
         return {
             "campaign_id": self.campaign_id,
             "code": self.code,
@@ -112,7 +114,7 @@ class LoyaltyCard:
             "expired_points": self.expired_points,
             "next_expiration_date": self.next_expiration_date,
             "next_expiration_points": self.next_expiration_points,
-            "pending": entries_json(self.pending),
+            **({"pending": entries_json(self.pending)} if pending else {}),
             "updated_at": _t(self.updated_at),
             "updated_by": self.updated_by,
         }

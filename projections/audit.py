@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from custate.domain import (
     EFFECTS,
     Activity,
@@ -29,7 +31,7 @@ from custate.domain import (
     ordered,
 )
 from custate.domain.effects.cards import card_id
-from custate.domain.state import Gap, entries_json
+from custate.domain.state import Gap, Json, PendingEntry, entries_json
 from custate.projections.diff import flatten
 
 Flat = dict[str, Any]
@@ -41,12 +43,17 @@ CHANGED, ADDED, REMOVED = "changed", "added", "removed"
 # -- typed results -------------------------------------------------------------------------
 
 
+class _Result(msgspec.Struct, frozen=True, gc=False):
+    """Audit results are msgspec Structs, not dataclasses: a long history is tens of
+    thousands of changes, and a frozen dataclass took a tenth of `history` to build them.
+    They hold JSON values only (no cycles), so the cyclic GC need not track them."""
+
+
 def _t(value: datetime | None) -> str | None:
     return None if value is None else format_time(value)
 
 
-@dataclass(frozen=True, slots=True)
-class FieldChange:
+class FieldChange(_Result, frozen=True):
     path: str
     before: Any  # None when op is "added"
     after: Any  # None when op is "removed"
@@ -56,8 +63,7 @@ class FieldChange:
         return {"path": self.path, "op": self.op, "before": self.before, "after": self.after}
 
 
-@dataclass(frozen=True, slots=True)
-class ActivityRef:
+class ActivityRef(_Result, frozen=True):
     id: str
     type: str
     created_at: datetime
@@ -72,8 +78,7 @@ class ActivityRef:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
+class HistoryEntry(_Result, frozen=True):
     """One activity in fold order and what folding it changed. `late`: it was recorded
     after an activity that sorts after it (it corrected what had been shown)."""
 
@@ -89,8 +94,7 @@ class HistoryEntry:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class DiffEntry:
+class DiffEntry(_Result, frozen=True):
     path: str
     before: Any
     after: Any
@@ -107,8 +111,7 @@ class DiffEntry:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class StateDiff:
+class StateDiff(_Result, frozen=True):
     """`kind` "as_of": state at `as_of[0]` vs `as_of[1]` (both known now, or at `known_at[0]`).
     `kind` "known_at": state about `as_of[0]` as known at `known_at[0]` vs `known_at[1]`.
     `activities`: those between the two cuts (all of them, also those that changed nothing)."""
@@ -131,8 +134,7 @@ class StateDiff:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class ValueStep:
+class ValueStep(_Result, frozen=True):
     """One activity that changed the explained path, with the value before and after."""
 
     activity: ActivityRef
@@ -151,8 +153,7 @@ class ValueStep:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Explanation:
+class Explanation(_Result, frozen=True):
     """Why `path` has its value. `value` is the leaf's value, or for a path above leaves the
     flattened subtree (relative paths); `present` is False when the path is not in the state.
     `set_by` is the last activity in fold order that changed it; `chain` every one, oldest
@@ -176,25 +177,25 @@ class Explanation:
         }
 
 
-# -- rendering parts of the state, flattened ------------------------------------------------------
+# -- rendering parts of the state ---------------------------------------------------------------
+
+# A unit that holds no path now (an entry not in its map, a map that is not empty).
+_ABSENT: Any = type("_Absent", (), {"__repr__": lambda self: "<absent>"})()
+
+Rendered = tuple[str, Any]  # (the path it lies under, its JSON value, or _ABSENT)
 
 
-def _section(path: str, d: dict[str, Any]) -> Flat:
-    return {} if d else {path: {}}
-
-
-def _entry(entries: Mapping[str, Any], key: str, path: str) -> Flat:
-    e = entries.get(key)
-    return {} if e is None else flatten(e.to_json(), f"{path}.{key}")
-
-
-def _render(s: CustomerState, unit: Unit) -> Flat:
-    """One unit of the state, flattened exactly as `flatten(s.to_json())` has it: the JSON
-    comes from the state's own renderers, so the two cannot drift apart."""
+def _render(s: CustomerState, unit: Unit) -> Rendered:
+    """One unit of the state as JSON, under the path where `s.to_json()` has it: the JSON
+    comes from the state's own renderers, so the two cannot drift apart. Its flattened form
+    is `flatten(value, path)`; it is kept unflattened because most of an audit's renders
+    change nothing or a leaf or two, and building prefixed paths for every leaf of every
+    render was most of the audit's time."""
     kind, key = unit
     if kind in _ENTRIES:
         path, entries = _ENTRIES[kind]
-        return _entry(entries(s), key, path)
+        e = entries(s).get(key)
+        return f"{path}.{key}", (_ABSENT if e is None else e.to_json())
     if kind == "empty":
         sections: dict[str, dict[str, Any]] = {
             "loyalty.cards": s.cards,
@@ -204,19 +205,46 @@ def _render(s: CustomerState, unit: Unit) -> Flat:
             "reward_redemptions": s.reward_redemptions,
             "vouchers": s.vouchers,
         }
-        return _section(key, sections[key])
+        return key, (_ABSENT if sections[key] else {})
     if kind == "points":
-        return {"loyalty.points": s.points}
+        return "loyalty.points", s.points
     if kind == "gaps":
-        return {"gaps": [g.to_json() for g in s.gaps]}
+        return "gaps", [g.to_json() for g in s.gaps]
     if kind == "customer_id":
-        return {"customer_id": s.customer_id}
+        return "customer_id", s.customer_id
     if kind == "referrals":
-        return flatten(dict(s.referred_by), "referrals.referred_by")
+        return "referrals.referred_by", dict(s.referred_by)
     if kind in _SECTIONS:
         path, section = _SECTIONS[kind]
-        return flatten(section(s), path)
+        return path, section(s)
     raise ValueError(f"unknown unit {unit!r}")
+
+
+def _flat(rendered: Rendered) -> Flat:
+    path, value = rendered
+    return {} if value is _ABSENT else flatten(value, path)
+
+
+def _diff_json(before: Any, after: Any, path: str, out: list[FieldChange]) -> None:
+    """The changes from `flatten(before, path)` to `flatten(after, path)` (`_ABSENT`: no
+    paths), found without flattening the parts that are equal."""
+    if before.__class__ is dict and before and after.__class__ is dict and after:
+        for k, new in after.items():
+            p = f"{path}.{k}"
+            old = before.get(k, _ABSENT)
+            if old is _ABSENT:
+                _diff({}, flatten(new, p), out)
+            elif (old.__class__ is dict and old) or (new.__class__ is dict and new):
+                if old != new:
+                    _diff_json(old, new, p, out)
+            elif old != new or type(old) is not type(new):
+                out.append(FieldChange(p, old, new, CHANGED))
+        for k, old in before.items():
+            if k not in after:
+                _diff(flatten(old, f"{path}.{k}"), {}, out)
+    else:
+        b = {} if before is _ABSENT else flatten(before, path)
+        _diff(b, {} if after is _ABSENT else flatten(after, path), out)
 
 
 # Units that are one entry of a map: (path of the map, the map).
@@ -357,10 +385,16 @@ class Tracker:
         `only`: report changes to the units it accepts, and render no others."""
         self._only = only
         self.state = s = start if start is not None else CustomerState(customer_id)
-        self._cache: dict[Unit, Flat] = {u: _render(s, u) for u in _FIXED}
+        self._cache: dict[Unit, Rendered] = {u: _render(s, u) for u in _FIXED}
+        # Per card: its pending entries as last seen, and each one's JSON.
+        self._pending: dict[str, dict[str, PendingEntry]] = {}
+        self._pending_json: dict[str, dict[str, Json]] = {}
         for kind, (_, entries) in _ENTRIES.items():
             for key in entries(s):
-                self._cache[(kind, key)] = _render(s, (kind, key))
+                if kind == "card":
+                    self._card(key, [])
+                else:
+                    self._cache[(kind, key)] = _render(s, (kind, key))
         self._gaps = len(s.gaps)
 
     def step(self, a: Activity) -> list[FieldChange]:
@@ -379,27 +413,66 @@ class Tracker:
             if u in seen:
                 continue
             seen.add(u)
-            after = _render(s, u)
-            before = cache.get(u)
-            if before is None:
-                if after:
-                    _diff({}, after, changes)
-                    cache[u] = after
-            elif before != after:
-                _diff(before, after, changes)
-                if after:
-                    cache[u] = after
-                else:
+            if u[0] == "card":
+                self._card(u[1], changes)
+                continue
+            path, after = _render(s, u)
+            before = cache.get(u, _NOTHING)[1]
+            if before != after:
+                _diff_json(before, after, path, changes)
+                if after is _ABSENT:
                     del cache[u]
+                else:
+                    cache[u] = (path, after)
         changes.sort(key=_path)
         return changes
+
+    def _card(self, key: str, out: list[FieldChange]) -> None:
+        """A card's own fields, and its pending entries apart: a card can hold hundreds and
+        most activities change none. Entries are frozen (a change is a new entry), so only
+        those that are not the objects last seen are rendered."""
+        u = ("card", key)
+        path = f"loyalty.cards.{key}"
+        card = self.state.cards.get(key)
+        head: Any = _ABSENT
+        pending: dict[str, PendingEntry] = {}
+        if card is not None:
+            head = card.to_json(pending=False)
+            pending = card.pending
+            if not pending:
+                head["pending"] = {}  # an empty object is a leaf of its own
+        before = self._cache.get(u, _NOTHING)[1]
+        if head != before:
+            _diff_json(before, head, path, out)
+            if head is _ABSENT:
+                del self._cache[u]
+            else:
+                self._cache[u] = (path, head)
+        last = self._pending.get(key, {})
+        if pending == last:  # the same entry objects: compared by identity first, in C
+            return
+        seen = self._pending_json.setdefault(key, {})
+        for pid, entry in pending.items():
+            if last.get(pid) is not entry:
+                j = entry.to_json()
+                _diff_json(seen.get(pid, _ABSENT), j, f"{path}.pending.{pid}", out)
+                seen[pid] = j
+        for pid in last.keys() - pending.keys():
+            _diff_json(seen.pop(pid), _ABSENT, f"{path}.pending.{pid}", out)
+        self._pending[key] = dict(pending)
 
     def flat(self) -> Flat:
         """The flattened state now (as `flatten(to_json())`, without the cut keys)."""
         out: Flat = {}
-        for part in self._cache.values():
-            out.update(part)
+        for rendered in self._cache.values():
+            out.update(_flat(rendered))
+        for card, entries in self._pending_json.items():
+            for pid, j in entries.items():
+                out.update(flatten(j, f"loyalty.cards.{card}.pending.{pid}"))
         return out
+
+
+_NOTHING: Rendered = ("", _ABSENT)
 
 
 def _path(c: FieldChange) -> str:
