@@ -88,8 +88,10 @@ def digest(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class StoredActivity:
+class StoredActivity(msgspec.Struct, frozen=True, gc=False):
+    """An activity as stored: with its record time and its place on the stream. A Struct
+    for the reason `Activity` is one."""
+
     activity: Activity
     recorded_at: datetime
     version: int  # position on the customer's stream: arrival order
@@ -194,6 +196,9 @@ def parse_store_url(url: str) -> StoreUrl:
     raise StoreError(f"{url}: unsupported store; use sqlite:///PATH or postgresql://...")
 
 
+SQLITE_MMAP_BYTES = 1 << 30
+
+
 def make_engine(store: StoreUrl) -> Engine:
     """A SQLAlchemy engine on the same database, for probes, rejects and the read model."""
     if store.kind == "sqlite":
@@ -204,6 +209,10 @@ def make_engine(store: StoreUrl) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
+            # Reads through a memory map instead of a read() per page: a long history's
+            # stream is thousands of pages, and reading it was a third faster mapped (the
+            # audit reads one whole; catch-up and rebuild read them all). Address space only.
+            cur.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
             cur.close()
 
         return engine

@@ -10,7 +10,7 @@ from custate.domain.activity import (
     parse_time,
 )
 from custate.domain.activity_types import KNOWN_TYPES, ActivityType, rank
-from custate.domain.fold import EFFECTS, apply, fold, fold_all, ordered
+from custate.domain.fold import EFFECTS, apply, fold, fold_all, fold_key, ordered
 from custate.domain.state import CustomerState
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "apply",
     "fold",
     "fold_all",
+    "fold_key",
     "format_time",
     "ordered",
     "parse_activity",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from custate.domain.activity import Activity
+from custate.domain.activity import Activity, FoldKey
 from custate.domain.activity_types import MESSAGING_CHANNELS, rank
 from custate.domain.activity_types import ActivityType as T
 from custate.domain.effects import (
@@ -111,8 +111,12 @@ def ordered(activities: Iterable[Activity], as_of: datetime | None = None) -> li
     for a in activities:
         if a.id not in seen and (as_of is None or a.created_at <= as_of):
             seen[a.id] = a
-    # The fold key inline (`Activity.key` spelled out): the sort is a fifth of the fold.
-    return sorted(seen.values(), key=lambda a: (a.created_at, _RANK.get(a.type, 1), a.id))
+    return sorted(seen.values(), key=fold_key)
+
+
+def fold_key(a: Activity) -> FoldKey:
+    """`Activity.key` spelled out with a lookup for the rank: the sort is a fifth of a fold."""
+    return (a.created_at, _RANK.get(a.type, 1), a.id)
 
 
 _RANK = {str(T.CREATED): rank(T.CREATED), str(T.DELETED): rank(T.DELETED)}
