@@ -475,7 +475,7 @@ def _record(d: dict[str, Any]) -> dict[str, Any]:
 class _StoredHead(msgspec.Struct, frozen=True):
     id: str
     type: str
-    created_at: str
+    created_at: datetime  # parsed by msgspec, in C: a Python call each was a tenth of a read
     customer_id: str
 
 
@@ -484,7 +484,7 @@ class _StoredRecord(_StoredHead, frozen=True):
 
 
 class _Stamp(msgspec.Struct, frozen=True):
-    data: str = msgspec.field(name="_data_")
+    data: datetime = msgspec.field(name="_data_")
 
 
 class _StoredEvent(msgspec.Struct, frozen=True):
@@ -530,8 +530,8 @@ def _read(
     except msgspec.ValidationError:
         return _decode_full(state, version, notification_id)
     r = ev.activity
-    created_at = datetime.fromisoformat(r.created_at)
-    recorded_at = datetime.fromisoformat(ev.timestamp.data)
+    created_at = r.created_at
+    recorded_at = ev.timestamp.data
     if created_at.tzinfo is not UTC or recorded_at.tzinfo is not UTC:
         return _decode_full(state, version, notification_id)
     activity = Activity(

@@ -12,6 +12,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, TypedDict
 
 from eventsourcing.persistence import Notification, TrackingRecorder
@@ -757,10 +759,12 @@ def _index_rows(
 def _remember(
     written: dict[str, dict[str, set[tuple[Any, ...]]]], table: Table, rows: list[tuple[Any, ...]]
 ) -> None:
-    """File `rows` of `table` under their customer."""
+    """File `rows` of `table` under their customer. `_index_rows` lists each customer's rows
+    together, so each customer's are one run: a set built whole, not a row at a time (a
+    long history's late activity remembers thousands)."""
     at = [col.name for col in table.columns].index("customer_id")
-    for r in rows:
-        written.setdefault(r[at], {}).setdefault(table.name, set()).add(r)
+    for cid, run in groupby(rows, key=itemgetter(at)):
+        written.setdefault(cid, {}).setdefault(table.name, set()).update(run)
 
 
 def _chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
