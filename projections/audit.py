@@ -285,6 +285,8 @@ def _section_renderer(
 _RENDERERS: dict[str, Callable[[CustomerState, str], Rendered]] = {
     **{kind: _entry_renderer(*spec) for kind, spec in _ENTRIES.items()},
     **{kind: _section_renderer(*spec) for kind, spec in _SECTIONS.items()},
+    # Rendered after every activity: one call fewer than the generic section's.
+    "activities": lambda s, _: ("activities", s.activities.to_json()),
     "empty": lambda s, key: (key, _ABSENT if getattr(s, _MAPS[key]) else {}),
     "points": lambda s, _: ("loyalty.points", s.points),
     "gaps": lambda s, _: ("gaps", [g.to_json() for g in s.gaps]),
@@ -475,7 +477,8 @@ class Tracker:
                     del cache[u]
                 else:
                     cache[u] = (path, after)
-        changes.sort(key=_path)
+        if len(changes) > 1:
+            changes.sort(key=_path)
         return changes
 
     def _card(self, key: str, out: list[FieldChange]) -> None:
@@ -600,7 +603,8 @@ def history(
             break
         changes = tracker.step(a)
         if start is None or a.created_at >= start:
-            out.append(HistoryEntry(_ref(a, r), tuple(changes), is_late))
+            ref = ActivityRef(a.id, a.type, a.created_at, r)  # inline: once per activity
+            out.append(HistoryEntry(ref, tuple(changes), is_late))
     return out
 
 
