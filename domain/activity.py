@@ -11,7 +11,7 @@ import msgspec
 import orjson
 
 from custate.domain.activity_types import KNOWN_TYPES, rank
-from custate.domain.payload import CustomerView, Payload, missing_required
+from custate.domain.payload import CustomerView, FullPayload, Payload, missing_required
 
 FoldKey = tuple[datetime, int, str]
 
@@ -212,7 +212,7 @@ def parse_activity(record: object, customer_id: str | None = None) -> Activity:
     data, nested = unwrap(raw)
     prefix = "data.data" if nested else "data"
     try:
-        payload = msgspec.convert(data, Payload)
+        payload = msgspec.convert(data, FullPayload)
     except msgspec.ValidationError as e:
         if activity_type not in KNOWN_TYPES:
             # An unknown type is accepted and stored (SEMANTICS §1): no effect reads its
@@ -246,10 +246,10 @@ def _error_path(e: msgspec.ValidationError) -> tuple[str, str]:
     return re.sub(r"\[(\d+)\]", r".\1", at.rstrip("`")), message
 
 
-def _customer_only(data: Mapping[str, Any]) -> Payload:
+def _customer_only(data: Mapping[str, Any]) -> FullPayload:
     customer = data.get("customer")
     cid = customer.get("id") if isinstance(customer, dict) else None
-    return Payload(customer=CustomerView(id=cid)) if isinstance(cid, str) else Payload()
+    return FullPayload(customer=CustomerView(id=cid)) if isinstance(cid, str) else FullPayload()
 
 
 def _customer_id(record: Mapping[str, Any], given: str | None, payload: Payload) -> str:

@@ -82,6 +82,13 @@ EFFECTS: dict[str, tuple[Effect, ...]] = {
 }
 
 
+# The types whose effects copy the customer's profile fields from the payload: only their
+# stored activities are read back with those fields (`payload.FullPayload`).
+PROFILE_FIELD_TYPES = frozenset(
+    t for t, effects in EFFECTS.items() if any(e in profile.COPIES_FIELDS for e in effects)
+)
+
+
 def unrecognized(s: CustomerState, a: Activity) -> None:
     """Voucherify adds types: keep and count them, change nothing else."""
     s.activities.unrecognized += 1

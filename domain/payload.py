@@ -28,10 +28,16 @@ class Ref(View, frozen=True):
     name: str | None = None
 
 
-class CustomerView(View, frozen=True):
-    """An absent key is UNSET and keeps the profile's value; a key sent as null clears it."""
+class CustomerRef(View, frozen=True):
+    """The customer an activity names: all that most effects need of `data.customer`."""
 
     id: str | None = None
+
+
+class CustomerView(CustomerRef, frozen=True):
+    """The customer's profile fields, for the types that copy them into the profile. An
+    absent key is UNSET and keeps the profile's value; a key sent as null clears it."""
+
     source_id: str | UnsetType | None = UNSET
     name: str | UnsetType | None = UNSET
     email: str | UnsetType | None = UNSET
@@ -144,9 +150,12 @@ class EventView(View, frozen=True):
 
 
 class Payload(View, frozen=True):
-    """Everything any effect reads. Which parts a given type must carry is in `REQUIRED`."""
+    """Everything any effect reads. Which parts a given type must carry is in `REQUIRED`.
+    `customer` is only its id here: a stored activity whose type leaves the profile alone
+    is read back without the profile fields, a fifth of decoding it (`FullPayload` has
+    them, and is what `parse_activity` builds)."""
 
-    customer: CustomerView | None = None
+    customer: CustomerRef | None = None
     campaign: Ref | None = None
     balance: BalanceView | None = None
     transaction: TransactionView | None = None
@@ -165,6 +174,13 @@ class Payload(View, frozen=True):
     holder: HolderView | None = None
     publication: PublicationView | None = None
     event: EventView | None = None
+
+
+class FullPayload(Payload, frozen=True):
+    """A payload with the customer's profile fields: every parsed activity's, and a stored
+    one's when its type copies them into the profile (`domain.fold.PROFILE_FIELD_TYPES`)."""
+
+    customer: CustomerView | None = None
 
 
 # The payload paths each type cannot do its job without. A record that lacks one is

@@ -5,6 +5,7 @@ from __future__ import annotations
 from msgspec import UnsetType
 
 from custate.domain.activity import Activity
+from custate.domain.payload import CustomerView
 from custate.domain.state import CustomerState, CustomEvent
 
 
@@ -12,6 +13,10 @@ def _copy_fields(s: CustomerState, a: Activity) -> None:
     c = a.payload.customer
     if c is None:
         return
+    # Every type whose effects come here is in `fold.PROFILE_FIELD_TYPES`, whose stored
+    # activities are read back with these fields: a bare `CustomerRef` is a bug upstream.
+    if not isinstance(c, CustomerView):
+        raise TypeError(f"{a.type} {a.id}: payload read without the customer's fields")
     # A key sent as null clears the field; an absent key (UNSET) keeps it.
     prof = s.profile
     if not isinstance(c.source_id, UnsetType):
@@ -65,3 +70,7 @@ def custom_event(s: CustomerState, a: Activity) -> None:
     else:
         known.count += 1
         known.last_at = a.created_at
+
+
+# The effects that read the customer's profile fields (see `_copy_fields`).
+COPIES_FIELDS = (created, updated, confirmed)
