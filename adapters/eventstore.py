@@ -29,11 +29,12 @@ import msgspec
 import orjson
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEvent
-from eventsourcing.persistence import IntegrityError, ProgrammingError, StoredEvent
+from eventsourcing.persistence import IntegrityError, InternalError, ProgrammingError, StoredEvent
 from eventsourcing.utils import register_topic
 from sqlalchemy import Engine, bindparam, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.exc import InternalError as SAInternalError
 from sqlalchemy.exc import ProgrammingError as SAProgrammingError
 
 from custate.domain import KNOWN_TYPES, Activity, parse_activity, parse_time
@@ -66,7 +67,18 @@ register_topic(ACTIVITY_TOPIC, ActivityRecorded)
 register_topic(MARKER_TOPIC, ActivityMarker)
 
 
-_CREATION_RACE = (IntegrityError, ProgrammingError, SAIntegrityError, SAProgrammingError)
+# What processes opening one new PostgreSQL store at once can get from racing on the
+# catalog, even with IF NOT EXISTS: a duplicate (integrity), a relation that appeared
+# meanwhile (programming), or "tuple concurrently updated" (internal, XX000).
+_CREATION_RACE = (
+    IntegrityError,
+    ProgrammingError,
+    InternalError,
+    SAIntegrityError,
+    SAProgrammingError,
+    SAInternalError,
+)
+_OPEN_ATTEMPTS = 5
 
 
 class ActivityLog(Application[Any]):
@@ -257,17 +269,18 @@ class EventStore:
         )
 
     def _open(self, url: str) -> ActivityLog:
-        for attempt in range(3):
+        for attempt in range(_OPEN_ATTEMPTS):
             try:
                 if self.url.kind == "postgresql" and self.url.schema:
                     with self.engine.begin() as c:
                         c.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.url.schema}"'))
                 return ActivityLog(env=self.url.env)
             except _CREATION_RACE:
-                # Processes opening one new PostgreSQL store at once race on the catalog
-                # even with IF NOT EXISTS; a second look finds what the other one made.
-                if attempt == 2:
+                # A second look finds what the other process made; a random pause keeps
+                # two that collided from colliding again.
+                if attempt == _OPEN_ATTEMPTS - 1:
                     raise
+                time.sleep(random.uniform(0.01, 0.1))
             except Exception as e:
                 raise StoreError(f"{url}: cannot open the event store: {e}") from e
         raise AssertionError("unreachable")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, Table
@@ -11,10 +13,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
 
-def create_all(engine: Engine, metadata: MetaData, attempts: int = 3) -> None:
+def create_all(engine: Engine, metadata: MetaData, attempts: int = 5) -> None:
     """`create_all`, retried: two processes opening one new store race between the check
     and the CREATE (PostgreSQL's catalog says so even for IF NOT EXISTS); a second look
-    finds what the other one made."""
+    finds what the other one made, and a random pause keeps them from colliding again."""
     for attempt in range(attempts):
         try:
             metadata.create_all(engine)
@@ -22,6 +24,7 @@ def create_all(engine: Engine, metadata: MetaData, attempts: int = 3) -> None:
         except DBAPIError:
             if attempt == attempts - 1:
                 raise
+            time.sleep(random.uniform(0.01, 0.1))
 
 
 def insert_or_ignore(engine: Engine, table: Table) -> Insert:
