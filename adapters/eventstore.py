@@ -209,9 +209,6 @@ def parse_store_url(url: str) -> StoreUrl:
     raise StoreError(f"{url}: unsupported store; use sqlite:///PATH or postgresql://...")
 
 
-SQLITE_MMAP_BYTES = 1 << 30
-
-
 def make_engine(store: StoreUrl) -> Engine:
     """A SQLAlchemy engine on the same database, for probes, rejects and the read model."""
     if store.kind == "sqlite":
@@ -222,10 +219,8 @@ def make_engine(store: StoreUrl) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            # Reads through a memory map instead of a read() per page: a long history's
-            # stream is thousands of pages, and reading it was a third faster mapped (the
-            # audit reads one whole; catch-up and rebuild read them all). Address space only.
-            cur.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
+            # No `mmap_size`: reading a long stream mapped was a quarter faster, but every
+            # page a rebuild touched then counted as resident: 1.46 GB peak RSS, not 0.39.
             cur.close()
 
         return engine
