@@ -2,7 +2,7 @@
 
 (a) parse + validate: NDJSON line -> `orjson.loads` -> `custate.domain.parse_activity`,
     streamed (each activity is dropped after parsing, as an ingest loop does), against
-    `orjson.loads` alone and `msgspec.convert(data, Payload)` alone on the same records.
+    `orjson.loads` alone and `msgspec.convert(data, FullPayload)` alone on the same records.
 (b) fold: `custate.domain.fold` over each customer's already-parsed activities (in arrival
     order), against a loop that only sorts each customer's list by the fold key and counts.
 (c) memory: peak of streaming-parsing a generated NDJSON file, in a fresh subprocess (so the
@@ -36,7 +36,7 @@ import orjson
 
 from custate.domain import Activity, fold, parse_activity
 from custate.domain.activity import unwrap
-from custate.domain.payload import Payload
+from custate.domain.payload import FullPayload
 
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -82,8 +82,8 @@ def bench_parse(lines: list[bytes], repeats: int, kept: bool) -> dict[str, Any]:
     records = [loads(x) for x in lines[:window]]
     payloads = [unwrap(r["data"])[0] for r in records]
 
-    def validate(data: Any) -> Payload:
-        return msgspec.convert(data, Payload)
+    def validate(data: Any) -> FullPayload:
+        return msgspec.convert(data, FullPayload)
 
     gc.freeze()
 
@@ -304,7 +304,7 @@ def report(res: dict[str, Any]) -> str:
             [
                 ("what", "median", "best", "us each", "note"),
                 row("orjson.loads only (baseline)", p["orjson_loads"]),
-                row("msgspec.convert(data, Payload) only (baseline)", p["payload_validate"]),
+                row("msgspec.convert(data, FullPayload) only (baseline)", p["payload_validate"]),
                 row("parse_activity on decoded dicts", p["parse_activity_on_dicts"]),
                 row(
                     "orjson.loads + parse_activity",
@@ -327,7 +327,7 @@ def report(res: dict[str, Any]) -> str:
     )
     out.append(
         f"ratios: loads+parse is {p['ratio_full_vs_loads']:.2f}x the time of orjson.loads "
-        f"alone, {p['ratio_full_vs_validate']:.2f}x msgspec.convert(data, Payload) alone"
+        f"alone, {p['ratio_full_vs_validate']:.2f}x msgspec.convert(data, FullPayload) alone"
     )
     out += ["", "(b) fold of already-parsed activities"]
     target = "PASS" if f["fold"]["per_s"] >= FOLD_TARGET else "MISS"
