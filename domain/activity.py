@@ -137,7 +137,7 @@ class LazyData(Mapping[str, Any]):
 # lookup is thirty times cheaper than formatting. Equal instants format alike in any zone,
 # so keying on the datetime is exact.
 _FORMATTED: dict[datetime, str] = {}
-_FORMATTED_MAX = 1 << 16
+_FORMATTED_MAX = 1 << 13  # about 1.4 MB when full; then it starts afresh
 
 
 def format_time(t: datetime) -> str:
