@@ -195,6 +195,28 @@ def test_state_equals_the_domain_fold(cs: Custate) -> None:
         assert got["as_of"] is not None
 
 
+def test_profile_fields_come_back_only_through_the_types_that_copy_them(cs: Custate) -> None:
+    """Stored activities are read back without the customer's profile fields unless their
+    type copies them into the profile: what a created or updated activity said must still
+    reach the profile, and what another type's payload says of the customer must not."""
+    created = record("evcus_pf_1", "cust_pf", seconds=0, activity_type="customer.created")
+    created["data"]["customer"].update(name="Ada", email="ada@example.com", metadata={"vip": 1})
+    updated = record("evcus_pf_2", "cust_pf", seconds=1)  # no name: keeps "Ada"
+    updated["data"]["customer"].update(phone="+44 20 7946 0000", email=None)
+    order = record("evcus_pf_3", "cust_pf", seconds=2, activity_type="customer.order.created")
+    order["data"]["customer"].update(name="Someone Else", email="else@example.com")
+    order["data"]["order"] = {"id": "ord_pf", "status": "CREATED", "amount": 100}
+    cs.ingest([order, updated, created])  # arrival order is not fold order
+    for state in (cs.state("cust_pf"), cs.replay("cust_pf")):
+        profile = state.to_json()["profile"]
+        assert (profile["name"], profile["email"], profile["phone"], profile["metadata"]) == (
+            "Ada",
+            None,
+            "+44 20 7946 0000",
+            {"vip": 1},
+        )
+
+
 # -- known_at: record time ----------------------------------------------------------------------
 
 
