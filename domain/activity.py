@@ -132,24 +132,31 @@ class LazyData(Mapping[str, Any]):
         return repr(self._get())
 
 
-# Times formatted lately. A state's JSON repeats its activities' times (a card's `updated_at`
-# is the last activity's `created_at`), and an audit renders it after every activity: a
-# lookup is thirty times cheaper than formatting. Equal instants format alike in any zone,
-# so keying on the datetime is exact.
-_FORMATTED: dict[datetime, str] = {}
-_FORMATTED_MAX = 1 << 13  # about 1.4 MB when full; then it starts afresh
+# The last four times formatted, by identity: a state's JSON repeats its activities' times
+# (the last activity's `created_at` is also a card's `updated_at` and an order's, the
+# first one's stays `activities.first_at`), and an audit renders it after every activity.
+# One tuple, replaced whole, so that threads never see a time beside another's text. (A
+# dict keyed by time was slower than formatting: hashing a datetime costs as much.)
+_Recent = tuple[datetime | None, str]
+_recent: tuple[_Recent, _Recent, _Recent, _Recent] = ((None, ""),) * 4
 
 
 def format_time(t: datetime) -> str:
     """ISO-8601 UTC with microseconds and `Z`: one fixed width, so strings sort as times."""
-    s = _FORMATTED.get(t)
-    if s is None:
-        u = t if t.tzinfo is UTC else t.astimezone(UTC)
-        # isoformat is three times faster than strftime here, and pads years below 1000.
-        s = u.isoformat(timespec="microseconds")[:-6] + "Z"
-        if len(_FORMATTED) >= _FORMATTED_MAX:
-            _FORMATTED.clear()
-        _FORMATTED[t] = s
+    global _recent
+    r0, r1, r2, r3 = _recent
+    if r0[0] is t:
+        return r0[1]
+    if r1[0] is t:
+        return r1[1]
+    if r2[0] is t:
+        return r2[1]
+    if r3[0] is t:
+        return r3[1]
+    u = t if t.tzinfo is UTC else t.astimezone(UTC)
+    # isoformat is three times faster than strftime here, and pads years below 1000.
+    s = u.isoformat("T", "microseconds")[:-6] + "Z"
+    _recent = ((t, s), r0, r1, r2)
     return s
 
 
