@@ -271,6 +271,59 @@ def test_as_of_stays_right_when_late_activities_rewrite_cached_checkpoints(
         assert asker.checkpoints.misses > 0
 
 
+def test_a_cached_checkpoint_is_not_read_again_while_its_customer_head_stands(
+    store_url: str,
+) -> None:
+    """While a customer's head is the one a cached checkpoint was known current at, its
+    bytes are not read again: not by a second point in time, nor by later re-folds of late
+    activities (this read model's own writes move what they left alone to the new head).
+    After another process writes that customer, they are read and compared again."""
+    records = delivered(600, 1, seed=21)
+    rng = random.Random(21)
+    late = set(rng.sample(range(len(records)), 3))
+    first = [r for i, r in enumerate(records) if i not in late]
+    then = [r for i, r in enumerate(records) if i in late]
+    ((cid, acts),) = by_customer(records).items()
+    ((_, before_late),) = by_customer(first).items()
+    times = sorted(a.created_at for a in acts)
+    with custate.open(store_url) as cs:
+        rm = ReadModel(cs.store, interval=10)
+        assert cs.ingest(first).ok
+        rm.catch_up()
+        reads: list[str] = []
+
+        def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if statement.lstrip().startswith(f"SELECT state FROM {rm.t.checkpoints.name}"):
+                reads.append(statement)
+
+        sa.event.listen(rm.engine, "before_cursor_execute", before)
+        try:
+            t = times[len(times) // 2]
+            rm.as_of(cid, t)
+            assert len(reads) == 1  # first touch: read, compared, tagged with the head
+            assert rm.as_of(cid, t).to_json() == fold(before_late, cid, as_of=t).to_json()
+            assert len(reads) == 1
+            for r in then:
+                assert cs.ingest([r], project=False).ok
+                rm.catch_up()
+            # The first re-fold reads the checkpoint before its key; each write moves the
+            # cached checkpoints it left alone to the new head, so later ones read none.
+            assert 1 <= len(reads) <= 2
+            absorbed = len(reads)
+            assert rm.as_of(cid, t).to_json() == fold(acts, cid, as_of=t).to_json()
+            assert len(reads) == absorbed  # t's checkpoint was moved on with the head
+            other = ReadModel(cs.store, interval=10)  # another process: writes, then reads
+            assert cs.ingest([records[0] | {"id": "evcus_cache_new"}], project=False).ok
+            other.catch_up()
+            rm.as_of(cid, t)  # the head moved under it: read and compared again
+            assert len(reads) == absorbed + 1
+        finally:
+            sa.event.remove(rm.engine, "before_cursor_execute", before)
+        everything = [*acts, parse_activity(records[0] | {"id": "evcus_cache_new"})]
+        assert rm.current(cid) == fold(everything, cid)
+        assert rm.as_of(cid, t).to_json() == fold(everything, cid, as_of=t).to_json()
+
+
 # -- queries ----------------------------------------------------------------------------------
 
 
