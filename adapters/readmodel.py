@@ -744,9 +744,9 @@ class _Pending:
             customer_id, key if dropped is None else min(key, dropped)
         )
 
-    def versions_between(
+    def keys_between(
         self, customer_id: str, after: str | None, upto: str | None = None
-    ) -> list[int]:
+    ) -> list[tuple[str, int]]:
         found = self.model.keys_between(customer_id, after, upto)
         mine = self.keys.get(customer_id)
         if mine:
@@ -756,7 +756,7 @@ class _Pending:
                 if (after is None or k > after) and (upto is None or k <= upto)
             ]
             found.sort()
-        return [v for _, v in found]
+        return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -409,7 +409,8 @@ def bench_late(url: str, cid: str, repeats: int) -> dict[str, Any]:
         ms: list[float] = []
         for i in range(repeats + 1):
             j = rng.randrange(int(len(times) * 0.99), len(times) - 1)
-            at = rng.randint(times[j], times[j + 1])
+            # strictly before the last activity: at its very time it could sort after it
+            at = min(rng.randint(times[j], times[j + 1]), times[-1] - 1)
             # ids unique across runs: the store keeps the late activities of earlier runs
             late_id = time.time_ns() + i
             r = cs.ingest([_late_record(template, at, late_id)], project=False)

@@ -19,7 +19,7 @@ def state_as_of(
     bound = as_of_bound(t)
     checkpoint = model.checkpoint_before(customer_id, bound)
     after = checkpoint[0] if checkpoint else None
-    versions = model.versions_between(customer_id, after, bound)
+    versions = [v for _, v in model.keys_between(customer_id, after, bound)]
     tail = source.activities(customer_id, versions) if versions else []
     state = checkpoint[1] if checkpoint else CustomerState(customer_id)
     for a in tail:  # in key order: the versions are, and the port keeps their order

@@ -36,19 +36,19 @@ class Calls:
     """Which customers the catch-up read through the re-fold ports."""
 
     checkpoint_before: list[tuple[str, str]] = field(default_factory=list)
-    versions_between: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    keys_between: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     activities: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
 
     def customers(self) -> set[str]:
         return (
             {c for c, _ in self.checkpoint_before}
-            | {c for c, *_ in self.versions_between}
+            | {c for c, *_ in self.keys_between}
             | {c for c, _ in self.activities}
         )
 
     def clear(self) -> None:
         self.checkpoint_before.clear()
-        self.versions_between.clear()
+        self.keys_between.clear()
         self.activities.clear()
 
 
@@ -158,13 +158,13 @@ class FakeReadModel:
         k = max(before)
         return k, CustomerState.from_json(self.checkpoints[customer_id][k])
 
-    def versions_between(
+    def keys_between(
         self, customer_id: str, after: str | None, upto: str | None = None
-    ) -> list[int]:
-        self.calls.versions_between.append((customer_id, after, upto))
+    ) -> list[tuple[str, int]]:
+        self.calls.keys_between.append((customer_id, after, upto))
         keys = self.keys.get(customer_id, {})
         return [
-            keys[k]
+            (k, keys[k])
             for k in sorted(keys)
             if (after is None or k > after) and (upto is None or k <= upto)
         ]

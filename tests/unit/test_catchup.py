@@ -237,7 +237,7 @@ def test_a_late_activity_refolds_only_its_customer_from_the_checkpoint_before_it
     # from the checkpoint at t=50, over the projected activities after it (t=60..90) only
     ck_key = key_text(history[5])
     assert fake.calls.checkpoint_before == [("cust_a", key_text(late))]
-    assert fake.calls.versions_between == [("cust_a", ck_key, None)]
+    assert fake.calls.keys_between == [("cust_a", ck_key, None)]
     assert fake.calls.activities == [("cust_a", (7, 8, 9, 10))]
     # the checkpoints before the late key stay as they were; the one after it is re-made
     assert {k: v for k, v in fake.checkpoints["cust_a"].items() if k < key_text(late)} == {
@@ -262,7 +262,7 @@ def test_a_late_activity_before_every_checkpoint_refolds_from_the_start() -> Non
     assert changes is not None
     assert changes.late == 1
     assert changes.drop_checkpoints_from == {"cust_a": key_text(late)}
-    assert fake.calls.versions_between == [("cust_a", None, None)]
+    assert fake.calls.keys_between == [("cust_a", None, None)]
     assert fake.calls.activities == [("cust_a", tuple(range(1, 11)))]
     everything = [*history, late]
     assert_projection_is_the_fold(fake, everything)
@@ -341,7 +341,7 @@ def test_state_as_of_random_t_is_the_fold_of_exactly_what_happened_by_then() -> 
         # from the checkpoint before T plus a tail shorter than the interval
         ((_, versions),) = fake.calls.activities or [("", ())]
         assert len(versions) < interval
-        assert [upto for _, _, upto in fake.calls.versions_between] == [as_of_bound(t)]
+        assert [upto for _, _, upto in fake.calls.keys_between] == [as_of_bound(t)]
 
 
 def test_checkpoints_appear_every_interval_activities() -> None:
