@@ -262,7 +262,6 @@ _MAPS: dict[str, str] = {
     "reward_redemptions": "reward_redemptions",
     "vouchers": "vouchers",
 }
-_maps = attrgetter(*_MAPS.values())
 
 
 def _entry_renderer(
@@ -285,8 +284,6 @@ def _section_renderer(
 _RENDERERS: dict[str, Callable[[CustomerState, str], Rendered]] = {
     **{kind: _entry_renderer(*spec) for kind, spec in _ENTRIES.items()},
     **{kind: _section_renderer(*spec) for kind, spec in _SECTIONS.items()},
-    # Rendered after every activity: one call fewer than the generic section's.
-    "activities": lambda s, _: ("activities", s.activities.to_json()),
     "empty": lambda s, key: (key, _ABSENT if getattr(s, _MAPS[key]) else {}),
     "points": lambda s, _: ("loyalty.points", s.points),
     "gaps": lambda s, _: ("gaps", [g.to_json() for g in s.gaps]),
@@ -603,8 +600,7 @@ def history(
             break
         changes = tracker.step(a)
         if start is None or a.created_at >= start:
-            ref = ActivityRef(a.id, a.type, a.created_at, r)  # inline: once per activity
-            out.append(HistoryEntry(ref, tuple(changes), is_late))
+            out.append(HistoryEntry(_ref(a, r), tuple(changes), is_late))
     return out
 
 
