@@ -252,7 +252,7 @@ class ReadModel(TrackingRecorder):
             )
             if found is None:
                 return None
-            at, head = found[0], (found[1], found[2])
+            at, head = found[0], Head(found[1], found[2])
             cached = self.checkpoints.current(customer_id, at, head)
             if cached is not None:
                 return at, cached
@@ -378,20 +378,13 @@ class ReadModel(TrackingRecorder):
         drops = pending.changes.drop_checkpoints_from
         for cid, old in pending.db_heads.items():
             if cid in heads:
-                new = heads[cid][1]
-                self.checkpoints.advance(
-                    cid,
-                    (old.last_key, old.last_version),
-                    (new.last_key, new.last_version),
-                    drops.get(cid),
-                )
+                self.checkpoints.advance(cid, old, heads[cid][1], drops.get(cid))
         if pending.kept:
             written = {(cid, key): text for cid, key, text in pending.rows}
             for cid, key, state in pending.kept:
                 text = written.get((cid, key))
                 if text is not None:
-                    head = heads[cid][1]
-                    self.checkpoints.put(cid, key, text, state, (head.last_key, head.last_version))
+                    self.checkpoints.put(cid, key, text, state, heads[cid][1])
         report.activities += pending.count
         report.batches += pending.batches
         report.late += pending.changes.late
@@ -498,8 +491,7 @@ class ReadModel(TrackingRecorder):
         cols = ", ".join(col.name for col in table.columns)
         for ids in _chunks(unread):
             # Through the driver, all rows at once: a long history has thousands of rows.
-            marks = ", ".join(mark for _ in ids)
-            sql = f"SELECT {cols} FROM {table.name} WHERE customer_id IN ({marks})"
+            sql = f"SELECT {cols} FROM {table.name} WHERE customer_id IN ({self._marks(len(ids))})"
             old.update(tuple(r) for r in c.exec_driver_sql(sql, tuple(ids)).fetchall())
         new = set(rows)
         gone = old - new
@@ -544,13 +536,11 @@ class ReadModel(TrackingRecorder):
         if self.engine.dialect.name == "postgresql":
             # COPY, in the same transaction: psycopg's executemany was a third of a
             # PostgreSQL catch-up (100k keys rows a 100k-activity batch).
-            raw: Any = c.connection.driver_connection
-            with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({cols}) FROM STDIN") as cp:
+            with _raw(c).cursor() as cur, cur.copy(f"COPY {table.name} ({cols}) FROM STDIN") as cp:
                 for r in rows:
                     cp.write_row(r)
             return
-        mark = self._mark
-        marks = ", ".join(mark for _ in table.columns)
+        marks = self._marks(len(table.columns))
         c.exec_driver_sql(f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", list(rows))
 
     def lag(self) -> int:

@@ -22,13 +22,11 @@ import threading
 from collections import OrderedDict
 
 from custate.domain import CustomerState, snapshot
+from custate.projections.catchup import Head
 
 # Budget in stored bytes: a decoded state takes roughly 4-5 times its stored size in
 # memory, so the default holds about 100-150 MB of states.
 DEFAULT_CHECKPOINT_CACHE_BYTES = 32 * 1024 * 1024
-
-
-Head = tuple[str, int]  # a customer's last fold key and last stream version
 
 
 class CheckpointCache:

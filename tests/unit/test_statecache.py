@@ -8,6 +8,7 @@ import pytest
 from custate.adapters.statecache import CheckpointCache
 from custate.domain import CustomerState, snapshot
 from custate.domain.state import Order
+from custate.projections.catchup import Head
 
 
 def stored(cid: str, orders: int) -> bytes:
@@ -58,51 +59,51 @@ def test_a_budget_of_zero_turns_it_off() -> None:
 def test_current_answers_only_at_the_head_the_state_was_known_current_at() -> None:
     cache = CheckpointCache()
     blob = stored("c", 3)
-    cache.state("c", "k1", blob, ("key_9", 9))  # read with the customer at head 9
-    assert cache.current("c", "k1", ("key_12", 12)) is None  # new activities since
-    assert cache.current("c", "k2", ("key_9", 9)) is None  # another checkpoint
-    again = cache.current("c", "k1", ("key_9", 9))
+    cache.state("c", "k1", blob, Head("key_9", 9))  # read with the customer at head 9
+    assert cache.current("c", "k1", Head("key_12", 12)) is None  # new activities since
+    assert cache.current("c", "k2", Head("key_9", 9)) is None  # another checkpoint
+    again = cache.current("c", "k1", Head("key_9", 9))
     assert again == snapshot.load(blob)
     assert again is not None
     again.profile.name = "changed"  # a copy, like every answer
-    assert cache.current("c", "k1", ("key_9", 9)) == snapshot.load(blob)
+    assert cache.current("c", "k1", Head("key_9", 9)) == snapshot.load(blob)
 
 
 def test_a_read_of_the_same_bytes_moves_the_head_on_and_a_put_sets_it() -> None:
     cache = CheckpointCache()
     blob = stored("c", 3)
-    cache.state("c", "k1", blob, ("key_9", 9))
-    cache.state("c", "k1", blob, ("key_12", 12))  # still the same bytes at head 12
-    assert cache.current("c", "k1", ("key_9", 9)) is None
-    assert cache.current("c", "k1", ("key_12", 12)) is not None
+    cache.state("c", "k1", blob, Head("key_9", 9))
+    cache.state("c", "k1", blob, Head("key_12", 12))  # still the same bytes at head 12
+    assert cache.current("c", "k1", Head("key_9", 9)) is None
+    assert cache.current("c", "k1", Head("key_12", 12)) is not None
     rewritten = stored("c", 4)
-    cache.put("c", "k1", rewritten, snapshot.load(rewritten), ("key_13", 13))
-    hit = cache.current("c", "k1", ("key_13", 13))
+    cache.put("c", "k1", rewritten, snapshot.load(rewritten), Head("key_13", 13))
+    hit = cache.current("c", "k1", Head("key_13", 13))
     assert hit is not None
     assert len(hit.orders) == 4
-    assert cache.current("c", "k1", ("key_12", 12)) is None
+    assert cache.current("c", "k1", Head("key_12", 12)) is None
 
 
 def test_a_write_moves_on_only_what_it_left_alone() -> None:
     cache = CheckpointCache()
     blob = stored("c", 2)
     for key in ("k1", "k2", "k3"):
-        cache.state("c", key, blob, ("key_9", 9))
-    cache.state("d", "k1", blob, ("key_9", 9))
+        cache.state("c", key, blob, Head("key_9", 9))
+    cache.state("d", "k1", blob, Head("key_9", 9))
     # a late activity between k1 and k2: k2 and k3 were dropped and may be rewritten
-    cache.advance("c", ("key_9", 9), ("key_10", 10), below="k2")
-    assert cache.current("c", "k1", ("key_10", 10)) is not None
-    assert cache.current("c", "k2", ("key_10", 10)) is None
-    assert cache.current("c", "k3", ("key_10", 10)) is None
-    assert cache.current("d", "k1", ("key_9", 9)) is not None  # another customer
-    cache.advance("c", ("key_4", 4), ("key_11", 11), below=None)  # not the head it had
-    assert cache.current("c", "k1", ("key_11", 11)) is None
+    cache.advance("c", Head("key_9", 9), Head("key_10", 10), below="k2")
+    assert cache.current("c", "k1", Head("key_10", 10)) is not None
+    assert cache.current("c", "k2", Head("key_10", 10)) is None
+    assert cache.current("c", "k3", Head("key_10", 10)) is None
+    assert cache.current("d", "k1", Head("key_9", 9)) is not None  # another customer
+    cache.advance("c", Head("key_4", 4), Head("key_11", 11), below=None)  # not the head it had
+    assert cache.current("c", "k1", Head("key_11", 11)) is None
 
 
 def test_a_state_over_the_budget_replaces_nothing_stale() -> None:
     small, big = stored("c", 2), stored("c", 50)
     cache = CheckpointCache(max_bytes=len(small))
-    cache.state("c", "k1", small, ("key_9", 9))
-    assert not cache.put("c", "k1", big, snapshot.load(big), ("key_10", 10))
-    assert cache.current("c", "k1", ("key_9", 9)) is None  # the old one is gone too
+    cache.state("c", "k1", small, Head("key_9", 9))
+    assert not cache.put("c", "k1", big, snapshot.load(big), Head("key_10", 10))
+    assert cache.current("c", "k1", Head("key_9", 9)) is None  # the old one is gone too
     assert len(cache.state("c", "k1", big).orders) == 50
