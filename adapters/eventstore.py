@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import InternalError as SAInternalError
 from sqlalchemy.exc import ProgrammingError as SAProgrammingError
 
+from custate.adapters.sqlschema import retry_creation
 from custate.domain import KNOWN_TYPES, Activity, parse_activity, parse_time
 from custate.domain.activity import LazyData
 from custate.domain.fold import PROFILE_FIELD_TYPES
@@ -78,7 +79,6 @@ _CREATION_RACE = (
     SAProgrammingError,
     SAInternalError,
 )
-_OPEN_ATTEMPTS = 5
 
 
 class ActivityLog(Application[Any]):
@@ -264,21 +264,18 @@ class EventStore:
         )
 
     def _open(self, url: str) -> ActivityLog:
-        for attempt in range(_OPEN_ATTEMPTS):
-            try:
-                if self.url.kind == "postgresql" and self.url.schema:
-                    with self.engine.begin() as c:
-                        c.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.url.schema}"'))
-                return ActivityLog(env=self.url.env)
-            except _CREATION_RACE:
-                # A second look finds what the other process made; a random pause keeps
-                # two that collided from colliding again.
-                if attempt == _OPEN_ATTEMPTS - 1:
-                    raise
-                time.sleep(random.uniform(0.01, 0.1))
-            except Exception as e:
-                raise StoreError(f"{url}: cannot open the event store: {e}") from e
-        raise AssertionError("unreachable")
+        def create() -> ActivityLog:
+            if self.url.kind == "postgresql" and self.url.schema:
+                with self.engine.begin() as c:
+                    c.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.url.schema}"'))
+            return ActivityLog(env=self.url.env)
+
+        try:
+            return retry_creation(create, _CREATION_RACE)
+        except _CREATION_RACE:
+            raise
+        except Exception as e:
+            raise StoreError(f"{url}: cannot open the event store: {e}") from e
 
     def close(self) -> None:
         if self._lock_file is not None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, MetaData, Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -12,19 +13,28 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
+T = TypeVar("T")
 
-def create_all(engine: Engine, metadata: MetaData, attempts: int = 5) -> None:
-    """`create_all`, retried: two processes opening one new store race between the check
-    and the CREATE (PostgreSQL's catalog says so even for IF NOT EXISTS); a second look
-    finds what the other one made, and a random pause keeps them from colliding again."""
+
+def retry_creation(
+    create: Callable[[], T], races: tuple[type[BaseException], ...], attempts: int = 5
+) -> T:
+    """`create()`, retried on `races`: processes opening one new store at once race between
+    the check and the CREATE (PostgreSQL's catalog says so even for IF NOT EXISTS); a
+    second look finds what the other one made, and a random pause keeps two that collided
+    from colliding again."""
     for attempt in range(attempts):
         try:
-            metadata.create_all(engine)
-            return
-        except DBAPIError:
+            return create()
+        except races:
             if attempt == attempts - 1:
                 raise
             time.sleep(random.uniform(0.01, 0.1))
+    raise AssertionError("unreachable")
+
+
+def create_all(engine: Engine, metadata: MetaData) -> None:
+    retry_creation(lambda: metadata.create_all(engine), (DBAPIError,))
 
 
 def insert_or_ignore(engine: Engine, table: Table) -> Insert:
