@@ -6,6 +6,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from freezegun import freeze_time
+from hypothesis import given
+from hypothesis import strategies as st
 
 from custate.domain import (
     ActivityError,
@@ -74,6 +77,28 @@ def test_offsets_are_normalised_to_utc_and_microseconds_kept() -> None:
     assert a.to_record()["created_at"] == "2025-01-01T10:00:00.123456Z"
     b = parse_activity(rec(created_at="2024-12-31T23:59:59.000001-05:00"))
     assert format_time(b.created_at) == "2025-01-01T04:59:59.000001Z"
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7)), timezone.utc]),
+    ),
+    st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+    ),
+)
+def test_times_format_at_one_width_in_utc_and_sort_as_times(t: datetime, u: datetime) -> None:
+    s = format_time(t)
+    assert s == t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").rjust(27, "0")
+    assert len(s) == 27 and parse_time(s, "t") == t
+    assert (s < format_time(u)) == (t < u)
+
+
+def test_a_subclass_of_datetime_formats_too() -> None:
+    with freeze_time("2025-01-01T10:00:00Z"):
+        assert format_time(datetime.now(UTC)) == "2025-01-01T10:00:00.000000Z"
 
 
 def test_same_instant_in_two_zones_is_the_same_content() -> None:
