@@ -3,8 +3,11 @@ cuts. Pure functions over `(activity, recorded_at)` pairs; the adapters load the
 
 `history` folds a customer's activities in fold order and, after each one, diffs only the
 parts of the state that activity can touch (the entries its payload names, the sections its
-effects write), against a cache of their last flattened form. Diffing the whole `to_json()`
-after every activity would be quadratic. The flattened paths are those of
+effects write) against what it last saw of them. Diffing the whole `to_json()` after every
+activity would be quadratic. The objects of the state (a card, an order, the activity
+counters) are compared field by field, and only the fields that changed are rendered, as
+their class's `to_json` renders them (a unit test holds every class to it); the rest (the
+points, the gaps) are rendered whole and compared as JSON. The flattened paths are those of
 `projections.diff.flatten(state.to_json())`, without the cut keys (`as_of`, `known_at`):
 applying every reported change, in order, to the flattened empty state gives the flattened
 state after each activity (the unit tests check it at every step).
@@ -15,6 +18,7 @@ a leaf of its own, as in `flatten`."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +37,7 @@ from custate.domain import (
     format_time,
 )
 from custate.domain.effects.cards import card_id
-from custate.domain.state import Gap, Json, PendingEntry, entries_json
+from custate.domain.state import Gap, Json, PendingEntry
 from custate.projections.diff import flatten
 
 Flat = dict[str, Any]
@@ -187,18 +191,6 @@ _ABSENT: Any = type("_Absent", (), {"__repr__": lambda self: "<absent>"})()
 Rendered = tuple[str, Any]  # (the path it lies under, its JSON value, or _ABSENT)
 
 
-def _render(s: CustomerState, unit: Unit) -> Rendered:
-    """One unit of the state as JSON, under the path where `s.to_json()` has it: the JSON
-    comes from the state's own renderers, so the two cannot drift apart. Its flattened form
-    is `flatten(value, path)`; it is kept unflattened because most of an audit's renders
-    change nothing or a leaf or two, and building prefixed paths for every leaf of every
-    render was most of the audit's time."""
-    render = _RENDERERS.get(unit[0])
-    if render is None:
-        raise ValueError(f"unknown unit {unit!r}")
-    return render(s, unit[1])
-
-
 def _flat(rendered: Rendered) -> Flat:
     path, value = rendered
     return {} if value is _ABSENT else flatten(value, path)
@@ -233,57 +225,49 @@ def _diff_json(before: Any, after: Any, path: str, out: list[FieldChange]) -> No
 
 # Units that are one entry of a map: (path of the map, the map).
 _ENTRIES: dict[str, tuple[str, Callable[[CustomerState], Mapping[str, Any]]]] = {
-    "card": ("loyalty.cards", lambda s: s.cards),
-    "order": ("orders", lambda s: s.orders),
-    "gift": ("gift_cards", lambda s: s.gift_cards),
-    "segment": ("segments", lambda s: s.segments),
-    "reward_redemption": ("reward_redemptions", lambda s: s.reward_redemptions),
-    "voucher": ("vouchers", lambda s: s.vouchers),
+    "card": ("loyalty.cards", attrgetter("cards")),
+    "order": ("orders", attrgetter("orders")),
+    "gift": ("gift_cards", attrgetter("gift_cards")),
+    "segment": ("segments", attrgetter("segments")),
+    "reward_redemption": ("reward_redemptions", attrgetter("reward_redemptions")),
+    "voucher": ("vouchers", attrgetter("vouchers")),
 }
 
-# Units rendered whole: (path, their JSON).
-_SECTIONS: dict[str, tuple[str, Callable[[CustomerState], dict[str, Any]]]] = {
-    "activities": ("activities", lambda s: s.activities.to_json()),
-    "profile": ("profile", lambda s: s.profile.to_json()),
-    "tiers": ("loyalty.tiers", lambda s: entries_json(s.tiers)),
-    "messaging": ("messaging", lambda s: entries_json(s.messaging)),
-    "custom_events": ("custom_events", lambda s: entries_json(s.custom_events)),
-    "redemptions": ("redemptions", lambda s: s.redemptions.to_json()),
-    "validations": ("validations", lambda s: s.validations.to_json()),
+# Units that are one object of the state: (path, the object).
+_OBJECTS: dict[str, tuple[str, Callable[[CustomerState], Any]]] = {
+    "activities": ("activities", attrgetter("activities")),
+    "profile": ("profile", attrgetter("profile")),
+    "redemptions": ("redemptions", attrgetter("redemptions")),
+    "validations": ("validations", attrgetter("validations")),
+}
+
+# Units that are a whole map of a few entries, which the fold changes in place and the
+# payload does not always name: (path, the kind of unit of each entry, the map).
+_SMALL_MAPS: dict[str, tuple[str, str, Callable[[CustomerState], Mapping[str, Any]]]] = {
+    "tiers": ("loyalty.tiers", "tier", attrgetter("tiers")),
+    "messaging": ("messaging", "channel", attrgetter("messaging")),
+    "custom_events": ("custom_events", "custom_event", attrgetter("custom_events")),
 }
 
 
 # The maps whose emptiness is a leaf of its own (`"orders": {}`): path -> attribute.
 _MAPS: dict[str, str] = {
     "loyalty.cards": "cards",
+    "loyalty.tiers": "tiers",
     "gift_cards": "gift_cards",
     "segments": "segments",
     "orders": "orders",
     "reward_redemptions": "reward_redemptions",
     "vouchers": "vouchers",
+    "messaging": "messaging",
+    "custom_events": "custom_events",
 }
 
 
-def _entry_renderer(
-    path: str, entries: Callable[[CustomerState], Mapping[str, Any]]
-) -> Callable[[CustomerState, str], Rendered]:
-    def render(s: CustomerState, key: str) -> Rendered:
-        e = entries(s).get(key)
-        return f"{path}.{key}", (_ABSENT if e is None else e.to_json())
-
-    return render
-
-
-def _section_renderer(
-    path: str, section: Callable[[CustomerState], Any]
-) -> Callable[[CustomerState, str], Rendered]:
-    return lambda s, _: (path, section(s))
-
-
-# Each kind of unit, rendered: one lookup per render (an audit does tens of thousands).
+# The units rendered as JSON whole (cheap, or rare), under the path where `s.to_json()` has
+# them. They are kept unflattened: building prefixed paths for every leaf of every render
+# was most of the audit's time, and most renders change nothing.
 _RENDERERS: dict[str, Callable[[CustomerState, str], Rendered]] = {
-    **{kind: _entry_renderer(*spec) for kind, spec in _ENTRIES.items()},
-    **{kind: _section_renderer(*spec) for kind, spec in _SECTIONS.items()},
     "empty": lambda s, key: (key, _ABSENT if getattr(s, _MAPS[key]) else {}),
     "points": lambda s, _: ("loyalty.points", s.points),
     "gaps": lambda s, _: ("gaps", [g.to_json() for g in s.gaps]),
@@ -292,17 +276,81 @@ _RENDERERS: dict[str, Callable[[CustomerState, str], Rendered]] = {
 }
 
 
+# -- objects of the state, field by field ----------------------------------------------------
+
+
+def _leaf(value: Any) -> Any:
+    """A field's JSON value, as the state's `to_json` renders every field (a unit test holds
+    each class of the state to it)."""
+    c = value.__class__
+    if c is str or c is int or value is None:
+        return value
+    if isinstance(value, datetime):  # not `c is datetime`: freezegun rebinds the name
+        return format_time(value)
+    if c is list:
+        return list(value)
+    return value
+
+
+_FIELDS: dict[type, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {}
+
+
+def json_fields(cls: type) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
+    """The fields of a class of the state that its JSON holds, in order, and a getter of
+    their values as a tuple (a card's pending entries apart: `Tracker._card`)."""
+    spec = _FIELDS.get(cls)
+    if spec is None:
+        names: tuple[str, ...] = getattr(cls, "__struct_fields__", None) or tuple(
+            f.name for f in dataclasses.fields(cls)
+        )
+        names = tuple(n for n in names if n != "pending")
+        spec = _FIELDS[cls] = (names, attrgetter(*names))
+    return spec
+
+
+class _Seen:
+    """An object of the state as last reported: its fields' values, their JSON, and each
+    one's path. Comparing the values as a tuple (in C) tells most unchanged objects apart
+    without rendering them, and only the fields that changed are rendered: most activities
+    change a leaf or two of the objects they touch (`activities.count`, an order's status)."""
+
+    __slots__ = ("get", "json", "names", "path", "paths", "raw")
+
+    def __init__(self, path: str, obj: Any) -> None:
+        self.names, self.get = json_fields(obj.__class__)
+        self.path = path
+        self.raw = self.get(obj)
+        self.json = [_leaf(v) for v in self.raw]
+        self.paths = tuple(f"{path}.{n}" for n in self.names)
+
+    def flat(self) -> Flat:
+        return flatten(dict(zip(self.names, self.json, strict=True)), self.path)
+
+    def update(self, obj: Any, out: list[FieldChange]) -> None:
+        raw = self.get(obj)
+        old = self.raw
+        if raw == old:  # element by element, identity first
+            return
+        js = self.json
+        for i, v in enumerate(raw):
+            if v is old[i]:
+                continue
+            before, after = js[i], _leaf(v)
+            if (before.__class__ is dict and before) or (after.__class__ is dict and after):
+                if before != after:
+                    _diff_json(before, after, self.paths[i], out)
+            elif before != after or type(before) is not type(after):
+                out.append(FieldChange(self.paths[i], before, after, CHANGED))
+            js[i] = after
+        self.raw = raw
+
+
 _FIXED: tuple[Unit, ...] = (
     ("customer_id", ""),
     ("profile", ""),
     ("points", ""),
     ("tiers", ""),
-    ("empty", "loyalty.cards"),
-    ("empty", "gift_cards"),
-    ("empty", "segments"),
-    ("empty", "orders"),
-    ("empty", "reward_redemptions"),
-    ("empty", "vouchers"),
+    *(("empty", path) for path in _MAPS),
     ("redemptions", ""),
     ("referrals", ""),
     ("messaging", ""),
@@ -335,11 +383,14 @@ def _emptiness(s: CustomerState) -> tuple[bool, ...]:
     of `Tracker.flat` fails)."""
     return (
         not s.cards,
+        not s.tiers,
         not s.gift_cards,
         not s.segments,
         not s.orders,
         not s.reward_redemptions,
         not s.vouchers,
+        not s.messaging,
+        not s.custom_events,
     )
 
 
@@ -362,13 +413,14 @@ def _modules(activity_type: str) -> tuple[frozenset[str], tuple[Unit, ...]] | No
     return _modules_cache[activity_type]
 
 
-def _units(a: Activity) -> list[Unit]:
-    """The parts of the state folding `a` can change, each once."""
+def _units(a: Activity, counters: bool = True) -> list[Unit]:
+    """The parts of the state folding `a` can change, each once (without the `activities`
+    counters unless `counters`)."""
     known = _modules(a.type)
     if known is None:  # unrecognized: only `activities`
-        return list(_ALWAYS)
+        return list(_ALWAYS) if counters else []
     mods, static = known
-    units = list(static)
+    units = list(static) if counters else list(static[len(_ALWAYS) :])
     p = a.payload
     cards: set[str] = set()
     cid = card_id(p)
@@ -426,27 +478,35 @@ class Tracker:
         customer_id: str,
         start: CustomerState | None = None,
         only: Callable[[Unit], bool] | None = None,
+        counters: bool = True,
     ) -> None:
         """From the empty state, or from `start` (a checkpoint: folded on in place).
-        `only`: report changes to the units it accepts, and render no others."""
+        `only`: report changes to the units it accepts, and render no others. `counters`:
+        track the `activities` section (`history` leaves it out: see `Replay`)."""
         self._only = only
+        self._counters = counters
         self.state = s = start if start is not None else CustomerState(customer_id)
-        self._cache: dict[Unit, Rendered] = {u: _render(s, u) for u in _FIXED}
-        # Per card: its pending entries as last seen, and each one's JSON.
+        self._cache: dict[Unit, Rendered] = {}  # the units rendered whole
+        self._seen: dict[Unit, _Seen] = {}  # the objects, field by field
+        self._keys: dict[str, set[str]] = {kind: set() for kind in _SMALL_MAPS}
+        # Per card: its pending entries as last seen, and each one's JSON; the cards that
+        # hold none (`"pending": {}` is a leaf of its own).
         self._pending: dict[str, dict[str, PendingEntry]] = {}
         self._pending_json: dict[str, dict[str, Json]] = {}
+        self._no_pending: set[str] = set()
+        ignored: list[FieldChange] = []
+        for u in _FIXED:
+            if counters or u[0] != "activities":
+                _VISIT[u[0]](self, u, ignored)
         for kind, (_, entries) in _ENTRIES.items():
             for key in entries(s):
-                if kind == "card":
-                    self._card(key, [])
-                else:
-                    self._cache[(kind, key)] = _render(s, (kind, key))
+                _VISIT[kind](self, (kind, key), ignored)
         self._gaps = len(s.gaps)
         self._empty = _emptiness(s)
 
     def step(self, a: Activity) -> list[FieldChange]:
         s = self.state
-        units = _units(a)
+        units = _units(a, self._counters)
         apply(s, a)
         if len(s.gaps) != self._gaps:
             self._gaps = len(s.gaps)
@@ -460,45 +520,63 @@ class Tracker:
         if self._only is not None:
             units = [u for u in units if self._only(u)]
         changes: list[FieldChange] = []
-        cache = self._cache
         for u in units:
-            kind, key = u
-            if kind == "card":
-                self._card(key, changes)
-                continue
-            path, after = _RENDERERS[kind](s, key)
-            before = cache.get(u, _NOTHING)[1]
-            if before != after:
-                _diff_json(before, after, path, changes)
-                if after is _ABSENT:
-                    del cache[u]
-                else:
-                    cache[u] = (path, after)
+            _VISIT[u[0]](self, u, changes)
         if len(changes) > 1:
             changes.sort(key=_path)
         return changes
 
-    def _card(self, key: str, out: list[FieldChange]) -> None:
+    def _rendered(self, u: Unit, out: list[FieldChange]) -> None:
+        path, after = _RENDERERS[u[0]](self.state, u[1])
+        before = self._cache.get(u, _NOTHING)[1]
+        if before != after:
+            _diff_json(before, after, path, out)
+            if after is _ABSENT:
+                del self._cache[u]
+            else:
+                self._cache[u] = (path, after)
+
+    def _object(self, u: Unit, prefix: str, obj: Any, out: list[FieldChange]) -> None:
+        """The object `obj` (None: not in the state) as unit `u`, under `prefix.key`."""
+        seen = self._seen.get(u)
+        if seen is not None:
+            if obj is not None:
+                seen.update(obj, out)
+            else:
+                del self._seen[u]
+                _diff(seen.flat(), {}, out)
+        elif obj is not None:
+            key = u[1]
+            seen = self._seen[u] = _Seen(f"{prefix}.{key}" if key else prefix, obj)
+            _diff({}, seen.flat(), out)
+
+    def _small_map(self, u: Unit, out: list[FieldChange]) -> None:
+        prefix, kind, entries = _SMALL_MAPS[u[0]]
+        m = entries(self.state)
+        for key, obj in m.items():
+            self._object((kind, key), prefix, obj, out)
+        keys = self._keys[u[0]]
+        for key in keys - m.keys():
+            self._object((kind, key), prefix, None, out)
+        self._keys[u[0]] = set(m)
+
+    def _card(self, u: Unit, out: list[FieldChange]) -> None:
         """A card's own fields, and its pending entries apart: a card can hold hundreds and
         most activities change none. Entries are frozen (a change is a new entry), so only
         those that are not the objects last seen are rendered."""
-        u = ("card", key)
-        path = f"loyalty.cards.{key}"
+        key = u[1]
         card = self.state.cards.get(key)
-        head: Any = _ABSENT
-        pending: dict[str, PendingEntry] = {}
-        if card is not None:
-            head = card.to_json(pending=False)
-            pending = card.pending
-            if not pending:
-                head["pending"] = {}  # an empty object is a leaf of its own
-        before = self._cache.get(u, _NOTHING)[1]
-        if head != before:
-            _diff_json(before, head, path, out)
-            if head is _ABSENT:
-                del self._cache[u]
+        self._object(u, "loyalty.cards", card, out)
+        pending: dict[str, PendingEntry] = {} if card is None else card.pending
+        none = card is not None and not pending
+        if none != (key in self._no_pending):
+            path = f"loyalty.cards.{key}.pending"
+            if none:
+                self._no_pending.add(key)
+                out.append(FieldChange(path, None, {}, ADDED))
             else:
-                self._cache[u] = (path, head)
+                self._no_pending.discard(key)
+                out.append(FieldChange(path, {}, None, REMOVED))
         last = self._pending.get(key, {})
         if pending == last:  # the same entry objects: compared by identity first, in C
             return
@@ -506,10 +584,10 @@ class Tracker:
         for pid, entry in pending.items():
             if last.get(pid) is not entry:
                 j = entry.to_json()
-                _diff_json(seen.get(pid, _ABSENT), j, f"{path}.pending.{pid}", out)
+                _diff_json(seen.get(pid, _ABSENT), j, f"loyalty.cards.{key}.pending.{pid}", out)
                 seen[pid] = j
         for pid in last.keys() - pending.keys():
-            _diff_json(seen.pop(pid), _ABSENT, f"{path}.pending.{pid}", out)
+            _diff_json(seen.pop(pid), _ABSENT, f"loyalty.cards.{key}.pending.{pid}", out)
         self._pending[key] = dict(pending)
 
     def flat(self) -> Flat:
@@ -517,10 +595,35 @@ class Tracker:
         out: Flat = {}
         for rendered in self._cache.values():
             out.update(_flat(rendered))
+        for seen in self._seen.values():
+            out.update(seen.flat())
+        for card in self._no_pending:
+            out[f"loyalty.cards.{card}.pending"] = {}
         for card, entries in self._pending_json.items():
             for pid, j in entries.items():
                 out.update(flatten(j, f"loyalty.cards.{card}.pending.{pid}"))
         return out
+
+
+def _entry_visitor(kind: str) -> Callable[[Tracker, Unit, list[FieldChange]], None]:
+    prefix, entries = _ENTRIES[kind]
+    return lambda t, u, out: t._object(u, prefix, entries(t.state).get(u[1]), out)
+
+
+def _object_visitor(kind: str) -> Callable[[Tracker, Unit, list[FieldChange]], None]:
+    path, obj = _OBJECTS[kind]
+    return lambda t, u, out: t._object(u, path, obj(t.state), out)
+
+
+# How the tracker diffs each kind of unit: one lookup per unit (an audit visits tens of
+# thousands).
+_VISIT: dict[str, Callable[[Tracker, Unit, list[FieldChange]], None]] = {
+    **{kind: _entry_visitor(kind) for kind in _ENTRIES},
+    "card": Tracker._card,
+    **{kind: _object_visitor(kind) for kind in _OBJECTS},
+    **dict.fromkeys(_SMALL_MAPS, Tracker._small_map),
+    **dict.fromkeys(_RENDERERS, Tracker._rendered),
+}
 
 
 _NOTHING: Rendered = ("", _ABSENT)
@@ -587,13 +690,15 @@ def history(
     end: datetime | None = None,
     checkpoint: CustomerState | None = None,
 ) -> list[HistoryEntry]:
-    """Every activity in fold order with what it changed. `start`/`end` (inclusive, business
-    time) only limit what is reported. The fold starts from the first activity, or from
+    """Every activity in fold order with what it changed in the customer's state, apart from
+    the `activities` counters: those count the very list this is, and reported on every
+    entry, they would hide which activities changed nothing (`Replay` adds them back).
+    `start`/`end` (inclusive, business time) only limit what is reported. The fold starts from the first activity, or from
     `checkpoint`, the state after every activity that sorts before all of `pairs` (then
     `pairs` must be all the others: whether one is late depends only on those after it)."""
     todo = _ordered_pairs(pairs)
     late = _late_flags(todo)  # over everything stored, also what sorts after `end`
-    tracker = Tracker(customer_id, checkpoint)
+    tracker = Tracker(customer_id, checkpoint, counters=False)
     out: list[HistoryEntry] = []
     for (a, r), is_late in zip(todo, late, strict=True):
         if end is not None and a.created_at > end:
@@ -604,12 +709,32 @@ def history(
     return out
 
 
+class Replay:
+    """The flattened state that a history's entries add up to, one entry at a time: each
+    entry's changes, and the `activities` counters that the entry is (as the fold counts)."""
+
+    def __init__(self, customer_id: str) -> None:
+        self.flat = empty_flat(customer_id)
+
+    def apply(self, entry: HistoryEntry) -> None:
+        apply_changes(self.flat, entry.changes)
+        f, a = self.flat, entry.activity
+        at = format_time(a.created_at)
+        f["activities.count"] += 1
+        if f["activities.first_at"] is None:
+            f["activities.first_at"] = at
+        f["activities.last_at"] = at
+        f["activities.last_id"] = a.id
+        if a.type not in EFFECTS:
+            f["activities.unrecognized"] += 1
+
+
 def replay_history(customer_id: str, entries: Iterable[HistoryEntry]) -> Flat:
-    """The flattened state the reported changes add up to."""
-    flat = empty_flat(customer_id)
+    """The flattened state a whole history adds up to."""
+    replay = Replay(customer_id)
     for e in entries:
-        apply_changes(flat, e.changes)
-    return flat
+        replay.apply(e)
+    return replay.flat
 
 
 # -- explain ----------------------------------------------------------------------------------
@@ -641,8 +766,10 @@ def _unit_path(unit: Unit) -> str:
     kind, key = unit
     if kind in _ENTRIES:
         return f"{_ENTRIES[kind][0]}.{key}"
-    if kind in _SECTIONS:
-        return _SECTIONS[kind][0]
+    if kind in _OBJECTS:
+        return _OBJECTS[kind][0]
+    if kind in _SMALL_MAPS:
+        return _SMALL_MAPS[kind][0]
     if kind == "empty":
         return key
     return {

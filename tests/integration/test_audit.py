@@ -11,7 +11,7 @@ from freezegun import freeze_time
 
 import custate
 from custate.projections import audit
-from custate.projections.audit import REMOVED, empty_flat
+from custate.projections.audit import Replay
 from custate.projections.diff import CUT_KEYS, flatten
 
 from .histories import generate, iso
@@ -59,13 +59,10 @@ def test_history_replays_to_the_state_at_each_point(store_url: str) -> None:
             entries = cs.history(cid)
             state = cs.state(cid)
             assert len(entries) == state.activities.count
-            f = empty_flat(cid)
+            replay = Replay(cid)
             for i, e in enumerate(entries):
-                for c in e.changes:
-                    if c.op == REMOVED:
-                        del f[c.path]
-                    else:
-                        f[c.path] = c.after
+                replay.apply(e)
+                f = replay.flat
                 if i % 37 == 0 or i == len(entries) - 1:
                     at = e.activity.created_at
                     expect = flat(cs.replay(cid, as_of=at).to_json())

@@ -12,18 +12,21 @@ from typing import Any
 import pytest
 
 from custate.domain import Activity, fold, ordered, parse_activity
+from custate.domain.state import LoyaltyCard
 from custate.projections.audit import (
     ADDED,
     REMOVED,
     HistoryEntry,
     Pair,
+    Replay,
     Tracker,
+    _leaf,
     card_gaps,
     diff_as_of,
     diff_known_at,
-    empty_flat,
     explain,
     history,
+    json_fields,
     replay_history,
 )
 from custate.projections.diff import CUT_KEYS, flatten
@@ -61,22 +64,20 @@ def test_history_changes_reproduce_the_state_after_every_activity() -> None:
         todo = ordered(acts)
         entries = history(pairs_at(acts, at(0)), cid)
         assert [e.activity.id for e in entries] == [a.id for a in todo]
-        flat = empty_flat(cid)
-        assert flat == flat_state([], cid)
+        replay = Replay(cid)
+        assert replay.flat == flat_state([], cid)
         for i, e in enumerate(entries):
             for c in e.changes:
-                if c.op == REMOVED:
-                    del flat[c.path]
-                else:
-                    assert (c.op == ADDED) == (c.path not in flat), c
-                    flat[c.path] = c.after
-            assert flat == flat_state(todo[: i + 1], cid), (cid, i, e.activity.type)
+                assert (c.op == ADDED) == (c.path not in replay.flat), c
+                assert not c.path.startswith("activities."), c  # the entry itself
+            replay.apply(e)
+            assert replay.flat == flat_state(todo[: i + 1], cid), (cid, i, e.activity.type)
 
 
-def test_history_reproduces_every_sample_type() -> None:
+def every_sample_type() -> list[Activity]:
     """Every bundled sample payload (tiers, vouchers, rewards, orders...) in one history."""
     names = sample_names()
-    acts = [
+    return [
         parse_activity(
             {
                 "id": f"evcus_{i:04d}",
@@ -88,6 +89,10 @@ def test_history_reproduces_every_sample_type() -> None:
         )
         for i, name in enumerate(names * 2)
     ]
+
+
+def test_history_reproduces_every_sample_type() -> None:
+    acts = every_sample_type()
     tracker = Tracker(CUSTOMER)
     for i, a in enumerate(ordered(acts)):
         tracker.step(a)
@@ -97,19 +102,39 @@ def test_history_reproduces_every_sample_type() -> None:
     )
 
 
-def test_an_activity_that_changes_nothing_but_the_counters_says_so() -> None:
+def test_each_object_of_the_state_renders_as_its_fields_one_by_one() -> None:
+    """`history` renders only the fields of an object that changed (`json_fields`, `_leaf`):
+    that must be what each class's own `to_json` renders."""
+    states = [fold(acts, cid) for cid, acts in generated(600, 3, seed=11).items()]
+    states.append(fold(every_sample_type(), CUSTOMER))
+    classes: set[type] = set()
+    for s in states:
+        maps = (s.cards, s.tiers, s.gift_cards, s.segments, s.orders, s.reward_redemptions)
+        objects = [
+            *(s.profile, s.redemptions, s.validations, s.activities),
+            *(obj for m in (*maps, s.vouchers, s.messaging, s.custom_events) for obj in m.values()),
+        ]
+        for obj in objects:
+            names, values = json_fields(type(obj))
+            expected = obj.to_json()
+            if isinstance(obj, LoyaltyCard):
+                del expected["pending"]  # diffed entry by entry
+            assert dict(zip(names, map(_leaf, values(obj)), strict=True)) == expected
+            classes.add(type(obj))
+    assert len(classes) == 13, classes
+
+
+def test_an_activity_that_changes_nothing_says_so() -> None:
     a = act("customer.updated", {"customer": {"name": "Ada"}}, t=0)
     b = act("customer.updated", {"customer": {"name": "Ada"}}, t=1)
     entries = history(pairs_at([a, b], at(0)), CUSTOMER)
-    assert {c.path for c in entries[1].changes} == {
-        "activities.count",
-        "activities.last_at",
-        "activities.last_id",
-        "profile.updated_at",
-    }
+    assert [c.path for c in entries[1].changes] == ["profile.updated_at"]
     unknown = act("customer.wallet.topped_up", {}, t=2)
-    entries = history(pairs_at([a, b, unknown], at(0)), CUSTOMER)
-    assert all(c.path.startswith("activities.") for c in entries[2].changes)
+    failed = act("customer.publication.failed", {}, t=3)
+    entries = history(pairs_at([a, b, unknown, failed], at(0)), CUSTOMER)
+    assert entries[2].changes == entries[3].changes == ()
+    # ... and yet they count: replaying the history gives the fold's counters.
+    assert replay_history(CUSTOMER, entries) == flat_state([a, b, unknown, failed], CUSTOMER)
 
 
 def test_history_window_lists_only_activities_in_it_with_values_from_the_full_fold() -> None:
@@ -303,17 +328,13 @@ def explain_from_history(entries: list[HistoryEntry], cid: str, path: str) -> tu
     def under(p: str) -> bool:
         return p == path or p.startswith(path + ".")
 
-    flat = empty_flat(cid)
+    replay = Replay(cid)
     chain = []
     for e in entries:
-        before = {k: v for k, v in flat.items() if under(k)}
-        for c in e.changes:
-            if c.op == REMOVED:
-                del flat[c.path]
-            else:
-                flat[c.path] = c.after
-        if any(under(c.path) for c in e.changes):
-            after = {k: v for k, v in flat.items() if under(k)}
+        before = {k: v for k, v in replay.flat.items() if under(k)}
+        replay.apply(e)
+        after = {k: v for k, v in replay.flat.items() if under(k)}
+        if after != before:
             chain.append((e.activity.id, e.late, before, after))
     return tuple(chain)
 
