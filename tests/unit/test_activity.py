@@ -83,7 +83,9 @@ def test_offsets_are_normalised_to_utc_and_microseconds_kept() -> None:
     st.datetimes(
         min_value=datetime(1, 1, 2),
         max_value=datetime(9999, 12, 30),
-        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7)), timezone.utc]),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=-7)), timezone(timedelta(minutes=330))]
+        ),
     ),
     st.datetimes(
         min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
@@ -92,7 +94,8 @@ def test_offsets_are_normalised_to_utc_and_microseconds_kept() -> None:
 def test_times_format_at_one_width_in_utc_and_sort_as_times(t: datetime, u: datetime) -> None:
     s = format_time(t)
     assert s == t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").rjust(27, "0")
-    assert len(s) == 27 and parse_time(s, "t") == t
+    assert len(s) == 27
+    assert parse_time(s, "t") == t
     assert (s < format_time(u)) == (t < u)
 
 
