@@ -8,8 +8,10 @@ that lost the race rolls back and reads again."""
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import groupby
@@ -158,6 +160,7 @@ class ReadModel(TrackingRecorder):
         # version): stored events never change, and `Activity` is immutable, so entries
         # stay valid; least recently used ones go first.
         self._parsed: OrderedDict[tuple[str, int], Activity] = OrderedDict()
+        self._local = threading.local()  # `conn`: the connection of this thread's catch-up
         self.checkpoints = CheckpointCache(checkpoint_cache_bytes)
 
     # -- generations ---------------------------------------------------------------------
@@ -185,8 +188,21 @@ class ReadModel(TrackingRecorder):
             return self._position(c) or None
 
     def position(self) -> int:
-        with self.engine.connect() as c:
+        with self._reading() as c:
             return self._position(c)
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection to read with: the one of this thread's catch-up, when one runs. A
+        catch-up reads the position, the heads, a checkpoint and keys, and checking a pooled
+        connection out and back in for each read cost more than the reads (eight times for
+        a late activity). Its writes take a connection of their own (`_write`)."""
+        c: Connection | None = getattr(self._local, "conn", None)
+        if c is not None:
+            yield c
+            return
+        with self.engine.connect() as c:
+            yield c
 
     # The statements every catch-up runs, however small, go to the driver as text: for a
     # single late activity, building SQLAlchemy statements was a quarter of the work.
@@ -208,7 +224,7 @@ class ReadModel(TrackingRecorder):
 
     def heads(self, customer_ids: Sequence[str]) -> dict[str, Head]:
         out: dict[str, Head] = {}
-        with self.engine.connect() as c:
+        with self._reading() as c:
             for chunk in _chunks(customer_ids):
                 sql = (
                     f"SELECT customer_id, last_key, last_version FROM {self.t.customers.name} "
@@ -238,7 +254,7 @@ class ReadModel(TrackingRecorder):
         # long history they were a third of absorbing a late activity).
         mark = self._mark
         cp, cu = self.t.checkpoints.name, self.t.customers.name
-        with self.engine.connect() as c:
+        with self._reading() as c:
             found = (
                 _raw(c)
                 .execute(
@@ -284,7 +300,7 @@ class ReadModel(TrackingRecorder):
         )
         # Fold keys are ASCII text starting with a year: "" and DEL bound them all.
         bounds = (customer_id, after if after is not None else "", upto or "\x7f")
-        with self.engine.connect() as c:
+        with self._reading() as c:
             rows: list[tuple[str, int]] = _raw(c).execute(sql, bounds).fetchall()
         return rows
 
@@ -313,7 +329,8 @@ class ReadModel(TrackingRecorder):
         should_stop: Callable[[], bool] | None = None,
     ) -> CatchUpReport:
         """Project everything stored since the tracking position, a batch per transaction."""
-        with fewer_collections():
+        with fewer_collections(), self.engine.connect() as c:
+            self._local.conn = c
             try:
                 return self._catch_up(batch_size, progress, should_stop)
             except BaseException:
@@ -321,6 +338,8 @@ class ReadModel(TrackingRecorder):
                 # activities that were never written, under heads that still match.
                 self._cache.clear()
                 raise
+            finally:
+                self._local.conn = None
 
     def _catch_up(
         self,
@@ -331,15 +350,18 @@ class ReadModel(TrackingRecorder):
         report = CatchUpReport()
         recorder = self.store.recorder
         pending = _Pending(self, self.position())
+        last = False  # the last select found less than a batch: nothing more was stored
         while True:
             notes: Sequence[Notification] = ()
-            if should_stop is None or not should_stop():
+            if not last and (should_stop is None or not should_stop()):
                 notes = recorder.select_notifications(
                     pending.position, batch_size, topics=[ACTIVITY_TOPIC], inclusive_of_start=False
                 )
+                last = len(notes) < batch_size
             if not notes:
                 if pending.count and not self._flush(pending, report):
                     pending = _Pending(self, self.position())  # lost a race: read again
+                    last = False
                     continue
                 break
             batch = []
@@ -360,6 +382,7 @@ class ReadModel(TrackingRecorder):
             if pending.count >= WRITE_EVERY:
                 if not self._flush(pending, report):
                     pending = _Pending(self, self.position())
+                    last = False
                     continue
                 pending = _Pending(self, pending.position)
         report.position = report.position or self.position()
