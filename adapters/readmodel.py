@@ -42,7 +42,7 @@ from custate.adapters.eventstore import (
     decode,
 )
 from custate.adapters.readmodel_tables import Tables, meta_table, tables
-from custate.adapters.sqlschema import create_all, insert_or_ignore
+from custate.adapters.sqlschema import create_all, driver, insert_or_ignore
 from custate.adapters.statecache import DEFAULT_CHECKPOINT_CACHE_BYTES, CheckpointCache
 from custate.domain import Activity, CustomerState, snapshot
 from custate.domain.state import Gap
@@ -209,7 +209,7 @@ class ReadModel(TrackingRecorder):
 
     def _position(self, c: Connection) -> int:
         sql = f"SELECT notification_id FROM {self.t.tracking.name} WHERE application_name = {self._mark}"
-        (position,) = _raw(c).execute(sql, (APP_NAME,)).fetchone()
+        (position,) = driver(c).execute(sql, (APP_NAME,)).fetchone()
         return int(position)
 
     def _advance(self, c: Connection, previous: int, new: int) -> bool:
@@ -230,7 +230,7 @@ class ReadModel(TrackingRecorder):
                     f"SELECT customer_id, last_key, last_version FROM {self.t.customers.name} "
                     f"WHERE customer_id IN ({self._marks(len(chunk))})"
                 )
-                rows = _raw(c).execute(sql, tuple(chunk)).fetchall()
+                rows = driver(c).execute(sql, tuple(chunk)).fetchall()
                 out.update((r[0], Head(r[1], r[2])) for r in rows)
         return out
 
@@ -256,7 +256,7 @@ class ReadModel(TrackingRecorder):
         cp, cu = self.t.checkpoints.name, self.t.customers.name
         with self._reading() as c:
             found = (
-                _raw(c)
+                driver(c)
                 .execute(
                     f"SELECT cp.key, cu.last_key, cu.last_version FROM {cp} cp "
                     f"JOIN {cu} cu ON cu.customer_id = cp.customer_id "
@@ -290,7 +290,7 @@ class ReadModel(TrackingRecorder):
         self, customer_id: str, after: str | None, upto: str | None = None
     ) -> list[tuple[str, int]]:
         """(key, version) of projected activities with `after < key <= upto`, in key order."""
-        # Through the driver's own cursor (`_raw`): this runs for every point in time and
+        # Through the driver's own cursor (`driver`): this runs for every point in time and
         # every late activity, and SQLAlchemy's result rows cost more than the query (a
         # late activity's ~200 keys: 0.2 ms through them, 0.1 ms without).
         mark = self._mark
@@ -301,7 +301,7 @@ class ReadModel(TrackingRecorder):
         # Fold keys are ASCII text starting with a year: "" and DEL bound them all.
         bounds = (customer_id, after if after is not None else "", upto or "\x7f")
         with self._reading() as c:
-            rows: list[tuple[str, int]] = _raw(c).execute(sql, bounds).fetchall()
+            rows: list[tuple[str, int]] = driver(c).execute(sql, bounds).fetchall()
         return rows
 
     def activities(self, customer_id: str, versions: Sequence[int]) -> list[Activity]:
@@ -559,7 +559,10 @@ class ReadModel(TrackingRecorder):
         if self.engine.dialect.name == "postgresql":
             # COPY, in the same transaction: psycopg's executemany was a third of a
             # PostgreSQL catch-up (100k keys rows a 100k-activity batch).
-            with _raw(c).cursor() as cur, cur.copy(f"COPY {table.name} ({cols}) FROM STDIN") as cp:
+            with (
+                driver(c).cursor() as cur,
+                cur.copy(f"COPY {table.name} ({cols}) FROM STDIN") as cp,
+            ):
                 for r in rows:
                     cp.write_row(r)
             return
@@ -719,13 +722,6 @@ class ReadModel(TrackingRecorder):
                     select(self.t.customers.c.customer_id).order_by(self.t.customers.c.customer_id)
                 )
             )
-
-
-def _raw(c: Connection) -> Any:
-    """The driver's own connection under `c`, for the hot reads whose result rows cost more
-    through SQLAlchemy than the query itself (they skip its statement events; writes do
-    not come here)."""
-    return c.connection.driver_connection
 
 
 def _checkpoint_rows(changes: Changes) -> list[tuple[str, str, str]]:

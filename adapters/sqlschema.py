@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, MetaData, Table
+from sqlalchemy import Connection, Engine, MetaData, Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -42,3 +42,10 @@ def insert_or_ignore(engine: Engine, table: Table) -> Insert:
     make: Any = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
     stmt: Insert = make(table).on_conflict_do_nothing()
     return stmt
+
+
+def driver(c: Connection) -> Any:
+    """The driver's own connection under `c`, for the hot reads whose result rows cost more
+    through SQLAlchemy than the query itself (they skip its statement events; writes do
+    not come here). Statements to it use the driver's parameter style."""
+    return c.connection.driver_connection
