@@ -24,7 +24,7 @@ from sqlalchemy import select  # noqa: E402
 
 import custate  # noqa: E402
 from bench.generate import generate  # noqa: E402
-from custate.domain import parse_activity, snapshot  # noqa: E402
+from custate.domain import fold, parse_activity, snapshot  # noqa: E402
 from custate.projections import audit  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -58,8 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     entries = audit.history(pairs, cid)
     path = next(c.path for e in entries for c in e.changes if c.path.endswith(".balance"))
     print(f"{args.activities:,} activities, customer {cid}, explain {path}")
-    print(f"pure history:  {best(lambda: audit.history(pairs, cid)) * 1000:8.1f} ms")
-    print(f"pure explain:  {best(lambda: audit.explain(pairs, cid, path)) * 1000:8.1f} ms")
+    # The same-run baseline: this machine's speed varies by 2x from hour to hour.
+    baseline = best(lambda: fold(acts, cid))
+    print(f"baseline, the plain fold: {baseline * 1000:8.1f} ms")
+    pure = best(lambda: audit.history(pairs, cid))
+    print(f"pure history:  {pure * 1000:8.1f} ms ({pure / baseline:.1f}x the fold)")
+    pure = best(lambda: audit.explain(pairs, cid, path))
+    print(f"pure explain:  {pure * 1000:8.1f} ms ({pure / baseline:.1f}x the fold)")
 
     db = OUT / f"audit_heavy_{args.activities}.db"
     url = f"sqlite:///{db}"
@@ -67,13 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         if not cs.customer_ids():
             cs.ingest(records)
         print(f"api activities (load only): {best(lambda: cs.activities(cid)) * 1000:8.1f} ms")
-        print(f"api history:   {best(lambda: cs.history(cid)) * 1000:8.1f} ms")
+        took = best(lambda: cs.history(cid))
+        print(f"api history:   {took * 1000:8.1f} ms ({took / baseline:.1f}x the fold)")
         times = sorted(a.created_at for a in acts)
         for share in (0.01, 0.1):
             start = times[int(len(times) * (1 - share))]
             ms = best(partial(cs.history, cid, start=start)) * 1000
             print(f"api history --from the last {share:.0%}: {ms:8.1f} ms")
-        print(f"api explain:   {best(lambda: cs.explain(cid, path)) * 1000:8.1f} ms")
+        took = best(lambda: cs.explain(cid, path))
+        print(f"api explain:   {took * 1000:8.1f} ms ({took / baseline:.1f}x the fold)")
 
     # The generator starts customers over the stream: 4 activities a customer and 1.3x the
     # customers asked for reach at least that many. Its balances are continuous, so 1% of
