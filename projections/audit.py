@@ -326,6 +326,16 @@ class _Seen:
     def flat(self) -> Flat:
         return flatten(dict(zip(self.names, self.json, strict=True)), self.path)
 
+    def report(self, op: str, out: list[FieldChange]) -> None:
+        """Every leaf, `added` or `removed` (a new object, or one gone): straight from the
+        paths, without flattening into a dict first (a long history adds thousands)."""
+        for path, value in zip(self.paths, self.json, strict=True):
+            if value.__class__ is dict and value:
+                for leaf, v in flatten(value, path).items():
+                    out.append(_one_sided(leaf, v, op))
+            else:
+                out.append(_one_sided(path, value, op))
+
     def update(self, obj: Any, out: list[FieldChange]) -> None:
         raw = self.get(obj)
         old = self.raw
@@ -457,6 +467,12 @@ def _units(a: Activity, counters: bool = True) -> list[Unit]:
     return units
 
 
+def _one_sided(path: str, value: Any, op: str) -> FieldChange:
+    if op == ADDED:
+        return FieldChange(path, None, value, ADDED)
+    return FieldChange(path, value, None, REMOVED)
+
+
 def _diff(before: Flat, after: Flat, out: list[FieldChange]) -> None:
     for path, new in after.items():
         if path in before:
@@ -544,11 +560,11 @@ class Tracker:
                 seen.update(obj, out)
             else:
                 del self._seen[u]
-                _diff(seen.flat(), {}, out)
+                seen.report(REMOVED, out)
         elif obj is not None:
             key = u[1]
             seen = self._seen[u] = _Seen(f"{prefix}.{key}" if key else prefix, obj)
-            _diff({}, seen.flat(), out)
+            seen.report(ADDED, out)
 
     def _small_map(self, u: Unit, out: list[FieldChange]) -> None:
         prefix, kind, entries = _SMALL_MAPS[u[0]]
