@@ -161,6 +161,7 @@ class ReadModel(TrackingRecorder):
         # stay valid; least recently used ones go first.
         self._parsed: OrderedDict[tuple[str, int], Activity] = OrderedDict()
         self._local = threading.local()  # `conn`: the connection of this thread's catch-up
+        self._reuse = snapshot.Reuse()  # the stored form of long histories' orders
         self.checkpoints = CheckpointCache(checkpoint_cache_bytes)
 
     # -- generations ---------------------------------------------------------------------
@@ -444,7 +445,7 @@ class ReadModel(TrackingRecorder):
                 mine = self._remembered(known, db_heads)
                 remembered = {cid: w.rows for cid, w in mine.items()}
                 same = _unchanged_sources(chunk, mine, t)
-                for table, rows in _index_rows(chunk, t, same).items():
+                for table, rows in _index_rows(chunk, t, same, self._reuse).items():
                     if table is t.customers:
                         rows = self._replace_customers(c, table, known, rows)
                     else:
@@ -461,7 +462,7 @@ class ReadModel(TrackingRecorder):
                         self._insert_many(c, table, rows)
             if changes.keys:
                 self._insert_many(c, t.keys, changes.keys)
-            rows = [*checkpoint_rows, *_checkpoint_rows(changes)]
+            rows = [*checkpoint_rows, *changes.checkpoints]
             if rows:
                 self._insert_many(c, t.checkpoints, rows)
         self._cache.update(changes.states)
@@ -724,10 +725,6 @@ class ReadModel(TrackingRecorder):
             )
 
 
-def _checkpoint_rows(changes: Changes) -> list[tuple[str, str, str]]:
-    return [(a, k, j.decode()) for a, k, j in changes.checkpoints]
-
-
 class _Pending:
     """Planned batches not yet written: several read batches go into one transaction, so a
     customer's state and index rows are written once per transaction, not once per batch.
@@ -760,7 +757,7 @@ class _Pending:
             for cid, key in drops.items():
                 before = c.drop_checkpoints_from.get(cid)
                 c.drop_checkpoints_from[cid] = key if before is None else min(before, key)
-        self.rows.extend(_checkpoint_rows(changes))
+        self.rows.extend(changes.checkpoints)
         self.kept.extend(changes.kept)
         c.late += changes.late
         c.new |= changes.new
@@ -854,6 +851,7 @@ def _index_rows(
     states: Sequence[tuple[str, tuple[CustomerState, Head]]],
     t: Tables,
     same: Mapping[str, set[str]] | None = None,
+    reuse: snapshot.Reuse | None = None,
 ) -> dict[Table, list[tuple[Any, ...]]]:
     """Each touched customer's rows, as tuples in the tables' column order; none for a
     table where `same` says the customer's rows are unchanged."""
@@ -875,7 +873,7 @@ def _index_rows(
                 s.activities.count,
                 head.last_key,
                 head.last_version,
-                snapshot.dump(s).decode(),
+                snapshot.dump_text(s, reuse),
             )
         )
         if cid not in same_segments:

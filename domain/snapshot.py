@@ -13,6 +13,8 @@ either form."""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
@@ -41,66 +43,128 @@ from custate.domain.state import (
 FORMAT = 1
 
 
-def dump(s: CustomerState) -> bytes:
+class Reuse:
+    """The stored form of the large maps of the states last dumped, by customer, reused while
+    the map is equal (compared in C, by identity first; the entries are frozen): a long
+    history's thousands of orders are most of its stored state, and most writes of it (a
+    late activity's included) leave them as they were. Maps of fewer than `min_entries` are
+    encoded every time; the least recently used go first past `max_bytes`."""
+
+    def __init__(self, max_bytes: int = 32 << 20, min_entries: int = 256) -> None:
+        self.max_bytes = max_bytes
+        self.min_entries = min_entries
+        self.bytes = 0
+        self._held: OrderedDict[tuple[str, str], tuple[dict[str, Any], msgspec.Raw]] = OrderedDict()
+
+    def encoded(self, customer_id: str, name: str, entries: dict[str, Any]) -> Any:
+        if len(entries) < self.min_entries:
+            return entries
+        key = (customer_id, name)
+        held = self._held.get(key)
+        if held is not None:
+            if held[0] == entries:
+                self._held.move_to_end(key)
+                return held[1]
+            self.bytes -= len(held[1])
+            del self._held[key]
+        raw = msgspec.Raw(_encode(entries))
+        if len(raw) <= self.max_bytes:
+            self._held[key] = (dict(entries), raw)
+            self.bytes += len(raw)
+            while self.bytes > self.max_bytes:
+                _, (_, old) = self._held.popitem(last=False)
+                self.bytes -= len(old)
+        return raw
+
+
+def dump(s: CustomerState, reuse: Reuse | None = None) -> bytes:
+    """`reuse`: encode the large maps once while they stay as they were (see `Reuse`)."""
+    return _encode(_compact(s, reuse))
+
+
+_scratch = threading.local()  # `buffer`: this thread's
+
+
+def dump_text(s: CustomerState, reuse: Reuse | None = None) -> str:
+    """`dump` as text, as the stores take it, encoded into this thread's scratch buffer: a
+    long history's state is hundreds of KB, and growing a fresh buffer for each, then
+    copying it into text, took longer than encoding it."""
+    buffer: bytearray | None = getattr(_scratch, "buffer", None)
+    if buffer is None:
+        buffer = _scratch.buffer = bytearray()
+    _encoder.encode_into(_compact(s, reuse), buffer)
+    text = buffer.decode()
+    if len(buffer) > SCRATCH_BYTES:  # an outlier: not kept
+        _scratch.buffer = None
+    return text
+
+
+SCRATCH_BYTES = 4 << 20
+
+
+def _compact(s: CustomerState, reuse: Reuse | None) -> dict[str, Any]:
     p = s.profile
     a = s.activities
     r = s.redemptions
-    return _encode(
-        {
-            "format": FORMAT,
-            "customer_id": s.customer_id,
-            "as_of": s.as_of,
-            "known_at": s.known_at,
-            "profile": [
-                p.status,
-                p.source_id,
-                p.name,
-                p.email,
-                p.phone,
-                p.metadata,
-                p.created_at,
-                p.updated_at,
-                p.deleted_at,
-                p.confirmed_at,
-            ],
-            "cards": {
-                k: [
-                    c.campaign_id,
-                    c.code,
-                    c.balance,
-                    c.total,
-                    c.pending_points,
-                    c.expired_points,
-                    c.next_expiration_date,
-                    c.next_expiration_points,
-                    c.pending,
-                    c.updated_at,
-                    c.updated_by,
-                ]
-                for k, c in s.cards.items()
-            },
-            "tiers": {
-                k: [t.tier_id, t.tier_name, t.since, t.expires_at] for k, t in s.tiers.items()
-            },
-            "gift_cards": {
-                k: [g.campaign_id, g.code, g.balance, g.total, g.updated_at, g.updated_by]
-                for k, g in s.gift_cards.items()
-            },
-            "segments": s.segments,
-            "orders": s.orders,
-            "redemptions": [r.succeeded, r.failed, r.rollback_succeeded, r.rollback_failed],
-            "reward_redemptions": s.reward_redemptions,
-            "referred_by": s.referred_by,
-            "vouchers": s.vouchers,
-            "messaging": {
-                k: [m.status, m.at, m.sent, m.failed, m.recovered] for k, m in s.messaging.items()
-            },
-            "custom_events": {k: [e.count, e.last_at] for k, e in s.custom_events.items()},
-            "validations": [s.validations.succeeded, s.validations.failed],
-            "activities": [a.count, a.first_at, a.last_at, a.last_id, a.unrecognized],
-            "gaps": [g.row() for g in s.gaps],
-        }
-    )
+    orders: Any = s.orders
+    vouchers: Any = s.vouchers
+    rewards: Any = s.reward_redemptions
+    if reuse is not None:
+        orders = reuse.encoded(s.customer_id, "orders", orders)
+        vouchers = reuse.encoded(s.customer_id, "vouchers", vouchers)
+        rewards = reuse.encoded(s.customer_id, "reward_redemptions", rewards)
+    return {
+        "format": FORMAT,
+        "customer_id": s.customer_id,
+        "as_of": s.as_of,
+        "known_at": s.known_at,
+        "profile": [
+            p.status,
+            p.source_id,
+            p.name,
+            p.email,
+            p.phone,
+            p.metadata,
+            p.created_at,
+            p.updated_at,
+            p.deleted_at,
+            p.confirmed_at,
+        ],
+        "cards": {
+            k: [
+                c.campaign_id,
+                c.code,
+                c.balance,
+                c.total,
+                c.pending_points,
+                c.expired_points,
+                c.next_expiration_date,
+                c.next_expiration_points,
+                c.pending,
+                c.updated_at,
+                c.updated_by,
+            ]
+            for k, c in s.cards.items()
+        },
+        "tiers": {k: [t.tier_id, t.tier_name, t.since, t.expires_at] for k, t in s.tiers.items()},
+        "gift_cards": {
+            k: [g.campaign_id, g.code, g.balance, g.total, g.updated_at, g.updated_by]
+            for k, g in s.gift_cards.items()
+        },
+        "segments": s.segments,
+        "orders": orders,
+        "redemptions": [r.succeeded, r.failed, r.rollback_succeeded, r.rollback_failed],
+        "reward_redemptions": rewards,
+        "referred_by": s.referred_by,
+        "vouchers": vouchers,
+        "messaging": {
+            k: [m.status, m.at, m.sent, m.failed, m.recovered] for k, m in s.messaging.items()
+        },
+        "custom_events": {k: [e.count, e.last_at] for k, e in s.custom_events.items()},
+        "validations": [s.validations.succeeded, s.validations.failed],
+        "activities": [a.count, a.first_at, a.last_at, a.last_id, a.unrecognized],
+        "gaps": [g.row() for g in s.gaps],
+    }
 
 
 def _time_subclass(value: object) -> str:
@@ -141,7 +205,8 @@ class _Stored(msgspec.Struct):
 
 
 _decode = msgspec.json.Decoder(_Stored).decode
-_encode = msgspec.json.Encoder(enc_hook=_time_subclass).encode
+_encoder = msgspec.json.Encoder(enc_hook=_time_subclass)
+_encode = _encoder.encode
 
 
 def load(stored: bytes | str) -> CustomerState:

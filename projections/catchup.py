@@ -45,7 +45,7 @@ class Changes:
     keys: list[tuple[str, str, int]] = field(default_factory=list)  # customer, key, version
     drop_checkpoints_from: dict[str, str] = field(default_factory=dict)  # customer -> key
     # customer, key, state in its stored form (`domain.snapshot`)
-    checkpoints: list[tuple[str, str, bytes]] = field(default_factory=list)
+    checkpoints: list[tuple[str, str, str]] = field(default_factory=list)
     # Copies of the checkpoints a late activity's re-fold wrote (customer, key, state): the
     # next late activity of that customer starts from one of them, so the port may keep
     # them decoded instead of decoding them again.
@@ -155,7 +155,7 @@ def _fold(
         apply(state, p.activity)
         last = p.key
         if state.activities.count % interval == 0:
-            changes.checkpoints.append((state.customer_id, p.key, snapshot.dump(state)))
+            changes.checkpoints.append((state.customer_id, p.key, snapshot.dump_text(state)))
             if keep:
                 changes.kept.append((state.customer_id, p.key, state.copy()))
     return last

@@ -14,6 +14,7 @@ from custate.domain import (
     Activity,
     ActivityType,
     CustomerState,
+    apply,
     fold,
     fold_all,
     format_time,
@@ -338,6 +339,22 @@ def test_folding_on_a_copy_leaves_the_original_as_it_was(records: list[Json], da
     for _ in range(2):
         assert fold(acts[split:], start=original.copy()).to_json() == full
         assert original.to_json() == before
+
+
+@SETTINGS
+@given(records=histories(), max_bytes=st.sampled_from([0, 300, 1 << 20]))
+def test_a_dump_that_reuses_unchanged_maps_is_the_dump(records: list[Json], max_bytes: int) -> None:
+    """`snapshot.Reuse` hands back a map's stored form while the map is unchanged: after
+    every activity, for two customers sharing it, the bytes are those of a plain dump (and
+    `dump_text`, through its scratch buffer, their text)."""
+    reuse = snapshot.Reuse(max_bytes=max_bytes, min_entries=1)
+    states = {cid: CustomerState(cid) for cid in ("cust_a", "cust_b")}
+    for i, a in enumerate(ordered(parse_all(records))):
+        for s in states.values():
+            apply(s, a)
+            assert snapshot.dump(s, reuse) == snapshot.dump(s), i
+            assert snapshot.dump_text(s, reuse) == snapshot.dump(s).decode(), i
+        assert reuse.bytes <= max_bytes
 
 
 @SETTINGS
