@@ -305,7 +305,11 @@ def json_fields(cls: type) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, 
         )
         names = tuple(n for n in names if n != "pending")
         spec = _FIELDS[cls] = (names, attrgetter(*names))
+        _SUFFIXES[cls] = tuple(f".{n}" for n in names)
     return spec
+
+
+_SUFFIXES: dict[type, tuple[str, ...]] = {}  # per class: ".field" for each of its fields
 
 
 class _Seen:
@@ -317,11 +321,13 @@ class _Seen:
     __slots__ = ("get", "json", "names", "path", "paths", "raw")
 
     def __init__(self, path: str, obj: Any) -> None:
+        # `map`, not comprehensions: a long history creates thousands of these (an order
+        # each), and a comprehension's frame cost more than its few items.
         self.names, self.get = json_fields(obj.__class__)
         self.path = path
         self.raw = self.get(obj)
-        self.json = [_leaf(v) for v in self.raw]
-        self.paths = tuple(f"{path}.{n}" for n in self.names)
+        self.json = list(map(_leaf, self.raw))
+        self.paths = tuple(map(path.__add__, _SUFFIXES[obj.__class__]))
 
     def flat(self) -> Flat:
         return flatten(dict(zip(self.names, self.json, strict=True)), self.path)
@@ -329,12 +335,15 @@ class _Seen:
     def report(self, op: str, out: list[FieldChange]) -> None:
         """Every leaf, `added` or `removed` (a new object, or one gone): straight from the
         paths, without flattening into a dict first (a long history adds thousands)."""
+        added = op == ADDED
         for path, value in zip(self.paths, self.json, strict=True):
             if value.__class__ is dict and value:
                 for leaf, v in flatten(value, path).items():
                     out.append(_one_sided(leaf, v, op))
+            elif added:
+                out.append(FieldChange(path, None, value, ADDED))
             else:
-                out.append(_one_sided(path, value, op))
+                out.append(FieldChange(path, value, None, REMOVED))
 
     def update(self, obj: Any, out: list[FieldChange]) -> None:
         raw = self.get(obj)
