@@ -55,25 +55,28 @@ class Reuse:
         self.min_entries = min_entries
         self.bytes = 0
         self._held: OrderedDict[tuple[str, str], tuple[dict[str, Any], msgspec.Raw]] = OrderedDict()
+        self._lock = threading.Lock()  # catch-ups in several threads may share one
 
     def encoded(self, customer_id: str, name: str, entries: dict[str, Any]) -> Any:
         if len(entries) < self.min_entries:
             return entries
         key = (customer_id, name)
-        held = self._held.get(key)
-        if held is not None:
-            if held[0] == entries:
+        with self._lock:
+            held = self._held.get(key)
+            if held is not None and held[0] == entries:
                 self._held.move_to_end(key)
                 return held[1]
-            self.bytes -= len(held[1])
-            del self._held[key]
         raw = msgspec.Raw(_encode(entries))
         if len(raw) <= self.max_bytes:
-            self._held[key] = (dict(entries), raw)
-            self.bytes += len(raw)
-            while self.bytes > self.max_bytes:
-                _, (_, old) = self._held.popitem(last=False)
-                self.bytes -= len(old)
+            with self._lock:
+                old = self._held.pop(key, None)
+                if old is not None:
+                    self.bytes -= len(old[1])
+                self._held[key] = (dict(entries), raw)
+                self.bytes += len(raw)
+                while self.bytes > self.max_bytes:
+                    _, (_, gone) = self._held.popitem(last=False)
+                    self.bytes -= len(gone)
         return raw
 
 
