@@ -132,11 +132,6 @@ class LazyData(Mapping[str, Any]):
         return repr(self._get())
 
 
-# The last four times formatted, by identity: a state's JSON repeats its activities' times
-# (the last activity's `created_at` is also a card's `updated_at` and an order's, the
-# first one's stays `activities.first_at`), and an audit renders it after every activity.
-# One tuple, replaced whole, so that threads never see a time beside another's text. (A
-# dict keyed by time was slower than formatting: hashing a datetime costs as much.)
 _to_builtins = msgspec.to_builtins
 # In a tuple, out of reach of freezegun, which rebinds every module's `datetime` to its own.
 _PLAIN = (datetime,)

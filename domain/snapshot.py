@@ -86,6 +86,7 @@ def dump(s: CustomerState, reuse: Reuse | None = None) -> bytes:
 
 
 _scratch = threading.local()  # `buffer`: this thread's
+SCRATCH_BYTES = 4 << 20  # a larger buffer, an outlier's, is not kept
 
 
 def dump_text(s: CustomerState, reuse: Reuse | None = None) -> str:
@@ -97,12 +98,9 @@ def dump_text(s: CustomerState, reuse: Reuse | None = None) -> str:
         buffer = _scratch.buffer = bytearray()
     _encoder.encode_into(_compact(s, reuse), buffer)
     text = buffer.decode()
-    if len(buffer) > SCRATCH_BYTES:  # an outlier: not kept
+    if len(buffer) > SCRATCH_BYTES:
         _scratch.buffer = None
     return text
-
-
-SCRATCH_BYTES = 4 << 20
 
 
 def _compact(s: CustomerState, reuse: Reuse | None) -> dict[str, Any]:
