@@ -292,24 +292,26 @@ def _leaf(value: Any) -> Any:
     return value
 
 
-_FIELDS: dict[type, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {}
+_Spec = tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]], tuple[str, ...]]
+_FIELDS: dict[type, _Spec] = {}  # per class: its fields, their getter, ".field" for each
 
 
-def json_fields(cls: type) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
-    """The fields of a class of the state that its JSON holds, in order, and a getter of
-    their values as a tuple (a card's pending entries apart: `Tracker._card`)."""
+def _spec(cls: type) -> _Spec:
     spec = _FIELDS.get(cls)
     if spec is None:
         names: tuple[str, ...] = getattr(cls, "__struct_fields__", None) or tuple(
             f.name for f in dataclasses.fields(cls)
         )
         names = tuple(n for n in names if n != "pending")
-        spec = _FIELDS[cls] = (names, attrgetter(*names))
-        _SUFFIXES[cls] = tuple(f".{n}" for n in names)
+        spec = _FIELDS[cls] = (names, attrgetter(*names), tuple(f".{n}" for n in names))
     return spec
 
 
-_SUFFIXES: dict[type, tuple[str, ...]] = {}  # per class: ".field" for each of its fields
+def json_fields(cls: type) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
+    """The fields of a class of the state that its JSON holds, in order, and a getter of
+    their values as a tuple (a card's pending entries apart: `Tracker._card`)."""
+    names, get, _ = _spec(cls)
+    return names, get
 
 
 class _Seen:
@@ -323,11 +325,11 @@ class _Seen:
     def __init__(self, path: str, obj: Any) -> None:
         # `map`, not comprehensions: a long history creates thousands of these (an order
         # each), and a comprehension's frame cost more than its few items.
-        self.names, self.get = json_fields(obj.__class__)
+        self.names, self.get, suffixes = _spec(obj.__class__)
         self.path = path
         self.raw = self.get(obj)
         self.json = list(map(_leaf, self.raw))
-        self.paths = tuple(map(path.__add__, _SUFFIXES[obj.__class__]))
+        self.paths = tuple(map(path.__add__, suffixes))
 
     def flat(self) -> Flat:
         return flatten(dict(zip(self.names, self.json, strict=True)), self.path)
