@@ -248,6 +248,14 @@ class ReadModel(TrackingRecorder):
         return out
 
     def checkpoint_before(self, customer_id: str, key: str) -> tuple[str, CustomerState] | None:
+        found = self._checkpoint_before(customer_id, key)
+        return None if found is None else (found[0], found[1])
+
+    def _checkpoint_before(
+        self, customer_id: str, key: str
+    ) -> tuple[str, CustomerState, bytes | str | None] | None:
+        """`checkpoint_before`, and the checkpoint's stored form when it was stored in full
+        (a `snapshot.Base` for what a re-fold from it stores), else None."""
         # Straight to the driver, as in keys_between: once the decoded checkpoint is cached,
         # building the statement was a tenth of a point-in-time answer. The checkpoint's key
         # comes with the customer's head, in one statement (one snapshot): while the head is
@@ -272,15 +280,50 @@ class ReadModel(TrackingRecorder):
             at, head = found[0], Head(found[1], found[2])
             cached = self.checkpoints.current(customer_id, at, head)
             if cached is not None:
-                return at, cached
-            row = c.exec_driver_sql(
-                f"SELECT state FROM {cp} WHERE customer_id = {mark} AND key = {mark}",
-                (customer_id, at),
-            ).first()
-        if row is None:  # dropped by a late activity since the first statement: look again
-            return self.checkpoint_before(customer_id, key)
+                return at, cached, _full(self.checkpoints.held(customer_id, at))
+            stored = self._stored_checkpoint(c, customer_id, at)
+        if stored is None:  # dropped by a late activity since the first statement: look again
+            return self._checkpoint_before(customer_id, key)
         # `head` was read no later than these bytes: see `CheckpointCache.state`.
-        return at, self.checkpoints.state(customer_id, at, row[0], head)
+        state = self.checkpoints.state(
+            customer_id, at, stored, head, lambda s: self._load_checkpoint(customer_id, s, head)
+        )
+        return at, state, _full(stored)
+
+    def _stored_checkpoint(self, c: Connection, customer_id: str, key: str) -> str | None:
+        mark = self._mark
+        row = c.exec_driver_sql(
+            f"SELECT state FROM {self.t.checkpoints.name} "
+            f"WHERE customer_id = {mark} AND key = {mark}",
+            (customer_id, key),
+        ).first()
+        return None if row is None else str(row[0])
+
+    def _load_checkpoint(
+        self, customer_id: str, stored: bytes | str, head: Head
+    ) -> tuple[CustomerState, int]:
+        """A stored checkpoint decoded, made whole with its base if it was stored against
+        one, and the size to count it as in the cache (its base's, if it has one)."""
+        state, delta = snapshot.load_delta(stored)
+        if delta is None:
+            return state, len(stored)
+        with self._reading() as c:
+            base = self._stored_checkpoint(c, customer_id, delta.base)
+        if base is None:
+            # A base sorts before what is stored against it, and late activities drop
+            # checkpoints from a key on, in the same transaction: it cannot be gone.
+            raise LookupError(f"checkpoint {customer_id!r} {delta.base!r} is gone")
+        whole = self.checkpoints.state(customer_id, delta.base, base, head)
+        return snapshot.rebase(state, delta, whole), len(base)
+
+    def checkpoint_at(self, customer_id: str, key: str) -> CustomerState | None:
+        """The checkpoint stored under exactly `key`, whole."""
+        with self._reading() as c:
+            stored = self._stored_checkpoint(c, customer_id, key)
+            head = self.heads([customer_id]).get(customer_id)
+        if stored is None or head is None:
+            return None
+        return self._load_checkpoint(customer_id, stored, head)[0]
 
     def versions_between(
         self, customer_id: str, after: str | None, upto: str | None = None
@@ -392,8 +435,13 @@ class ReadModel(TrackingRecorder):
     def _flush(self, pending: _Pending, report: CatchUpReport) -> bool:
         """Write what `pending` holds in one transaction; False if another projector moved
         the tracking position first (then nothing is written, and the caches are dropped)."""
+        kept = pending.stored_kept()
         if not self._write(
-            pending.changes, pending.previous, pending.position, pending.rows, pending.db_heads
+            pending.changes,
+            pending.previous,
+            pending.position,
+            [*pending.rows, *((cid, key, text) for cid, key, text, _ in kept)],
+            pending.db_heads,
         ):
             self._cache.clear()
             self._rows.clear()
@@ -403,12 +451,8 @@ class ReadModel(TrackingRecorder):
         for cid, old in pending.db_heads.items():
             if cid in heads:
                 self.checkpoints.advance(cid, old, heads[cid][1], drops.get(cid))
-        if pending.kept:
-            written = {(cid, key): text for cid, key, text in pending.rows}
-            for cid, key, state in pending.kept:
-                text = written.get((cid, key))
-                if text is not None:
-                    self.checkpoints.put(cid, key, text, state, heads[cid][1])
+        for (cid, key, state), (_, _, stored, size) in zip(pending.kept, kept, strict=True):
+            self.checkpoints.put(cid, key, stored, state, heads[cid][1], size)
         report.activities += pending.count
         report.batches += pending.batches
         report.late += pending.changes.late
@@ -738,6 +782,8 @@ class _Pending:
         self.changes = Changes()
         self.rows: list[tuple[str, str, str]] = []  # checkpoints, serialised when planned
         self.kept: list[tuple[str, str, CustomerState]] = []  # re-folds' checkpoints, decoded
+        # customer -> the checkpoint stored in full that its last re-fold started from
+        self.bases: dict[str, snapshot.Base] = {}
         self.db_heads: dict[str, Head] = {}  # what the database had, as first read
         self.keys: dict[str, list[tuple[str, int]]] = {}  # customer -> (key, version)
         self.count = 0
@@ -780,15 +826,44 @@ class _Pending:
         return out
 
     def checkpoint_before(self, customer_id: str, key: str) -> tuple[str, CustomerState] | None:
+        """The port's, for a re-fold: its start is remembered as the base of what the re-fold
+        stores (`stored_kept`) when it is stored in full."""
         dropped = self.changes.drop_checkpoints_from.get(customer_id)
-        mine = [r for r in self.rows if r[0] == customer_id and r[1] < key]
-        if mine:
-            _, k, j = max(mine, key=lambda r: r[1])
-            return k, snapshot.load(j)
+        stored = [r for r in self.rows if r[0] == customer_id and r[1] < key]
+        kept = [r for r in self.kept if r[0] == customer_id and r[1] < key]
+        k, text = max((r[1], r[2]) for r in stored) if stored else ("", "")
+        k2, state = max(((r[1], r[2]) for r in kept), key=itemgetter(0)) if kept else ("", None)
+        if state is not None and k2 > k:
+            return k2, state.copy()
+        if stored:
+            whole = snapshot.load(text)
+            self.bases[customer_id] = snapshot.Base.of(k, whole, len(text))
+            return k, whole
         # The database's, less those a planned late activity drops.
-        return self.model.checkpoint_before(
+        found = self.model._checkpoint_before(
             customer_id, key if dropped is None else min(key, dropped)
         )
+        if found is None:
+            return None
+        at, whole, full = found
+        if full is not None:
+            self.bases[customer_id] = snapshot.Base.of(at, whole, len(full))
+        return at, whole
+
+    def stored_kept(self) -> list[tuple[str, str, str, int]]:
+        """The re-folds' checkpoints in their stored form (customer, key, text, size to count
+        in the checkpoint cache): against the checkpoint their re-fold started from, when
+        that one is stored in full and stays."""
+        out: list[tuple[str, str, str, int]] = []
+        drops = self.changes.drop_checkpoints_from
+        for cid, key, state in self.kept:
+            base = self.bases.get(cid)
+            if base is not None and base.key < key and base.key < drops.get(cid, key):
+                out.append((cid, key, snapshot.dump_text(state, base=base), base.size))
+            else:
+                text = snapshot.dump_text(state)
+                out.append((cid, key, text, len(text)))
+        return out
 
     def keys_between(
         self, customer_id: str, after: str | None, upto: str | None = None
@@ -813,6 +888,10 @@ class _Written:
     head: Head
     rows: dict[str, set[tuple[Any, ...]]]  # table name -> rows
     sources: dict[str, dict[str, Any]]  # table name -> the map its rows came from
+
+
+def _full(stored: bytes | str | None) -> bytes | str | None:
+    return None if stored is None or snapshot.is_delta(stored) else stored
 
 
 def _sources(t: Tables) -> dict[str, Callable[[CustomerState], Mapping[str, Any]]]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 from custate.domain import CustomerState, snapshot
 from custate.projections.catchup import Head
@@ -34,9 +35,10 @@ class CheckpointCache:
 
     def __init__(self, max_bytes: int = DEFAULT_CHECKPOINT_CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
-        # (customer, key) -> stored bytes, decoded state, head it was known current at
+        # (customer, key) -> stored bytes, decoded state, head it was known current at,
+        # bytes counted
         self._entries: OrderedDict[
-            tuple[str, str], tuple[bytes | str, CustomerState, Head | None]
+            tuple[str, str], tuple[bytes | str, CustomerState, Head | None, int]
         ] = OrderedDict()
         self._keys: dict[str, set[str]] = {}  # customer -> keys held
         self._bytes = 0
@@ -56,22 +58,34 @@ class CheckpointCache:
             self.hits += 1
             return hit[1].copy()
 
+    def held(self, customer_id: str, key: str) -> bytes | str | None:
+        """The stored bytes of the checkpoint held under `key`, if one is."""
+        with self._lock:
+            hit = self._entries.get((customer_id, key))
+            return None if hit is None else hit[0]
+
     def state(
-        self, customer_id: str, key: str, stored: bytes | str, head: Head | None = None
+        self,
+        customer_id: str,
+        key: str,
+        stored: bytes | str,
+        head: Head | None = None,
+        load: Callable[[bytes | str], tuple[CustomerState, int]] | None = None,
     ) -> CustomerState:
         """The checkpoint `stored` (stored under `key`) as a state to fold on. `head`: the
-        customer's head when `stored` was read, or earlier (never later)."""
+        customer's head when `stored` was read, or earlier (never later). `load`: how to
+        decode `stored` and what to count it as (see `put`); `snapshot.load` by default."""
         k = (customer_id, key)
         with self._lock:
             hit = self._entries.get(k)
             if hit is not None and hit[0] == stored:
-                self._entries[k] = (hit[0], hit[1], head if head is not None else hit[2])
+                self._entries[k] = (hit[0], hit[1], head if head is not None else hit[2], hit[3])
                 self._entries.move_to_end(k)
                 self.hits += 1
                 return hit[1].copy()
         self.misses += 1
-        state = snapshot.load(stored)
-        return state.copy() if self.put(customer_id, key, stored, state, head) else state
+        state, size = load(stored) if load is not None else (snapshot.load(stored), len(stored))
+        return state.copy() if self.put(customer_id, key, stored, state, head, size) else state
 
     def put(
         self,
@@ -80,25 +94,28 @@ class CheckpointCache:
         stored: bytes | str,
         state: CustomerState,
         head: Head | None = None,
+        size: int | None = None,
     ) -> bool:
         """Keep `state`, decoded from (or dumped as) `stored`, unless it is over the budget
         on its own; the caller folds on it no more once kept. `head`: the customer's head
-        written with `stored`, or read with it."""
-        size = len(stored)
+        written with `stored`, or read with it. `size`: what to count it as, if not its
+        stored size: a state stored against another (`snapshot.Base`) is a fraction of the
+        size of the whole state it decodes to."""
+        size = len(stored) if size is None else size
         k = (customer_id, key)
         with self._lock:
             old = self._entries.pop(k, None)
             if old is not None:  # whatever was kept under this key is not what it holds now
-                self._bytes -= len(old[0])
+                self._bytes -= old[3]
                 self._forget(customer_id, key)
             if size > self.max_bytes:
                 return False
-            self._entries[k] = (stored, state, head)
+            self._entries[k] = (stored, state, head, size)
             self._keys.setdefault(customer_id, set()).add(key)
             self._bytes += size
             while self._bytes > self.max_bytes:
-                (cid, gone_key), (gone, _, _) = self._entries.popitem(last=False)
-                self._bytes -= len(gone)
+                (cid, gone_key), (_, _, _, gone) = self._entries.popitem(last=False)
+                self._bytes -= gone
                 self._forget(cid, gone_key)
         return True
 
@@ -118,9 +135,9 @@ class CheckpointCache:
                 if below is not None and key >= below:
                     continue
                 k = (customer_id, key)
-                stored, state, head = self._entries[k]
+                stored, state, head, size = self._entries[k]
                 if head == old:
-                    self._entries[k] = (stored, state, new)
+                    self._entries[k] = (stored, state, new, size)
 
     def clear(self) -> None:
         with self._lock:

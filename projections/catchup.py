@@ -44,11 +44,14 @@ class Changes:
     states: dict[str, tuple[CustomerState, Head]] = field(default_factory=dict)
     keys: list[tuple[str, str, int]] = field(default_factory=list)  # customer, key, version
     drop_checkpoints_from: dict[str, str] = field(default_factory=dict)  # customer -> key
-    # customer, key, state in its stored form (`domain.snapshot`)
+    # Checkpoints of activities folded in order: customer, key, state in its stored form
+    # (`domain.snapshot`).
     checkpoints: list[tuple[str, str, str]] = field(default_factory=list)
-    # Copies of the checkpoints a late activity's re-fold wrote (customer, key, state): the
-    # next late activity of that customer starts from one of them, so the port may keep
-    # them decoded instead of decoding them again.
+    # Checkpoints of late activities' re-folds, as copies of the state (customer, key,
+    # state), for the port to store in a form of its choosing: it knows the checkpoint the
+    # re-fold started from, and a re-fold changes few of a long history's entries. The
+    # next late activity of that customer starts from one of them, so the port may also
+    # keep them decoded.
     kept: list[tuple[str, str, CustomerState]] = field(default_factory=list)
     late: int = 0
     # Customers with no projected state before this batch: they have no rows to replace.
@@ -155,7 +158,8 @@ def _fold(
         apply(state, p.activity)
         last = p.key
         if state.activities.count % interval == 0:
-            changes.checkpoints.append((state.customer_id, p.key, snapshot.dump_text(state)))
             if keep:
                 changes.kept.append((state.customer_id, p.key, state.copy()))
+            else:
+                changes.checkpoints.append((state.customer_id, p.key, snapshot.dump_text(state)))
     return last

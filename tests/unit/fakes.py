@@ -137,6 +137,11 @@ class FakeReadModel:
             if key in cps:
                 raise DuplicateKeyError(f"checkpoints: ({cid}, {key}) inserted twice")
             cps[key] = snapshot.load(stored).to_json()
+        for cid, key, state in changes.kept:
+            cps = self.checkpoints.setdefault(cid, {})
+            if key in cps:
+                raise DuplicateKeyError(f"checkpoints: ({cid}, {key}) inserted twice")
+            cps[key] = state.to_json()
         self.position += advance
         if self.cache is not None:
             self.cache.update(changes.states)

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -339,6 +340,36 @@ def test_folding_on_a_copy_leaves_the_original_as_it_was(records: list[Json], da
     for _ in range(2):
         assert fold(acts[split:], start=original.copy()).to_json() == full
         assert original.to_json() == before
+
+
+@SETTINGS
+@given(records=histories(), data=st.data())
+def test_a_state_stored_against_a_base_reads_back_whole(records: list[Json], data: Any) -> None:
+    """A re-fold's checkpoint is stored as what differs from the checkpoint it started
+    from (`snapshot.Base`): read back and made whole with that base, it is the state, also
+    when entries are gone since the base, or when the base is a copy with equal entries."""
+    acts = ordered(parse_all(records))
+    split = data.draw(st.integers(min_value=0, max_value=len(acts)))
+    start = fold(acts[:split], "cust_a")
+    stored_base = snapshot.dump(start)
+    base = snapshot.Base.of("k1", snapshot.load(stored_base), len(stored_base))
+    state = fold(acts[split:], start=start.copy() if data.draw(st.booleans()) else start)
+    for name in snapshot.LARGE_MAPS:
+        entries = getattr(state, name)
+        gone = data.draw(st.sets(st.sampled_from(sorted(entries)))) if entries else set()
+        for k in gone:
+            del entries[k]
+    text = snapshot.dump_text(state, base=base)
+    assert snapshot.is_delta(text)
+    assert not snapshot.is_delta(stored_base)
+    partial, delta = snapshot.load_delta(text)
+    assert delta is not None
+    assert delta.base == "k1"
+    whole = snapshot.rebase(partial, delta, snapshot.load(stored_base))
+    assert whole == state
+    assert whole.to_json() == state.to_json()
+    with pytest.raises(ValueError, match="stored against"):
+        snapshot.load(text)
 
 
 @SETTINGS
