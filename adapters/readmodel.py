@@ -74,6 +74,12 @@ UPDATE_IN_PLACE_UPTO = 100
 # Parsed activities kept for re-folds and point in time (about 4.5 KiB each, stored bytes
 # included).
 PARSED_CACHE_SIZE = 4096
+# A large map (orders, vouchers, reward redemptions) of at least this many entries is
+# stored by entry (`entries`), not in the customer's row: a long history's row was 233 KB,
+# mostly orders, rewritten whole for every activity, a late one's included, that changed a
+# few bytes of it. Shorter maps stay in the row, where a bulk write puts them in one
+# insert.
+APART_FROM = 256
 
 
 @dataclass(slots=True)
@@ -135,8 +141,10 @@ class ReadModel(TrackingRecorder):
         generation: int | None = None,
         interval: int = DEFAULT_CHECKPOINT_INTERVAL,
         checkpoint_cache_bytes: int = DEFAULT_CHECKPOINT_CACHE_BYTES,
+        apart_from: int | None = None,
     ) -> None:
         self.store = store
+        self.apart_from = APART_FROM if apart_from is None else apart_from
         self.engine = store.engine
         # The driver's placeholder, for statements that go to it directly.
         self._mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
@@ -161,7 +169,6 @@ class ReadModel(TrackingRecorder):
         # stay valid; least recently used ones go first.
         self._parsed: OrderedDict[tuple[str, int], Activity] = OrderedDict()
         self._local = threading.local()  # `conn`: the connection of this thread's catch-up
-        self._reuse = snapshot.Reuse()  # the stored form of long histories' orders
         self.checkpoints = CheckpointCache(checkpoint_cache_bytes)
 
     # -- generations ---------------------------------------------------------------------
@@ -241,11 +248,33 @@ class ReadModel(TrackingRecorder):
     def states(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
         cu = self.t.customers
         out: dict[str, CustomerState] = {}
+        apart: dict[str, tuple[str, ...]] = {}
         with self.engine.connect() as c:
             for chunk in _chunks(customer_ids):
                 q = select(cu.c.customer_id, cu.c.state).where(cu.c.customer_id.in_(chunk))
-                out.update((r[0], snapshot.load(r[1])) for r in c.execute(q))
+                for cid, stored in c.execute(q):
+                    out[cid], names = snapshot.load_row(stored)
+                    if names:
+                        apart[cid] = names
+            if apart:
+                self._fill(c, out, apart)
         return out
+
+    def _fill(
+        self, c: Connection, states: Mapping[str, CustomerState], apart: Mapping[str, Sequence[str]]
+    ) -> None:
+        """Read back the large maps `apart` names, stored by entry, into `states`."""
+        for ids in _chunks(list(apart)):
+            sql = (
+                f"SELECT customer_id, field, key, value FROM {self.t.entries.name} "
+                f"WHERE customer_id IN ({self._marks(len(ids))}) ORDER BY customer_id, field"
+            )
+            rows = driver(c).execute(sql, tuple(ids)).fetchall()
+            for (cid, name), run in groupby(rows, key=itemgetter(0, 1)):
+                if name in apart[cid]:
+                    got = list(run)
+                    entries = snapshot.load_entries(name, [r[2] for r in got], [r[3] for r in got])
+                    setattr(states[cid], name, entries)
 
     def checkpoint_before(self, customer_id: str, key: str) -> tuple[str, CustomerState] | None:
         found = self._checkpoint_before(customer_id, key)
@@ -489,7 +518,8 @@ class ReadModel(TrackingRecorder):
                 mine = self._remembered(known, db_heads)
                 remembered = {cid: w.rows for cid, w in mine.items()}
                 same = _unchanged_sources(chunk, mine, t)
-                for table, rows in _index_rows(chunk, t, same, self._reuse).items():
+                self._write_entries(c, chunk, changes.new, mine)
+                for table, rows in _index_rows(chunk, t, same, self.apart_from).items():
                     if table is t.customers:
                         rows = self._replace_customers(c, table, known, rows)
                     else:
@@ -518,11 +548,71 @@ class ReadModel(TrackingRecorder):
             sources = _sources(t)
             for cid, (state, head) in changes.states.items():
                 copies = {name: dict(source(state)) for name, source in sources.items()}
-                self._rows[cid] = _Written(head, written.get(cid, {}), copies)
+                apart = {n: dict(getattr(state, n)) for n in _apart(state, self.apart_from)}
+                self._rows[cid] = _Written(head, written.get(cid, {}), copies, apart)
         else:
             for cid in changes.states:
                 self._rows.pop(cid, None)
         return True
+
+    def _write_entries(
+        self,
+        c: Connection,
+        chunk: Sequence[tuple[str, tuple[CustomerState, Head]]],
+        new: set[str],
+        remembered: Mapping[str, _Written],
+    ) -> None:
+        """Store the large maps of `apart_from` entries or more by entry. For a customer whose
+        entries this process wrote last (`remembered`), only those that changed: a late
+        activity or the next one of a long history changes a few of its thousands."""
+        e = self.t.entries
+        mark = self._mark
+        wipe: list[str] = []  # customers whose stored entries are not known here
+        dropped: list[tuple[str, str]] = []  # (customer, map) no longer stored by entry
+        gone: list[tuple[str, str, str]] = []
+        rows: list[tuple[str, str, str, str]] = []
+        for cid, (s, _) in chunk:
+            names = _apart(s, self.apart_from)
+            w = remembered.get(cid)
+            before: Mapping[str, dict[str, Any]] = {} if w is None else w.apart
+            if w is None and cid not in new:
+                wipe.append(cid)
+            dropped += [(cid, name) for name in before if name not in names]
+            for name in names:
+                now: dict[str, Any] = getattr(s, name)
+                was = before.get(name)
+                if was is None:
+                    rows += [(cid, name, k, snapshot.dump_entry(v)) for k, v in now.items()]
+                    continue
+                if was == now:  # in C, by identity first: the fold shares what it left alone
+                    continue
+                stayed = 0
+                for k, v in now.items():
+                    old = was.get(k)
+                    if old is not None:
+                        stayed += 1
+                        if old is v or old == v:
+                            continue
+                        gone.append((cid, name, k))
+                    rows.append((cid, name, k, snapshot.dump_entry(v)))
+                if stayed < len(was):
+                    gone += [(cid, name, k) for k in was if k not in now]
+        for ids in _chunks(wipe):
+            c.exec_driver_sql(
+                f"DELETE FROM {e.name} WHERE customer_id IN ({self._marks(len(ids))})", tuple(ids)
+            )
+        if dropped:
+            c.exec_driver_sql(
+                f"DELETE FROM {e.name} WHERE customer_id = {mark} AND field = {mark}", dropped
+            )
+        if gone:
+            c.exec_driver_sql(
+                f"DELETE FROM {e.name} WHERE customer_id = {mark} AND field = {mark} "
+                f"AND key = {mark}",
+                gone,
+            )
+        if rows:
+            self._insert_many(c, e, rows)
 
     def _remembered(
         self, known: Sequence[str], db_heads: Mapping[str, Head] | None
@@ -639,10 +729,7 @@ class ReadModel(TrackingRecorder):
         return None if row is None else str(row[0])
 
     def current(self, customer_id: str) -> CustomerState | None:
-        cu = self.t.customers
-        with self.engine.connect() as c:
-            row = c.execute(select(cu.c.state).where(cu.c.customer_id == customer_id)).first()
-        return None if row is None else snapshot.load(row[0])
+        return self.states([customer_id]).get(customer_id)
 
     def gaps(self) -> Iterator[tuple[str, list[Gap]]]:
         """Each customer with balance-continuity gaps, and the gaps, in customer id order,
@@ -656,7 +743,7 @@ class ReadModel(TrackingRecorder):
         )
         with self.engine.connect() as c:
             for cid, state in c.execute(q):
-                gaps = snapshot.load(state).gaps
+                gaps = snapshot.load_row(state)[0].gaps
                 if gaps:
                     yield cid, gaps
 
@@ -888,6 +975,7 @@ class _Written:
     head: Head
     rows: dict[str, set[tuple[Any, ...]]]  # table name -> rows
     sources: dict[str, dict[str, Any]]  # table name -> the map its rows came from
+    apart: dict[str, dict[str, Any]]  # large map stored by entry -> what was stored
 
 
 def _full(stored: bytes | str | None) -> bytes | str | None:
@@ -926,14 +1014,20 @@ def _unchanged_sources(
     return same
 
 
+def _apart(s: CustomerState, apart_from: int) -> tuple[str, ...]:
+    """The large maps of `s` that are stored by entry (see `APART_FROM`)."""
+    return tuple(n for n in snapshot.LARGE_MAPS if len(getattr(s, n)) >= apart_from)
+
+
 def _index_rows(
     states: Sequence[tuple[str, tuple[CustomerState, Head]]],
     t: Tables,
     same: Mapping[str, set[str]] | None = None,
-    reuse: snapshot.Reuse | None = None,
+    apart_from: int = APART_FROM,
 ) -> dict[Table, list[tuple[Any, ...]]]:
     """Each touched customer's rows, as tuples in the tables' column order; none for a
-    table where `same` says the customer's rows are unchanged."""
+    table where `same` says the customer's rows are unchanged. The large maps of
+    `apart_from` entries or more are left out of the state (`_write_entries` stores them)."""
     same = same or {}
     same_segments = same.get(t.segments.name, set())
     same_orders = same.get(t.orders.name, set())
@@ -952,7 +1046,7 @@ def _index_rows(
                 s.activities.count,
                 head.last_key,
                 head.last_version,
-                snapshot.dump_text(s, reuse),
+                snapshot.dump_text(s, apart=_apart(s, apart_from)),
             )
         )
         if cid not in same_segments:

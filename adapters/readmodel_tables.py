@@ -4,7 +4,9 @@
 on; the other tables index what "who is in segment X / holds tier Gold / has over N points"
 asks, so those questions never fold. `keys` maps each projected activity's fold key to its
 stream version (point in time and late activities read only the tail they need), and
-`checkpoints` holds states keyed by fold key."""
+`checkpoints` holds states keyed by fold key. `entries` holds, one row per entry, the large
+maps (orders, vouchers, reward redemptions) of the customers whose `customers.state` leaves
+them out: those with a long history (see `ReadModel.apart_from`)."""
 
 from __future__ import annotations
 
@@ -37,11 +39,7 @@ class Tables:
     cards: Table
     gift_cards: Table
     orders: Table
-
-    @property
-    def per_customer(self) -> tuple[Table, ...]:
-        """The index tables rewritten whole for each customer a batch touches."""
-        return (self.segments, self.tiers, self.cards, self.gift_cards, self.orders)
+    entries: Table
 
 
 # Fold keys compare as bytes: the fold's order is Python's string order. A PostgreSQL
@@ -131,5 +129,13 @@ def tables(generation: int) -> Tables:
             Column("order_id", Text, primary_key=True),
             Column("status", String(32)),
             Index(p + "orders_status", "status", "customer_id"),
+        ),
+        entries=Table(
+            p + "entries",
+            m,
+            _customer(),
+            Column("field", String(32), primary_key=True),
+            Column("key", Text, primary_key=True),
+            Column("value", Text, nullable=False),
         ),
     )

@@ -14,7 +14,7 @@ either form."""
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -47,45 +47,12 @@ FORMAT = 1
 DELTA_FORMAT = 2
 
 
-class Reuse:
-    """The stored form of the large maps of the states last dumped, by customer, reused while
-    the map is equal (compared in C, by identity first; the entries are frozen): a long
-    history's thousands of orders are most of its stored state, and most writes of it (a
-    late activity's included) leave them as they were. Maps of fewer than `min_entries` are
-    encoded every time; the least recently used go first past `max_bytes`."""
-
-    def __init__(self, max_bytes: int = 32 << 20, min_entries: int = 256) -> None:
-        self.max_bytes = max_bytes
-        self.min_entries = min_entries
-        self.bytes = 0
-        self._held: OrderedDict[tuple[str, str], tuple[dict[str, Any], msgspec.Raw]] = OrderedDict()
-        self._lock = threading.Lock()  # catch-ups in several threads may share one
-
-    def encoded(self, customer_id: str, name: str, entries: dict[str, Any]) -> Any:
-        if len(entries) < self.min_entries:
-            return entries
-        key = (customer_id, name)
-        with self._lock:
-            held = self._held.get(key)
-            if held is not None and held[0] == entries:
-                self._held.move_to_end(key)
-                return held[1]
-        raw = msgspec.Raw(_encode(entries))
-        if len(raw) <= self.max_bytes:
-            with self._lock:
-                old = self._held.pop(key, None)
-                if old is not None:
-                    self.bytes -= len(old[1])
-                self._held[key] = (dict(entries), raw)
-                self.bytes += len(raw)
-                while self.bytes > self.max_bytes:
-                    _, (_, gone) = self._held.popitem(last=False)
-                    self.bytes -= len(gone)
-        return raw
-
+# A state row whose large maps are stored by entry, apart (`null` here; `dump_text(apart=)`,
+# `load_row`): a number of its own, for the same reason.
+APART_FORMAT = 3
 
 # The maps that grow with a history: a stored state may hold only what changed in them
-# since another stored state (`Base`).
+# since another stored state (`Base`), or leave them to be stored by entry.
 LARGE_MAPS = ("orders", "vouchers", "reward_redemptions")
 
 
@@ -116,9 +83,8 @@ class Delta:
     removed: dict[str, list[str]]
 
 
-def dump(s: CustomerState, reuse: Reuse | None = None) -> bytes:
-    """`reuse`: encode the large maps once while they stay as they were (see `Reuse`)."""
-    return _encode(_compact(s, reuse))
+def dump(s: CustomerState) -> bytes:
+    return _encode(_compact(s))
 
 
 def is_delta(stored: bytes | str) -> bool:
@@ -131,17 +97,23 @@ _scratch = threading.local()  # `buffer`: this thread's
 SCRATCH_BYTES = 4 << 20  # a larger buffer, an outlier's, is not kept
 
 
-def dump_text(s: CustomerState, reuse: Reuse | None = None, base: Base | None = None) -> str:
+def dump_text(s: CustomerState, base: Base | None = None, apart: Iterable[str] = ()) -> str:
     """`dump` as text, as the stores take it, encoded into this thread's scratch buffer: a
     long history's state is hundreds of KB, and growing a fresh buffer for each, then
     copying it into text, took longer than encoding it. `base`: write the large maps as
-    what differs from the base's (read back with `load_delta` and `rebase`)."""
+    what differs from the base's (read back with `load_delta` and `rebase`). `apart`: large
+    maps the caller stores by entry (`dump_entry`), left out (read back with `load_row`,
+    then `load_entries`)."""
     buffer: bytearray | None = getattr(_scratch, "buffer", None)
     if buffer is None:
         buffer = _scratch.buffer = bytearray()
-    compact = _compact(s, reuse)
+    compact = _compact(s)
     if base is not None:
         compact = _against(compact, base)
+    else:
+        for name in apart:
+            compact["format"] = APART_FORMAT
+            compact[name] = None
     _encoder.encode_into(compact, buffer)
     text = buffer.decode()
     if len(buffer) > SCRATCH_BYTES:
@@ -149,17 +121,15 @@ def dump_text(s: CustomerState, reuse: Reuse | None = None, base: Base | None = 
     return text
 
 
-def _compact(s: CustomerState, reuse: Reuse | None) -> dict[str, Any]:
+def dump_entry(entry: Any) -> str:
+    """One entry of a large map in its stored form (see `dump_text(apart=)`)."""
+    return _encode(entry).decode()
+
+
+def _compact(s: CustomerState) -> dict[str, Any]:
     p = s.profile
     a = s.activities
     r = s.redemptions
-    orders: Any = s.orders
-    vouchers: Any = s.vouchers
-    rewards: Any = s.reward_redemptions
-    if reuse is not None:
-        orders = reuse.encoded(s.customer_id, "orders", orders)
-        vouchers = reuse.encoded(s.customer_id, "vouchers", vouchers)
-        rewards = reuse.encoded(s.customer_id, "reward_redemptions", rewards)
     return {
         "format": FORMAT,
         "customer_id": s.customer_id,
@@ -199,11 +169,11 @@ def _compact(s: CustomerState, reuse: Reuse | None) -> dict[str, Any]:
             for k, g in s.gift_cards.items()
         },
         "segments": s.segments,
-        "orders": orders,
+        "orders": s.orders,
         "redemptions": [r.succeeded, r.failed, r.rollback_succeeded, r.rollback_failed],
-        "reward_redemptions": rewards,
+        "reward_redemptions": s.reward_redemptions,
         "referred_by": s.referred_by,
-        "vouchers": vouchers,
+        "vouchers": s.vouchers,
         "messaging": {
             k: [m.status, m.at, m.sent, m.failed, m.recovered] for k, m in s.messaging.items()
         },
@@ -257,11 +227,11 @@ class _Stored(msgspec.Struct):
     tiers: dict[str, tuple[_S, _S, datetime, _S]]
     gift_cards: dict[str, tuple[_S, _S, _N, _N, _T, _S]]
     segments: dict[str, Segment]
-    orders: dict[str, Order]
+    orders: dict[str, Order] | None  # None: stored apart
     redemptions: tuple[int, int, int, int]
-    reward_redemptions: dict[str, RewardRedemption]
+    reward_redemptions: dict[str, RewardRedemption] | None
     referred_by: dict[str, str]
-    vouchers: dict[str, Voucher]
+    vouchers: dict[str, Voucher] | None
     messaging: dict[str, tuple[str, datetime, int, int, int]]
     custom_events: dict[str, tuple[int, datetime]]
     validations: tuple[int, int]
@@ -280,24 +250,54 @@ _encode = _encoder.encode
 
 def load(stored: bytes | str) -> CustomerState:
     """A state stored in full (either form)."""
-    state, delta = load_delta(stored)
-    if delta is not None:
-        raise ValueError(f"stored against the state under {delta.base!r}: see load_delta")
+    state, j = _read(stored)
+    if j is not None and j.format != FORMAT:
+        raise ValueError(f"a stored state of format {j.format}: see load_delta and load_row")
     return state
 
 
 def load_delta(stored: bytes | str) -> tuple[CustomerState, Delta | None]:
-    """A stored state, and, if it was stored against a `Base`, what `rebase` needs: the
-    state's large maps then hold only what differs from the base's."""
+    """A stored checkpoint, and, if it was stored against a `Base`, what `rebase` needs:
+    the state's large maps then hold only what differs from the base's."""
+    state, j = _read(stored)
+    if j is None or j.format == FORMAT:
+        return state, None
+    if j.format == DELTA_FORMAT and j.base is not None:
+        return state, Delta(j.base, j.removed)
+    raise ValueError(f"not a checkpoint: a stored state of format {j.format}")
+
+
+def load_row(stored: bytes | str) -> tuple[CustomerState, tuple[str, ...]]:
+    """A stored state row, with the large maps it left to be stored by entry empty, and
+    their names (see `dump_text(apart=)`)."""
+    state, j = _read(stored)
+    if j is None or j.format == FORMAT:
+        return state, ()
+    if j.format == APART_FORMAT:
+        return state, tuple(name for name in LARGE_MAPS if getattr(j, name) is None)
+    raise ValueError(f"not a state row: a stored state of format {j.format}")
+
+
+_ENTRIES: dict[str, Callable[[str], list[Any]]] = {
+    "orders": msgspec.json.Decoder(list[Order]).decode,
+    "vouchers": msgspec.json.Decoder(list[Voucher]).decode,
+    "reward_redemptions": msgspec.json.Decoder(list[RewardRedemption]).decode,
+}
+
+
+def load_entries(name: str, keys: Sequence[str], stored: Sequence[str]) -> dict[str, Any]:
+    """The large map `name` from its entries as `dump_entry` wrote them, in one pass."""
+    return dict(zip(keys, _ENTRIES[name]("[" + ",".join(stored) + "]"), strict=True))
+
+
+def _read(stored: bytes | str) -> tuple[CustomerState, _Stored | None]:
     try:
         j = _decode(stored)
     except msgspec.ValidationError:
         return CustomerState.from_json(orjson.loads(stored)), None  # the public form
-    if j.format == DELTA_FORMAT and j.base is not None:
-        return _state(j), Delta(j.base, j.removed)
-    if j.format != FORMAT:
+    if j.format not in (FORMAT, DELTA_FORMAT, APART_FORMAT):
         return CustomerState.from_json(orjson.loads(stored)), None
-    return _state(j), None
+    return _state(j), j
 
 
 def rebase(partial: CustomerState, delta: Delta, base: CustomerState) -> CustomerState:
@@ -337,11 +337,11 @@ def _state(j: _Stored) -> CustomerState:
         tiers={k: Tier(*x) for k, x in j.tiers.items()},
         gift_cards={k: GiftCard(*g) for k, g in j.gift_cards.items()},
         segments=j.segments,
-        orders=j.orders,
+        orders=j.orders if j.orders is not None else {},
         redemptions=Redemptions(*j.redemptions),
-        reward_redemptions=j.reward_redemptions,
+        reward_redemptions=j.reward_redemptions if j.reward_redemptions is not None else {},
         referred_by=j.referred_by,
-        vouchers=j.vouchers,
+        vouchers=j.vouchers if j.vouchers is not None else {},
         messaging={k: Messaging(*m) for k, m in j.messaging.items()},
         custom_events={k: CustomEvent(*e) for k, e in j.custom_events.items()},
         validations=Validations(*j.validations),

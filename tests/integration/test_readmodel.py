@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
 import custate
+from custate.adapters import readmodel
 from custate.adapters.api import Custate
 from custate.adapters.eventstore import ACTIVITY_TOPIC, EventStore
 from custate.adapters.readmodel import CustomerRow, ReadModel
@@ -37,6 +38,16 @@ from .histories import T0, record
 Json = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]
 CUSTATE = Path(sys.executable).parent / "custate"
+
+
+@pytest.fixture(autouse=True, params=["long maps apart", "maps of 3 apart"])
+def apart_from(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Every test here runs twice: with the default (only long histories' large maps are
+    stored by entry, which these histories never reach) and with maps of 3 entries or more
+    stored by entry, so that customers cross from one form to the other as they grow."""
+    value = readmodel.APART_FROM if request.param == "long maps apart" else 3
+    monkeypatch.setattr(readmodel, "APART_FROM", value)
+    return value
 
 
 # -- generated histories ----------------------------------------------------------------------
@@ -206,6 +217,18 @@ def assert_consistent(cs: Custate, expected: dict[str, CustomerState]) -> None:
         assert current is not None, cid
         assert current.to_json() == state.to_json(), cid
     assert index_rows(rm) == expected_index_rows(expected)
+    # the large maps a customer's row leaves out, and only those, are stored an entry a row
+    # (which maps: those of `apart_from` entries or more, in the process that wrote them)
+    with rm.engine.connect() as c:
+        entries = {tuple(r) for r in c.execute(sa.select(rm.t.entries))}
+        rows = c.execute(sa.select(rm.t.customers.c.customer_id, rm.t.customers.c.state)).all()
+    apart = {cid: snapshot.load_row(stored)[1] for cid, stored in rows}
+    assert entries == {
+        (cid, name, k, snapshot.dump_entry(v))
+        for cid, state in expected.items()
+        for name in apart[cid]
+        for k, v in getattr(state, name).items()
+    }
     total = sum(s.activities.count for s in expected.values())
     assert count(rm, rm.t.keys) == total == cs.store.count()
     assert count(rm, rm.t.checkpoints) == sum(
@@ -225,7 +248,7 @@ def assert_consistent(cs: Custate, expected: dict[str, CustomerState]) -> None:
 # -- state, as of, replay ---------------------------------------------------------------------
 
 
-def test_read_model_state_is_the_replay_and_the_fold(store_url: str) -> None:
+def test_read_model_state_is_the_replay_and_the_fold(store_url: str, apart_from: int) -> None:
     records = delivered(2000, 80, seed=5)
     expected = folded(records)
     histories = by_customer(records)
@@ -244,6 +267,8 @@ def test_read_model_state_is_the_replay_and_the_fold(store_url: str) -> None:
             assert got.to_json() == want, (cid, t)
             assert cs.replay(cid, as_of=t).to_json() == want
         assert_consistent(cs, expected)
+        stored_apart = count(cs.readmodel, cs.readmodel.t.entries)
+        assert stored_apart > 200 if apart_from == 3 else stored_apart == 0
 
 
 def test_state_as_of_an_iso_string_and_a_date(store_url: str) -> None:
