@@ -282,9 +282,9 @@ class ReadModel(TrackingRecorder):
 
     def _checkpoint_before(
         self, customer_id: str, key: str
-    ) -> tuple[str, CustomerState, bytes | str | None] | None:
-        """`checkpoint_before`, and the checkpoint's stored form when it was stored in full
-        (a `snapshot.Base` for what a re-fold from it stores), else None."""
+    ) -> tuple[str, CustomerState, bytes | str | None, int] | None:
+        """`checkpoint_before`, and the checkpoint's stored form and the size the cache
+        counts it at, when known (for a `snapshot.Base` of what a re-fold from it stores)."""
         # Straight to the driver, as in keys_between: once the decoded checkpoint is cached,
         # building the statement was a tenth of a point-in-time answer. The checkpoint's key
         # comes with the customer's head, in one statement (one snapshot): while the head is
@@ -309,7 +309,8 @@ class ReadModel(TrackingRecorder):
             at, head = found[0], Head(found[1], found[2])
             cached = self.checkpoints.current(customer_id, at, head)
             if cached is not None:
-                return at, cached, _full(self.checkpoints.held(customer_id, at))
+                held = self.checkpoints.held(customer_id, at)
+                return (at, cached, *held) if held is not None else (at, cached, None, 0)
             stored = self._stored_checkpoint(c, customer_id, at)
         if stored is None:  # dropped by a late activity since the first statement: look again
             return self._checkpoint_before(customer_id, key)
@@ -317,7 +318,8 @@ class ReadModel(TrackingRecorder):
         state = self.checkpoints.state(
             customer_id, at, stored, head, lambda s: self._load_checkpoint(customer_id, s, head)
         )
-        return at, state, _full(stored)
+        held = self.checkpoints.held(customer_id, at)
+        return at, state, stored, held[1] if held is not None else len(stored)
 
     def _stored_checkpoint(self, c: Connection, customer_id: str, key: str) -> str | None:
         mark = self._mark
@@ -916,15 +918,15 @@ class _Pending:
         """The port's, for a re-fold: its start is remembered as the base of what the re-fold
         stores (`stored_kept`) when it is stored in full."""
         dropped = self.changes.drop_checkpoints_from.get(customer_id)
-        stored = [r for r in self.rows if r[0] == customer_id and r[1] < key]
+        planned = [r for r in self.rows if r[0] == customer_id and r[1] < key]
         kept = [r for r in self.kept if r[0] == customer_id and r[1] < key]
-        k, text = max((r[1], r[2]) for r in stored) if stored else ("", "")
+        k, text = max((r[1], r[2]) for r in planned) if planned else ("", "")
         k2, state = max(((r[1], r[2]) for r in kept), key=itemgetter(0)) if kept else ("", None)
         if state is not None and k2 > k:
             return k2, state.copy()
-        if stored:
+        if planned:
             whole = snapshot.load(text)
-            self.bases[customer_id] = snapshot.Base.of(k, whole, len(text))
+            self.bases[customer_id] = snapshot.Base.of(k, whole, text, len(text))
             return k, whole
         # The database's, less those a planned late activity drops.
         found = self.model._checkpoint_before(
@@ -932,15 +934,15 @@ class _Pending:
         )
         if found is None:
             return None
-        at, whole, full = found
-        if full is not None:
-            self.bases[customer_id] = snapshot.Base.of(at, whole, len(full))
+        at, whole, stored, size = found
+        if stored is not None:
+            self.bases[customer_id] = snapshot.Base.of(at, whole, stored, size)
         return at, whole
 
     def stored_kept(self) -> list[tuple[str, str, str, int]]:
         """The re-folds' checkpoints in their stored form (customer, key, text, size to count
-        in the checkpoint cache): against the checkpoint their re-fold started from, when
-        that one is stored in full and stays."""
+        in the checkpoint cache): against the state their re-fold's start is stored against
+        (itself, if stored in full), when that one stays."""
         out: list[tuple[str, str, str, int]] = []
         drops = self.changes.drop_checkpoints_from
         for cid, key, state in self.kept:
@@ -976,10 +978,6 @@ class _Written:
     rows: dict[str, set[tuple[Any, ...]]]  # table name -> rows
     sources: dict[str, dict[str, Any]]  # table name -> the map its rows came from
     apart: dict[str, dict[str, Any]]  # large map stored by entry -> what was stored
-
-
-def _full(stored: bytes | str | None) -> bytes | str | None:
-    return None if stored is None or snapshot.is_delta(stored) else stored
 
 
 def _sources(t: Tables) -> dict[str, Callable[[CustomerState], Mapping[str, Any]]]:

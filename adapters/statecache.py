@@ -58,11 +58,12 @@ class CheckpointCache:
             self.hits += 1
             return hit[1].copy()
 
-    def held(self, customer_id: str, key: str) -> bytes | str | None:
-        """The stored bytes of the checkpoint held under `key`, if one is."""
+    def held(self, customer_id: str, key: str) -> tuple[bytes | str, int] | None:
+        """The stored bytes of the checkpoint held under `key`, if one is, and the size it
+        is counted at."""
         with self._lock:
             hit = self._entries.get((customer_id, key))
-            return None if hit is None else hit[0]
+            return None if hit is None else (hit[0], hit[3])
 
     def state(
         self,

@@ -62,16 +62,30 @@ class Base:
     their large maps then hold only the entries that differ from its (`dump_text(base=)`).
     A late activity's re-fold starts from a checkpoint and changes a few of a long
     history's thousands of orders; writing each checkpoint it makes in full (233 KB for a
-    10k-activity customer) was most of absorbing the activity. `maps` are copies, taken
-    before the fold went on from the state, so they stay what is stored under `key`."""
+    10k-activity customer) was most of absorbing the activity.
 
-    key: str
+    A re-fold may start from a checkpoint that is itself stored against a base: what it
+    writes is then stored against that same base (never a chain, so a read is one base
+    deep), as what differs from its start plus what its start held apart from the base
+    (`changed`, `removed`). `maps` are copies of the start's large maps, taken before the
+    fold went on from it."""
+
+    key: str  # where the state it is written against is stored in full
     maps: dict[str, dict[str, Any]]
-    size: int  # of its stored form
+    size: int  # that state's stored size
+    changed: dict[str, set[str]]  # entries where the start differs from that state
+    removed: dict[str, list[str]]  # and those it lacks
 
     @classmethod
-    def of(cls, key: str, s: CustomerState, size: int) -> Base:
-        return cls(key, {name: dict(getattr(s, name)) for name in LARGE_MAPS}, size)
+    def of(cls, key: str, s: CustomerState, stored: bytes | str, size: int) -> Base:
+        """`s`: the state stored as `stored` under `key`, before anything is folded on it."""
+        maps = {name: dict(getattr(s, name)) for name in LARGE_MAPS}
+        if not is_delta(stored):
+            return cls(key, maps, size, {}, {})
+        partial, delta = load_delta(stored)  # a few KB
+        assert delta is not None
+        changed = {name: set(getattr(partial, name)) for name in LARGE_MAPS}
+        return cls(delta.base, maps, size, changed, delta.removed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,10 +208,15 @@ def _against(compact: dict[str, Any], base: Base) -> dict[str, Any]:
         # The fold replaces entries and never changes one, and the re-fold's state shares
         # the base's: by identity is enough (an equal copy is only written again).
         changed = {k: v for k, v in now.items() if was.get(k) is not v}
-        out[name] = changed
         kept = len(now) - sum(1 for k in changed if k not in was)
-        if kept < len(was):
-            removed[name] = [k for k in was if k not in now]
+        gone = [k for k in was if k not in now] if kept < len(was) else []
+        for k in base.changed.get(name, ()):
+            if k in now:
+                changed.setdefault(k, now[k])
+        gone += [k for k in base.removed.get(name, ()) if k not in now]
+        out[name] = changed
+        if gone:
+            removed[name] = gone
     out["removed"] = removed
     return out
 
@@ -307,7 +326,7 @@ def rebase(partial: CustomerState, delta: Delta, base: CustomerState) -> Custome
         entries = dict(getattr(base, name))
         entries.update(getattr(partial, name))
         for k in delta.removed.get(name, ()):
-            del entries[k]
+            entries.pop(k, None)  # gone since the re-fold's start, which had it and the base not
         setattr(partial, name, entries)
     return partial
 
