@@ -9,11 +9,12 @@ aware datetimes and turned into ISO strings only in `to_json`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from copy import copy
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from operator import attrgetter
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -358,27 +359,27 @@ class CustomerState:
         """A state to fold on that leaves this one as it is. The entries that the fold only
         ever replaces are shared (see the module's docstring); the rest, a few objects
         whatever the history's length, are copied."""
-        cards = {k: copy(c) for k, c in self.cards.items()}
+        cards = {k: _copy(c) for k, c in self.cards.items()}
         for c in cards.values():
             c.pending = dict(c.pending)
         return CustomerState(
             customer_id=self.customer_id,
             as_of=self.as_of,
             known_at=self.known_at,
-            profile=copy(self.profile),
+            profile=_copy(self.profile),
             cards=cards,
-            tiers={k: copy(t) for k, t in self.tiers.items()},
-            gift_cards={k: copy(g) for k, g in self.gift_cards.items()},
+            tiers={k: _copy(t) for k, t in self.tiers.items()},
+            gift_cards={k: _copy(g) for k, g in self.gift_cards.items()},
             segments=dict(self.segments),
             orders=dict(self.orders),
-            redemptions=copy(self.redemptions),
+            redemptions=_copy(self.redemptions),
             reward_redemptions=dict(self.reward_redemptions),
             referred_by=dict(self.referred_by),
             vouchers=dict(self.vouchers),
-            messaging={k: copy(m) for k, m in self.messaging.items()},
-            custom_events={k: copy(e) for k, e in self.custom_events.items()},
-            validations=copy(self.validations),
-            activities=copy(self.activities),
+            messaging={k: _copy(m) for k, m in self.messaging.items()},
+            custom_events={k: _copy(e) for k, e in self.custom_events.items()},
+            validations=_copy(self.validations),
+            activities=_copy(self.activities),
             gaps=list(self.gaps),
         )
 
@@ -522,3 +523,26 @@ class CustomerState:
 
 def _req(value: Any) -> datetime:
     return parse_time(value, "time")
+
+
+_T = TypeVar("_T")
+_FIELDS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+
+
+def _copy(obj: _T) -> _T:
+    """A shallow copy of one of the dataclasses above, through its constructor: a state's
+    copy (every late activity makes two) copied a dozen of them, and `copy.copy`, through
+    `__reduce_ex__`, took 1.9 us each against 0.2 us."""
+    cls = type(obj)
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        fields = _FIELDS[cls] = _tuple_of(names)
+    return cls(*fields(obj))
+
+
+def _tuple_of(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    get = attrgetter(*names)
+    if len(names) == 1:  # attrgetter of one name returns the value, not a tuple
+        return lambda o: (get(o),)
+    return get
