@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -75,7 +75,7 @@ UPDATE_IN_PLACE_UPTO = 100
 # included).
 PARSED_CACHE_SIZE = 4096
 # A large map (orders, vouchers, reward redemptions) of at least this many entries is
-# stored by entry (`entries`), not in the customer's row: a long history's row was 233 KB,
+# stored in pages of entries (`pages`), not in the customer's row: a long history's row was 233 KB,
 # mostly orders, rewritten whole for every activity, a late one's included, that changed a
 # few bytes of it. Shorter maps stay in the row, where a bulk write puts them in one
 # insert.
@@ -263,18 +263,16 @@ class ReadModel(TrackingRecorder):
     def _fill(
         self, c: Connection, states: Mapping[str, CustomerState], apart: Mapping[str, Sequence[str]]
     ) -> None:
-        """Read back the large maps `apart` names, stored by entry, into `states`."""
+        """Read back the large maps `apart` names, stored in pages, into `states`."""
         for ids in _chunks(list(apart)):
             sql = (
-                f"SELECT customer_id, field, key, value FROM {self.t.entries.name} "
+                f"SELECT customer_id, field, entries FROM {self.t.pages.name} "
                 f"WHERE customer_id IN ({self._marks(len(ids))}) ORDER BY customer_id, field"
             )
             rows = driver(c).execute(sql, tuple(ids)).fetchall()
             for (cid, name), run in groupby(rows, key=itemgetter(0, 1)):
                 if name in apart[cid]:
-                    got = list(run)
-                    entries = snapshot.load_entries(name, [r[2] for r in got], [r[3] for r in got])
-                    setattr(states[cid], name, entries)
+                    setattr(states[cid], name, snapshot.load_map(name, (r[2] for r in run)))
 
     def checkpoint_before(self, customer_id: str, key: str) -> tuple[str, CustomerState] | None:
         found = self._checkpoint_before(customer_id, key)
@@ -501,6 +499,7 @@ class ReadModel(TrackingRecorder):
         t = self.t
         remember = len(changes.states) <= REMEMBER_ROWS_UPTO
         written: dict[str, dict[str, set[tuple[Any, ...]]]] = {}
+        paged: dict[str, dict[str, _Paged]] = {}
         with self.engine.begin() as c:
             if not self._advance(c, previous, position):
                 c.rollback()
@@ -520,7 +519,7 @@ class ReadModel(TrackingRecorder):
                 mine = self._remembered(known, db_heads)
                 remembered = {cid: w.rows for cid, w in mine.items()}
                 same = _unchanged_sources(chunk, mine, t)
-                self._write_entries(c, chunk, changes.new, mine)
+                self._write_pages(c, chunk, changes.new, mine, paged if remember else None)
                 for table, rows in _index_rows(chunk, t, same, self.apart_from).items():
                     if table is t.customers:
                         rows = self._replace_customers(c, table, known, rows)
@@ -550,71 +549,81 @@ class ReadModel(TrackingRecorder):
             sources = _sources(t)
             for cid, (state, head) in changes.states.items():
                 copies = {name: dict(source(state)) for name, source in sources.items()}
-                apart = {n: dict(getattr(state, n)) for n in _apart(state, self.apart_from)}
-                self._rows[cid] = _Written(head, written.get(cid, {}), copies, apart)
+                self._rows[cid] = _Written(head, written.get(cid, {}), copies, paged.get(cid, {}))
         else:
             for cid in changes.states:
                 self._rows.pop(cid, None)
         return True
 
-    def _write_entries(
+    def _write_pages(
         self,
         c: Connection,
         chunk: Sequence[tuple[str, tuple[CustomerState, Head]]],
         new: set[str],
         remembered: Mapping[str, _Written],
+        paged: dict[str, dict[str, _Paged]] | None,
     ) -> None:
-        """Store the large maps of `apart_from` entries or more by entry. For a customer whose
-        entries this process wrote last (`remembered`), only those that changed: a late
-        activity or the next one of a long history changes a few of its thousands."""
-        e = self.t.entries
+        """Store the large maps of `apart_from` entries or more in pages. For a customer whose
+        pages this process wrote last (`remembered`), only those holding entries that
+        changed: a late activity or the next one of a long history changes a few of its
+        thousands. `paged`: where to put what was written, to remember it."""
+        pg = self.t.pages
         mark = self._mark
-        wipe: list[str] = []  # customers whose stored entries are not known here
-        dropped: list[tuple[str, str]] = []  # (customer, map) no longer stored by entry
-        gone: list[tuple[str, str, str]] = []
-        rows: list[tuple[str, str, str, str]] = []
+        wipe: list[str] = []  # customers whose stored pages are not known here
+        dropped: list[tuple[str, str]] = []  # (customer, map) no longer stored apart
+        gone: list[tuple[str, str, int]] = []
+        rows: list[tuple[str, str, int, str]] = []
         for cid, (s, _) in chunk:
             names = _apart(s, self.apart_from)
             w = remembered.get(cid)
-            before: Mapping[str, dict[str, Any]] = {} if w is None else w.apart
+            before: Mapping[str, _Paged] = {} if w is None else w.apart
             if w is None and cid not in new:
                 wipe.append(cid)
             dropped += [(cid, name) for name in before if name not in names]
+            after: dict[str, _Paged] = {}
             for name in names:
                 now: dict[str, Any] = getattr(s, name)
-                was = before.get(name)
-                if was is None:
-                    rows += [(cid, name, k, snapshot.dump_entry(v)) for k, v in now.items()]
+                held = before.get(name)
+                if held is not None and held.entries == now:  # in C, by identity first
+                    after[name] = held
                     continue
-                if was == now:  # in C, by identity first: the fold shares what it left alone
-                    continue
-                stayed = 0
-                for k, v in now.items():
-                    old = was.get(k)
-                    if old is not None:
-                        stayed += 1
-                        if old is v or old == v:
-                            continue
-                        gone.append((cid, name, k))
-                    rows.append((cid, name, k, snapshot.dump_entry(v)))
-                if stayed < len(was):
-                    gone += [(cid, name, k) for k in was if k not in now]
+                if held is None:
+                    members: dict[int, list[str]] = {}
+                    for k in now:
+                        members.setdefault(snapshot.page_of(k), []).append(k)
+                    touched: Collection[int] = list(members)
+                else:
+                    members = dict(held.members)  # held stays as stored, should this write fail
+                    touched = _touched(held.entries, now, members)
+                    gone += [(cid, name, page) for page in touched]
+                rows += [
+                    (cid, name, page, snapshot.dump_page({k: now[k] for k in members[page]}))
+                    for page in touched
+                    if members.get(page)
+                ]
+                for page in touched:
+                    if not members.get(page):
+                        members.pop(page, None)
+                if paged is not None:
+                    after[name] = _Paged(dict(now), members)
+            if paged is not None:
+                paged[cid] = after
         for ids in _chunks(wipe):
             c.exec_driver_sql(
-                f"DELETE FROM {e.name} WHERE customer_id IN ({self._marks(len(ids))})", tuple(ids)
+                f"DELETE FROM {pg.name} WHERE customer_id IN ({self._marks(len(ids))})", tuple(ids)
             )
         if dropped:
             c.exec_driver_sql(
-                f"DELETE FROM {e.name} WHERE customer_id = {mark} AND field = {mark}", dropped
+                f"DELETE FROM {pg.name} WHERE customer_id = {mark} AND field = {mark}", dropped
             )
         if gone:
             c.exec_driver_sql(
-                f"DELETE FROM {e.name} WHERE customer_id = {mark} AND field = {mark} "
-                f"AND key = {mark}",
+                f"DELETE FROM {pg.name} WHERE customer_id = {mark} AND field = {mark} "
+                f"AND page = {mark}",
                 gone,
             )
         if rows:
-            self._insert_many(c, e, rows)
+            self._insert_many(c, pg, rows)
 
     def _remembered(
         self, known: Sequence[str], db_heads: Mapping[str, Head] | None
@@ -970,6 +979,41 @@ class _Pending:
 
 
 @dataclass(frozen=True, slots=True)
+class _Paged:
+    """A large map as this process last stored it in pages: a copy of its entries, and the
+    keys on each page (kept up to date from one write to the next, not computed again)."""
+
+    entries: dict[str, Any]
+    members: dict[int, list[str]]
+
+
+def _touched(
+    was: Mapping[str, Any], now: Mapping[str, Any], members: dict[int, list[str]]
+) -> set[int]:
+    """The pages of the entries that differ between `was` and `now`; `members` is brought up
+    to date with the keys added and gone (its lists are replaced, not changed)."""
+    touched: set[int] = set()
+    stayed = 0
+    for k, v in now.items():
+        old = was.get(k)
+        if old is None:
+            page = snapshot.page_of(k)
+            members[page] = [*members.get(page, ()), k]
+            touched.add(page)
+            continue
+        stayed += 1
+        if old is not v and old != v:
+            touched.add(snapshot.page_of(k))
+    if stayed < len(was):
+        for k in was:
+            if k not in now:
+                page = snapshot.page_of(k)
+                members[page] = [m for m in members[page] if m != k]
+                touched.add(page)
+    return touched
+
+
+@dataclass(frozen=True, slots=True)
 class _Written:
     """A customer's index rows as this process last wrote them, under the head written with
     them, and copies of the maps of frozen entries some of those rows came from."""
@@ -977,7 +1021,7 @@ class _Written:
     head: Head
     rows: dict[str, set[tuple[Any, ...]]]  # table name -> rows
     sources: dict[str, dict[str, Any]]  # table name -> the map its rows came from
-    apart: dict[str, dict[str, Any]]  # large map stored by entry -> what was stored
+    apart: dict[str, _Paged]  # large map stored in pages -> what was stored
 
 
 def _sources(t: Tables) -> dict[str, Callable[[CustomerState], Mapping[str, Any]]]:

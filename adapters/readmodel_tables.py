@@ -4,9 +4,9 @@
 on; the other tables index what "who is in segment X / holds tier Gold / has over N points"
 asks, so those questions never fold. `keys` maps each projected activity's fold key to its
 stream version (point in time and late activities read only the tail they need), and
-`checkpoints` holds states keyed by fold key. `entries` holds, one row per entry, the large
-maps (orders, vouchers, reward redemptions) of the customers whose `customers.state` leaves
-them out: those with a long history (see `ReadModel.apart_from`)."""
+`checkpoints` holds states keyed by fold key. `pages` holds, in pages of entries
+(`domain.snapshot.dump_page`), the large maps (orders, vouchers, reward redemptions) that
+`customers.state` leaves out: those of long histories (see `readmodel.APART_FROM`)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class Tables:
     cards: Table
     gift_cards: Table
     orders: Table
-    entries: Table
+    pages: Table
 
 
 # Fold keys compare as bytes: the fold's order is Python's string order. A PostgreSQL
@@ -130,12 +130,12 @@ def tables(generation: int) -> Tables:
             Column("status", String(32)),
             Index(p + "orders_status", "status", "customer_id"),
         ),
-        entries=Table(
-            p + "entries",
+        pages=Table(
+            p + "pages",
             m,
             _customer(),
             Column("field", String(32), primary_key=True),
-            Column("key", Text, primary_key=True),
-            Column("value", Text, nullable=False),
+            Column("page", Integer, primary_key=True, autoincrement=False),
+            Column("entries", Text, nullable=False),
         ),
     )

@@ -395,8 +395,8 @@ def test_a_state_stored_against_a_base_reads_back_whole(records: list[Json], dat
 def test_a_state_row_with_maps_stored_by_entry_reads_back_whole(
     records: list[Json], data: Any
 ) -> None:
-    """A long history's row leaves its large maps out, to be stored an entry a row: read
-    back, with each map made again from its entries, it is the state."""
+    """A long history's row leaves its large maps out, to be stored in pages of entries:
+    read back, with each map made again from its pages (in any order), it is the state."""
     s = fold(parse_all(records), "cust_a")
     apart = data.draw(st.sets(st.sampled_from(snapshot.LARGE_MAPS)))
     row = snapshot.dump_text(s, apart=apart)
@@ -405,8 +405,12 @@ def test_a_state_row_with_maps_stored_by_entry_reads_back_whole(
     for name in names:
         assert getattr(partial, name) == {}
         entries: dict[str, Any] = getattr(s, name)
-        stored = [snapshot.dump_entry(v) for v in entries.values()]
-        setattr(partial, name, snapshot.load_entries(name, list(entries), stored))
+        pages: dict[int, dict[str, Any]] = {}
+        for k, v in entries.items():
+            pages.setdefault(snapshot.page_of(k), {})[k] = v
+        stored = [snapshot.dump_page(page) for page in pages.values()]
+        stored = data.draw(st.permutations(stored))
+        setattr(partial, name, snapshot.load_map(name, stored))
     assert partial == s
     if apart:
         with pytest.raises(ValueError, match="format"):
