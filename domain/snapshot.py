@@ -8,8 +8,15 @@ this form keeps each entry as an array in field order, written and read typed by
 in C): a heavy state loads about ten times faster than through `from_json`.
 
 It is still JSON, with the top-level names of the public form (`"gaps":[...]` included, so
-a stored state can be searched for gaps as text), and `FORMAT` names it: `load` reads
-either form."""
+a stored state can be searched for gaps as text), and `"format"` names it:
+
+- `FORMAT` (1): the whole state. `load` reads it, and the public form.
+- `DELTA_FORMAT` (2): a checkpoint stored against another (`Base`): its large maps hold
+  only what differs. `load_delta`, then `rebase`.
+- `APART_FORMAT` (3): a read model's row whose large maps are stored in pages
+  (`dump_page`). `load_row`, then `load_map`.
+
+`load` refuses the other two rather than hand out a partial state."""
 
 from __future__ import annotations
 
