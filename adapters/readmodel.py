@@ -75,10 +75,10 @@ UPDATE_IN_PLACE_UPTO = 100
 # included).
 PARSED_CACHE_SIZE = 4096
 # A large map (orders, vouchers, reward redemptions) of at least this many entries is
-# stored in pages of entries (`pages`), not in the customer's row: a long history's row was 233 KB,
-# mostly orders, rewritten whole for every activity, a late one's included, that changed a
-# few bytes of it. Shorter maps stay in the row, where a bulk write puts them in one
-# insert.
+# stored in pages of entries (`pages`), not in the customer's row: a long history's row
+# was 233 KB, mostly orders, rewritten whole for every activity, a late one's included,
+# that changed a few bytes of it. Shorter maps stay in the row, where a bulk write puts
+# them in one insert.
 APART_FROM = 256
 
 
@@ -880,7 +880,7 @@ class _Pending:
         self.changes = Changes()
         self.rows: list[tuple[str, str, str]] = []  # checkpoints, serialised when planned
         self.kept: list[tuple[str, str, CustomerState]] = []  # re-folds' checkpoints, decoded
-        # customer -> the checkpoint stored in full that its last re-fold started from
+        # customer -> what its last re-fold's checkpoints are stored against
         self.bases: dict[str, snapshot.Base] = {}
         self.db_heads: dict[str, Head] = {}  # what the database had, as first read
         self.keys: dict[str, list[tuple[str, int]]] = {}  # customer -> (key, version)
@@ -924,8 +924,9 @@ class _Pending:
         return out
 
     def checkpoint_before(self, customer_id: str, key: str) -> tuple[str, CustomerState] | None:
-        """The port's, for a re-fold: its start is remembered as the base of what the re-fold
-        stores (`stored_kept`) when it is stored in full."""
+        """The port's, for a re-fold: its start, and the checkpoint stored in full that
+        the start is (or is stored against), are remembered as the base of what the
+        re-fold stores (`stored_kept`)."""
         dropped = self.changes.drop_checkpoints_from.get(customer_id)
         planned = [r for r in self.rows if r[0] == customer_id and r[1] < key]
         kept = [r for r in self.kept if r[0] == customer_id and r[1] < key]
@@ -1016,7 +1017,8 @@ def _touched(
 @dataclass(frozen=True, slots=True)
 class _Written:
     """A customer's index rows as this process last wrote them, under the head written with
-    them, and copies of the maps of frozen entries some of those rows came from."""
+    them, copies of the maps of frozen entries some of those rows came from, and the large
+    maps it stored in pages."""
 
     head: Head
     rows: dict[str, set[tuple[Any, ...]]]  # table name -> rows
@@ -1057,7 +1059,7 @@ def _unchanged_sources(
 
 
 def _apart(s: CustomerState, apart_from: int) -> tuple[str, ...]:
-    """The large maps of `s` that are stored by entry (see `APART_FROM`)."""
+    """The large maps of `s` that are stored in pages (see `APART_FROM`)."""
     return tuple(n for n in snapshot.LARGE_MAPS if len(getattr(s, n)) >= apart_from)
 
 
@@ -1069,7 +1071,7 @@ def _index_rows(
 ) -> dict[Table, list[tuple[Any, ...]]]:
     """Each touched customer's rows, as tuples in the tables' column order; none for a
     table where `same` says the customer's rows are unchanged. The large maps of
-    `apart_from` entries or more are left out of the state (`_write_entries` stores them)."""
+    `apart_from` entries or more are left out of the state (`_write_pages` stores them)."""
     same = same or {}
     same_segments = same.get(t.segments.name, set())
     same_orders = same.get(t.orders.name, set())

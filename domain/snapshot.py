@@ -53,14 +53,12 @@ FORMAT = 1
 # A state stored against a `Base`: a number of its own, so that a reader that knows only
 # `FORMAT` rejects it rather than read its few entries as the whole maps.
 DELTA_FORMAT = 2
-
-
-# A state row whose large maps are stored by entry, apart (`null` here; `dump_text(apart=)`,
+# A state row whose large maps are stored apart, in pages (`null` here; `dump_text(apart=)`,
 # `load_row`): a number of its own, for the same reason.
 APART_FORMAT = 3
 
 # The maps that grow with a history: a stored state may hold only what changed in them
-# since another stored state (`Base`), or leave them to be stored by entry.
+# since another stored state (`Base`), or leave them to be stored in pages.
 LARGE_MAPS = ("orders", "vouchers", "reward_redemptions")
 
 
@@ -306,7 +304,7 @@ def load_delta(stored: bytes | str) -> tuple[CustomerState, Delta | None]:
 
 
 def load_row(stored: bytes | str) -> tuple[CustomerState, tuple[str, ...]]:
-    """A stored state row, with the large maps it left to be stored by entry empty, and
+    """A stored state row, with the large maps it left to be stored in pages empty, and
     their names (see `dump_text(apart=)`)."""
     state, j = _read(stored)
     if j is None or j.format == FORMAT:

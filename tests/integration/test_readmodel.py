@@ -43,8 +43,8 @@ CUSTATE = Path(sys.executable).parent / "custate"
 @pytest.fixture(autouse=True, params=["long maps apart", "maps of 3 apart"])
 def apart_from(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """Every test here runs twice: with the default (only long histories' large maps are
-    stored by entry, which these histories never reach) and with maps of 3 entries or more
-    stored by entry, so that customers cross from one form to the other as they grow."""
+    stored in pages, which these histories never reach) and with maps of 3 entries or more
+    stored in pages, so that customers cross from one form to the other as they grow."""
     value = readmodel.APART_FROM if request.param == "long maps apart" else 3
     monkeypatch.setattr(readmodel, "APART_FROM", value)
     return value
