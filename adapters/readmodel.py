@@ -519,8 +519,10 @@ class ReadModel(TrackingRecorder):
                 mine = self._remembered(known, db_heads)
                 remembered = {cid: w.rows for cid, w in mine.items()}
                 same = _unchanged_sources(chunk, mine, t)
-                self._write_pages(c, chunk, changes.new, mine, paged if remember else None)
-                for table, rows in _index_rows(chunk, t, same, self.apart_from).items():
+                # One decision per customer for both: the row leaves out what the pages hold.
+                apart = {cid: _apart(s, self.apart_from) for cid, (s, _) in chunk}
+                self._write_pages(c, chunk, apart, changes.new, mine, paged if remember else None)
+                for table, rows in _index_rows(chunk, t, same, apart).items():
                     if table is t.customers:
                         rows = self._replace_customers(c, table, known, rows)
                     else:
@@ -559,11 +561,12 @@ class ReadModel(TrackingRecorder):
         self,
         c: Connection,
         chunk: Sequence[tuple[str, tuple[CustomerState, Head]]],
+        apart: Mapping[str, tuple[str, ...]],
         new: set[str],
         remembered: Mapping[str, _Written],
         paged: dict[str, dict[str, _Paged]] | None,
     ) -> None:
-        """Store the large maps of `apart_from` entries or more in pages. For a customer whose
+        """Store the large maps `apart` names (`_apart`) in pages. For a customer whose
         pages this process wrote last (`remembered`), only those holding entries that
         changed: a late activity or the next one of a long history changes a few of its
         thousands. `paged`: where to put what was written, to remember it."""
@@ -574,7 +577,7 @@ class ReadModel(TrackingRecorder):
         gone: list[tuple[str, str, int]] = []
         rows: list[tuple[str, str, int, str]] = []
         for cid, (s, _) in chunk:
-            names = _apart(s, self.apart_from)
+            names = apart[cid]
             w = remembered.get(cid)
             before: Mapping[str, _Paged] = {} if w is None else w.apart
             if w is None and cid not in new:
@@ -1067,11 +1070,11 @@ def _index_rows(
     states: Sequence[tuple[str, tuple[CustomerState, Head]]],
     t: Tables,
     same: Mapping[str, set[str]] | None = None,
-    apart_from: int = APART_FROM,
+    apart: Mapping[str, tuple[str, ...]] | None = None,
 ) -> dict[Table, list[tuple[Any, ...]]]:
     """Each touched customer's rows, as tuples in the tables' column order; none for a
-    table where `same` says the customer's rows are unchanged. The large maps of
-    `apart_from` entries or more are left out of the state (`_write_pages` stores them)."""
+    table where `same` says the customer's rows are unchanged. The large maps `apart`
+    names for a customer are left out of its state (`_write_pages` stores them)."""
     same = same or {}
     same_segments = same.get(t.segments.name, set())
     same_orders = same.get(t.orders.name, set())
@@ -1090,7 +1093,7 @@ def _index_rows(
                 s.activities.count,
                 head.last_key,
                 head.last_version,
-                snapshot.dump_text(s, apart=_apart(s, apart_from)),
+                snapshot.dump_text(s, apart=apart.get(cid, ()) if apart else ()),
             )
         )
         if cid not in same_segments:
