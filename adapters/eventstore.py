@@ -19,7 +19,7 @@ import hashlib
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -406,6 +406,11 @@ class EventStore:
             events.append(StoredEvent(marker_stream(e.id), 1, MARKER_TOPIC, orjson.dumps(marker)))
         return events
 
+    def stored_payload(self, at: tuple[str, int]) -> dict[str, Any]:
+        """The raw payload of the activity at (customer, stream version)."""
+        data: dict[str, Any] = self._stored_record(*at)["data"]
+        return data
+
     def _stored_record(self, customer_id: str, version: int) -> dict[str, Any]:
         (ev,) = self.recorder.select_events(
             customer_stream(customer_id), gt=version - 1, lte=version
@@ -419,13 +424,9 @@ class EventStore:
         customer_id: str,
         known_at: datetime | None = None,
         lte: int | None = None,
-        naming: str | None = None,
     ) -> list[StoredActivity]:
         """The customer's stored activities in arrival order; with `known_at`, only those the
-        store had accepted by then; with `lte`, only up to that stream version. With
-        `naming` (an id), those whose stored text does not hold it as a JSON string come
-        hollow (`decode_hollow`): five times cheaper, for an audit of that one entry."""
-        needle = _json_string(naming) if naming is not None else None
+        store had accepted by then; with `lte`, only up to that stream version."""
         # Straight from the table, not through the library's `select_events` (building its
         # event objects was a fifth of loading a long history, which an audit reads whole),
         # and through the driver's own cursor: SQLAlchemy's result rows were a tenth of it.
@@ -437,11 +438,7 @@ class EventStore:
             )
         out: list[StoredActivity] = []
         for version, state in rows:
-            raw = bytes(state)
-            if needle is None or needle in raw:
-                stored = decode(raw, version)
-            else:
-                stored = decode_hollow(raw, version)
+            stored = decode(bytes(state), version)
             if known_at is None or stored.recorded_at <= known_at:
                 out.append(stored)
         return out
@@ -484,14 +481,11 @@ def _record(d: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-class _StoredHead(msgspec.Struct, frozen=True):
+class _StoredRecord(msgspec.Struct, frozen=True):
     id: str
     type: str
     created_at: datetime  # parsed by msgspec, in C: a Python call each was a tenth of a read
     customer_id: str
-
-
-class _StoredRecord(_StoredHead, frozen=True):
     data: Payload
 
 
@@ -505,12 +499,6 @@ class _StoredEvent(msgspec.Struct, frozen=True):
     group_id: str | None = None
 
 
-class _StoredHeadEvent(msgspec.Struct, frozen=True):
-    timestamp: _Stamp
-    activity: _StoredHead
-    group_id: str | None = None
-
-
 class _StoredFullRecord(_StoredRecord, frozen=True):
     data: FullPayload
 
@@ -521,7 +509,6 @@ class _StoredFullEvent(_StoredEvent, frozen=True):
 
 _decode_lean = msgspec.json.Decoder(_StoredEvent).decode
 _decode_full_event = msgspec.json.Decoder(_StoredFullEvent).decode
-_decode_head = msgspec.json.Decoder(_StoredHeadEvent).decode
 
 
 def _decode_stored(state: bytes) -> _StoredEvent:
@@ -533,32 +520,13 @@ def _decode_stored(state: bytes) -> _StoredEvent:
     return ev
 
 
-_NO_PAYLOAD = Payload()
-
-
 def decode(state: bytes, version: int, notification_id: int | None = None) -> StoredActivity:
     """A stored activity read back. What we stored was validated on the way in and is in
     canonical form (UTC `Z` times, payload unwrapped, customer explicit), so the typed views
     come straight from the bytes in one msgspec pass and the raw payload only when asked for:
     decoding is most of a catch-up's time. Anything else takes the full `parse_activity`."""
-    return _read(state, version, notification_id, _decode_stored)
-
-
-def decode_hollow(state: bytes, version: int) -> StoredActivity:
-    """A stored activity without its payload views (an empty `Payload`): its place in the
-    fold order and its record time, for an audit of one entry whose id it does not name.
-    Its raw payload is still there when asked for."""
-    return _read(state, version, None, _decode_head)
-
-
-def _read(
-    state: bytes,
-    version: int,
-    notification_id: int | None,
-    decoder: Callable[[bytes], _StoredEvent | _StoredHeadEvent],
-) -> StoredActivity:
     try:
-        ev = decoder(state)
+        ev = _decode_stored(state)
     except msgspec.ValidationError:
         return _decode_full(state, version, notification_id)
     r = ev.activity
@@ -572,7 +540,7 @@ def _read(
         created_at=created_at,
         customer_id=r.customer_id,
         data=LazyData(_stored_data, state),
-        payload=r.data if isinstance(r, _StoredRecord) else _NO_PAYLOAD,
+        payload=r.data,
         group_id=ev.group_id,
     )
     return StoredActivity(activity, recorded_at, version, notification_id)
@@ -581,14 +549,6 @@ def _read(
 def _stored_data(state: bytes) -> dict[str, Any]:
     data: dict[str, Any] = orjson.loads(state)["activity"]["data"]
     return data
-
-
-def _json_string(value: str) -> bytes | None:
-    """`value` as it appears in stored text, when that is certain: plain ASCII needs no
-    escaping in any JSON encoder. Otherwise None (nothing may be read hollow)."""
-    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
-        return b'"' + value.encode() + b'"'
-    return None
 
 
 def _decode_full(state: bytes, version: int, notification_id: int | None) -> StoredActivity:

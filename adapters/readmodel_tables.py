@@ -3,7 +3,8 @@
 `customers` holds each customer's current state as JSON plus the columns queries filter
 on; the other tables index what "who is in segment X / holds tier Gold / has over N points"
 asks, so those questions never fold. `keys` maps each projected activity's fold key to its
-stream version (point in time and late activities read only the tail they need), and
+stream version (point in time and late activities read only the tail they need) and holds
+its fold input (`adapters.inputs`: what audits fold, without reading the events), and
 `checkpoints` holds states keyed by fold key. `pages` holds, in pages of entries
 (`domain.snapshot.dump_page`), the large maps (orders, vouchers, reward redemptions) that
 `customers.state` leaves out: those of long histories (see `readmodel.APART_FROM`)."""
@@ -12,9 +13,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+)
+from sqlalchemy.exc import DBAPIError
+
+from custate.adapters.sqlschema import retry_creation
 
 META_TABLE = "custate_readmodel"
+INPUT_COLUMN = "input"
 
 
 def meta_table(metadata: MetaData) -> Table:
@@ -81,6 +98,9 @@ def tables(generation: int) -> Tables:
             _customer(),
             Column("key", FOLD_KEY, primary_key=True),
             Column("version", Integer, nullable=False),
+            # Null in rows written before it existed (and where msgpack cannot hold the
+            # activity): those are read from the event store.
+            Column(INPUT_COLUMN, LargeBinary),
         ),
         checkpoints=Table(
             p + "checkpoints",
@@ -139,3 +159,18 @@ def tables(generation: int) -> Tables:
             Column("entries", Text, nullable=False),
         ),
     )
+
+
+def add_input_column(engine: Engine, t: Tables) -> None:
+    """Give a `keys` table created before fold inputs were kept their column: its rows stay
+    null (read from the event store) until a rebuild writes them all."""
+    name = t.keys.name
+
+    def add() -> None:
+        if INPUT_COLUMN in {c["name"] for c in inspect(engine).get_columns(name)}:
+            return
+        kind = "BYTEA" if engine.dialect.name == "postgresql" else "BLOB"
+        with engine.begin() as c:
+            c.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {INPUT_COLUMN} {kind}")
+
+    retry_creation(add, (DBAPIError,))

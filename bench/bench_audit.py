@@ -71,7 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     with custate.open(url) as cs:
         if not cs.customer_ids():
             cs.ingest(records)
-        print(f"api activities (load only): {best(lambda: cs.activities(cid)) * 1000:8.1f} ms")
+        cs.project()
+        # What a library audit folds: the read model's fold inputs, not the events.
+        events = best(lambda: cs.activities(cid)) * 1000
+        print(f"load, the events (cs.activities):     {events:8.1f} ms")
+        kept = best(lambda: cs.readmodel.stored(cid)) * 1000
+        print(f"load, the fold inputs (what audits read): {kept:8.1f} ms")
         took = best(lambda: cs.history(cid))
         print(f"api history:   {took * 1000:8.1f} ms ({took / baseline:.1f}x the fold)")
         times = sorted(a.created_at for a in acts)

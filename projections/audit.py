@@ -767,23 +767,6 @@ def replay_history(customer_id: str, entries: Iterable[HistoryEntry]) -> Flat:
 # -- explain ----------------------------------------------------------------------------------
 
 
-# Maps whose entries are addressed by an id that the payload of every activity changing
-# the entry names (a card, an order, a tier's campaign, ...).
-_KEYED = (*(path for path, _ in _ENTRIES.values()), "loyalty.tiers")
-
-
-def entry_key(path: str) -> str | None:
-    """The id of the map entry `path` lies in (`v_1` for `loyalty.cards.v_1.balance`), or
-    None when `path` is not inside one entry. Only activities whose payload names that id
-    can change anything under `path`, so `explain` may fold the others hollow (without
-    their payload): the chain it reports is the same."""
-    for section in _KEYED:
-        if path.startswith(section + "."):
-            key = path[len(section) + 1 :].split(".", 1)[0]
-            return key or None
-    return None
-
-
 def _under(path: str, target: str) -> bool:
     return path == target or path.startswith(target + ".")
 

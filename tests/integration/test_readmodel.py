@@ -248,6 +248,26 @@ def assert_consistent(cs: Custate, expected: dict[str, CustomerState]) -> None:
             apply(state, a)
             if state.activities.count % rm.interval == 0:
                 assert stored[(cid, key_text(a))] == state.to_json(), (cid, key_text(a))
+    # every activity's fold input is kept beside its key, and folds as the event does
+    with rm.engine.connect() as c:
+        assert (
+            c.execute(sa.select(sa.func.count()).where(rm.t.keys.c.input.is_(None))).scalar() == 0
+        )
+    for cid in expected:
+        events = {s.version: s for s in cs.store.customer_activities(cid)}
+        kept = rm.stored(cid)
+        assert [s.version for s in kept] == [
+            events[v].version for _, v in rm.keys_between(cid, None)
+        ]
+        for s in kept:
+            e = events[s.version]
+            assert (s.activity.id, s.activity.type, s.activity.created_at, s.recorded_at) == (
+                e.activity.id,
+                e.activity.type,
+                e.activity.created_at,
+                e.recorded_at,
+            )
+        assert fold([s.activity for s in kept], cid).to_json() == expected[cid].to_json()
 
 
 # -- state, as of, replay ---------------------------------------------------------------------
