@@ -216,11 +216,11 @@ class Custate:
         rm = self.readmodel
         rm.catch_up()
         with fewer_collections():  # a long history is tens of thousands of objects
-            stored = rm.stored(customer_id)
-        if not stored:  # unknown, or rebuilt and swapped in between
-            stored = self._stored(customer_id, None)
-        k = known_at
-        return [(s.activity, s.recorded_at) for s in stored if k is None or s.recorded_at <= k]
+            pairs: list[audit.Pair] = list(rm.fold_inputs(customer_id, known_at=known_at))
+        if not pairs and rm.last_key(customer_id) is None:
+            # Unknown, or rebuilt and swapped in between: the events say which.
+            return [(s.activity, s.recorded_at) for s in self._stored(customer_id, known_at)]
+        return pairs
 
     def history(
         self,
@@ -242,9 +242,8 @@ class Custate:
             with fewer_collections():
                 checkpoint = rm.checkpoint_before(customer_id, format_time(t1))
                 if checkpoint is not None:
-                    tail = rm.stored(customer_id, after=checkpoint[0])
-                    tail_pairs: list[audit.Pair] = [(s.activity, s.recorded_at) for s in tail]
-                    return audit.history(tail_pairs, customer_id, t1, t2, checkpoint[1])
+                    tail: list[audit.Pair] = list(rm.fold_inputs(customer_id, checkpoint[0]))
+                    return audit.history(tail, customer_id, t1, t2, checkpoint[1])
         pairs = self._pairs(customer_id, k)
         with fewer_collections():
             return audit.history(pairs, customer_id, t1, t2)

@@ -406,9 +406,9 @@ class EventStore:
             events.append(StoredEvent(marker_stream(e.id), 1, MARKER_TOPIC, orjson.dumps(marker)))
         return events
 
-    def stored_payload(self, at: tuple[str, int]) -> dict[str, Any]:
-        """The raw payload of the activity at (customer, stream version)."""
-        data: dict[str, Any] = self._stored_record(*at)["data"]
+    def stored_payload(self, customer_id: str, version: int) -> dict[str, Any]:
+        """The raw payload of the customer's activity at this stream version."""
+        data: dict[str, Any] = self._stored_record(customer_id, version)["data"]
         return data
 
     def _stored_record(self, customer_id: str, version: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from itertools import groupby
 from operator import itemgetter
 from typing import Any, TypedDict
@@ -40,7 +41,6 @@ from custate.adapters.eventstore import (
     ACTIVITY_TOPIC,
     APP_NAME,
     EventStore,
-    StoredActivity,
     decode,
 )
 from custate.adapters.readmodel_tables import (
@@ -387,36 +387,41 @@ class ReadModel(TrackingRecorder):
             rows: list[tuple[str, int]] = driver(c).execute(sql, bounds).fetchall()
         return rows
 
-    def stored(
-        self, customer_id: str, after: str | None = None, upto: str | None = None
-    ) -> list[StoredActivity]:
-        """The projected activities with `after < key <= upto`, in fold order, from their
-        fold inputs (`adapters.inputs`): what an audit folds, at a fifth of the bytes of
-        the events. Those without one are read from the event store."""
+    def fold_inputs(
+        self, customer_id: str, after: str | None = None, known_at: datetime | None = None
+    ) -> list[tuple[Activity, datetime]]:
+        """The projected activities with a key after `after` (and recorded by `known_at`),
+        in fold order, with their record times: from their fold inputs (`adapters.inputs`),
+        what an audit folds at a fifth of the bytes of the events. Those without one are
+        read from the event store. Pairs, not `StoredActivity`s: a long history is tens of
+        thousands, and every object more was time to build and to free."""
         mark = self._mark
         sql = (
-            f"SELECT version, {INPUT_COLUMN} FROM {self.t.keys.name} WHERE customer_id = "
-            f"{mark} AND key > {mark} AND key <= {mark} ORDER BY key"
+            f"SELECT version, {INPUT_COLUMN} FROM {self.t.keys.name} "
+            f"WHERE customer_id = {mark} AND key > {mark} ORDER BY key"
         )
-        bounds = (customer_id, after if after is not None else "", upto or "\x7f")
         with self._reading() as c:
-            rows: list[tuple[int, bytes | None]] = driver(c).execute(sql, bounds).fetchall()
-        raw = self.store.stored_payload
-        out: list[StoredActivity | None] = []
-        missing: list[int] = []
+            rows: list[tuple[int, bytes | None]] = (
+                driver(c).execute(sql, (customer_id, after or "")).fetchall()
+            )
+        raw = partial(self.store.stored_payload, customer_id)  # one loader, a version each
+        load = inputs.load
+        out: list[tuple[Activity, datetime] | None] = []
+        missing: list[tuple[int, int]] = []  # (place in `out`, version)
         for version, blob in rows:
-            got = None
-            if blob is not None:
-                got = inputs.load(blob, customer_id, LazyData(raw, (customer_id, version)))
+            got = None if blob is None else load(blob, customer_id, LazyData(raw, version))
             if got is None:
-                missing.append(len(out))
-                out.append(None)
-            else:
-                out.append(StoredActivity(got[0], got[1], version))
+                missing.append((len(out), version))
+            elif known_at is not None and got[1] > known_at:
+                continue
+            out.append(got)
         if missing:
-            found = self.store.customer_versions(customer_id, [rows[i][0] for i in missing])
-            for i in missing:
-                out[i] = found[rows[i][0]]
+            found = self.store.customer_versions(customer_id, [v for _, v in missing])
+            for i, v in missing:
+                s = found[v]
+                out[i] = (s.activity, s.recorded_at)
+            if known_at is not None:
+                return [p for p in out if p is not None and p[1] <= known_at]
         return out  # type: ignore[return-value]  # every None was filled
 
     def activities(self, customer_id: str, versions: Sequence[int]) -> list[Activity]:

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         # What a library audit folds: the read model's fold inputs, not the events.
         events = best(lambda: cs.activities(cid)) * 1000
         print(f"load, the events (cs.activities):     {events:8.1f} ms")
-        kept = best(lambda: cs.readmodel.stored(cid)) * 1000
+        kept = best(lambda: cs.readmodel.fold_inputs(cid)) * 1000
         print(f"load, the fold inputs (what audits read): {kept:8.1f} ms")
         took = best(lambda: cs.history(cid))
         print(f"api history:   {took * 1000:8.1f} ms ({took / baseline:.1f}x the fold)")
