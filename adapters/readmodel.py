@@ -364,11 +364,6 @@ class ReadModel(TrackingRecorder):
             return None
         return self._load_checkpoint(customer_id, stored, head)[0]
 
-    def versions_between(
-        self, customer_id: str, after: str | None, upto: str | None = None
-    ) -> list[int]:
-        return [v for _, v in self.keys_between(customer_id, after, upto)]
-
     def keys_between(
         self, customer_id: str, after: str | None, upto: str | None = None
     ) -> list[tuple[str, int]]:
@@ -485,11 +480,12 @@ class ReadModel(TrackingRecorder):
                     continue
                 break
             batch = []
+            inputs_at: dict[tuple[str, int], bytes | None] = {}
             parsed = self._parsed
             for n in notes:
                 s = decode(n.state, n.originator_version, n.id)
                 batch.append(Projected(s.activity, s.version, key_text(s.activity)))
-                pending.inputs[(s.activity.customer_id, s.version)] = inputs.dump(
+                inputs_at[(s.activity.customer_id, s.version)] = inputs.dump(
                     s.activity, s.recorded_at
                 )
                 # A late activity re-folds its customer's recent tail: keep what was just
@@ -498,7 +494,7 @@ class ReadModel(TrackingRecorder):
             while len(parsed) > PARSED_CACHE_SIZE:
                 parsed.popitem(last=False)
             changes = plan(batch, pending, self, self.interval, self._cache)
-            pending.add(changes, len(batch), notes[-1].id)
+            pending.add(changes, len(batch), notes[-1].id, inputs_at)
             self._cache.update(changes.states)
             if progress is not None:
                 progress(len(batch))
@@ -521,7 +517,7 @@ class ReadModel(TrackingRecorder):
             pending.position,
             [*pending.rows, *((cid, key, text) for cid, key, text, _ in kept)],
             pending.db_heads,
-            pending.inputs,
+            pending.key_rows,
         ):
             self._cache.clear()
             self._rows.clear()
@@ -546,8 +542,9 @@ class ReadModel(TrackingRecorder):
         position: int,
         checkpoint_rows: Sequence[tuple[str, str, str]] = (),
         db_heads: Mapping[str, Head] | None = None,
-        fold_inputs: Mapping[tuple[str, int], bytes | None] | None = None,
+        key_rows: Sequence[tuple[str, str, int, bytes | None]] = (),
     ) -> bool:
+        """`key_rows`: (customer, key, version, fold input) of each new activity."""
         t = self.t
         remember = len(changes.states) <= REMEMBER_ROWS_UPTO
         written: dict[str, dict[str, set[tuple[Any, ...]]]] = {}
@@ -589,10 +586,8 @@ class ReadModel(TrackingRecorder):
                             rows = self._replace_changed(c, table, todo, rows, remembered)
                     if rows:
                         self._insert_many(c, table, rows)
-            if changes.keys:
-                got = (fold_inputs or {}).get
-                keys = [(cid, key, v, got((cid, v))) for cid, key, v in changes.keys]
-                self._insert_many(c, t.keys, keys)
+            if key_rows:
+                self._insert_many(c, t.keys, key_rows)
             rows = [*checkpoint_rows, *changes.checkpoints]
             if rows:
                 self._insert_many(c, t.checkpoints, rows)
@@ -941,17 +936,26 @@ class _Pending:
         self.bases: dict[str, snapshot.Base] = {}
         self.db_heads: dict[str, Head] = {}  # what the database had, as first read
         self.keys: dict[str, list[tuple[str, int]]] = {}  # customer -> (key, version)
-        # (customer, version) -> fold input (`adapters.inputs`), stored beside its key.
-        self.inputs: dict[tuple[str, int], bytes | None] = {}
+        # The new activities' `keys` rows, each with its fold input (`adapters.inputs`).
+        self.key_rows: list[tuple[str, str, int, bytes | None]] = []
         self.count = 0
         self.batches = 0
 
-    def add(self, changes: Changes, count: int, position: int) -> None:
+    def add(
+        self,
+        changes: Changes,
+        count: int,
+        position: int,
+        inputs_at: Mapping[tuple[str, int], bytes | None],
+    ) -> None:
+        """`inputs_at`: the fold input of each activity of the batch, by (customer, version).
+        They are kept only in the rows (no `changes.keys`, no map): a rebuild holds those of
+        100k activities until it writes them, 47 MB."""
         c = self.changes
         c.states.update(changes.states)
-        c.keys.extend(changes.keys)
         for cid, key, version in changes.keys:
             self.keys.setdefault(cid, []).append((key, version))
+            self.key_rows.append((cid, key, version, inputs_at[(cid, version)]))
         drops = changes.drop_checkpoints_from
         if drops:
             # Checkpoints planned earlier at or after a late key are dropped as well.

@@ -214,6 +214,9 @@ def test_rows_without_a_fold_input_are_read_from_the_event_store(store_url: str)
             newer = msgspec.msgpack.encode([inputs.FORMAT + 1, "from a newer custate"])
             c.execute(update(keys).where(keys.c.version % 7 == 0).values(input=newer))
         assert {cid: cs.history(cid) for cid in cids} == want
+        k = K0 + timedelta(minutes=30)
+        for cid in cids:  # the state as known at K folds the fold inputs too
+            assert cs.state(cid, known_at=k).to_json() == cs.replay(cid, known_at=k).to_json()
         with rm.engine.begin() as c:
             c.exec_driver_sql(f"ALTER TABLE {keys.name} DROP COLUMN input")
     with custate.open(store_url) as cs:
