@@ -5,7 +5,7 @@ and a self-contained HTML report."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,15 +30,23 @@ from custate.projections.audit import (
 
 Customer = Annotated[str, typer.Argument(help="The Voucherify customer id (cust_...).")]
 ABSENT = "(absent)"
+# Above this many changes, `history` prints one line per change instead of a table: rich
+# lays a table out whole, at about half a millisecond a row (a 10k-activity history's 42k
+# changes took 24 s to print; as lines, well under a second).
+TABLE_UPTO = 2_000
 
 
 def _value(v: Any) -> str:
     return escape(orjson.dumps(v).decode())
 
 
-def _sides(c: FieldChange) -> tuple[str, str]:
-    before = ABSENT if c.op == ADDED else _value(c.before)
-    after = ABSENT if c.op == REMOVED else _value(c.after)
+def _plain(v: Any) -> str:
+    return orjson.dumps(v).decode()
+
+
+def _sides(c: FieldChange, value: Callable[[Any], str] = _value) -> tuple[str, str]:
+    before = ABSENT if c.op == ADDED else value(c.before)
+    after = ABSENT if c.op == REMOVED else value(c.after)
     return before, after
 
 
@@ -69,7 +77,32 @@ def history(
     if as_json:
         _json_out({"customer_id": customer_id, "activities": [e.to_json() for e in entries]})
         return
-    _history_table(customer_id, entries)
+    if sum(len(e.changes) or 1 for e in entries) <= TABLE_UPTO:
+        _history_table(customer_id, entries)
+    else:
+        _history_lines(customer_id, entries)
+
+
+def _history_lines(customer_id: str, entries: Sequence[HistoryEntry]) -> None:
+    """A long history as lines, written as they are made: each activity's line, then one
+    indented line per change."""
+    # Paths line up to the longest, up to a point: a few long ones should not push every
+    # value to the far right.
+    width = min(max((len(c.path) for e in entries for c in e.changes), default=0), 48)
+    out = sys.stdout
+    out.write(
+        f"{customer_id}: {len(entries):,} activities (one line per change; --json for programs)\n"
+    )
+    for e in entries:
+        a = e.activity
+        rec = f"  recorded {format_time(a.recorded_at)}" if a.recorded_at else ""
+        late = "  (late)" if e.late else ""
+        out.write(f"{format_time(a.created_at)}  {a.type}  {a.id}{rec}{late}\n")
+        if not e.changes:
+            out.write("    (changed nothing)\n")
+        for c in e.changes:
+            before, after = _sides(c, _plain)
+            out.write(f"    {c.path:<{width}}  {before} -> {after}\n")
 
 
 def _history_table(customer_id: str, entries: Sequence[HistoryEntry]) -> None:

@@ -84,6 +84,35 @@ def late_store(tmp_path: Path, store_url: str) -> tuple[str, Path]:
     return store_url, tmp_path
 
 
+def test_a_long_history_prints_a_line_per_change(tmp_path: Path, sqlite_url: str) -> None:
+    """Above a couple of thousand changes a table takes rich seconds to lay out; the lines
+    must still say every activity, its record time, whether it was late, and each change."""
+    records = list(generate(600, 1, seed=3))
+    cid = records[0]["data"]["customer"]["id"]
+    held, rest = records[100], records[:100] + records[101:]  # one arrives late
+    run("ingest", write(tmp_path / "a.ndjson", rest), "--store", sqlite_url, cwd=tmp_path)
+    run("ingest", write(tmp_path / "b.ndjson", [held]), "--store", sqlite_url, cwd=tmp_path)
+    p = run("history", cid, "--store", sqlite_url, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    lines = p.stdout.decode().splitlines()
+    assert lines[0] == f"{cid}: 600 activities (one line per change; --json for programs)"
+    j = orjson.loads(run("history", cid, "--json", "--store", sqlite_url, cwd=tmp_path).stdout)
+    heads = [line for line in lines[1:] if not line.startswith("    ")]
+    assert [h.split()[2] for h in heads] == [a["id"] for a in j["activities"]]
+    assert [h.endswith("(late)") for h in heads] == [a["late"] for a in j["activities"]]
+    assert sum(a["late"] for a in j["activities"]) >= 1
+    changes = [line.split()[0] for line in lines[1:] if line.startswith("    ")]
+    expected = [
+        path
+        for a in j["activities"]
+        for path in ([c["path"] for c in a["changes"]] or ["(changed"])  # (changed nothing)
+    ]
+    assert changes == expected
+    assert len(changes) > 2_000
+    balance = next(line for line in lines if ".balance " in line)
+    assert re.search(r"\.balance +(\(absent\)|-?\d+) -> -?\d+$", balance), balance
+
+
 def test_history_diff_explain_gaps(late_store: tuple[str, Path]) -> None:
     store, cwd = late_store
     p = run("history", CUST, "--json", "--store", store, cwd=cwd)
