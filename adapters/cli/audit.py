@@ -23,6 +23,7 @@ from custate.projections.audit import (
     ADDED,
     REMOVED,
     CardGap,
+    DiffEntry,
     FieldChange,
     HistoryEntry,
     StateDiff,
@@ -44,7 +45,7 @@ def _plain(v: Any) -> str:
     return orjson.dumps(v).decode()
 
 
-def _sides(c: FieldChange, value: Callable[[Any], str] = _value) -> tuple[str, str]:
+def _sides(c: FieldChange | DiffEntry, value: Callable[[Any], str] = _value) -> tuple[str, str]:
     before = ABSENT if c.op == ADDED else value(c.before)
     after = ABSENT if c.op == REMOVED else value(c.after)
     return before, after
@@ -211,15 +212,32 @@ def _diff_table(d: StateDiff) -> None:
     if not d.changes:
         out.print(f"{title}: no changes ({len(d.activities)} activities in between)")
         return
+    summary = f"{len(d.changes)} field(s) changed by {len(d.activities)} activit(ies)"
+    if len(d.changes) > TABLE_UPTO:
+        width = min(max(len(c.path) for c in d.changes), 48)
+        sys.stdout.write(f"{title}\n")
+        for c in d.changes:
+            before, after = _sides(c, _plain)
+            sys.stdout.write(f"{c.path:<{width}}  {before} -> {after}  by {_few(c.activities)}\n")
+        sys.stdout.write(summary + "\n")
+        return
     table = Table(title=title, header_style="bold")
     for col in ("field", "before", "after", "activities"):
         table.add_column(col, overflow="fold")
     for c in d.changes:
-        before = ABSENT if c.op == ADDED else _value(c.before)
-        after = ABSENT if c.op == REMOVED else _value(c.after)
-        table.add_row(escape(c.path), before, after, escape(", ".join(c.activities)))
+        before, after = _sides(c)
+        table.add_row(escape(c.path), before, after, escape(_few(c.activities)))
     out.print(table)
-    out.print(f"{len(d.changes)} field(s) changed by {len(d.activities)} activit(ies)")
+    out.print(summary)
+
+
+def _few(ids: Sequence[str]) -> str:
+    """The activities responsible for a change, for people: a field a whole history moved
+    (`loyalty.points`) names thousands; the first and last two, and how many (`--json` has
+    them all)."""
+    if len(ids) <= 5:
+        return ", ".join(ids)
+    return f"{ids[0]}, {ids[1]}, ..., {ids[-2]}, {ids[-1]} ({len(ids):,} in all)"
 
 
 @app.command()

@@ -111,6 +111,15 @@ def test_a_long_history_prints_a_line_per_change(tmp_path: Path, sqlite_url: str
     assert len(changes) > 2_000
     balance = next(line for line in lines if ".balance " in line)
     assert re.search(r"\.balance +(\(absent\)|-?\d+) -> -?\d+$", balance), balance
+    # A diff over the whole history: `activities.count` was moved by every activity; the
+    # table names the first and last two and how many, `--json` all of them.
+    span = ("--as-of", "2000-01-01", "--as-of", "2100-01-01")
+    d = run("diff", cid, *span, "--store", sqlite_url, cwd=tmp_path)
+    assert d.returncode == 0, d.stderr.decode()
+    assert b"(600 in all)" in d.stdout
+    dj = orjson.loads(run("diff", cid, *span, "--json", "--store", sqlite_url, cwd=tmp_path).stdout)
+    count = next(c for c in dj["changes"] if c["path"] == "activities.count")
+    assert len(count["activities"]) == 600
 
 
 def test_history_diff_explain_gaps(late_store: tuple[str, Path]) -> None:
