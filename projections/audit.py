@@ -521,6 +521,7 @@ class Tracker:
         self._pending: dict[str, dict[str, PendingEntry]] = {}
         self._pending_json: dict[str, dict[str, Json]] = {}
         self._no_pending: set[str] = set()
+        self._hint: str | None = None  # the pending entry the current activity names
         ignored: list[FieldChange] = []
         for u in _FIXED:
             if counters or u[0] != "activities":
@@ -534,6 +535,8 @@ class Tracker:
     def step(self, a: Activity) -> list[FieldChange]:
         s = self.state
         units = _units(a, self._counters)
+        pp = a.payload.pending_points
+        self._hint = pp.id if pp is not None else None
         apply(s, a)
         if len(s.gaps) != self._gaps:
             self._gaps = len(s.gaps)
@@ -604,18 +607,43 @@ class Tracker:
             else:
                 self._no_pending.discard(key)
                 out.append(FieldChange(path, {}, None, REMOVED))
-        last = self._pending.get(key, {})
+        last = self._pending.get(key)
+        if last is None:
+            last = self._pending[key] = {}
         if pending == last:  # the same entry objects: compared by identity first, in C
             return
+        # The entry the activity names first: it is the one that changed, and a card can
+        # hold hundreds. Then, should the two still differ, every entry.
+        hint = self._hint
+        if hint is not None:
+            self._pending_entry(key, hint, pending, last, out)
+            if pending == last:
+                return
+        for pid in pending.keys() | last.keys():
+            self._pending_entry(key, pid, pending, last, out)
+
+    def _pending_entry(
+        self,
+        key: str,
+        pid: str,
+        pending: Mapping[str, PendingEntry],
+        last: dict[str, PendingEntry],
+        out: list[FieldChange],
+    ) -> None:
+        """Card `key`'s pending entry `pid` as last seen (`last`) against now (`pending`)."""
+        entry, before = pending.get(pid), last.get(pid)
+        if entry is before:
+            return
         seen = self._pending_json.setdefault(key, {})
-        for pid, entry in pending.items():
-            if last.get(pid) is not entry:
-                j = entry.to_json()
-                _diff_json(seen.get(pid, _ABSENT), j, f"loyalty.cards.{key}.pending.{pid}", out)
-                seen[pid] = j
-        for pid in last.keys() - pending.keys():
-            _diff_json(seen.pop(pid), _ABSENT, f"loyalty.cards.{key}.pending.{pid}", out)
-        self._pending[key] = dict(pending)
+        path = f"loyalty.cards.{key}.pending.{pid}"
+        if entry is None:
+            del last[pid]
+            _diff_json(seen.pop(pid), _ABSENT, path, out)
+        else:
+            last[pid] = entry
+            j = entry.to_json()
+            _diff_json(seen.get(pid, _ABSENT), j, path, out)
+            seen[pid] = j
 
     def flat(self) -> Flat:
         """The flattened state now (as `flatten(to_json())`, without the cut keys)."""

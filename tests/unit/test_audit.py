@@ -21,6 +21,7 @@ from custate.projections.audit import (
     Replay,
     Tracker,
     _leaf,
+    apply_changes,
     card_gaps,
     diff_as_of,
     diff_known_at,
@@ -31,7 +32,16 @@ from custate.projections.audit import (
 )
 from custate.projections.diff import CUT_KEYS, flatten
 
-from .builders import CUSTOMER, act, at, load_sample, loyalty_balance, merge, sample_names
+from .builders import (
+    CUSTOMER,
+    act,
+    at,
+    load_sample,
+    loyalty_balance,
+    merge,
+    pending,
+    sample_names,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -135,6 +145,59 @@ def test_an_activity_that_changes_nothing_says_so() -> None:
     assert entries[2].changes == entries[3].changes == ()
     # ... and yet they count: replaying the history gives the fold's counters.
     assert replay_history(CUSTOMER, entries) == flat_state([a, b, unknown, failed], CUSTOMER)
+
+
+def test_pending_entries_step_by_step_also_when_their_card_goes_or_history_starts_late() -> None:
+    """A card's pending entries are diffed from the one the activity names; a card deleted
+    with its entries, and a history that starts from a checkpoint holding some, have no
+    such name and must still be reported whole."""
+    acts = [
+        act("customer.voucher.loyalty_card.pending_points.added", pending("pp_1", "v_1"), t=0),
+        act("customer.voucher.loyalty_card.pending_points.added", pending("pp_2", "v_1"), t=1),
+        act("customer.voucher.loyalty_card.pending_points.added", pending("pp_3", "v_2"), t=2),
+        act(
+            "customer.voucher.loyalty_card.pending_points.updated",
+            pending("pp_1", "v_1", points=25),
+            t=3,
+        ),
+        act("customer.voucher.loyalty_card.pending_points.activated", pending("pp_2", "v_1"), t=4),
+        act("customer.voucher.deleted", {"voucher": {"id": "v_1", "type": "LOYALTY_CARD"}}, t=5),
+    ]
+    tracker = Tracker(CUSTOMER)
+    for i, a in enumerate(acts):
+        changes = tracker.step(a)
+        assert tracker.flat() == flat_state(acts[: i + 1], CUSTOMER), a.type
+    gone = {c.path for c in changes if c.op == REMOVED}
+    assert {"loyalty.cards.v_1.pending.pp_1.points", "loyalty.cards.v_1.balance"} <= gone
+    for cut in range(1, len(acts)):
+        start = fold(acts[:cut], CUSTOMER)
+        entries = history(pairs_at(acts[cut:], at(0)), CUSTOMER, checkpoint=start)
+        replay = {k: v for k, v in flat_state(acts[:cut], CUSTOMER).items()}
+        for e in entries:
+            apply_changes(replay, e.changes)
+        final = flat_state(acts, CUSTOMER)
+        assert {k: v for k, v in replay.items() if not k.startswith("activities.")} == {
+            k: v for k, v in final.items() if not k.startswith("activities.")
+        }, cut
+
+
+def test_pending_entries_are_all_checked_when_the_named_one_did_not_change() -> None:
+    """Today only the entry an activity names changes; should an effect ever change
+    another, the tracker must still report it (it checks the rest when the two differ)."""
+    first = act("customer.voucher.loyalty_card.pending_points.added", pending("pp_1", "v_1"), t=0)
+    second = act("customer.voucher.loyalty_card.pending_points.added", pending("pp_2", "v_1"), t=1)
+    tracker = Tracker(CUSTOMER)
+    tracker.step(first)
+    both = fold([first, second], CUSTOMER)
+    tracker.state.cards["v_1"].pending.update(both.cards["v_1"].pending)  # pp_2 appears
+    tracker._hint = "pp_1"  # names an entry that did not change
+    out: list[Any] = []
+    tracker._card(("card", "v_1"), out)
+    assert sorted(c.path for c in out if c.path.startswith("loyalty.cards.v_1.pending.pp_2")) == [
+        "loyalty.cards.v_1.pending.pp_2.activates_at",
+        "loyalty.cards.v_1.pending.pp_2.order_id",
+        "loyalty.cards.v_1.pending.pp_2.points",
+    ]
 
 
 def test_history_window_lists_only_activities_in_it_with_values_from_the_full_fold() -> None:
