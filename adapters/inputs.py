@@ -2,12 +2,12 @@
 its record time, in the compact form the read model keeps beside its fold key.
 
 Why: an audit folds a customer's whole history, and a stored activity is the whole
-Voucherify record, 2.3 KB of JSON on average, of which the fold reads a fifth. Reading and
-decoding a 10k history's events was 55 ms, more than half a library `history`; this form
-is a fifth of the bytes and decodes without scanning the rest (docs/DECISIONS.md,
-Read model). The event store stays the record: the raw payload of an activity read from
-here is loaded from it on first use, and a row without this form (written before it
-existed) is read from it whole.
+Voucherify record, 2.3 KB of JSON on average, of which the fold reads a fifth. Reading,
+decoding and freeing a 10k history's events took 55 ms, a third of a library `history`;
+this form is a fifth of the bytes and takes 27 ms (docs/DECISIONS.md, Audit). The event
+store stays the record: the raw payload of an activity read from here is loaded from it
+on first use, and a row without this form (written before it existed) is read from it
+whole.
 
 The form: a msgpack array `[1, id, type, created_at, recorded_at, group_id, payload]`, the
 payload a msgpack map of the views' fields that are set (`View` omits defaults)."""
