@@ -20,6 +20,10 @@ from custate.projections.audit import ADDED, REMOVED, HistoryEntry, corrections
 
 W = 1000  # chart width (viewBox units)
 LEFT = 170  # room for lane labels
+# Characters that fit: a lane label in LEFT (12px ids such as a campaign's, up to ~8 units a
+# character), and per unit of a span's width (11px, ~6.5).
+LANE_CHARS = 19
+SPAN_CHAR_W = 6.5
 RIGHT = 20
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777")
 
@@ -180,7 +184,8 @@ def _lanes(svg_id: str, lanes: dict[str, list[_Span]], axis: _Axis, end: datetim
     for i, (lane, spans) in enumerate(sorted(lanes.items())):
         y = top + i * lane_h
         parts.append(
-            f'<text x="{LEFT - 6}" y="{y + 17}" class="lane" text-anchor="end">{_e(_short(lane))}'
+            f'<text x="{LEFT - 6}" y="{y + 17}" class="lane" text-anchor="end">'
+            f"{_e(_short(lane, LANE_CHARS))}"
             f"<title>{_e(lane)}</title></text>"
         )
         for sp in spans:
@@ -192,9 +197,11 @@ def _lanes(svg_id: str, lanes: dict[str, list[_Span]], axis: _Axis, end: datetim
                 f"{format_time(sp.start)} - {format_time(sp.end) if sp.end else 'now'}"
                 f"</title></rect>"
             )
-            if x1 - x0 > 60:
+            fits = int((x1 - x0 - 8) / SPAN_CHAR_W)  # what the span has room for
+            if fits >= 4:
                 parts.append(
-                    f'<text x="{x0 + 4:.1f}" y="{y + 17}" class="spanlabel">{_e(sp.label)}</text>'
+                    f'<text x="{x0 + 4:.1f}" y="{y + 17}" class="spanlabel">'
+                    f"{_e(_short(sp.label, fits))}</text>"
                 )
     parts.append("</svg>")
     return "".join(parts)
