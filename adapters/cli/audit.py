@@ -274,6 +274,18 @@ def explain(
         f"set by [bold]{escape(s.id)}[/] ({escape(s.type)}), created_at {format_time(s.created_at)}, "
         f"recorded {_t(s.recorded_at)}{late}"
     )
+    if len(ex.chain) > TABLE_UPTO:
+        out.print(f"how it got there (fold order), {len(ex.chain):,} steps:")
+        for step in ex.chain:
+            a = step.activity
+            before = ABSENT if step.op == ADDED else _plain(step.before)
+            after = ABSENT if step.op == REMOVED else _plain(step.after)
+            late = "  (late)" if step.late else ""
+            sys.stdout.write(
+                f"{format_time(a.created_at)}  {before} -> {after}  {a.type}  {a.id}  "
+                f"recorded {_t(a.recorded_at)}{late}\n"
+            )
+        return
     table = Table(title="how it got there (fold order)", header_style="bold")
     for col in ("created_at", "recorded_at", "activity", "before", "after"):
         table.add_column(col, overflow="fold")

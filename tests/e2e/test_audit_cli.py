@@ -87,7 +87,7 @@ def late_store(tmp_path: Path, store_url: str) -> tuple[str, Path]:
 def test_a_long_history_prints_a_line_per_change(tmp_path: Path, sqlite_url: str) -> None:
     """Above a couple of thousand changes a table takes rich seconds to lay out; the lines
     must still say every activity, its record time, whether it was late, and each change."""
-    records = list(generate(600, 1, seed=3))
+    records = list(generate(2_100, 1, seed=3))
     cid = records[0]["data"]["customer"]["id"]
     held, rest = records[100], records[:100] + records[101:]  # one arrives late
     run("ingest", write(tmp_path / "a.ndjson", rest), "--store", sqlite_url, cwd=tmp_path)
@@ -95,7 +95,7 @@ def test_a_long_history_prints_a_line_per_change(tmp_path: Path, sqlite_url: str
     p = run("history", cid, "--store", sqlite_url, cwd=tmp_path)
     assert p.returncode == 0, p.stderr.decode()
     lines = p.stdout.decode().splitlines()
-    assert lines[0] == f"{cid}: 600 activities (one line per change; --json for programs)"
+    assert lines[0] == f"{cid}: 2,100 activities (one line per change; --json for programs)"
     j = orjson.loads(run("history", cid, "--json", "--store", sqlite_url, cwd=tmp_path).stdout)
     heads = [line for line in lines[1:] if not line.startswith("    ")]
     assert [h.split()[2] for h in heads] == [a["id"] for a in j["activities"]]
@@ -116,10 +116,20 @@ def test_a_long_history_prints_a_line_per_change(tmp_path: Path, sqlite_url: str
     span = ("--as-of", "2000-01-01", "--as-of", "2100-01-01")
     d = run("diff", cid, *span, "--store", sqlite_url, cwd=tmp_path)
     assert d.returncode == 0, d.stderr.decode()
-    assert b"(600 in all)" in d.stdout
+    assert b"(2,100 in all)" in d.stdout
     dj = orjson.loads(run("diff", cid, *span, "--json", "--store", sqlite_url, cwd=tmp_path).stdout)
     count = next(c for c in dj["changes"] if c["path"] == "activities.count")
-    assert len(count["activities"]) == 600
+    assert len(count["activities"]) == 2_100
+    # explain of a field every activity moved: a line per step
+    e = run("explain", cid, "activities.count", "--store", sqlite_url, cwd=tmp_path)
+    assert e.returncode == 0, e.stderr.decode()
+    out = e.stdout.decode().splitlines()
+    at = out.index("how it got there (fold order), 2,100 steps:")
+    steps = out[at + 1 :]
+    assert len(steps) == 2_100
+    assert steps[0].split()[1:4] == ["0", "->", "1"]
+    assert steps[-1].split()[1:4] == ["2099", "->", "2100"]
+    assert sum(line.endswith("(late)") for line in steps) >= 1
 
 
 def test_history_diff_explain_gaps(late_store: tuple[str, Path]) -> None:
