@@ -426,6 +426,72 @@ def create_app(
             return _error(404, str(e), "customer_id")
         return _json([e.to_json() for e in entries])
 
+    @app.get(
+        "/customers/{customer_id}/diff",
+        summary="What changed between two cuts, and which activities did it",
+        description="`as_of` twice (and `known_at` at most once): what changed in business "
+        "time. `as_of` at most once and `known_at` twice: what the activities recorded in "
+        "between changed about that time (None: about now), the corrections an auditor sees.",
+    )
+    def get_diff(
+        customer_id: str,
+        as_of: Annotated[list[str] | None, Query()] = None,
+        known_at: Annotated[list[str] | None, Query()] = None,
+    ) -> Response:
+        t, k = as_of or [], known_at or []
+        try:
+            ts = [_cut_or_none(v, "as_of") for v in t]
+            ks = [_cut_or_none(v, "known_at") for v in k]
+        except ActivityError as e:
+            return bad_cut(e)
+        try:
+            with service.read_lock:
+                if len(ts) == 2 and len(ks) <= 1:
+                    d = cs.diff_as_of(customer_id, ts[0], ts[1], ks[0] if ks else None)
+                elif len(ts) <= 1 and len(ks) == 2:
+                    d = cs.diff_known_at(customer_id, ts[0] if ts else None, ks[0], ks[1])
+                else:
+                    field = "as_of" if len(ts) != 2 and len(ks) < 2 else "known_at"
+                    return _error(
+                        400,
+                        "give as_of twice (business time), or known_at twice (corrections)",
+                        field,
+                    )
+        except UnknownCustomerError as e:
+            return _error(404, str(e), "customer_id")
+        return _json(d.to_json())
+
+    @app.get(
+        "/customers/{customer_id}/explain",
+        summary="Which activity set a field's value, and the earlier values",
+    )
+    def get_explain(
+        customer_id: str,
+        path: Annotated[str, Query(description="e.g. loyalty.cards.v_1.balance")],
+        as_of: str | None = None,
+        known_at: str | None = None,
+    ) -> Response:
+        try:
+            t = _cut_or_none(as_of, "as_of")
+            k = _cut_or_none(known_at, "known_at")
+        except ActivityError as e:
+            return bad_cut(e)
+        try:
+            with service.read_lock:
+                ex = cs.explain(customer_id, path, t, k)
+        except UnknownCustomerError as e:
+            return _error(404, str(e), "customer_id")
+        return _json(ex.to_json())
+
+    @app.get("/gaps", summary="Balance breaks per card: activities missing upstream")
+    def get_gaps(customer_id: str | None = None) -> Response:
+        try:
+            with service.read_lock:
+                found = cs.gaps(customer_id)
+        except UnknownCustomerError as e:
+            return _error(404, str(e), "customer_id")
+        return _json([g.to_json() for g in found])
+
     @app.get("/healthz", summary="Store reachable; read-model lag")
     def healthz() -> Response:
         try:

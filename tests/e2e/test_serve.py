@@ -1,7 +1,8 @@
 """`custate serve` as a user runs it: the real server in a subprocess on a free loopback
 port, httpx as the client. Webhooks: signatures, redelivery, concurrency, malformed and
 oversized bodies, all checked against what the store holds. Reads: state over HTTP equals
-`custate state` for the same customer and cuts; customers, history, healthz, docs."""
+`custate state` for the same customer and cuts, and diff, explain and gaps equal the CLI's
+`--json`; customers, history, healthz, docs."""
 
 from __future__ import annotations
 
@@ -259,8 +260,13 @@ def test_oversized_body_is_413(store_url: str, tmp_path: Path) -> None:
 
 
 def custate_state(store: str, customer_id: str, *cuts: str) -> Json:
+    return custate_json(store, "state", customer_id, *cuts)
+
+
+def custate_json(store: str, *args: str) -> Json:
+    """What a `custate` command prints as JSON for the same store (`--json` where needed)."""
     p = subprocess.run(
-        [str(CUSTATE), "state", customer_id, "--store", store, *cuts],
+        [str(CUSTATE), *args, "--store", store],
         capture_output=True,
         timeout=120,
         env={k: v for k, v in os.environ.items() if k != "CUSTATE_STORE"},
@@ -317,6 +323,74 @@ def test_state_over_http_equals_the_cli(server: Server) -> None:
 
     history = httpx.get(f"{server.url}/customers/{cid}/history").json()
     assert len(history) == 5
+
+    # The audit over HTTP equals the CLI's `--json`.
+    k2 = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    audits: list[tuple[str, dict[str, Any], list[str]]] = [
+        (
+            "diff",
+            {"as_of": ["2024-03-01", "2024-03-04"]},
+            ["--as-of", "2024-03-01", "--as-of", "2024-03-04"],
+        ),
+        ("diff", {"known_at": [k1, k2]}, ["--known-at", k1, "--known-at", k2]),
+        (
+            "diff",
+            {"as_of": "2024-03-10", "known_at": [k1, k2]},
+            ["--as-of", "2024-03-10", "--known-at", k1, "--known-at", k2],
+        ),
+        ("explain", {"path": "activities.count"}, ["activities.count"]),
+        ("explain", {"path": "profile.name", "known_at": k1}, ["profile.name", "--known-at", k1]),
+    ]
+    for kind, params, args in audits:
+        r = httpx.get(f"{server.url}/customers/{cid}/{kind}", params=params)
+        assert r.status_code == 200, r.text
+        assert r.json() == custate_json(server.store, kind, cid, *args, "--json"), params
+    corrections = httpx.get(
+        f"{server.url}/customers/{cid}/diff", params={"known_at": [k1, k2]}
+    ).json()
+    assert {a["id"] for a in corrections["activities"]} == {"evcus_s3", "evcus_s4"}
+    explained = httpx.get(
+        f"{server.url}/customers/{cid}/explain", params={"path": "activities.count"}
+    ).json()
+    assert explained["set_by"]["id"] == "evcus_s4"
+
+    def points(aid: str, at: str, balance: int, added: int) -> bytes:
+        data = {
+            "customer": {"id": "cust_gap"},
+            "balance": {
+                "type": "loyalty_card",
+                "balance": balance,
+                "total": balance,
+                "points": added,
+                "related_object": {"id": "v_gap", "type": "voucher"},
+            },
+        }
+        kind = "customer.voucher.loyalty_card.points_added"
+        return orjson.dumps(delivery(aid, "cust_gap", kind, at, data))
+
+    assert post(server, points("evcus_g1", "2024-03-01T09:00:00Z", 100, 100)).status_code == 200
+    assert post(server, points("evcus_g2", "2024-03-02T09:00:00Z", 190, 50)).status_code == 200
+    found = httpx.get(f"{server.url}/gaps", params={"customer_id": "cust_gap"}).json()
+    assert [(g["previous_activity_id"], g["activity_id"], g["missing"]) for g in found] == [
+        ("evcus_g1", "evcus_g2", 40)
+    ]
+    gaps = subprocess.run(
+        [str(CUSTATE), "gaps", "--json", "--store", server.store], capture_output=True, timeout=120
+    )
+    assert httpx.get(f"{server.url}/gaps").json() == [
+        orjson.loads(line)
+        for line in gaps.stdout.splitlines()  # NDJSON: one gap a line
+    ]
+    assert httpx.get(f"{server.url}/gaps", params={"customer_id": cid}).json() == []
+    bad = httpx.get(f"{server.url}/customers/{cid}/diff", params={"as_of": "2024-03-01"})
+    assert bad.status_code == 400
+    assert bad.json()["field"] == "as_of"
+    assert (
+        httpx.get(
+            f"{server.url}/customers/cust_unknown/explain", params={"path": "profile"}
+        ).status_code
+        == 404
+    )
     health = httpx.get(f"{server.url}/healthz").json()
     assert health["store"] == "reachable"
     assert health["lag"]["activities"] == 0
