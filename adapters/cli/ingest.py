@@ -13,8 +13,7 @@ from rich.table import Table
 
 from custate.adapters.api import Custate
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
-from custate.adapters.cli.common import fail, open_store
-from custate.adapters.cli.project import project_with_progress
+from custate.adapters.cli.common import fail, open_store, project_with_progress
 from custate.adapters.cli.store_options import JsonOption, StoreOption
 from custate.adapters.ingest import DEFAULT_BATCH, IngestReport
 from custate.adapters.readers import SourceError, check_readable

@@ -11,35 +11,12 @@ from typing import Annotated
 import orjson
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy.exc import DBAPIError
 
-from custate.adapters.api import Custate
 from custate.adapters.cli.app import app
-from custate.adapters.cli.common import open_store
+from custate.adapters.cli.common import open_store, progress_bar
 from custate.adapters.cli.store_options import JsonOption, StoreOption
 from custate.adapters.readmodel import CatchUpReport
-
-
-def _bar(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-
-
-def project_with_progress(cs: Custate, show_progress: bool) -> CatchUpReport:
-    err = Console(stderr=True)
-    lag = cs.lag() if show_progress and err.is_terminal else 0
-    if lag < 1000:
-        return cs.project()
-    with _bar(err) as bar:
-        task = bar.add_task("projecting", total=lag)
-        return cs.project(progress=lambda n: bar.advance(task, n))
 
 
 @app.command()
@@ -114,7 +91,7 @@ def rebuild(store: StoreOption = None, as_json: JsonOption = False) -> None:
     try:
         total = cs.store.count()
         if err.is_terminal and not as_json:
-            with _bar(err) as bar:
+            with progress_bar(err) as bar:
                 task = bar.add_task("rebuilding", total=total)
                 r = cs.rebuild(progress=lambda n: bar.advance(task, n))
         else:

@@ -12,8 +12,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
-from custate.adapters.cli.common import cut, fail, open_store, warn
-from custate.adapters.cli.project import project_with_progress
+from custate.adapters.cli.common import cut, fail, open_store, project_with_progress, warn
 from custate.adapters.cli.store_options import JsonOption, StoreOption
 from custate.adapters.pull import CustomerPull, PullCursors, pull_customer
 from custate.adapters.voucherify import ConfigError, VoucherifyClient, VoucherifyConfig

@@ -4,7 +4,9 @@ rendered in headless Chromium."""
 from __future__ import annotations
 
 import os
+import pty
 import re
+import select
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -130,6 +132,54 @@ def test_a_long_history_prints_a_line_per_change(tmp_path: Path, sqlite_url: str
     assert steps[0].split()[1:4] == ["0", "->", "1"]
     assert steps[-1].split()[1:4] == ["2099", "->", "2100"]
     assert sum(line.endswith("(late)") for line in steps) >= 1
+
+
+def test_an_audit_after_ingest_without_projecting_shows_the_catch_up(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """The first audit after `ingest --no-project` projects everything first: on a terminal,
+    with a progress bar on stderr, and stdout is still only the answer."""
+    records = list(generate(1_500, 3, seed=4))
+    cid = records[0]["data"]["customer"]["id"]
+    p = run(
+        "ingest",
+        write(tmp_path / "a.ndjson", records),
+        "--no-project",
+        "--store",
+        sqlite_url,
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    primary, replica = pty.openpty()  # stderr on a terminal, as a person runs it
+    env = {k: v for k, v in os.environ.items() if k not in ("CUSTATE_STORE", "COLUMNS")}
+    env["COLUMNS"] = "120"
+    proc = subprocess.run(
+        [str(CUSTATE), "history", cid, "--json", "--store", sqlite_url],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=replica,
+        timeout=120,
+    )
+    os.close(replica)
+    shown = b""
+    while select.select([primary], [], [], 0.5)[0]:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(primary)
+    assert proc.returncode == 0
+    assert b"projecting" in shown
+    h = orjson.loads(proc.stdout)  # stdout holds the answer alone
+    assert h["customer_id"] == cid
+    assert h["activities"]
+    # ... and the read model holds it all: nothing is left to project
+    after = run("project", "--json", "--store", sqlite_url, cwd=tmp_path)
+    assert orjson.loads(after.stdout)["projected"] == 0
 
 
 def test_history_diff_explain_gaps(late_store: tuple[str, Path]) -> None:
