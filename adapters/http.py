@@ -368,23 +368,31 @@ def create_app(
     def bad_cut(e: ActivityError) -> JSONResponse:
         return _error(400, f"{e.field}: {e.message}", e.field)
 
+    def answer(read: Callable[[], Any]) -> Response:
+        """One read under the read lock, as JSON: a cut that does not parse is 400 naming
+        it, an unknown customer 404. `read` may answer with a response of its own."""
+        try:
+            with service.read_lock:
+                value = read()
+        except ActivityError as e:
+            return bad_cut(e)
+        except UnknownCustomerError as e:
+            return _error(404, str(e), "customer_id")
+        return value if isinstance(value, Response) else _json(value)
+
     @app.get("/customers/{customer_id}/state", summary="A customer's state, as of any time")
     def get_state(
         customer_id: str,
         as_of: Annotated[str | None, Query(description="business time T")] = None,
         known_at: Annotated[str | None, Query(description="record time K")] = None,
     ) -> Response:
-        try:
-            t = _cut_or_none(as_of, "as_of")
-            k = _cut_or_none(known_at, "known_at")
-        except ActivityError as e:
-            return bad_cut(e)
-        try:
-            with service.read_lock:
-                s = cs.state(customer_id, as_of=t, known_at=k)
-        except UnknownCustomerError as e:
-            return _error(404, str(e), "customer_id")
-        return _json(s.to_json())
+        return answer(
+            lambda: cs.state(
+                customer_id,
+                as_of=_cut_or_none(as_of, "as_of"),
+                known_at=_cut_or_none(known_at, "known_at"),
+            ).to_json()
+        )
 
     @app.get("/customers", summary="Customers matching every filter given (read model)")
     def get_customers(
@@ -413,18 +421,13 @@ def create_app(
         end: Annotated[str | None, Query(alias="to")] = None,
         known_at: str | None = None,
     ) -> Response:
-        try:
+        def read() -> Any:
             a = _cut_or_none(start, "from")
             b = _cut_or_none(end, "to")
             k = _cut_or_none(known_at, "known_at")
-        except ActivityError as e:
-            return bad_cut(e)
-        try:
-            with service.read_lock:
-                entries = cs.history(customer_id, a, b, k)
-        except UnknownCustomerError as e:
-            return _error(404, str(e), "customer_id")
-        return _json([e.to_json() for e in entries])
+            return [e.to_json() for e in cs.history(customer_id, a, b, k)]
+
+        return answer(read)
 
     @app.get(
         "/customers/{customer_id}/diff",
@@ -438,28 +441,20 @@ def create_app(
         as_of: Annotated[list[str] | None, Query()] = None,
         known_at: Annotated[list[str] | None, Query()] = None,
     ) -> Response:
-        t, k = as_of or [], known_at or []
-        try:
-            ts = [_cut_or_none(v, "as_of") for v in t]
-            ks = [_cut_or_none(v, "known_at") for v in k]
-        except ActivityError as e:
-            return bad_cut(e)
-        try:
-            with service.read_lock:
-                if len(ts) == 2 and len(ks) <= 1:
-                    d = cs.diff_as_of(customer_id, ts[0], ts[1], ks[0] if ks else None)
-                elif len(ts) <= 1 and len(ks) == 2:
-                    d = cs.diff_known_at(customer_id, ts[0] if ts else None, ks[0], ks[1])
-                else:
-                    field = "as_of" if len(ts) != 2 and len(ks) < 2 else "known_at"
-                    return _error(
-                        400,
-                        "give as_of twice (business time), or known_at twice (corrections)",
-                        field,
-                    )
-        except UnknownCustomerError as e:
-            return _error(404, str(e), "customer_id")
-        return _json(d.to_json())
+        def read() -> Any:
+            ts = [_cut_or_none(v, "as_of") for v in as_of or []]
+            ks = [_cut_or_none(v, "known_at") for v in known_at or []]
+            if len(ts) == 2 and len(ks) <= 1:
+                d = cs.diff_as_of(customer_id, ts[0], ts[1], ks[0] if ks else None)
+            elif len(ts) <= 1 and len(ks) == 2:
+                d = cs.diff_known_at(customer_id, ts[0] if ts else None, ks[0], ks[1])
+            else:
+                field = "as_of" if len(ts) != 2 and len(ks) < 2 else "known_at"
+                message = "give as_of twice (business time), or known_at twice (corrections)"
+                return _error(400, message, field)
+            return d.to_json()
+
+        return answer(read)
 
     @app.get(
         "/customers/{customer_id}/explain",
@@ -471,26 +466,15 @@ def create_app(
         as_of: str | None = None,
         known_at: str | None = None,
     ) -> Response:
-        try:
-            t = _cut_or_none(as_of, "as_of")
-            k = _cut_or_none(known_at, "known_at")
-        except ActivityError as e:
-            return bad_cut(e)
-        try:
-            with service.read_lock:
-                ex = cs.explain(customer_id, path, t, k)
-        except UnknownCustomerError as e:
-            return _error(404, str(e), "customer_id")
-        return _json(ex.to_json())
+        return answer(
+            lambda: cs.explain(
+                customer_id, path, _cut_or_none(as_of, "as_of"), _cut_or_none(known_at, "known_at")
+            ).to_json()
+        )
 
     @app.get("/gaps", summary="Balance breaks per card: activities missing upstream")
     def get_gaps(customer_id: str | None = None) -> Response:
-        try:
-            with service.read_lock:
-                found = cs.gaps(customer_id)
-        except UnknownCustomerError as e:
-            return _error(404, str(e), "customer_id")
-        return _json([g.to_json() for g in found])
+        return answer(lambda: [g.to_json() for g in cs.gaps(customer_id)])
 
     @app.get("/healthz", summary="Store reachable; read-model lag")
     def healthz() -> Response:
