@@ -5,7 +5,7 @@ and a self-contained HTML report."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +27,7 @@ from custate.projections.audit import (
     FieldChange,
     HistoryEntry,
     StateDiff,
+    ValueStep,
 )
 
 Customer = Annotated[str, typer.Argument(help="The Voucherify customer id (cust_...).")]
@@ -45,7 +46,9 @@ def _plain(v: Any) -> str:
     return orjson.dumps(v).decode()
 
 
-def _sides(c: FieldChange | DiffEntry, value: Callable[[Any], str] = _value) -> tuple[str, str]:
+def _sides(
+    c: FieldChange | DiffEntry | ValueStep, value: Callable[[Any], str] = _value
+) -> tuple[str, str]:
     before = ABSENT if c.op == ADDED else value(c.before)
     after = ABSENT if c.op == REMOVED else value(c.after)
     return before, after
@@ -84,12 +87,16 @@ def history(
         _history_lines(customer_id, entries)
 
 
+def _path_width(paths: Iterable[str]) -> int:
+    """Paths line up to the longest, up to a point: a few long ones should not push every
+    value to the far right."""
+    return min(max(map(len, paths), default=0), 48)
+
+
 def _history_lines(customer_id: str, entries: Sequence[HistoryEntry]) -> None:
     """A long history as lines, written as they are made: each activity's line, then one
     indented line per change."""
-    # Paths line up to the longest, up to a point: a few long ones should not push every
-    # value to the far right.
-    width = min(max((len(c.path) for e in entries for c in e.changes), default=0), 48)
+    width = _path_width(c.path for e in entries for c in e.changes)
     out = sys.stdout
     out.write(
         f"{customer_id}: {len(entries):,} activities (one line per change; --json for programs)\n"
@@ -214,7 +221,7 @@ def _diff_table(d: StateDiff) -> None:
         return
     summary = f"{len(d.changes)} field(s) changed by {len(d.activities)} activit(ies)"
     if len(d.changes) > TABLE_UPTO:
-        width = min(max(len(c.path) for c in d.changes), 48)
+        width = _path_width(c.path for c in d.changes)
         sys.stdout.write(f"{title}\n")
         for c in d.changes:
             before, after = _sides(c, _plain)
@@ -278,8 +285,7 @@ def explain(
         out.print(f"how it got there (fold order), {len(ex.chain):,} steps:")
         for step in ex.chain:
             a = step.activity
-            before = ABSENT if step.op == ADDED else _plain(step.before)
-            after = ABSENT if step.op == REMOVED else _plain(step.after)
+            before, after = _sides(step, _plain)
             late = "  (late)" if step.late else ""
             sys.stdout.write(
                 f"{format_time(a.created_at)}  {before} -> {after}  {a.type}  {a.id}  "
@@ -295,8 +301,7 @@ def explain(
             format_time(a.created_at),
             _t(a.recorded_at) + (" (late)" if step.late else ""),
             f"{escape(a.type)}\n{escape(a.id)}",
-            ABSENT if step.op == ADDED else _value(step.before),
-            ABSENT if step.op == REMOVED else _value(step.after),
+            *_sides(step),
         )
     out.print(table)
 
