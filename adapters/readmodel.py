@@ -407,17 +407,16 @@ class ReadModel(TrackingRecorder):
             got = None if blob is None else load(blob, customer_id, LazyData(raw, version))
             if got is None:
                 missing.append((len(out), version))
-            elif known_at is not None and got[1] > known_at:
-                continue
             out.append(got)
         if missing:
             found = self.store.customer_versions(customer_id, [v for _, v in missing])
             for i, v in missing:
                 s = found[v]
                 out[i] = (s.activity, s.recorded_at)
-            if known_at is not None:
-                return [p for p in out if p is not None and p[1] <= known_at]
-        return out  # type: ignore[return-value]  # every None was filled
+        filled: list[tuple[Activity, datetime]] = out  # type: ignore[assignment]
+        if known_at is not None:
+            return [p for p in filled if p[1] <= known_at]
+        return filled
 
     def activities(self, customer_id: str, versions: Sequence[int]) -> list[Activity]:
         parsed = self._parsed
