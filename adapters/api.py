@@ -216,7 +216,7 @@ class Custate:
     def _pairs(self, customer_id: str, known_at: datetime | None = None) -> list[audit.Pair]:
         """What an audit folds: the customer's activities with their record times, from the
         read model's fold inputs (caught up first), not the events (a fifth of the bytes:
-        `adapters.inputs`)."""
+        `adapters.codecs.foldinput`)."""
         rm = self.readmodel
         rm.catch_up()
         with fewer_collections():  # a long history is tens of thousands of objects

@@ -35,8 +35,11 @@ from sqlalchemy import (
     update,
 )
 
-from custate.adapters import inputs
 from custate.adapters.bulk import fewer_collections
+from custate.adapters.codecs import delta
+from custate.adapters.codecs import foldinput as inputs
+from custate.adapters.codecs import paged as paged_codec
+from custate.adapters.codecs import state as state_codec
 from custate.adapters.eventstore import (
     ACTIVITY_TOPIC,
     APP_NAME,
@@ -52,7 +55,7 @@ from custate.adapters.readmodel_tables import (
 )
 from custate.adapters.sqlschema import create_all, driver, insert_or_ignore
 from custate.adapters.statecache import DEFAULT_CHECKPOINT_CACHE_BYTES, CheckpointCache
-from custate.domain import Activity, CustomerState, snapshot
+from custate.domain import Activity, CustomerState
 from custate.domain.activity import LazyData
 from custate.domain.state import Gap
 from custate.projections.catchup import (
@@ -263,7 +266,7 @@ class ReadModel(TrackingRecorder):
             for chunk in _chunks(customer_ids):
                 q = select(cu.c.customer_id, cu.c.state).where(cu.c.customer_id.in_(chunk))
                 for cid, stored in c.execute(q):
-                    out[cid], names = snapshot.load_row(stored)
+                    out[cid], names = paged_codec.load_row(stored)
                     if names:
                         apart[cid] = names
             if apart:
@@ -282,7 +285,7 @@ class ReadModel(TrackingRecorder):
             rows = driver(c).execute(sql, tuple(ids)).fetchall()
             for (cid, name), run in groupby(rows, key=itemgetter(0, 1)):
                 if name in apart[cid]:
-                    setattr(states[cid], name, snapshot.load_map(name, (r[2] for r in run)))
+                    setattr(states[cid], name, paged_codec.load_map(name, (r[2] for r in run)))
 
     def checkpoint_before(self, customer_id: str, key: str) -> tuple[str, CustomerState] | None:
         found = self._checkpoint_before(customer_id, key)
@@ -292,7 +295,7 @@ class ReadModel(TrackingRecorder):
         self, customer_id: str, key: str
     ) -> tuple[str, CustomerState, bytes | str | None, int] | None:
         """`checkpoint_before`, and the checkpoint's stored form and the size the cache
-        counts it at, when known (for a `snapshot.Base` of what a re-fold from it stores)."""
+        counts it at, when known (for a `delta.Base` of what a re-fold from it stores)."""
         # Straight to the driver, as in keys_between: once the decoded checkpoint is cached,
         # building the statement was a tenth of a point-in-time answer. The checkpoint's key
         # comes with the customer's head, in one statement (one snapshot): while the head is
@@ -343,17 +346,17 @@ class ReadModel(TrackingRecorder):
     ) -> tuple[CustomerState, int]:
         """A stored checkpoint decoded, made whole with its base if it was stored against
         one, and the size to count it as in the cache (its base's, if it has one)."""
-        state, delta = snapshot.load_delta(stored)
-        if delta is None:
+        state, against = delta.load_delta(stored)
+        if against is None:
             return state, len(stored)
         with self._reading() as c:
-            base = self._stored_checkpoint(c, customer_id, delta.base)
+            base = self._stored_checkpoint(c, customer_id, against.base)
         if base is None:
             # A base sorts before what is stored against it, and late activities drop
             # checkpoints from a key on, in the same transaction: it cannot be gone.
-            raise LookupError(f"checkpoint {customer_id!r} {delta.base!r} is gone")
-        whole = self.checkpoints.state(customer_id, delta.base, base, head)
-        return snapshot.rebase(state, delta, whole), len(base)
+            raise LookupError(f"checkpoint {customer_id!r} {against.base!r} is gone")
+        whole = self.checkpoints.state(customer_id, against.base, base, head)
+        return delta.rebase(state, against, whole), len(base)
 
     def checkpoint_at(self, customer_id: str, key: str) -> CustomerState | None:
         """The checkpoint stored under exactly `key`, whole."""
@@ -386,7 +389,7 @@ class ReadModel(TrackingRecorder):
         self, customer_id: str, after: str | None = None, known_at: datetime | None = None
     ) -> list[tuple[Activity, datetime]]:
         """The projected activities with a key after `after` (and recorded by `known_at`),
-        in fold order, with their record times: from their fold inputs (`adapters.inputs`),
+        in fold order, with their record times: from their fold inputs (`adapters.codecs.foldinput`),
         what an audit folds at a fifth of the bytes of the events. Those without one are
         read from the event store. Pairs, not `StoredActivity`s: a long history is tens of
         thousands, and every object more was time to build and to free."""
@@ -587,7 +590,7 @@ class ReadModel(TrackingRecorder):
                         self._insert_many(c, table, rows)
             if key_rows:
                 self._insert_many(c, t.keys, key_rows)
-            rows = [*checkpoint_rows, *changes.checkpoints]
+            rows = list(checkpoint_rows)
             if rows:
                 self._insert_many(c, t.checkpoints, rows)
         self._cache.update(changes.states)
@@ -641,14 +644,14 @@ class ReadModel(TrackingRecorder):
                 if held is None:
                     members: dict[int, list[str]] = {}
                     for k in now:
-                        members.setdefault(snapshot.page_of(k), []).append(k)
+                        members.setdefault(paged_codec.page_of(k), []).append(k)
                     touched: Collection[int] = list(members)
                 else:
                     members = dict(held.members)  # held stays as stored, should this write fail
                     touched = _touched(held.entries, now, members)
                     gone += [(cid, name, page) for page in touched]
                 rows += [
-                    (cid, name, page, snapshot.dump_page({k: now[k] for k in members[page]}))
+                    (cid, name, page, paged_codec.dump_page({k: now[k] for k in members[page]}))
                     for page in touched
                     if members.get(page)
                 ]
@@ -805,7 +808,7 @@ class ReadModel(TrackingRecorder):
         )
         with self.engine.connect() as c:
             for cid, state in c.execute(q):
-                gaps = snapshot.load_row(state)[0].gaps
+                gaps = paged_codec.load_row(state)[0].gaps
                 if gaps:
                     yield cid, gaps
 
@@ -932,10 +935,10 @@ class _Pending:
         self.rows: list[tuple[str, str, str]] = []  # checkpoints, serialised when planned
         self.kept: list[tuple[str, str, CustomerState]] = []  # re-folds' checkpoints, decoded
         # customer -> what its last re-fold's checkpoints are stored against
-        self.bases: dict[str, snapshot.Base] = {}
+        self.bases: dict[str, delta.Base] = {}
         self.db_heads: dict[str, Head] = {}  # what the database had, as first read
         self.keys: dict[str, list[tuple[str, int]]] = {}  # customer -> (key, version)
-        # The new activities' `keys` rows, each with its fold input (`adapters.inputs`).
+        # The new activities' `keys` rows, each with its fold input (`adapters.codecs.foldinput`).
         self.key_rows: list[tuple[str, str, int, bytes | None]] = []
         self.count = 0
         self.batches = 0
@@ -963,7 +966,9 @@ class _Pending:
             for cid, key in drops.items():
                 before = c.drop_checkpoints_from.get(cid)
                 c.drop_checkpoints_from[cid] = key if before is None else min(before, key)
-        self.rows.extend(changes.checkpoints)
+        self.rows.extend(
+            (cid, key, state_codec.dump_text(s)) for cid, key, s in changes.checkpoints
+        )
         self.kept.extend(changes.kept)
         c.late += changes.late
         c.new |= changes.new
@@ -997,8 +1002,8 @@ class _Pending:
         if state is not None and k2 > k:
             return k2, state.copy()
         if planned:
-            whole = snapshot.load(text)
-            self.bases[customer_id] = snapshot.Base.of(k, whole, text, len(text))
+            whole = state_codec.load(text)
+            self.bases[customer_id] = delta.Base.of(k, whole, text, len(text))
             return k, whole
         # The database's, less those a planned late activity drops.
         found = self.model._checkpoint_before(
@@ -1008,7 +1013,7 @@ class _Pending:
             return None
         at, whole, stored, size = found
         if stored is not None:
-            self.bases[customer_id] = snapshot.Base.of(at, whole, stored, size)
+            self.bases[customer_id] = delta.Base.of(at, whole, stored, size)
         return at, whole
 
     def stored_kept(self) -> list[tuple[str, str, str, int]]:
@@ -1020,9 +1025,9 @@ class _Pending:
         for cid, key, state in self.kept:
             base = self.bases.get(cid)
             if base is not None and base.key < key and base.key < drops.get(cid, key):
-                out.append((cid, key, snapshot.dump_text(state, base=base), base.size))
+                out.append((cid, key, delta.dump_text(state, base), base.size))
             else:
-                text = snapshot.dump_text(state)
+                text = state_codec.dump_text(state)
                 out.append((cid, key, text, len(text)))
         return out
 
@@ -1060,17 +1065,17 @@ def _touched(
     for k, v in now.items():
         old = was.get(k)
         if old is None:
-            page = snapshot.page_of(k)
+            page = paged_codec.page_of(k)
             members[page] = [*members.get(page, ()), k]
             touched.add(page)
             continue
         stayed += 1
         if old is not v and old != v:
-            touched.add(snapshot.page_of(k))
+            touched.add(paged_codec.page_of(k))
     if stayed < len(was):
         for k in was:
             if k not in now:
-                page = snapshot.page_of(k)
+                page = paged_codec.page_of(k)
                 members[page] = [m for m in members[page] if m != k]
                 touched.add(page)
     return touched
@@ -1122,7 +1127,7 @@ def _unchanged_sources(
 
 def _apart(s: CustomerState, apart_from: int) -> tuple[str, ...]:
     """The large maps of `s` that are stored in pages (see `APART_FROM`)."""
-    return tuple(n for n in snapshot.LARGE_MAPS if len(getattr(s, n)) >= apart_from)
+    return tuple(n for n in state_codec.LARGE_MAPS if len(getattr(s, n)) >= apart_from)
 
 
 def _index_rows(
@@ -1152,7 +1157,7 @@ def _index_rows(
                 s.activities.count,
                 head.last_key,
                 head.last_version,
-                snapshot.dump_text(s, apart=apart.get(cid, ()) if apart else ()),
+                paged_codec.dump_row(s, apart.get(cid, ()) if apart else ()),
             )
         )
         if cid not in same_segments:

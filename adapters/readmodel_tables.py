@@ -4,9 +4,9 @@
 on; the other tables index what "who is in segment X / holds tier Gold / has over N points"
 asks, so those questions never fold. `keys` maps each projected activity's fold key to its
 stream version (point in time and late activities read only the tail they need) and holds
-its fold input (`adapters.inputs`: what audits fold, without reading the events), and
+its fold input (`adapters.codecs.foldinput`: what audits fold, without reading the events), and
 `checkpoints` holds states keyed by fold key. `pages` holds, in pages of entries
-(`domain.snapshot.dump_page`), the large maps (orders, vouchers, reward redemptions) that
+(`adapters.codecs.paged.dump_page`), the large maps (orders, vouchers, reward redemptions) that
 `customers.state` leaves out: those of long histories (see `readmodel.APART_FROM`)."""
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from custate.domain import CustomerState, snapshot
+from custate.adapters.codecs import state as state_codec
+from custate.domain import CustomerState
 from custate.projections.catchup import Head
 
 # Budget in stored bytes: a decoded state takes roughly 4-5 times its stored size in
@@ -75,7 +76,7 @@ class CheckpointCache:
     ) -> CustomerState:
         """The checkpoint `stored` (stored under `key`) as a state to fold on. `head`: the
         customer's head when `stored` was read, or earlier (never later). `load`: how to
-        decode `stored` and what to count it as (see `put`); `snapshot.load` by default."""
+        decode `stored` and what to count it as (see `put`); `codecs.state.load` by default."""
         k = (customer_id, key)
         with self._lock:
             hit = self._entries.get(k)
@@ -85,7 +86,7 @@ class CheckpointCache:
                 self.hits += 1
                 return hit[1].copy()
         self.misses += 1
-        state, size = load(stored) if load is not None else (snapshot.load(stored), len(stored))
+        state, size = load(stored) if load is not None else (state_codec.load(stored), len(stored))
         return state.copy() if self.put(customer_id, key, stored, state, head, size) else state
 
     def put(
@@ -100,7 +101,7 @@ class CheckpointCache:
         """Keep `state`, decoded from (or dumped as) `stored`, unless it is over the budget
         on its own; the caller folds on it no more once kept. `head`: the customer's head
         written with `stored`, or read with it. `size`: what to count it as, if not its
-        stored size: a state stored against another (`snapshot.Base`) is a fraction of the
+        stored size: a state stored against another (`codecs.delta.Base`) is a fraction of the
         size of the whole state it decodes to."""
         size = len(stored) if size is None else size
         k = (customer_id, key)

@@ -24,7 +24,8 @@ from sqlalchemy import select  # noqa: E402
 
 import custate  # noqa: E402
 from bench.generate import generate  # noqa: E402
-from custate.domain import fold, parse_activity, snapshot  # noqa: E402
+from custate.adapters.codecs import paged  # noqa: E402
+from custate.domain import fold, parse_activity  # noqa: E402
 from custate.projections import audit  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         def parse_all() -> None:
             with rm.engine.connect() as c:
                 for (state,) in c.execute(select(cu.c.state)):
-                    snapshot.load_row(state)
+                    paged.load_row(state)
 
         print(f"every stored state parsed (the bound): {best(parse_all, 2):8.2f} s")
     return 0

@@ -22,7 +22,7 @@ class View(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults=Tr
     plain values (and plain `metadata`), never themselves: the cyclic garbage collector need
     not track them (`gc=False`), and a catch-up makes millions. Encoded, they leave out
     what is at its default (`omit_defaults`): the read model keeps every activity's views
-    (`adapters.inputs`), and most of a payload's views are None."""
+    (`adapters.codecs.foldinput`), and most of a payload's views are None."""
 
 
 class Ref(View, frozen=True):

@@ -48,7 +48,7 @@ class _Shared(msgspec.Struct, frozen=True, array_like=True, gc=False):
     and walking those made the slowest point-in-time answers ten times slower.
     `frozen`: a change is a new entry (`msgspec.structs.replace`), so nobody, a caller
     holding a returned state included, can change one that others share. `array_like`:
-    their stored form (`domain.snapshot`) is an array in field order, which msgspec writes
+    their stored form (`adapters.codecs.state`) is an array in field order, which msgspec writes
     and reads without a line of Python per entry."""
 
 
@@ -299,7 +299,7 @@ class Gap:
         return self.balance - (self.previous_balance + self.delta)
 
     def row(self) -> tuple[str, str, str, datetime, str | None, int, int, int]:
-        """The fields in order: the stored form (`domain.snapshot`), `Gap(*row)`."""
+        """The fields in order: the stored form (`adapters.codecs.state`), `Gap(*row)`."""
         return (
             self.card_id,
             self.kind,

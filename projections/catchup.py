@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from custate.domain import Activity, CustomerState, apply, snapshot
+from custate.domain import Activity, CustomerState, apply
 
 DEFAULT_CHECKPOINT_INTERVAL = 100
 
@@ -44,9 +44,9 @@ class Changes:
     states: dict[str, tuple[CustomerState, Head]] = field(default_factory=dict)
     keys: list[tuple[str, str, int]] = field(default_factory=list)  # customer, key, version
     drop_checkpoints_from: dict[str, str] = field(default_factory=dict)  # customer -> key
-    # Checkpoints of activities folded in order: customer, key, state in its stored form
-    # (`domain.snapshot`).
-    checkpoints: list[tuple[str, str, str]] = field(default_factory=list)
+    # Checkpoints of activities folded in order, as copies of the state (customer, key,
+    # state): the port stores them in full.
+    checkpoints: list[tuple[str, str, CustomerState]] = field(default_factory=list)
     # Checkpoints of late activities' re-folds, as copies of the state (customer, key,
     # state), for the port to store in a form of its choosing: it knows the checkpoint the
     # re-fold started from, and a re-fold changes few of a long history's entries. The
@@ -161,5 +161,5 @@ def _fold(
             if keep:
                 changes.kept.append((state.customer_id, p.key, state.copy()))
             else:
-                changes.checkpoints.append((state.customer_id, p.key, snapshot.dump_text(state)))
+                changes.checkpoints.append((state.customer_id, p.key, state.copy()))
     return last

@@ -21,8 +21,9 @@ import orjson
 import pytest
 
 import custate
+from custate.adapters.codecs import state as snapshot
 from custate.adapters.readmodel import ReadModel
-from custate.domain import CustomerState, fold_all, parse_activity, snapshot
+from custate.domain import CustomerState, fold_all, parse_activity
 
 Json = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from freezegun import freeze_time
 from sqlalchemy import func, select, update
 
 import custate
-from custate.adapters import inputs
+from custate.adapters.codecs import foldinput as inputs
 from custate.projections import audit
 from custate.projections.audit import Replay
 from custate.projections.diff import CUT_KEYS, flatten
@@ -166,7 +166,7 @@ def test_gaps_over_every_customer_from_the_read_model(store_url: str) -> None:
 def test_explain_from_the_read_model_answers_as_the_fold_of_the_events(
     store_url: str,
 ) -> None:
-    """`explain` folds the read model's fold inputs (`adapters.inputs`), not the events:
+    """`explain` folds the read model's fold inputs (`adapters.codecs.foldinput`), not the events:
     its answer for every path inside an entry (a card, an order, a tier, ...), and for the
     entries themselves, must be the one the fold of the event store's activities gives, as
     known now and as known at K."""

@@ -28,9 +28,10 @@ from sqlalchemy.exc import OperationalError
 import custate
 from custate.adapters import readmodel
 from custate.adapters.api import Custate
+from custate.adapters.codecs import delta, paged
 from custate.adapters.eventstore import ACTIVITY_TOPIC, EventStore
 from custate.adapters.readmodel import CustomerRow, ReadModel
-from custate.domain import Activity, CustomerState, apply, fold, ordered, parse_activity, snapshot
+from custate.domain import Activity, CustomerState, apply, fold, ordered, parse_activity
 from custate.projections.keys import key_text
 
 from .histories import T0, record
@@ -157,7 +158,7 @@ def checkpoints(rm: ReadModel) -> dict[tuple[str, str], Json]:
 def stored_against_another(rm: ReadModel) -> int:
     ck = rm.t.checkpoints
     with rm.engine.connect() as c:
-        return sum(snapshot.is_delta(s) for (s,) in c.execute(sa.select(ck.c.state)))
+        return sum(delta.is_delta(s) for (s,) in c.execute(sa.select(ck.c.state)))
 
 
 def activities_upto(store: EventStore, position: int) -> int:
@@ -223,15 +224,15 @@ def assert_consistent(cs: Custate, expected: dict[str, CustomerState]) -> None:
     with rm.engine.connect() as c:
         pages = c.execute(sa.select(rm.t.pages)).all()
         rows = c.execute(sa.select(rm.t.customers.c.customer_id, rm.t.customers.c.state)).all()
-    apart = {cid: snapshot.load_row(stored)[1] for cid, stored in rows}
-    paged: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    apart = {cid: paged.load_row(stored)[1] for cid, stored in rows}
+    by_map: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for cid, name, page, entries in pages:
-        held = snapshot.load_map(name, [entries])
+        held = paged.load_map(name, [entries])
         assert held, (cid, name, page)
-        assert {snapshot.page_of(k) for k in held} == {page}, (cid, name, page)
-        paged.setdefault((cid, name), {})[page] = held
-    assert set(paged) == {(cid, name) for cid, names in apart.items() for name in names}
-    for (cid, name), by_page in paged.items():
+        assert {paged.page_of(k) for k in held} == {page}, (cid, name, page)
+        by_map.setdefault((cid, name), {})[page] = held
+    assert set(by_map) == {(cid, name) for cid, names in apart.items() for name in names}
+    for (cid, name), by_page in by_map.items():
         whole = {k: v for held in by_page.values() for k, v in held.items()}
         assert whole == getattr(expected[cid], name), (cid, name)
     total = sum(s.activities.count for s in expected.values())

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from custate.domain import Activity, CustomerState, snapshot
+from custate.domain import Activity, CustomerState
 from custate.projections.catchup import (
     DEFAULT_CHECKPOINT_INTERVAL,
     Changes,
@@ -132,12 +132,7 @@ class FakeReadModel:
             if key in keys:
                 raise DuplicateKeyError(f"keys: ({cid}, {key}) inserted twice")
             keys[key] = version
-        for cid, key, stored in changes.checkpoints:
-            cps = self.checkpoints.setdefault(cid, {})
-            if key in cps:
-                raise DuplicateKeyError(f"checkpoints: ({cid}, {key}) inserted twice")
-            cps[key] = snapshot.load(stored).to_json()
-        for cid, key, state in changes.kept:
+        for cid, key, state in [*changes.checkpoints, *changes.kept]:
             cps = self.checkpoints.setdefault(cid, {})
             if key in cps:
                 raise DuplicateKeyError(f"checkpoints: ({cid}, {key}) inserted twice")

@@ -10,6 +10,7 @@ from freezegun import freeze_time
 from hypothesis import given
 from hypothesis import strategies as st
 
+from custate.adapters.codecs import state as snapshot
 from custate.domain import (
     ActivityError,
     ActivityType,
@@ -18,7 +19,6 @@ from custate.domain import (
     format_time,
     parse_activity,
     parse_time,
-    snapshot,
 )
 
 from .builders import (

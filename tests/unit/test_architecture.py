@@ -1,5 +1,6 @@
 """Imports point inward (adapters -> projections -> domain), nothing imports the bare folder
-names, and the domain does no I/O and reads no clock."""
+names, and the domain does no I/O, reads no clock, starts no thread and knows no stored
+form."""
 
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ DOMAIN_FORBIDDEN = {
     "socket",
     "subprocess",
     "sqlite3",
+    "threading",
+    "concurrent",
+    "multiprocessing",
+    "zlib",
+    "gzip",
+    "gc",
 }
 
 

@@ -1,4 +1,4 @@
-"""Fold inputs (`adapters.inputs`): what the read model keeps of each activity folds to the
+"""Fold inputs (`adapters.codecs.foldinput`): what the read model keeps of each activity folds to the
 same state as the activity itself, and what it cannot hold or does not know is left to the
 event store."""
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from custate.adapters import inputs
+from custate.adapters.codecs import foldinput as inputs
 from custate.domain import Activity, fold
 from custate.domain.activity import LazyData
 

@@ -11,6 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from custate.adapters.codecs import delta, paged
+from custate.adapters.codecs import state as snapshot
 from custate.domain import (
     Activity,
     ActivityType,
@@ -20,7 +22,6 @@ from custate.domain import (
     format_time,
     ordered,
     parse_activity,
-    snapshot,
 )
 from custate.domain.activity_types import MESSAGING_CHANNELS
 
@@ -355,7 +356,7 @@ def _drop_some(state: CustomerState, data: Any) -> None:
 @given(records=histories(), data=st.data())
 def test_a_state_stored_against_a_base_reads_back_whole(records: list[Json], data: Any) -> None:
     """A re-fold's checkpoints are stored as what differs from a checkpoint stored in full
-    (`snapshot.Base`): the one the re-fold started from, or, when that one is itself stored
+    (`delta.Base`): the one the re-fold started from, or, when that one is itself stored
     against a base, the same base. Read back and made whole with it, each is the state,
     also when entries are gone, and whether the fold went on from a copy or not."""
     acts = ordered(parse_all(records))
@@ -363,31 +364,31 @@ def test_a_state_stored_against_a_base_reads_back_whole(records: list[Json], dat
     two = data.draw(st.integers(min_value=one, max_value=len(acts)))
     full = fold(acts[:one], "cust_a")
     stored_full = snapshot.dump(full)
-    base = snapshot.Base.of("k1", snapshot.load(stored_full), stored_full, len(stored_full))
+    base = delta.Base.of("k1", snapshot.load(stored_full), stored_full, len(stored_full))
     # a re-fold from the full checkpoint makes a checkpoint stored against it
     middle = fold(acts[one:two], start=full.copy() if data.draw(st.booleans()) else full)
     _drop_some(middle, data)
-    stored_middle = snapshot.dump_text(middle, base=base)
-    assert snapshot.is_delta(stored_middle)
-    assert not snapshot.is_delta(stored_full)
-    partial, delta = snapshot.load_delta(stored_middle)
-    assert delta is not None
-    assert delta.base == "k1"
-    whole = snapshot.rebase(partial, delta, snapshot.load(stored_full))
+    stored_middle = delta.dump_text(middle, base)
+    assert delta.is_delta(stored_middle)
+    assert not delta.is_delta(stored_full)
+    partial, against = delta.load_delta(stored_middle)
+    assert against is not None
+    assert against.base == "k1"
+    whole = delta.rebase(partial, against, snapshot.load(stored_full))
     assert whole == middle
     assert whole.to_json() == middle.to_json()
     with pytest.raises(ValueError, match="format 2"):
         snapshot.load(stored_middle)
     # a later re-fold from that one stores against the same full checkpoint
-    second = snapshot.Base.of("k2", whole, stored_middle, len(stored_full))
+    second = delta.Base.of("k2", whole, stored_middle, len(stored_full))
     assert second.key == "k1"
     last = fold(acts[two:], start=whole.copy())
     _drop_some(last, data)
-    stored_last = snapshot.dump_text(last, base=second)
-    partial, delta = snapshot.load_delta(stored_last)
-    assert delta is not None
-    assert delta.base == "k1"
-    assert snapshot.rebase(partial, delta, snapshot.load(stored_full)) == last
+    stored_last = delta.dump_text(last, second)
+    partial, against = delta.load_delta(stored_last)
+    assert against is not None
+    assert against.base == "k1"
+    assert delta.rebase(partial, against, snapshot.load(stored_full)) == last
 
 
 @SETTINGS
@@ -399,18 +400,18 @@ def test_a_state_row_with_maps_stored_by_entry_reads_back_whole(
     read back, with each map made again from its pages (in any order), it is the state."""
     s = fold(parse_all(records), "cust_a")
     apart = data.draw(st.sets(st.sampled_from(snapshot.LARGE_MAPS)))
-    row = snapshot.dump_text(s, apart=apart)
-    partial, names = snapshot.load_row(row)
+    row = paged.dump_row(s, apart)
+    partial, names = paged.load_row(row)
     assert set(names) == apart
     for name in names:
         assert getattr(partial, name) == {}
         entries: dict[str, Any] = getattr(s, name)
         pages: dict[int, dict[str, Any]] = {}
         for k, v in entries.items():
-            pages.setdefault(snapshot.page_of(k), {})[k] = v
-        stored = [snapshot.dump_page(page) for page in pages.values()]
+            pages.setdefault(paged.page_of(k), {})[k] = v
+        stored = [paged.dump_page(page) for page in pages.values()]
         stored = data.draw(st.permutations(stored))
-        setattr(partial, name, snapshot.load_map(name, stored))
+        setattr(partial, name, paged.load_map(name, stored))
     assert partial == s
     if apart:
         with pytest.raises(ValueError, match="format"):

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from custate.adapters.codecs import state as snapshot
 from custate.adapters.statecache import CheckpointCache
-from custate.domain import CustomerState, snapshot
+from custate.domain import CustomerState
 from custate.domain.state import Order
 from custate.projections.catchup import Head
 

@@ -1,0 +1,125 @@
+"""The delta form of a stored checkpoint (format 2): stored against a checkpoint stored in
+full (a `Base`), its large maps hold only the entries that differ from the base's.
+
+A late activity's re-fold starts from a checkpoint and changes few of a long history's
+thousands of orders; the checkpoints it makes are stored this way (docs/DECISIONS.md,
+Read model). Read back with `load_delta`, then `rebase` onto the base."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from custate.adapters.codecs.state import (
+    DELTA_FORMAT,
+    FORMAT,
+    LARGE_MAPS,
+    compact,
+    encode_text,
+    read,
+)
+from custate.domain.state import CustomerState
+
+__all__ = ["DELTA_FORMAT", "Base", "Delta", "dump_text", "is_delta", "load_delta", "rebase"]
+
+
+@dataclass(frozen=True, slots=True)
+class Base:
+    """A state stored in full under `key`, that states stored later may be written against:
+    their large maps then hold only the entries that differ from its (`dump_text`).
+    A late activity's re-fold starts from a checkpoint and changes a few of a long
+    history's thousands of orders; writing each checkpoint it makes in full (233 KB for a
+    10k-activity customer) was most of absorbing the activity.
+
+    A re-fold may start from a checkpoint that is itself stored against a base: what it
+    writes is then stored against that same base (never a chain, so a read is one base
+    deep), as what differs from its start plus what its start held apart from the base
+    (`changed`, `removed`). `maps` are copies of the start's large maps, taken before the
+    fold went on from it."""
+
+    key: str  # where the state it is written against is stored in full
+    maps: dict[str, dict[str, Any]]
+    size: int  # that state's stored size
+    changed: dict[str, set[str]]  # entries where the start differs from that state
+    removed: dict[str, list[str]]  # and those it lacks
+
+    @classmethod
+    def of(cls, key: str, s: CustomerState, stored: bytes | str, size: int) -> Base:
+        """`s`: the state stored as `stored` under `key`, before anything is folded on it."""
+        maps = {name: dict(getattr(s, name)) for name in LARGE_MAPS}
+        if not is_delta(stored):
+            return cls(key, maps, size, {}, {})
+        partial, delta = load_delta(stored)  # a few KB
+        assert delta is not None
+        changed = {name: set(getattr(partial, name)) for name in LARGE_MAPS}
+        return cls(delta.base, maps, size, changed, delta.removed)
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """What a state stored against a `Base` needs from it: the base's key, and the entries
+    of its large maps that are gone."""
+
+    base: str
+    removed: dict[str, list[str]]
+
+
+_DELTA_HEAD = f'{{"format":{DELTA_FORMAT},"base":'
+_DELTA_HEAD_BYTES = _DELTA_HEAD.encode()
+
+
+def is_delta(stored: bytes | str) -> bool:
+    """Whether `stored` was written against a `Base` (and `load_delta` must read it)."""
+    head = _DELTA_HEAD if isinstance(stored, str) else _DELTA_HEAD_BYTES
+    return stored.startswith(head)  # type: ignore[arg-type]
+
+
+def dump_text(s: CustomerState, base: Base) -> str:
+    """`s` stored against `base`: its large maps as what differs from the base's."""
+    return encode_text(_against(compact(s), base))
+
+
+def load_delta(stored: bytes | str) -> tuple[CustomerState, Delta | None]:
+    """A stored checkpoint, and, if it was stored against a `Base`, what `rebase` needs:
+    the state's large maps then hold only what differs from the base's."""
+    state, j = read(stored)
+    if j is None or j.format == FORMAT:
+        return state, None
+    if j.format == DELTA_FORMAT and j.base is not None:
+        return state, Delta(j.base, j.removed)
+    raise ValueError(f"not a checkpoint: a stored state of format {j.format}")
+
+
+def rebase(partial: CustomerState, delta: Delta, base: CustomerState) -> CustomerState:
+    """`partial` (from `load_delta`) made whole with the large maps of `base`, the state
+    stored under `delta.base`."""
+    for name in LARGE_MAPS:
+        entries = dict(getattr(base, name))
+        entries.update(getattr(partial, name))
+        for k in delta.removed.get(name, ()):
+            entries.pop(k, None)  # gone since the re-fold's start, which had it and the base not
+        setattr(partial, name, entries)
+    return partial
+
+
+def _against(form: dict[str, Any], base: Base) -> dict[str, Any]:
+    removed: dict[str, list[str]] = {}
+    out = {"format": DELTA_FORMAT, "base": base.key, **form}  # `is_delta` reads the head
+    out["format"] = DELTA_FORMAT
+    for name in LARGE_MAPS:
+        now: dict[str, Any] = form[name]
+        was = base.maps[name]
+        # The fold replaces entries and never changes one, and the re-fold's state shares
+        # the base's: by identity is enough (an equal copy is only written again).
+        changed = {k: v for k, v in now.items() if was.get(k) is not v}
+        kept = len(now) - sum(1 for k in changed if k not in was)
+        gone = [k for k in was if k not in now] if kept < len(was) else []
+        for k in base.changed.get(name, ()):
+            if k in now:
+                changed.setdefault(k, now[k])
+        gone += [k for k in base.removed.get(name, ()) if k not in now]
+        out[name] = changed
+        if gone:
+            removed[name] = gone
+    out["removed"] = removed
+    return out
