@@ -8,6 +8,7 @@ Stores are built once under bench/out/ and reused."""
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import time
@@ -50,8 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--activities", type=int, default=10_000)
     ap.add_argument("--customers", type=int, default=100_000)
+    ap.add_argument(
+        "--json", type=Path, help="also write the figures (ms, s) as JSON, each when in"
+    )
     args = ap.parse_args(argv)
     OUT.mkdir(exist_ok=True)
+    figures: dict[str, float] = {}
+
+    def note(name: str, value: float) -> None:
+        figures[name] = round(value, 4)
+        if args.json is not None:
+            tmp = args.json.with_suffix(".tmp")
+            tmp.write_text(json.dumps(figures, indent=2) + "\n")
+            tmp.replace(args.json)
 
     cid, records = heavy(args.activities)
     acts = [parse_activity(r) for r in records]
@@ -62,10 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     # The same-run baseline: this machine's speed varies by 2x from hour to hour.
     baseline = best(lambda: fold(acts, cid))
     print(f"baseline, the plain fold: {baseline * 1000:8.1f} ms")
+    note("fold_ms", baseline * 1000)
     pure = best(lambda: audit.history(pairs, cid))
     print(f"pure history:  {pure * 1000:8.1f} ms ({pure / baseline:.1f}x the fold)")
+    note("history_pure_ms", pure * 1000)
     pure = best(lambda: audit.explain(pairs, cid, path))
     print(f"pure explain:  {pure * 1000:8.1f} ms ({pure / baseline:.1f}x the fold)")
+    note("explain_pure_ms", pure * 1000)
 
     db = OUT / f"audit_heavy_{args.activities}.db"
     url = f"sqlite:///{db}"
@@ -76,17 +91,22 @@ def main(argv: list[str] | None = None) -> int:
         # What a library audit folds: the read model's fold inputs, not the events.
         events = best(lambda: cs.activities(cid)) * 1000
         print(f"load, the events (cs.activities):     {events:8.1f} ms")
+        note("load_events_ms", events)
         kept = best(lambda: cs.readmodel.fold_inputs(cid)) * 1000
         print(f"load, the fold inputs (what audits read): {kept:8.1f} ms")
+        note("load_fold_inputs_ms", kept)
         took = best(lambda: cs.history(cid))
         print(f"api history:   {took * 1000:8.1f} ms ({took / baseline:.1f}x the fold)")
+        note("history_api_ms", took * 1000)
         times = sorted(a.created_at for a in acts)
         for share in (0.01, 0.1):
             start = times[int(len(times) * (1 - share))]
             ms = best(partial(cs.history, cid, start=start)) * 1000
             print(f"api history --from the last {share:.0%}: {ms:8.1f} ms")
+            note(f"history_from_last_{share:.0%}_ms".replace("%", "pct"), ms)
         took = best(lambda: cs.explain(cid, path))
         print(f"api explain:   {took * 1000:8.1f} ms ({took / baseline:.1f}x the fold)")
+        note("explain_api_ms", took * 1000)
 
     # The generator starts customers over the stream: 4 activities a customer and 1.3x the
     # customers asked for reach at least that many. Its balances are continuous, so 1% of
@@ -113,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             f"gaps over all {customers:,} customers: {took:8.2f} s "
             f"({len(found):,} gaps, {with_gaps:,} customers with gaps)"
         )
+        note("gaps_s", took)
         # The bound when every customer had gaps: every stored state read and parsed.
         rm = cs.readmodel
         cu = rm.t.customers
@@ -122,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                 for (state,) in c.execute(select(cu.c.state)):
                     paged.load_row(state)
 
-        print(f"every stored state parsed (the bound): {best(parse_all, 2):8.2f} s")
+        bound = best(parse_all, 2)
+        print(f"every stored state parsed (the bound): {bound:8.2f} s")
+        note("parse_all_states_s", bound)
     return 0
 
 

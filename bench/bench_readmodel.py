@@ -657,14 +657,22 @@ def main(argv: list[str] | None = None) -> int:
     for key, figures in run(args.only, args.repeats, args.quick):
         res[key] = figures
         _log(f"{key}: done")
+        if args.json and args.json != "-":  # each section's figures as soon as they are in
+            _write_json(Path(args.json), res)
     print(table(res))
-    if args.json:
-        blob = orjson.dumps(res, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-        if args.json == "-":
-            sys.stdout.buffer.write(blob + b"\n")
-        else:
-            Path(args.json).write_bytes(blob + b"\n")
+    if args.json == "-":
+        sys.stdout.buffer.write(_json_bytes(res))
     return 0
+
+
+def _json_bytes(res: dict[str, Any]) -> bytes:
+    return orjson.dumps(res, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+
+
+def _write_json(path: Path, res: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(_json_bytes(res))
+    tmp.replace(path)
 
 
 if __name__ == "__main__":
