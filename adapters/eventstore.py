@@ -40,6 +40,7 @@ from sqlalchemy.exc import ProgrammingError as SAProgrammingError
 from custate.adapters.sqlschema import driver, retry_creation
 from custate.domain import KNOWN_TYPES, Activity, parse_activity, parse_time
 from custate.domain.activity import LazyData
+from custate.domain.errors import Error
 from custate.domain.fold import PROFILE_FIELD_TYPES
 from custate.domain.payload import FullPayload, Payload
 
@@ -85,7 +86,7 @@ class ActivityLog(Application[Any]):
     name = APP_NAME  # pinned: PostgreSQL table names follow it (custate_events)
 
 
-class StoreError(Exception):
+class StoreError(Error):
     """A store URL that cannot be used, or a store that cannot be reached."""
 
 

@@ -21,6 +21,7 @@ from typing import IO, Any
 import orjson
 
 from custate.domain import Activity, ActivityError, parse_activity
+from custate.domain.errors import Error
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 """A record (an NDJSON line, an array element) longer than this is rejected unread:
@@ -55,7 +56,7 @@ class BadRecord:
 Item = Record | BadRecord
 
 
-class SourceError(OSError):
+class SourceError(Error, OSError):
     """A source that cannot be read at all (missing, unreadable, a directory)."""
 
 

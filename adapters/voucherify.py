@@ -22,6 +22,8 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from custate.domain.errors import Error
+
 DEFAULT_URL = "https://api.voucherify.io"
 PAGE_LIMIT = 100
 ENV_URL = "CUSTATE_VOUCHERIFY_URL"
@@ -31,7 +33,7 @@ ENV_APP_TOKEN = "CUSTATE_VOUCHERIFY_APP_TOKEN"
 Json = dict[str, Any]
 
 
-class VoucherifyError(Exception):
+class VoucherifyError(Error):
     """A request that failed for good (after any retries)."""
 
     def __init__(self, message: str, status: int | None = None) -> None:

@@ -11,12 +11,13 @@ import msgspec
 import orjson
 
 from custate.domain.activity_types import KNOWN_TYPES, rank
+from custate.domain.errors import Error
 from custate.domain.payload import CustomerView, FullPayload, Payload, missing_required
 
 FoldKey = tuple[datetime, int, str]
 
 
-class ActivityError(ValueError):
+class ActivityError(Error, ValueError):
     """A record that is not a valid activity. `field` is the dotted path of the culprit."""
 
     def __init__(self, field: str, message: str) -> None:
