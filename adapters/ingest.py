@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from custate.adapters.eventstore import AppendResult, Encoded, EventStore
 from custate.adapters.readers import (
     BadRecord,
@@ -28,7 +26,7 @@ from custate.adapters.readers import (
     ndjson_chunks,
     read_path,
 )
-from custate.adapters.rejects import Reject, RejectStore, activity_id_of
+from custate.adapters.rejects import Reject, RejectStore
 from custate.domain import Activity
 
 DEFAULT_BATCH = 1000
@@ -108,15 +106,7 @@ def ingest(
 
 
 def _invalid(item: BadRecord) -> Reject:
-    return Reject(
-        "invalid",
-        item.source,
-        item.location,
-        item.field,
-        item.message,
-        item.raw,
-        activity_id_of(item.raw),
-    )
+    return Reject.bad_record(item)
 
 
 def _write(
@@ -140,17 +130,7 @@ def _write(
     report.unrecognized += sum(1 for e in result.accepted if not e.recognized)
     for c in result.conflicts:
         bad.append(
-            Reject(
-                "conflict",
-                c.item.source,
-                c.item.location,
-                "id",
-                f"conflict: activity {c.item.id} is stored with different content; "
-                "the stored version is kept",
-                orjson.dumps(c.item.record()).decode(),
-                c.item.id,
-                orjson.dumps(c.stored).decode(),
-            )
+            Reject.conflict(c.item.source, c.item.location, c.item.id, c.item.record(), c.stored)
         )
     report.conflicts += len(result.conflicts)
     if bad:

@@ -8,7 +8,7 @@ in cleanly is marked resolved."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +28,7 @@ from sqlalchemy import (
     update,
 )
 
+from custate.adapters.readers import RAW_KEEP_BYTES, BadRecord
 from custate.adapters.sqlschema import create_all, insert_or_ignore
 
 
@@ -53,6 +54,12 @@ def rejects_table(metadata: MetaData) -> Table:
 
 @dataclass(frozen=True, slots=True)
 class Reject:
+    """A record that was not stored as an activity: `invalid` (it is not one) or
+    `conflict` (its id is stored with other content). `raw` is the record as received,
+    `activity_id` the id it claims (to mark it resolved when that activity goes in), and
+    `stored`, for a conflict, the version the store keeps. Built by the constructors below,
+    one for each way a record is turned away."""
+
     kind: str
     source: str
     location: str
@@ -61,6 +68,76 @@ class Reject:
     raw: str
     activity_id: str | None = None
     stored: str | None = None
+
+    @classmethod
+    def invalid(
+        cls,
+        source: str,
+        location: str,
+        field: str,
+        reason: str,
+        raw: str,
+        activity_id: str | None = None,
+    ) -> Reject:
+        """Input that holds no valid activity at `field`, for `reason`."""
+        return cls("invalid", source, location, field, reason, raw, activity_id)
+
+    @classmethod
+    def bad_record(cls, bad: BadRecord) -> Reject:
+        """A record the readers could not take; the id it claims, if it claims one, is
+        kept to resolve it later."""
+        return cls.invalid(
+            bad.source, bad.location, bad.field, bad.message, bad.raw, activity_id_of(bad.raw)
+        )
+
+    @classmethod
+    def not_json(cls, source: str, location: str, text: str, error: str) -> Reject:
+        """A body that does not parse as JSON (`error` says where): its first
+        `RAW_KEEP_BYTES` characters are kept."""
+        return cls.invalid(
+            source,
+            location,
+            "body",
+            f"malformed JSON: {error}",
+            text[:RAW_KEEP_BYTES],
+            activity_id_of(text),
+        )
+
+    @classmethod
+    def conflict(
+        cls,
+        source: str,
+        location: str,
+        activity_id: str,
+        record: dict[str, Any],
+        stored: dict[str, Any],
+    ) -> Reject:
+        """An activity whose id is stored with other content: the stored one is kept."""
+        return cls(
+            "conflict",
+            source,
+            location,
+            "id",
+            f"conflict: activity {activity_id} is stored with different content; "
+            "the stored version is kept",
+            orjson.dumps(record).decode(),
+            activity_id,
+            orjson.dumps(stored).decode(),
+        )
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Reject:
+        """A reject as `RejectStore` keeps it (a row of `custate_rejects`)."""
+        return cls(
+            row["kind"],
+            row["source"],
+            row["location"],
+            row["field"],
+            row["reason"],
+            row["raw"],
+            row["activity_id"],
+            row["stored"],
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -155,16 +232,7 @@ class RejectStore:
             for row in c.execute(q).mappings():
                 yield StoredReject(
                     row["id"],
-                    Reject(
-                        row["kind"],
-                        row["source"],
-                        row["location"],
-                        row["field"],
-                        row["reason"],
-                        row["raw"],
-                        row["activity_id"],
-                        row["stored"],
-                    ),
+                    Reject.from_row(row),
                     _utc(row["rejected_at"]),
                     _utc(row["resolved_at"]) if row["resolved_at"] is not None else None,
                 )
