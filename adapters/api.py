@@ -1,24 +1,32 @@
-"""The library API: how a backend service embeds custate.
+"""The service layer: the one thing the library's users and custate's own entry points (the
+CLI, the HTTP service, pull) call.
 
-import custate
+    import custate
 
-with custate.open("sqlite:///custate.db") as cs:
-    report = cs.ingest([{"id": "evcus_1", "type": "customer.created", ...}])
-    state = cs.state("cust_1", as_of="2024-03-01")
-"""
+    with custate.open("sqlite:///custate.db") as cs:
+        report = cs.ingest([{"id": "evcus_1", "type": "customer.created", ...}])
+        state = cs.state("cust_1", as_of="2024-03-01")
+
+`Custate` stores activities (idempotently, keeping rejects), keeps the read model caught
+up, and answers state as of any time, customer queries and audits. It is handed its parts
+by the composition root (`custate.adapters.bootstrap`); the types it returns and the errors
+it raises are named here too, so a caller needs no other module of the store. It never
+changes settings of the process it runs in."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from typing_extensions import Unpack
 
-from custate.adapters.bulk import fewer_collections
-from custate.adapters.eventstore import Encoded, EventStore, StoredActivity
+from custate.adapters import bootstrap
+from custate.adapters.bootstrap import DEFAULT_STORE, Parts, store_file, store_url
+from custate.adapters.cursors import PullCursors
+from custate.adapters.eventstore import Encoded, EventStore, StoredActivity, StoreError
 from custate.adapters.ingest import (
     DEFAULT_BATCH,
     Clock,
@@ -26,8 +34,9 @@ from custate.adapters.ingest import (
     ingest,
     parse_files,
     utc_now,
+    write_batch,
 )
-from custate.adapters.readers import Item, read_path, read_text, records_from_value
+from custate.adapters.readers import Item, Record, read_path, read_text, records_from_value
 from custate.adapters.readmodel import (
     DEFAULT_CATCHUP_BATCH,
     CatchUpReport,
@@ -37,42 +46,76 @@ from custate.adapters.readmodel import (
     ReadModel,
     rebuild,
 )
-from custate.adapters.rejects import RejectStore, StoredReject
+from custate.adapters.rejects import Reject, RejectStore, StoredReject
 from custate.domain import CustomerState, fold, format_time, parse_cut
+from custate.domain.errors import Error
 from custate.projections import audit
 from custate.projections.keys import as_of_bound
 
-DEFAULT_STORE = "sqlite:///custate.db"
+__all__ = [
+    "DEFAULT_BATCH",
+    "DEFAULT_CATCHUP_BATCH",
+    "DEFAULT_STORE",
+    "CatchUpReport",
+    "Clock",
+    "Custate",
+    "CustomerFilters",
+    "CustomerQuery",
+    "CustomerRow",
+    "CustomerState",
+    "Error",
+    "IngestReport",
+    "PullCursors",
+    "QueryError",
+    "Reject",
+    "Source",
+    "StoreError",
+    "StoredActivity",
+    "StoredReject",
+    "UnknownCustomerError",
+    "open",
+    "store_file",
+    "store_url",
+    "utc_now",
+]
 
 Source = dict[str, Any] | str | bytes | Path
 
 
-class UnknownCustomerError(LookupError):
+class UnknownCustomerError(Error, LookupError):
+    """A customer with no stored activities."""
+
     def __init__(self, customer_id: str) -> None:
         super().__init__(f"no activities are stored for customer {customer_id!r}")
         self.customer_id = customer_id
 
 
-def store_url(url: str | None = None) -> str:
-    """The store to use: the one given, else $CUSTATE_STORE, else ./custate.db."""
-    return url or os.environ.get("CUSTATE_STORE") or DEFAULT_STORE
+class QueryError(Error, ValueError):
+    """A question the store cannot answer as asked (a cut without a time zone)."""
 
 
 def _cut(value: datetime | str | None, name: str) -> datetime | None:
     if value is None or isinstance(value, datetime):
         if isinstance(value, datetime) and value.tzinfo is None:
-            raise ValueError(f"{name}: a datetime without a zone is ambiguous")
+            raise QueryError(f"{name}: a datetime without a zone is ambiguous")
         return value
     return parse_cut(value, name)
 
 
 class Custate:
-    """One store: append activities, read customers' state as of any time."""
+    """One store: append activities, read customers' state as of any time.
 
-    def __init__(self, url: str | None = None, clock: Clock = utc_now) -> None:
-        self.store = EventStore(store_url(url))
-        self.rejects_store = RejectStore(self.store.engine)
-        self.clock = clock
+    `Custate(url)` builds its parts from the URL (`bootstrap.build`); `Custate(parts=...)`
+    takes parts built elsewhere. `store`, `rejects_store`, `clock` and `readmodel` are
+    those parts, for tests and tools; entry points call the methods."""
+
+    def __init__(
+        self, url: str | None = None, clock: Clock = utc_now, *, parts: Parts | None = None
+    ) -> None:
+        self._parts = parts if parts is not None else bootstrap.build(url, clock)
+        self.store: EventStore = self._parts.store
+        self.rejects_store: RejectStore = self._parts.rejects
+        self.clock: Clock = self._parts.clock
         self._readmodel: ReadModel | None = None
 
     @property
@@ -80,17 +123,26 @@ class Custate:
         """The active generation (re-read after a rebuild swapped it)."""
         rm = self._readmodel
         if rm is None or rm.t.generation != rm.active_generation():
-            rm = self._readmodel = ReadModel(self.store)
+            rm = self._readmodel = self._parts.readmodel()
         return rm
 
     def close(self) -> None:
-        self.store.close()
+        self._parts.close()
 
     def __enter__(self) -> Custate:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def ping(self) -> None:
+        """Return if the store answers; raise what the database raised if not."""
+        with self.store.engine.connect() as c:
+            c.execute(sa.text("SELECT 1"))
+
+    def count_activities(self) -> int:
+        """Activities stored (each once)."""
+        return self.store.count()
 
     def ingest(
         self,
@@ -127,19 +179,39 @@ class Custate:
         progress: Callable[[int], None] | None = None,
         project: bool = True,
     ) -> IngestReport:
-        with fewer_collections():
-            report = ingest(self.store, self.rejects_store, items, batch_size, self.clock, progress)
+        """Store records as the readers give them (or already encoded), then project
+        (unless `project=False`)."""
+        report = ingest(self.store, self.rejects_store, items, batch_size, self.clock, progress)
         if project:
             self.project()
         return report
+
+    def store_records(self, records: list[Record], rejects: list[Reject]) -> list[str]:
+        """Store `records` and keep `rejects` in one write, now, in the caller's thread
+        (the webhook group commit); the read model is left to `project()`. Returns what
+        became of each record, in order: `stored`, `duplicate` or `conflict` (a conflict
+        is kept as a reject too)."""
+        result, _ = write_batch(self.store, self.rejects_store, records, rejects, self.clock)
+        stored = {id(a) for a in result.accepted}
+        conflicts = {id(c.activity) for c in result.conflicts}
+        return [
+            "stored"
+            if id(r.activity) in stored
+            else "conflict"
+            if id(r.activity) in conflicts
+            else "duplicate"
+            for r in records
+        ]
 
     def project(
         self,
         batch_size: int = DEFAULT_CATCHUP_BATCH,
         progress: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> CatchUpReport:
-        """Fold what was stored since the last catch-up into the read model."""
-        return self.readmodel.catch_up(batch_size, progress)
+        """Fold what was stored since the last catch-up into the read model; `should_stop`
+        is asked between batches (a follower's Ctrl-C)."""
+        return self.readmodel.catch_up(batch_size, progress, should_stop)
 
     def rebuild(
         self,
@@ -158,11 +230,12 @@ class Custate:
     def activities(
         self, customer_id: str, known_at: datetime | str | None = None
     ) -> list[StoredActivity]:
+        """The customer's stored activities, with their record times, as the event store
+        holds them (those recorded by `known_at`, if given)."""
         return self._stored(customer_id, _cut(known_at, "known_at"))
 
     def _stored(self, customer_id: str, known_at: datetime | None) -> list[StoredActivity]:
-        with fewer_collections():  # a long history is tens of thousands of objects
-            stored = self.store.customer_activities(customer_id, known_at=known_at)
+        stored = self.store.customer_activities(customer_id, known_at=known_at)
         if not stored and not self.store.has_customer(customer_id):
             raise UnknownCustomerError(customer_id)
         return stored
@@ -183,8 +256,7 @@ class Custate:
         k = _cut(known_at, "known_at")
         if k is not None:
             pairs = self._pairs(customer_id, k)
-            with fewer_collections():
-                state = fold((a for a, _ in pairs), customer_id, as_of=t)
+            state = fold((a for a, _ in pairs), customer_id, as_of=t)
             state.known_at = k
             return state
         rm = self.readmodel
@@ -192,15 +264,14 @@ class Custate:
         last_key = rm.last_key(customer_id)
         if last_key is None:
             raise UnknownCustomerError(customer_id)
-        with fewer_collections():
-            # Only the state that answers is loaded: a long history's is large.
-            if t is None or last_key <= as_of_bound(t):
-                current = rm.current(customer_id)
-                if current is None:  # rebuilt and swapped in between: not a new customer
-                    raise UnknownCustomerError(customer_id)
-                current.as_of = t
-                return current
-            return rm.as_of(customer_id, t)
+        # Only the state that answers is loaded: a long history's is large.
+        if t is None or last_key <= as_of_bound(t):
+            current = rm.current(customer_id)
+            if current is None:  # rebuilt and swapped in between: not a new customer
+                raise UnknownCustomerError(customer_id)
+            current.as_of = t
+            return current
+        return rm.as_of(customer_id, t)
 
     def replay(
         self, customer_id: str, as_of: datetime | None = None, known_at: datetime | None = None
@@ -219,8 +290,7 @@ class Custate:
         `adapters.codecs.foldinput`)."""
         rm = self.readmodel
         rm.catch_up()
-        with fewer_collections():  # a long history is tens of thousands of objects
-            pairs: list[audit.Pair] = list(rm.fold_inputs(customer_id, known_at=known_at))
+        pairs: list[audit.Pair] = list(rm.fold_inputs(customer_id, known_at=known_at))
         if not pairs and rm.last_key(customer_id) is None:
             # Unknown, or rebuilt and swapped in between: the events say which.
             return [(s.activity, s.recorded_at) for s in self._stored(customer_id, known_at)]
@@ -243,14 +313,11 @@ class Custate:
             # as known at K replays everything.)
             rm = self.readmodel
             rm.catch_up()
-            with fewer_collections():
-                checkpoint = rm.checkpoint_before(customer_id, format_time(t1))
-                if checkpoint is not None:
-                    tail: list[audit.Pair] = list(rm.fold_inputs(customer_id, checkpoint[0]))
-                    return audit.history(tail, customer_id, t1, t2, checkpoint[1])
-        pairs = self._pairs(customer_id, k)
-        with fewer_collections():
-            return audit.history(pairs, customer_id, t1, t2)
+            checkpoint = rm.checkpoint_before(customer_id, format_time(t1))
+            if checkpoint is not None:
+                tail: list[audit.Pair] = list(rm.fold_inputs(customer_id, checkpoint[0]))
+                return audit.history(tail, customer_id, t1, t2, checkpoint[1])
+        return audit.history(self._pairs(customer_id, k), customer_id, t1, t2)
 
     def diff_as_of(
         self,
@@ -264,8 +331,7 @@ class Custate:
         assert a is not None
         assert b is not None
         k = _cut(known_at, "known_at")
-        with fewer_collections():
-            return audit.diff_as_of(self._pairs(customer_id, k), customer_id, a, b, k)
+        return audit.diff_as_of(self._pairs(customer_id, k), customer_id, a, b, k)
 
     def diff_known_at(
         self,
@@ -280,9 +346,8 @@ class Custate:
         assert a is not None
         assert b is not None
         t = _cut(as_of, "as_of")
-        with fewer_collections():
-            pairs = self._pairs(customer_id, max(a, b))
-            return audit.diff_known_at(pairs, customer_id, t, a, b)
+        pairs = self._pairs(customer_id, max(a, b))
+        return audit.diff_known_at(pairs, customer_id, t, a, b)
 
     def explain(
         self,
@@ -295,9 +360,7 @@ class Custate:
         the chain of earlier values with their activities."""
         k = _cut(known_at, "known_at")
         t = _cut(as_of, "as_of")
-        pairs = self._pairs(customer_id, k)
-        with fewer_collections():
-            return audit.explain(pairs, customer_id, path, t)
+        return audit.explain(self._pairs(customer_id, k), customer_id, path, t)
 
     def gaps(self, customer_id: str | None = None) -> list[audit.CardGap]:
         """Balance-continuity breaks (an activity missing upstream), per card: of one
@@ -333,12 +396,19 @@ class Custate:
         return self.readmodel.count(CustomerQuery(**filters))
 
     def rejects(self, include_resolved: bool = False) -> list[StoredReject]:
+        """The rejected records, oldest first; resolved ones too with `include_resolved`."""
         return list(self.rejects_store.list(include_resolved))
+
+    def pull_cursors(self) -> PullCursors:
+        """Where each customer's pull from the Voucherify API stands (`adapters.pull`)."""
+        return self._parts.pull_cursors()
 
 
 def open(url: str | None = None, clock: Clock = utc_now) -> Custate:
-    """Open (creating if needed) the store at `url`: `sqlite:///PATH` or `postgresql://...`."""
-    return Custate(url, clock)
+    """Open (creating if needed) the store at `url`: `sqlite:///PATH` or `postgresql://...`
+    (None: $CUSTATE_STORE, else ./custate.db). A URL that names no usable store, or a store
+    that cannot be reached, is a `StoreError`."""
+    return Custate(parts=bootstrap.build(url, clock))
 
 
 def _items(sources: Iterable[Source], customer_id: str | None) -> Iterable[Item]:

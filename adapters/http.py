@@ -25,7 +25,6 @@ import hashlib
 import hmac
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -35,15 +34,11 @@ from typing import Annotated, Any
 
 import anyio
 import orjson
-import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from custate.adapters.api import Custate, UnknownCustomerError
-from custate.adapters.ingest import write_batch
-from custate.adapters.readers import RAW_KEEP_BYTES, BadRecord, Record, records_from_value
-from custate.adapters.readmodel import CustomerQuery
-from custate.adapters.rejects import Reject, activity_id_of
+from custate.adapters.api import Custate, CustomerQuery, Reject, UnknownCustomerError
+from custate.adapters.readers import BadRecord, Record, records_from_value
 from custate.domain import ActivityError, parse_cut
 
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -161,27 +156,16 @@ class Service:
         records = [r for j in jobs for r in j.records]
         bad = [b for j in jobs for b in j.bad]
         try:
-            result, _ = write_batch(
-                self.cs.store, self.cs.rejects_store, records, bad, self.cs.clock
-            )
+            outcomes = self.cs.store_records(records, bad)
         except Exception as e:
             for j in jobs:
                 j.future.set_exception(e)
             return
         self.batches += 1
-        stored = {id(a) for a in result.accepted}
-        conflicts = {id(c.activity) for c in result.conflicts}
+        start = 0
         for j in jobs:
-            j.future.set_result(
-                [
-                    "stored"
-                    if id(r.activity) in stored
-                    else "conflict"
-                    if id(r.activity) in conflicts
-                    else "duplicate"
-                    for r in j.records
-                ]
-            )
+            j.future.set_result(outcomes[start : start + len(j.records)])
+            start += len(j.records)
         if records:
             self._dirty.set()
 
@@ -314,10 +298,7 @@ def create_app(
         try:
             value = orjson.loads(body)
         except orjson.JSONDecodeError as e:
-            reject = Reject(
-                "invalid", WEBHOOK_SOURCE, "body", "body", f"malformed JSON: {e}",
-                text[:RAW_KEEP_BYTES], activity_id_of(text),
-            )  # fmt: skip
+            reject = Reject.not_json(WEBHOOK_SOURCE, "body", text, str(e))
             stored = await store_and_wait([], [reject])
             if isinstance(stored, Response):
                 return stored
@@ -327,15 +308,10 @@ def create_app(
         items = list(records_from_value(value, WEBHOOK_SOURCE, location, None, text))
         records = [i for i in items if isinstance(i, Record)]
         bads = [i for i in items if isinstance(i, BadRecord)]
-        rejects = [
-            Reject(
-                "invalid", b.source, b.location, b.field, b.message, b.raw, activity_id_of(b.raw)
-            )
-            for b in bads
-        ]
+        rejects = [Reject.bad_record(b) for b in bads]
         if not items:
             rejects.append(
-                Reject("invalid", WEBHOOK_SOURCE, location, "body", "no activity in it", text)
+                Reject.invalid(WEBHOOK_SOURCE, location, "body", "no activity in it", text)
             )
         outcomes = await store_and_wait(records, rejects)
         if isinstance(outcomes, Response):
@@ -479,8 +455,7 @@ def create_app(
     @app.get("/healthz", summary="Store reachable; read-model lag")
     def healthz() -> Response:
         try:
-            with cs.store.engine.connect() as c:
-                c.execute(sa.text("SELECT 1"))
+            cs.ping()
             n, seconds = service.lag()
         except Exception as e:
             return _json({"status": "unavailable", "store": "unreachable", "error": str(e)}, 503)
@@ -506,9 +481,6 @@ def serve(
     import uvicorn
 
     app = create_app(store)
-    # Requests hand over to the writer thread and back: a short GIL switch interval keeps
-    # those hand-offs from waiting out the default 5 ms.
-    sys.setswitchinterval(0.0005)
     if log is not None:
         log(f"custate serve: http://{host}:{port} (docs at /docs)")
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")

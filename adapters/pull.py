@@ -1,69 +1,27 @@
 """Pulling customers' activities from the Voucherify API into the store, resumably.
 
-The cursor of a customer is the id of the last activity pulled and stored
-(`custate_pull_cursors`, beside the events). It advances only after a page's records were
-ingested (committed), so a pull killed at any point refetches at most one page on the next
-run, and those records are duplicates, stored once."""
+The cursor of a customer is the id of the last activity pulled and stored (`cs.pull_cursors()`,
+a table beside the events). It advances only after a page's records were ingested
+(committed), so a pull killed at any point refetches at most one page on the next run, and
+those records are duplicates, stored once."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, Engine, MetaData, Table, Text, select
-
-from custate.adapters.api import Custate
-from custate.adapters.ingest import IngestReport
+from custate.adapters.api import Custate, IngestReport, PullCursors
 from custate.adapters.readers import records_from_value
-from custate.adapters.sqlschema import create_all
 from custate.adapters.voucherify import VoucherifyClient, VoucherifyError
 
-
-def cursors_table(metadata: MetaData) -> Table:
-    return Table(
-        "custate_pull_cursors",
-        metadata,
-        Column("customer_id", Text, primary_key=True),
-        Column("last_activity_id", Text, nullable=False),
-        Column("updated_at", DateTime(timezone=True), nullable=False),
-    )
-
-
-class PullCursors:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.metadata = MetaData()
-        self.table = cursors_table(self.metadata)
-        create_all(engine, self.metadata)
-
-    def get(self, customer_id: str) -> str | None:
-        t = self.table
-        with self.engine.connect() as c:
-            row = c.execute(
-                select(t.c.last_activity_id).where(t.c.customer_id == customer_id)
-            ).first()
-        return None if row is None else str(row[0])
-
-    def set(self, customer_id: str, activity_id: str) -> None:
-        t = self.table
-        now = datetime.now(UTC)
-        with self.engine.begin() as c:
-            n = c.execute(
-                t.update()
-                .where(t.c.customer_id == customer_id)
-                .values(last_activity_id=activity_id, updated_at=now)
-            ).rowcount
-            if not n:
-                c.execute(
-                    t.insert().values(
-                        customer_id=customer_id, last_activity_id=activity_id, updated_at=now
-                    )
-                )
+__all__ = ["CustomerPull", "PullCursors", "pull_customer"]
 
 
 @dataclass(slots=True)
 class CustomerPull:
+    """What a pull of one customer did: pages fetched, what became of their records, the
+    cursor it left, and the error that stopped it (None: it got everything)."""
+
     customer_id: str
     pages: int = 0
     report: IngestReport = field(default_factory=IngestReport)

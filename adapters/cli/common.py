@@ -11,9 +11,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from custate.adapters.api import Custate, UnknownCustomerError
+from custate.adapters.api import CatchUpReport, Custate, StoreError, UnknownCustomerError
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, EXIT_USAGE
-from custate.adapters.readmodel import CatchUpReport
 from custate.domain import ActivityError, parse_cut
 
 
@@ -37,8 +36,6 @@ def warn(message: str) -> None:
 
 
 def open_store(url: str | None) -> Custate:
-    from custate.adapters.eventstore import StoreError
-
     try:
         return Custate(url)
     except StoreError as e:

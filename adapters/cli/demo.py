@@ -11,11 +11,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from custate.adapters.api import Custate
+from custate.adapters.api import Custate, store_file
 from custate.adapters.cli.app import app
 from custate.adapters.cli.common import fail, open_store
 from custate.adapters.cli.store_options import StoreOption
-from custate.adapters.eventstore import parse_store_url
 from custate.adapters.readers import read_path
 from custate.domain import CustomerState, format_time
 from custate.projections.diff import diff_states
@@ -77,9 +76,8 @@ def demo(store: StoreOption = None) -> None:
 
 def _fresh(url: str, given: bool) -> None:
     """The demo always starts from an empty store; it deletes only its own default file."""
-    target = parse_store_url(url)
-    if target.kind == "sqlite":
-        path = Path(target.env["SQLITE_DBNAME"])
+    path = store_file(url)
+    if path is not None:
         if not given:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -90,7 +88,7 @@ def _fresh(url: str, given: bool) -> None:
         return
     cs = Custate(url)
     try:
-        if cs.store.count():
+        if cs.count_activities():
             fail(f"{url}: the demo needs a fresh store; this one already holds activities")
     finally:
         cs.close()

@@ -11,11 +11,10 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from custate.adapters.api import Custate
+from custate.adapters.api import DEFAULT_BATCH, Custate, IngestReport
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
 from custate.adapters.cli.common import fail, open_store, project_with_progress
 from custate.adapters.cli.store_options import JsonOption, StoreOption
-from custate.adapters.ingest import DEFAULT_BATCH, IngestReport
 from custate.adapters.readers import SourceError, check_readable
 
 

@@ -13,10 +13,10 @@ import typer
 from rich.console import Console
 from sqlalchemy.exc import DBAPIError
 
+from custate.adapters.api import CatchUpReport
 from custate.adapters.cli.app import app
 from custate.adapters.cli.common import open_store, progress_bar
 from custate.adapters.cli.store_options import JsonOption, StoreOption
-from custate.adapters.readmodel import CatchUpReport
 
 
 @app.command()
@@ -46,7 +46,7 @@ def project(
             Console(stderr=True).print("following new activities; Ctrl-C stops")
         while True:
             try:
-                r = cs.readmodel.catch_up(should_stop=lambda: stop)
+                r = cs.project(should_stop=lambda: stop)
             except DBAPIError as e:
                 if not follow:
                     raise
@@ -89,7 +89,7 @@ def rebuild(store: StoreOption = None, as_json: JsonOption = False) -> None:
     cs = open_store(store)
     err = Console(stderr=True)
     try:
-        total = cs.store.count()
+        total = cs.count_activities()
         if err.is_terminal and not as_json:
             with progress_bar(err) as bar:
                 task = bar.add_task("rebuilding", total=total)

@@ -14,7 +14,7 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
 from custate.adapters.cli.common import cut, fail, open_store, project_with_progress, warn
 from custate.adapters.cli.store_options import JsonOption, StoreOption
-from custate.adapters.pull import CustomerPull, PullCursors, pull_customer
+from custate.adapters.pull import CustomerPull, pull_customer
 from custate.adapters.voucherify import ConfigError, VoucherifyClient, VoucherifyConfig
 
 
@@ -76,7 +76,7 @@ def pull(
         else:
             ids = list(customer or [])
         ids = list(dict.fromkeys(ids))
-        cursors = PullCursors(cs.store.engine)
+        cursors = cs.pull_cursors()
         err = Console(stderr=True)
         show = not as_json and err.is_terminal
         with (

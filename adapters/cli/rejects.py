@@ -11,10 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from custate.adapters.api import StoredReject
 from custate.adapters.cli.app import app
 from custate.adapters.cli.common import open_store
 from custate.adapters.cli.store_options import JsonOption, StoreOption
-from custate.adapters.rejects import StoredReject
 
 
 @app.command()

@@ -1,0 +1,60 @@
+"""The composition root: from a store URL, the parts a `Custate` runs on.
+
+`build(url, clock)` opens the event store, the rejects store beside it and the clock, and
+knows how to open the read model's active generation and the pull cursors; the service
+(`custate.adapters.api.Custate`) is handed these and never builds them itself. Only this
+module (and the tests) put the adapters together."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from custate.adapters.cursors import PullCursors
+from custate.adapters.eventstore import EventStore, parse_store_url
+from custate.adapters.ingest import Clock, utc_now
+from custate.adapters.readmodel import ReadModel
+from custate.adapters.rejects import RejectStore
+
+__all__ = ["DEFAULT_STORE", "Parts", "build", "store_file", "store_url"]
+
+DEFAULT_STORE = "sqlite:///custate.db"
+
+
+def store_url(url: str | None = None) -> str:
+    """The store to use: the one given, else $CUSTATE_STORE, else ./custate.db."""
+    return url or os.environ.get("CUSTATE_STORE") or DEFAULT_STORE
+
+
+def store_file(url: str) -> Path | None:
+    """The file an SQLite store URL names; None for a PostgreSQL store. A URL that names
+    no usable store is a `StoreError`."""
+    target = parse_store_url(url)
+    return Path(target.env["SQLITE_DBNAME"]) if target.kind == "sqlite" else None
+
+
+@dataclass(slots=True)
+class Parts:
+    """One store's adapters: the event store, its rejects, the clock that stamps record
+    times, and openers for the read model and the pull cursors (tables made on first use)."""
+
+    store: EventStore
+    rejects: RejectStore
+    clock: Clock
+
+    def readmodel(self) -> ReadModel:
+        """The read model's active generation, opened now."""
+        return ReadModel(self.store)
+
+    def pull_cursors(self) -> PullCursors:
+        return PullCursors(self.store.engine)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def build(url: str | None = None, clock: Clock = utc_now) -> Parts:
+    """The parts of the store at `url` (see `store_url`), created if needed."""
+    store = EventStore(store_url(url))
+    return Parts(store, RejectStore(store.engine), clock)
