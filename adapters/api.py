@@ -18,10 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import sqlalchemy as sa
-from typing_extensions import Unpack
 
 from custate.adapters import bootstrap
 from custate.adapters.bootstrap import DEFAULT_STORE, Parts, store_file, store_url

@@ -32,7 +32,6 @@ from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
-import anyio
 import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -234,7 +233,7 @@ def create_app(
         try:
             yield
         finally:
-            await anyio.to_thread.run_sync(service.stop)
+            await asyncio.to_thread(service.stop)
 
     app = FastAPI(
         title="custate",

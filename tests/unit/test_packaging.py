@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -62,3 +66,38 @@ def test_wheel_holds_only_the_custate_package(wheel_names: set[str]) -> None:
 
 def test_console_script_is_declared(wheel_names: set[str]) -> None:
     assert any(n.endswith(".dist-info/entry_points.txt") for n in wheel_names)
+
+
+# Declared, but loaded by name rather than imported: SQLAlchemy opens the PostgreSQL driver
+# named by a store URL.
+LOADED_BY_NAME = {"psycopg"}
+
+
+def _requirement_name(spec: str) -> str:
+    return re.split(r"[\[<>=!~; ]", spec, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _third_party_imports() -> set[str]:
+    found: set[str] = set()
+    for folder in (*FOLDERS, "custate_root"):
+        for source in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text(), str(source))):
+                if isinstance(node, ast.Import):
+                    tops = [a.name.split(".")[0] for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    tops = [node.module.split(".")[0]]
+                else:
+                    continue
+                found.update(t for t in tops if t not in sys.stdlib_module_names and t != "custate")
+    return found
+
+
+def test_dependencies_are_what_the_package_imports() -> None:
+    """Every library the package imports is declared (not left to arrive with another),
+    and every declared one is used: a pin on an unused library only constrains installs."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_requirement_name(d) for d in project["dependencies"]}
+    dists = importlib.metadata.packages_distributions()
+    imported = {_requirement_name(dists.get(name, [name])[0]) for name in _third_party_imports()}
+    assert imported - declared == set(), "imported but not declared"
+    assert declared - imported - LOADED_BY_NAME == set(), "declared but never imported"
