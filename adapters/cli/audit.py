@@ -33,8 +33,7 @@ from custate.projections.audit import (
 Customer = Annotated[str, typer.Argument(help="The Voucherify customer id (cust_...).")]
 ABSENT = "(absent)"
 # Above this many rows (a history's changes, a diff's fields, an explanation's steps), one
-# line per row instead of a table: rich lays a table out whole, at about half a millisecond
-# a row (a 10k-activity history's 42k changes took 24 s to print; as lines, 0.7 s).
+# line per row instead of a table: rich lays a table out whole (docs/DECISIONS.md).
 TABLE_UPTO = 2_000
 
 

@@ -12,7 +12,7 @@ from custate.adapters.cli.common import fail, warn
 from custate.adapters.cli.store_options import StoreOption
 
 # The server's requests hand their records to one writer thread and wait for it: a short GIL
-# switch interval (CPython's default is 5 ms) keeps each hand-off from waiting that out.
+# switch interval keeps each hand-off from waiting out CPython's default (docs/DECISIONS.md).
 SWITCH_INTERVAL = 0.0005
 
 
