@@ -25,6 +25,7 @@ from sqlalchemy import select  # noqa: E402
 
 import custate  # noqa: E402
 from bench.generate import generate  # noqa: E402
+from custate.adapters.bulk import fewer_collections  # noqa: E402
 from custate.adapters.codecs import paged  # noqa: E402
 from custate.domain import fold, parse_activity  # noqa: E402
 from custate.projections import audit  # noqa: E402
@@ -89,24 +90,28 @@ def main(argv: list[str] | None = None) -> int:
             cs.ingest(records)
         cs.project()
         # What a library audit folds: the read model's fold inputs, not the events.
-        events = best(lambda: cs.activities(cid)) * 1000
+        # The library leaves the gc threshold to the program (issue 15): raised around the
+        # library calls timed here, as the library raised it itself before.
+        with fewer_collections():
+            events = best(lambda: cs.activities(cid)) * 1000
         print(f"load, the events (cs.activities):     {events:8.1f} ms")
         note("load_events_ms", events)
         kept = best(lambda: cs.readmodel.fold_inputs(cid)) * 1000
         print(f"load, the fold inputs (what audits read): {kept:8.1f} ms")
         note("load_fold_inputs_ms", kept)
-        took = best(lambda: cs.history(cid))
-        print(f"api history:   {took * 1000:8.1f} ms ({took / baseline:.1f}x the fold)")
-        note("history_api_ms", took * 1000)
-        times = sorted(a.created_at for a in acts)
-        for share in (0.01, 0.1):
-            start = times[int(len(times) * (1 - share))]
-            ms = best(partial(cs.history, cid, start=start)) * 1000
-            print(f"api history --from the last {share:.0%}: {ms:8.1f} ms")
-            note(f"history_from_last_{share:.0%}_ms".replace("%", "pct"), ms)
-        took = best(lambda: cs.explain(cid, path))
-        print(f"api explain:   {took * 1000:8.1f} ms ({took / baseline:.1f}x the fold)")
-        note("explain_api_ms", took * 1000)
+        with fewer_collections():
+            took = best(lambda: cs.history(cid))
+            print(f"api history:   {took * 1000:8.1f} ms ({took / baseline:.1f}x the fold)")
+            note("history_api_ms", took * 1000)
+            times = sorted(a.created_at for a in acts)
+            for share in (0.01, 0.1):
+                start = times[int(len(times) * (1 - share))]
+                ms = best(partial(cs.history, cid, start=start)) * 1000
+                print(f"api history --from the last {share:.0%}: {ms:8.1f} ms")
+                note(f"history_from_last_{share:.0%}_ms".replace("%", "pct"), ms)
+            took = best(lambda: cs.explain(cid, path))
+            print(f"api explain:   {took * 1000:8.1f} ms ({took / baseline:.1f}x the fold)")
+            note("explain_api_ms", took * 1000)
 
     # The generator starts customers over the stream: 4 activities a customer and 1.3x the
     # customers asked for reach at least that many. Its balances are continuous, so 1% of
