@@ -52,15 +52,16 @@ class Changes:
     # re-fold started from, and a re-fold changes few of a long history's entries. The
     # next late activity of that customer starts from one of them, so the port may also
     # keep them decoded.
-    kept: list[tuple[str, str, CustomerState]] = field(default_factory=list)
+    refold_checkpoints: list[tuple[str, str, CustomerState]] = field(default_factory=list)
     late: int = 0
     # Customers with no projected state before this batch: they have no rows to replace.
     new: set[str] = field(default_factory=set)
 
 
 class ReadModelPort(Protocol):
-    """What the catch-up needs of the read model. `adapters.readmodel` implements it on
-    SQLAlchemy; tests have a fake."""
+    """What the catch-up needs of the read model. `adapters.readmodel.view.ReadModel`
+    implements it on SQLAlchemy (and `adapters.readmodel.runner.Overlay` over it, for
+    batches planned but not yet written); tests have a fake."""
 
     def heads(self, customer_ids: Sequence[str]) -> dict[str, Head]: ...
 
@@ -159,7 +160,7 @@ def _fold(
         last = p.key
         if state.activities.count % interval == 0:
             if keep:
-                changes.kept.append((state.customer_id, p.key, state.copy()))
+                changes.refold_checkpoints.append((state.customer_id, p.key, state.copy()))
             else:
                 changes.checkpoints.append((state.customer_id, p.key, state.copy()))
     return last
