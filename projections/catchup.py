@@ -144,7 +144,7 @@ def _refold_from(
     after = checkpoint[0] if checkpoint else None
     keys = model.keys_between(cid, after)
     tail = source.activities(cid, [v for _, v in keys]) if keys else []
-    # The keys as stored: computing them again was a tenth of absorbing a late activity.
+    # The keys as stored, not computed again (docs/DECISIONS.md, Read model).
     projected = [Projected(a, v, k) for a, (k, v) in zip(tail, keys, strict=True)]
     todo = sorted([*projected, *new], key=lambda p: p.key)
     state = checkpoint[1] if checkpoint else CustomerState(cid)

@@ -229,8 +229,7 @@ class CachedCheckpoints:
         """The customer's latest checkpoint whose key sorts strictly before `key`."""
         # The checkpoint's key comes with the customer's head (`CheckpointStore.before`):
         # while the head is the one a remembered state was known current at, its stored
-        # bytes are not read (for a long history they were a third of absorbing a late
-        # activity).
+        # bytes are not read (a long history's are hundreds of KB).
         memory = self.memory
         with self.connections.reading() as c:
             found = self.store.before(c, customer_id, key)

@@ -15,7 +15,7 @@ class Connections:
     """Connections to `engine`. Inside `held()`, every `reading()` of that thread is the one
     connection `held()` opened: a catch-up reads the position, the heads, a checkpoint and
     keys, and checking a pooled connection out and back in for each read cost more than the
-    reads (eight times for a late activity). Writes take a connection of their own."""
+    reads. Writes take a connection of their own."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

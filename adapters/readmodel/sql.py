@@ -1,8 +1,8 @@
 """Every raw SQL statement of the read model, for one generation's tables in one dialect.
 
 The statements a catch-up or an answer runs however small go to the driver as text, built
-once per read model: for a single late activity, building SQLAlchemy statements was a
-quarter of the work, and the hottest reads (`driver`) skip SQLAlchemy's result rows too
+once per read model, and the hottest reads (`driver`) skip SQLAlchemy's result rows too:
+for short results, building statements and result rows cost as much as running them
 (docs/DECISIONS.md, Read model). Statements that tests or the application watch through
 SQLAlchemy's cursor events (every write, and a checkpoint's stored bytes) go through
 `exec_driver_sql`, which keeps those events. Everything else in the read model is
@@ -150,9 +150,8 @@ class Statements:
 
     def insert(self, c: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert `rows` (all columns, in column order) into `table`, in the transaction of
-        `c`: COPY on PostgreSQL (psycopg's executemany was a third of a catch-up there), the
-        driver's executemany elsewhere (SQLAlchemy's per-row parameter processing cost more
-        than the inserts)."""
+        `c`: COPY on PostgreSQL, the driver's executemany elsewhere (faster than SQLAlchemy's
+        per-row parameter processing, and, on PostgreSQL, than psycopg's executemany)."""
         cols = ", ".join(col.name for col in table.columns)
         if self.postgresql:
             with (
