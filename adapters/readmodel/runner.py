@@ -150,7 +150,7 @@ class Overlay:
     def checkpoint_before(self, customer_id: str, key: str) -> tuple[str, CustomerState] | None:
         """The port's, for a re-fold: its start, and the checkpoint stored in full that
         the start is (or is stored against), are remembered as the base of what the
-        re-fold stores (`write`)."""
+        re-fold stores (`as_write`)."""
         dropped = self.changes.drop_checkpoints_from.get(customer_id)
         planned = [r for r in self.rows if r[0] == customer_id and r[1] < key]
         refolded = [r for r in self.refolds if r[0] == customer_id and r[1] < key]
@@ -192,7 +192,7 @@ class Overlay:
 
     # -- the write -----------------------------------------------------------------------
 
-    def write(self) -> Write:
+    def as_write(self) -> Write:
         """What to write: the re-folds' checkpoints in their stored form, against the state
         their re-fold's start is stored against (itself, if stored in full) when that one
         stays, else in full."""
@@ -296,7 +296,7 @@ class Runner:
         """Write what `overlay` holds in one transaction; False if another projector moved
         the tracking position first (then nothing is written, and the kept states are
         dropped)."""
-        if not self.view.write(overlay.write()):
+        if not self.view.write(overlay.as_write()):
             self._states.clear()
             return False
         states = self._states

@@ -72,9 +72,9 @@ class ReadModel(TrackingRecorder):
         self._connections = Connections(self.engine)
         self._tracking = TrackingPosition(self.engine, self.t, sql)
         self._rows = CustomerRows(sql, self.t, PageStore(sql), self.paged_from)
-        self._checkpoints = CheckpointStore(sql)
+        self._checkpoint_store = CheckpointStore(sql)
         self.checkpoints = CachedCheckpoints(
-            self._checkpoints, self._connections, checkpoint_cache_bytes
+            self._checkpoint_store, self._connections, checkpoint_cache_bytes
         )
         self._activities = CachedActivities(store)
         self._queries = Queries(self.engine, self.t)
@@ -193,11 +193,11 @@ class ReadModel(TrackingRecorder):
                 self._rows.forget()
                 return False
             for cid, from_key in changes.drop_checkpoints_from.items():
-                self._checkpoints.drop_from(c, cid, from_key)
+                self._checkpoint_store.drop_from(c, cid, from_key)
             written = self._rows.write(c, changes, w.db_heads)
             if w.keys:
                 self._sql.insert(c, self.t.keys, w.keys)
-            self._checkpoints.insert(
+            self._checkpoint_store.insert(
                 c, [*w.checkpoints, *((cid, key, stored) for cid, key, _, stored, _ in w.refolds)]
             )
         self._rows.committed(changes, written)
