@@ -8,7 +8,10 @@ tables, what the projection reads and writes through, and the answers), the proj
 the event store after the tracking position, plans, writes). Beside them: `sql` (every raw
 SQL statement), `tables`, `tracking` (the exactly-once position), `checkpoints`, `rows`
 (customers' state and index rows), `pages` (long histories' large maps), `queries`,
-`activities` (parsed activities kept for re-folds) and `rebuild`."""
+`activities` (parsed activities kept for re-folds) and `rebuild`.
+
+The tuning constants are re-exported to be read; each is read from the module that defines
+it (`runner.WRITE_EVERY`, `pages.PAGED_FROM`, ...), so that is where to change one."""
 
 from custate.adapters.readmodel.activities import PARSED_CACHE_SIZE
 from custate.adapters.readmodel.checkpoints import DEFAULT_CHECKPOINT_CACHE_BYTES
