@@ -52,15 +52,16 @@ class Changes:
     # re-fold started from, and a re-fold changes few of a long history's entries. The
     # next late activity of that customer starts from one of them, so the port may also
     # keep them decoded.
-    kept: list[tuple[str, str, CustomerState]] = field(default_factory=list)
+    refold_checkpoints: list[tuple[str, str, CustomerState]] = field(default_factory=list)
     late: int = 0
     # Customers with no projected state before this batch: they have no rows to replace.
     new: set[str] = field(default_factory=set)
 
 
 class ReadModelPort(Protocol):
-    """What the catch-up needs of the read model. `adapters.readmodel` implements it on
-    SQLAlchemy; tests have a fake."""
+    """What the catch-up needs of the read model. `adapters.readmodel.view.ReadModel`
+    implements it on SQLAlchemy (and `adapters.readmodel.runner.Overlay` over it, for
+    batches planned but not yet written); tests have a fake."""
 
     def heads(self, customer_ids: Sequence[str]) -> dict[str, Head]: ...
 
@@ -143,7 +144,7 @@ def _refold_from(
     after = checkpoint[0] if checkpoint else None
     keys = model.keys_between(cid, after)
     tail = source.activities(cid, [v for _, v in keys]) if keys else []
-    # The keys as stored: computing them again was a tenth of absorbing a late activity.
+    # The keys as stored, not computed again (docs/DECISIONS.md, Read model).
     projected = [Projected(a, v, k) for a, (k, v) in zip(tail, keys, strict=True)]
     todo = sorted([*projected, *new], key=lambda p: p.key)
     state = checkpoint[1] if checkpoint else CustomerState(cid)
@@ -159,7 +160,7 @@ def _fold(
         last = p.key
         if state.activities.count % interval == 0:
             if keep:
-                changes.kept.append((state.customer_id, p.key, state.copy()))
+                changes.refold_checkpoints.append((state.customer_id, p.key, state.copy()))
             else:
                 changes.checkpoints.append((state.customer_id, p.key, state.copy()))
     return last

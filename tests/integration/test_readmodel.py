@@ -26,11 +26,11 @@ import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
 import custate
-from custate.adapters import readmodel
 from custate.adapters.api import Custate
 from custate.adapters.codecs import delta, paged
 from custate.adapters.eventstore import ACTIVITY_TOPIC, EventStore
 from custate.adapters.readmodel import CustomerRow, ReadModel
+from custate.adapters.readmodel import pages as readmodel_pages
 from custate.domain import Activity, CustomerState, apply, fold, ordered, parse_activity
 from custate.projections.keys import key_text
 
@@ -41,13 +41,13 @@ ROOT = Path(__file__).resolve().parents[2]
 CUSTATE = Path(sys.executable).parent / "custate"
 
 
-@pytest.fixture(autouse=True, params=["long maps apart", "maps of 3 apart"])
-def apart_from(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+@pytest.fixture(autouse=True, params=["long maps paged", "maps of 3 paged"])
+def paged_from(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """Every test here runs twice: with the default (only long histories' large maps are
     stored in pages, which these histories never reach) and with maps of 3 entries or more
     stored in pages, so that customers cross from one form to the other as they grow."""
-    value = readmodel.APART_FROM if request.param == "long maps apart" else 3
-    monkeypatch.setattr(readmodel, "APART_FROM", value)
+    value = readmodel_pages.PAGED_FROM if request.param == "long maps paged" else 3
+    monkeypatch.setattr(readmodel_pages, "PAGED_FROM", value)
     return value
 
 
@@ -219,19 +219,19 @@ def assert_consistent(cs: Custate, expected: dict[str, CustomerState]) -> None:
         assert current.to_json() == state.to_json(), cid
     assert index_rows(rm) == expected_index_rows(expected)
     # the large maps a customer's row leaves out, and only those, are stored in pages, each
-    # entry on its own page, none empty (which maps: those of `apart_from` entries or more,
+    # entry on its own page, none empty (which maps: those of `paged_from` entries or more,
     # in the process that wrote them)
     with rm.engine.connect() as c:
         pages = c.execute(sa.select(rm.t.pages)).all()
         rows = c.execute(sa.select(rm.t.customers.c.customer_id, rm.t.customers.c.state)).all()
-    apart = {cid: paged.load_row(stored)[1] for cid, stored in rows}
+    paged_maps = {cid: paged.load_row(stored)[1] for cid, stored in rows}
     by_map: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for cid, name, page, entries in pages:
         held = paged.load_map(name, [entries])
         assert held, (cid, name, page)
         assert {paged.page_of(k) for k in held} == {page}, (cid, name, page)
         by_map.setdefault((cid, name), {})[page] = held
-    assert set(by_map) == {(cid, name) for cid, names in apart.items() for name in names}
+    assert set(by_map) == {(cid, name) for cid, names in paged_maps.items() for name in names}
     for (cid, name), by_page in by_map.items():
         whole = {k: v for held in by_page.values() for k, v in held.items()}
         assert whole == getattr(expected[cid], name), (cid, name)
@@ -267,7 +267,7 @@ def assert_consistent(cs: Custate, expected: dict[str, CustomerState]) -> None:
 # -- state, as of, replay ---------------------------------------------------------------------
 
 
-def test_read_model_state_is_the_replay_and_the_fold(store_url: str, apart_from: int) -> None:
+def test_read_model_state_is_the_replay_and_the_fold(store_url: str, paged_from: int) -> None:
     records = delivered(2000, 80, seed=5)
     expected = folded(records)
     histories = by_customer(records)
@@ -286,8 +286,8 @@ def test_read_model_state_is_the_replay_and_the_fold(store_url: str, apart_from:
             assert got.to_json() == want, (cid, t)
             assert cs.replay(cid, as_of=t).to_json() == want
         assert_consistent(cs, expected)
-        stored_apart = count(cs.readmodel, cs.readmodel.t.pages)
-        assert stored_apart > 100 if apart_from == 3 else stored_apart == 0
+        stored_pages = count(cs.readmodel, cs.readmodel.t.pages)
+        assert stored_pages > 100 if paged_from == 3 else stored_pages == 0
 
 
 def test_state_as_of_an_iso_string_and_a_date(store_url: str) -> None:
@@ -747,10 +747,10 @@ SMALL_TRANSACTIONS = """
 import sys
 import custate.adapters.readmodel as rm
 from custate.adapters.cli import main
+from custate.adapters.readmodel import runner
 
 BATCH = int(sys.argv.pop(1))
-if hasattr(rm, "WRITE_EVERY"):
-    rm.WRITE_EVERY = 1
+runner.WRITE_EVERY = 1
 catch_up = rm.ReadModel.catch_up
 
 def small(self, batch_size=BATCH, progress=None, should_stop=None):

@@ -1,7 +1,7 @@
 """An in-memory read model for the catch-up logic: implements `ReadModelPort` and
 `ActivityPort`, keeps an event log (per-customer streams, versions 1..n in arrival order,
 one notification per stored activity, duplicates ignored as the store ignores them) and
-applies `Changes` the way `adapters.readmodel.ReadModel._write` does: each touched
+applies `Changes` the way `adapters.readmodel.view.ReadModel.write` does: each touched
 customer's row replaced, checkpoints at or after a late key dropped, keys and checkpoints
 inserted (a repeated primary key fails, as it would in the database). States cross the
 boundary in their JSON form, as the database's rows and checkpoints do."""
@@ -120,7 +120,7 @@ class FakeReadModel:
         return out
 
     def apply(self, changes: Changes, advance: int) -> None:
-        """What `ReadModel._write` does, in the same order, in one step."""
+        """What `ReadModel.write` does, in the same order, in one step."""
         for cid, (state, head) in changes.states.items():
             self.rows[cid] = (state.to_json(), head)
         for cid, from_key in changes.drop_checkpoints_from.items():
@@ -132,7 +132,7 @@ class FakeReadModel:
             if key in keys:
                 raise DuplicateKeyError(f"keys: ({cid}, {key}) inserted twice")
             keys[key] = version
-        for cid, key, state in [*changes.checkpoints, *changes.kept]:
+        for cid, key, state in [*changes.checkpoints, *changes.refold_checkpoints]:
             cps = self.checkpoints.setdefault(cid, {})
             if key in cps:
                 raise DuplicateKeyError(f"checkpoints: ({cid}, {key}) inserted twice")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from custate.adapters.codecs import state as snapshot
-from custate.adapters.statecache import CheckpointCache
+from custate.adapters.readmodel.checkpoints import CheckpointMemory
 from custate.domain import CustomerState
 from custate.domain.state import Order
 from custate.projections.catchup import Head
@@ -19,7 +19,7 @@ def stored(cid: str, orders: int) -> bytes:
 
 
 def test_a_copy_is_handed_out_and_folding_it_leaves_the_cache_alone() -> None:
-    cache = CheckpointCache()
+    cache = CheckpointMemory()
     blob = stored("c", 3)
     first = cache.state("c", "k1", blob)
     first.orders["ord_9"] = Order("CREATED")
@@ -32,7 +32,7 @@ def test_a_copy_is_handed_out_and_folding_it_leaves_the_cache_alone() -> None:
 
 
 def test_other_bytes_under_the_same_key_are_decoded_again() -> None:
-    cache = CheckpointCache()
+    cache = CheckpointMemory()
     cache.state("c", "k1", stored("c", 3))
     rewritten = stored("c", 4)
     assert len(cache.state("c", "k1", rewritten).orders) == 4
@@ -41,7 +41,7 @@ def test_other_bytes_under_the_same_key_are_decoded_again() -> None:
 
 def test_the_least_recently_used_go_first_within_the_budget() -> None:
     a, b = stored("a", 5), stored("b", 5)
-    cache = CheckpointCache(max_bytes=len(a) + len(b) - 1)
+    cache = CheckpointMemory(max_bytes=len(a) + len(b) - 1)
     cache.state("a", "k", a)
     cache.state("b", "k", b)  # over budget: a goes
     cache.state("b", "k", b)
@@ -50,7 +50,7 @@ def test_the_least_recently_used_go_first_within_the_budget() -> None:
 
 
 def test_a_budget_of_zero_turns_it_off() -> None:
-    cache = CheckpointCache(max_bytes=0)
+    cache = CheckpointMemory(max_bytes=0)
     blob = stored("c", 2)
     cache.state("c", "k", blob)
     cache.state("c", "k", blob)
@@ -58,7 +58,7 @@ def test_a_budget_of_zero_turns_it_off() -> None:
 
 
 def test_current_answers_only_at_the_head_the_state_was_known_current_at() -> None:
-    cache = CheckpointCache()
+    cache = CheckpointMemory()
     blob = stored("c", 3)
     cache.state("c", "k1", blob, Head("key_9", 9))  # read with the customer at head 9
     assert cache.current("c", "k1", Head("key_12", 12)) is None  # new activities since
@@ -71,7 +71,7 @@ def test_current_answers_only_at_the_head_the_state_was_known_current_at() -> No
 
 
 def test_a_read_of_the_same_bytes_moves_the_head_on_and_a_put_sets_it() -> None:
-    cache = CheckpointCache()
+    cache = CheckpointMemory()
     blob = stored("c", 3)
     cache.state("c", "k1", blob, Head("key_9", 9))
     cache.state("c", "k1", blob, Head("key_12", 12))  # still the same bytes at head 12
@@ -86,7 +86,7 @@ def test_a_read_of_the_same_bytes_moves_the_head_on_and_a_put_sets_it() -> None:
 
 
 def test_a_write_moves_on_only_what_it_left_alone() -> None:
-    cache = CheckpointCache()
+    cache = CheckpointMemory()
     blob = stored("c", 2)
     for key in ("k1", "k2", "k3"):
         cache.state("c", key, blob, Head("key_9", 9))
@@ -103,7 +103,7 @@ def test_a_write_moves_on_only_what_it_left_alone() -> None:
 
 def test_a_state_over_the_budget_replaces_nothing_stale() -> None:
     small, big = stored("c", 2), stored("c", 50)
-    cache = CheckpointCache(max_bytes=len(small))
+    cache = CheckpointMemory(max_bytes=len(small))
     cache.state("c", "k1", small, Head("key_9", 9))
     assert not cache.put("c", "k1", big, snapshot.load(big), Head("key_10", 10))
     assert cache.current("c", "k1", Head("key_9", 9)) is None  # the old one is gone too

@@ -7,7 +7,7 @@ stream version (point in time and late activities read only the tail they need) 
 its fold input (`adapters.codecs.foldinput`: what audits fold, without reading the events), and
 `checkpoints` holds states keyed by fold key. `pages` holds, in pages of entries
 (`adapters.codecs.paged.dump_page`), the large maps (orders, vouchers, reward redemptions) that
-`customers.state` leaves out: those of long histories (see `readmodel.APART_FROM`)."""
+`customers.state` leaves out: those of long histories (see `readmodel.PAGED_FROM`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from sqlalchemy import (
     BigInteger,
     Column,
-    Engine,
     Index,
     Integer,
     LargeBinary,
@@ -24,17 +23,17 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    inspect,
 )
-from sqlalchemy.exc import DBAPIError
 
-from custate.adapters.sqlschema import retry_creation
+__all__ = ["FOLD_KEY", "INPUT_COLUMN", "META_TABLE", "Tables", "meta_table", "tables"]
 
 META_TABLE = "custate_readmodel"
 INPUT_COLUMN = "input"
 
 
 def meta_table(metadata: MetaData) -> Table:
+    """The read model's own settings (`name` -> `value`): which generation is active, and
+    which one a rebuild is building."""
     return Table(
         META_TABLE,
         metadata,
@@ -45,6 +44,8 @@ def meta_table(metadata: MetaData) -> Table:
 
 @dataclass(frozen=True)
 class Tables:
+    """One generation's tables."""
+
     generation: int
     metadata: MetaData
     tracking: Table
@@ -70,6 +71,7 @@ def _customer() -> Column[str]:
 
 
 def tables(generation: int) -> Tables:
+    """The tables of `generation` (not created: see `sqlschema.create_all`)."""
     m = MetaData()
     p = f"custate_rm{generation}_"
     return Tables(
@@ -159,18 +161,3 @@ def tables(generation: int) -> Tables:
             Column("entries", Text, nullable=False),
         ),
     )
-
-
-def add_input_column(engine: Engine, t: Tables) -> None:
-    """Give a `keys` table created before fold inputs were kept their column: its rows stay
-    null (read from the event store) until a rebuild writes them all."""
-    name = t.keys.name
-
-    def add() -> None:
-        if INPUT_COLUMN in {c["name"] for c in inspect(engine).get_columns(name)}:
-            return
-        kind = "BYTEA" if engine.dialect.name == "postgresql" else "BLOB"
-        with engine.begin() as c:
-            c.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {INPUT_COLUMN} {kind}")
-
-    retry_creation(add, (DBAPIError,))

@@ -1,0 +1,299 @@
+"""Checkpoints: customers' states keyed by fold key (after every `interval`-th activity in
+fold order), the starts of late activities' re-folds and of points in time.
+
+`CheckpointStore` reads and writes them in the `checkpoints` table; `CachedCheckpoints`
+wraps it with the states decoded from them (`CheckpointMemory`). A checkpoint is stored in
+full (`codecs.state`) or, written by a re-fold, against the one the re-fold started from
+(`codecs.delta`); what is read back is always whole.
+
+A decoded state answers from memory in one of two cases, so that a checkpoint rewritten by
+a late activity, here or in another process, is never answered from memory:
+
+- `current`: the customer's head in the database (its last fold key and stream version,
+  read in the same statement as the checkpoint's key) is the head the entry was known
+  current at. Every write that changes a customer's checkpoints folds new activities of
+  that customer, so it writes a new head in the same transaction, and heads only move
+  forward: the same head means the same checkpoints. The stored bytes are not read.
+- `state`: the stored bytes, read, are the ones the state was decoded from.
+
+What memory hands out is a copy (`CustomerState.copy`), which shares the entries the fold
+only ever replaces, so folding the tail onto it leaves the remembered state as it was."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
+
+from sqlalchemy import Connection
+
+from custate.adapters.codecs import delta
+from custate.adapters.codecs import state as state_codec
+from custate.adapters.readmodel.connections import Connections
+from custate.adapters.readmodel.sql import Statements
+from custate.domain import CustomerState
+from custate.projections.catchup import Head
+
+__all__ = [
+    "DEFAULT_CHECKPOINT_CACHE_BYTES",
+    "CachedCheckpoints",
+    "Checkpoint",
+    "CheckpointMemory",
+    "CheckpointStore",
+]
+
+# Budget in stored bytes: a decoded state takes roughly 4-5 times its stored size in
+# memory, so the default holds about 100-150 MB of states.
+DEFAULT_CHECKPOINT_CACHE_BYTES = 32 * 1024 * 1024
+
+
+class Checkpoint(NamedTuple):
+    """A checkpoint read back: its key, the whole state (the caller's to fold on), its
+    stored form when known (for a `delta.Base` of what a re-fold from it stores) and the
+    size memory counts it at."""
+
+    key: str
+    state: CustomerState
+    stored: bytes | str | None
+    size: int
+
+
+class CheckpointStore:
+    """The `checkpoints` table, on the connection the caller gives (and its transaction)."""
+
+    def __init__(self, sql: Statements) -> None:
+        self.sql = sql
+
+    def before(self, c: Connection, customer_id: str, key: str) -> tuple[str, Head] | None:
+        """The key of the customer's latest checkpoint before `key`, and the customer's
+        head, read together (one snapshot)."""
+        found = self.sql.checkpoint_before(c, customer_id, key)
+        return None if found is None else (found[0], Head(found[1], found[2]))
+
+    def at(self, c: Connection, customer_id: str, key: str) -> str | None:
+        """The stored form of the checkpoint under exactly `key`."""
+        return self.sql.checkpoint_at(c, customer_id, key)
+
+    def drop_from(self, c: Connection, customer_id: str, key: str) -> None:
+        """Delete the customer's checkpoints at or after `key`."""
+        self.sql.drop_checkpoints(c, customer_id, key)
+
+    def insert(self, c: Connection, rows: Sequence[tuple[str, str, str]]) -> None:
+        """Insert (customer, key, stored form) rows."""
+        if rows:
+            self.sql.insert(c, self.sql.t.checkpoints, rows)
+
+
+class CheckpointMemory:
+    """Decoded checkpoints, least recently used first out, up to `max_bytes` of stored
+    checkpoints (0: off). Thread-safe."""
+
+    def __init__(self, max_bytes: int = DEFAULT_CHECKPOINT_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        # (customer, key) -> stored bytes, decoded state, head it was known current at,
+        # bytes counted
+        self._entries: OrderedDict[
+            tuple[str, str], tuple[bytes | str, CustomerState, Head | None, int]
+        ] = OrderedDict()
+        self._keys: dict[str, set[str]] = {}  # customer -> keys held
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def current(self, customer_id: str, key: str, head: Head) -> CustomerState | None:
+        """The checkpoint under `key` as a state to fold on, if it was known current while
+        the customer's head was `head` (see the module's docstring); else None."""
+        k = (customer_id, key)
+        with self._lock:
+            hit = self._entries.get(k)
+            if hit is None or hit[2] != head:
+                return None
+            self._entries.move_to_end(k)
+            self.hits += 1
+            return hit[1].copy()
+
+    def held(self, customer_id: str, key: str) -> tuple[bytes | str, int] | None:
+        """The stored bytes of the checkpoint held under `key`, if one is, and the size it
+        is counted at."""
+        with self._lock:
+            hit = self._entries.get((customer_id, key))
+            return None if hit is None else (hit[0], hit[3])
+
+    def state(
+        self,
+        customer_id: str,
+        key: str,
+        stored: bytes | str,
+        head: Head | None = None,
+        load: Callable[[bytes | str], tuple[CustomerState, int]] | None = None,
+    ) -> CustomerState:
+        """The checkpoint `stored` (stored under `key`) as a state to fold on. `head`: the
+        customer's head when `stored` was read, or earlier (never later). `load`: how to
+        decode `stored` and what to count it as (see `put`); `codecs.state.load` by default."""
+        k = (customer_id, key)
+        with self._lock:
+            hit = self._entries.get(k)
+            if hit is not None and hit[0] == stored:
+                self._entries[k] = (hit[0], hit[1], head if head is not None else hit[2], hit[3])
+                self._entries.move_to_end(k)
+                self.hits += 1
+                return hit[1].copy()
+        self.misses += 1
+        state, size = load(stored) if load is not None else (state_codec.load(stored), len(stored))
+        return state.copy() if self.put(customer_id, key, stored, state, head, size) else state
+
+    def put(
+        self,
+        customer_id: str,
+        key: str,
+        stored: bytes | str,
+        state: CustomerState,
+        head: Head | None = None,
+        size: int | None = None,
+    ) -> bool:
+        """Keep `state`, decoded from (or dumped as) `stored`, unless it is over the budget
+        on its own; the caller folds on it no more once kept. `head`: the customer's head
+        written with `stored`, or read with it. `size`: what to count it as, if not its
+        stored size: a state stored against another (`codecs.delta.Base`) is a fraction of
+        the size of the whole state it decodes to."""
+        size = len(stored) if size is None else size
+        k = (customer_id, key)
+        with self._lock:
+            old = self._entries.pop(k, None)
+            if old is not None:  # whatever was kept under this key is not what it holds now
+                self._bytes -= old[3]
+                self._forget(customer_id, key)
+            if size > self.max_bytes:
+                return False
+            self._entries[k] = (stored, state, head, size)
+            self._keys.setdefault(customer_id, set()).add(key)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                (cid, gone_key), (_, _, _, gone) = self._entries.popitem(last=False)
+                self._bytes -= gone
+                self._forget(cid, gone_key)
+        return True
+
+    def _forget(self, customer_id: str, key: str) -> None:
+        held = self._keys[customer_id]
+        held.discard(key)
+        if not held:
+            del self._keys[customer_id]
+
+    def advance(self, customer_id: str, old: Head, new: Head, below: str | None) -> None:
+        """A write moved the customer's head from `old` to `new`, changing none of its
+        checkpoints under the key `below` (None: none at all): what was current at `old`
+        there is current at `new`. The caller makes sure `old` was the head in the
+        database when it wrote (the catch-up's tracking position guarantees it)."""
+        with self._lock:
+            for key in self._keys.get(customer_id, ()):
+                if below is not None and key >= below:
+                    continue
+                k = (customer_id, key)
+                stored, state, head, size = self._entries[k]
+                if head == old:
+                    self._entries[k] = (stored, state, new, size)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._keys.clear()
+            self._bytes = 0
+
+
+class CachedCheckpoints:
+    """`CheckpointStore` read through `CheckpointMemory`: checkpoints read back whole, and
+    from memory while that is sound (see the module's docstring)."""
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        connections: Connections,
+        max_bytes: int = DEFAULT_CHECKPOINT_CACHE_BYTES,
+    ) -> None:
+        self.store = store
+        self.connections = connections
+        self.memory = CheckpointMemory(max_bytes)
+
+    @property
+    def hits(self) -> int:
+        return self.memory.hits
+
+    @property
+    def misses(self) -> int:
+        return self.memory.misses
+
+    def before(self, customer_id: str, key: str) -> Checkpoint | None:
+        """The customer's latest checkpoint whose key sorts strictly before `key`."""
+        # The checkpoint's key comes with the customer's head (`CheckpointStore.before`):
+        # while the head is the one a remembered state was known current at, its stored
+        # bytes are not read (a long history's are hundreds of KB).
+        memory = self.memory
+        with self.connections.reading() as c:
+            found = self.store.before(c, customer_id, key)
+            if found is None:
+                return None
+            at, head = found
+            cached = memory.current(customer_id, at, head)
+            if cached is not None:
+                held = memory.held(customer_id, at)
+                return (
+                    Checkpoint(at, cached, *held)
+                    if held is not None
+                    else Checkpoint(at, cached, None, 0)
+                )
+            stored = self.store.at(c, customer_id, at)
+        if stored is None:  # dropped by a late activity since the first statement: look again
+            return self.before(customer_id, key)
+        # `head` was read no later than these bytes: see `CheckpointMemory.state`.
+        state = memory.state(
+            customer_id, at, stored, head, lambda s: self.load(customer_id, s, head)
+        )
+        held = memory.held(customer_id, at)
+        return Checkpoint(at, state, stored, held[1] if held is not None else len(stored))
+
+    def at(self, customer_id: str, key: str, head: Head) -> CustomerState | None:
+        """The checkpoint stored under exactly `key`, whole; `head`: the customer's."""
+        with self.connections.reading() as c:
+            stored = self.store.at(c, customer_id, key)
+        return None if stored is None else self.load(customer_id, stored, head)[0]
+
+    def load(self, customer_id: str, stored: bytes | str, head: Head) -> tuple[CustomerState, int]:
+        """A stored checkpoint decoded, made whole with its base if it was stored against
+        one, and the size to count it as in memory (its base's, if it has one)."""
+        state, against = delta.load_delta(stored)
+        if against is None:
+            return state, len(stored)
+        with self.connections.reading() as c:
+            base = self.store.at(c, customer_id, against.base)
+        if base is None:
+            # A base sorts before what is stored against it, and late activities drop
+            # checkpoints from a key on, in the same transaction: it cannot be gone.
+            raise LookupError(f"checkpoint {customer_id!r} {against.base!r} is gone")
+        whole = self.memory.state(customer_id, against.base, base, head)
+        return delta.rebase(state, against, whole), len(base)
+
+    def written(
+        self,
+        old_heads: Mapping[str, Head],
+        states: Mapping[str, tuple[CustomerState, Head]],
+        dropped_from: Mapping[str, str],
+        refolds: Sequence[tuple[str, str, CustomerState, str, int]],
+    ) -> None:
+        """A committed write moved customers' heads from `old_heads` (what the database had,
+        as that write's plan read it) to those of `states`, dropped their checkpoints from the
+        keys `dropped_from`, and stored the re-folds' checkpoints `refolds` (customer, key,
+        decoded state, stored form, size to count): what it left alone moves on to the new
+        heads, and the re-folds' checkpoints are remembered."""
+        memory = self.memory
+        for cid, old in old_heads.items():
+            written = states.get(cid)
+            if written is not None:
+                memory.advance(cid, old, written[1], dropped_from.get(cid))
+        for cid, key, state, stored, size in refolds:
+            memory.put(cid, key, stored, state, states[cid][1], size)
+
+    def clear(self) -> None:
+        self.memory.clear()

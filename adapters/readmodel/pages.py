@@ -1,0 +1,153 @@
+"""Long histories' large maps, stored in pages of entries beside the customer's row.
+
+A large map (orders, vouchers, reward redemptions) of at least `PAGED_FROM` entries is
+stored in the `pages` table, an entry's page a stable hash of its key, and the customer's
+row leaves it out (`codecs.paged`, which encodes rows and pages). A write rewrites only the
+pages holding entries that changed since this process last wrote them; without that
+memory it rewrites the customer's pages whole."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
+from typing import Any
+
+from sqlalchemy import Connection
+
+from custate.adapters.codecs import paged as paged_codec
+from custate.adapters.codecs import state as state_codec
+from custate.adapters.readmodel.sql import Statements, chunks
+from custate.domain import CustomerState
+from custate.projections.catchup import Head
+
+__all__ = ["PAGED_FROM", "PageStore", "Paged", "paged_maps"]
+
+# The size from which a large map is stored in pages (docs/DECISIONS.md, Read model).
+PAGED_FROM = 256
+
+
+def paged_maps(s: CustomerState, paged_from: int) -> tuple[str, ...]:
+    """The large maps of `s` stored in pages: those of at least `paged_from` entries."""
+    return tuple(n for n in state_codec.LARGE_MAPS if len(getattr(s, n)) >= paged_from)
+
+
+@dataclass(frozen=True, slots=True)
+class Paged:
+    """A large map as this process last stored it in pages: a copy of its entries, and the
+    keys on each page (kept up to date from one write to the next, not computed again)."""
+
+    entries: dict[str, Any]
+    members: dict[int, list[str]]
+
+
+def _touched(
+    was: Mapping[str, Any], now: Mapping[str, Any], members: dict[int, list[str]]
+) -> set[int]:
+    """The pages of the entries that differ between `was` and `now`; `members` is brought up
+    to date with the keys added and gone (its lists are replaced, not changed)."""
+    touched: set[int] = set()
+    stayed = 0
+    for k, v in now.items():
+        old = was.get(k)
+        if old is None:
+            page = paged_codec.page_of(k)
+            members[page] = [*members.get(page, ()), k]
+            touched.add(page)
+            continue
+        stayed += 1
+        if old is not v and old != v:
+            touched.add(paged_codec.page_of(k))
+    if stayed < len(was):
+        for k in was:
+            if k not in now:
+                page = paged_codec.page_of(k)
+                members[page] = [m for m in members[page] if m != k]
+                touched.add(page)
+    return touched
+
+
+class PageStore:
+    """The `pages` table, on the connection the caller gives (and its transaction)."""
+
+    def __init__(self, sql: Statements) -> None:
+        self.sql = sql
+
+    def fill(
+        self,
+        c: Connection,
+        states: Mapping[str, CustomerState],
+        paged: Mapping[str, Sequence[str]],
+    ) -> None:
+        """Read the large maps `paged` names for each customer back into `states`."""
+        for ids in chunks(list(paged)):
+            rows = self.sql.pages(c, ids)
+            for (cid, name), run in groupby(rows, key=itemgetter(0, 1)):
+                if name in paged[cid]:
+                    setattr(states[cid], name, paged_codec.load_map(name, (r[2] for r in run)))
+
+    def write(
+        self,
+        c: Connection,
+        chunk: Sequence[tuple[str, tuple[CustomerState, Head]]],
+        paged: Mapping[str, tuple[str, ...]],
+        new: set[str],
+        remembered: Mapping[str, Mapping[str, Paged]],
+        written: dict[str, dict[str, Paged]] | None,
+    ) -> None:
+        """Store the large maps `paged` names for each customer of `chunk` in pages, and
+        drop the pages of maps no longer stored so. For a customer whose pages this process
+        wrote last (`remembered`: customer -> map -> what was stored), only the pages
+        holding entries that changed: a late activity or the next one of a long history
+        changes a few of its thousands. `new`: customers with nothing stored yet.
+        `written`: where to put what was stored, to remember it."""
+        wipe: list[str] = []  # customers whose stored pages are not known here
+        dropped: list[tuple[str, str]] = []  # (customer, map) no longer stored in pages
+        gone: list[tuple[str, str, int]] = []
+        rows: list[tuple[str, str, int, str]] = []
+        for cid, (s, _) in chunk:
+            names = paged[cid]
+            before = remembered.get(cid)
+            if before is None:
+                if cid not in new:
+                    wipe.append(cid)
+                before = {}
+            dropped += [(cid, name) for name in before if name not in names]
+            after: dict[str, Paged] = {}
+            for name in names:
+                now: dict[str, Any] = getattr(s, name)
+                held = before.get(name)
+                if held is not None and held.entries == now:  # in C, by identity first
+                    after[name] = held
+                    continue
+                if held is None:
+                    members: dict[int, list[str]] = {}
+                    for k in now:
+                        members.setdefault(paged_codec.page_of(k), []).append(k)
+                    touched: Collection[int] = list(members)
+                else:
+                    members = dict(held.members)  # held stays as stored, should this write fail
+                    touched = _touched(held.entries, now, members)
+                    gone += [(cid, name, page) for page in touched]
+                rows += [
+                    (cid, name, page, paged_codec.dump_page({k: now[k] for k in members[page]}))
+                    for page in touched
+                    if members.get(page)
+                ]
+                for page in touched:
+                    if not members.get(page):
+                        members.pop(page, None)
+                if written is not None:
+                    after[name] = Paged(dict(now), members)
+            if written is not None:
+                written[cid] = after
+        sql = self.sql
+        for ids in chunks(wipe):
+            sql.delete_customers_rows(c, sql.t.pages, ids)
+        if dropped:
+            sql.drop_map_pages(c, dropped)
+        if gone:
+            sql.drop_pages(c, gone)
+        if rows:
+            sql.insert(c, sql.t.pages, rows)

@@ -1,0 +1,330 @@
+"""Customers' rows: the state row (`customers`: the state and the columns queries filter on)
+and the index rows derived from it (`segments`, `tiers`, `cards`, `gift_cards`, `orders`),
+and their writer.
+
+The writer diffs: a customer's next activities mostly leave its index rows as they were (a
+long history has thousands of orders), so it deletes the rows no longer right and inserts
+the new ones, knowing the old ones from what this process last wrote (while the database
+still has the head written with them) or else by reading them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
+from typing import Any
+
+from sqlalchemy import Connection, Table, select
+
+from custate.adapters.codecs import paged as paged_codec
+from custate.adapters.readmodel.pages import Paged, PageStore, paged_maps
+from custate.adapters.readmodel.sql import Statements, chunks
+from custate.adapters.readmodel.tables import Tables
+from custate.domain import CustomerState
+from custate.projections.catchup import Changes, Head
+
+__all__ = ["INDEXES", "REMEMBER_ROWS_UPTO", "UPDATE_IN_PLACE_UPTO", "CustomerRows", "Index"]
+
+# Index rows are remembered only from writes of at most this many customers: following
+# new activities and absorbing late ones (where re-reading a long history's rows was the
+# cost), not rebuilds, whose many customers' rows would all stay in memory.
+REMEMBER_ROWS_UPTO = 1_000
+# SQLite updates customers' rows in place in writes of at most this many customers (the
+# following and late activities of long histories); bulk writes delete and insert.
+UPDATE_IN_PLACE_UPTO = 100
+# What this process remembers of at most this many customers (states and rows).
+_REMEMBER_AT_MOST = 50_000
+
+CUSTOMER = "customer_id"  # an index column holding the customer's id
+KEY = "key"  # an index column holding the entry's key in its map
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    """An index table's rows, declared: each entry of the state's map `source` is a row of
+    `table`, whose `columns` (in the table's order) are `CUSTOMER`, `KEY` or a field of the
+    entry. `frozen`: the map's entries are replaced by the fold, never changed in place, so
+    while the map equals the one remembered rows came from, the rows are the same and are
+    neither built nor compared again (a long history has thousands of orders, and most
+    activities leave them as they were)."""
+
+    table: str  # its attribute of `Tables`
+    source: str  # its attribute of `CustomerState`
+    columns: tuple[str, ...]
+    frozen: bool = False
+
+
+INDEXES = (
+    Index("segments", "segments", (KEY, CUSTOMER), frozen=True),
+    Index("tiers", "tiers", (CUSTOMER, KEY, "tier_id")),
+    Index("cards", "cards", (CUSTOMER, KEY, "campaign_id", "balance", "pending_points")),
+    Index("gift_cards", "gift_cards", (CUSTOMER, KEY, "campaign_id", "balance")),
+    Index("orders", "orders", (CUSTOMER, KEY, "status"), frozen=True),
+)
+
+IndexRows = Callable[
+    [Sequence[tuple[str, tuple[CustomerState, Head]]], Mapping[str, set[str]]],
+    dict[str, list[tuple[Any, ...]]],
+]
+
+
+def _compile(indexes: Sequence[Index]) -> IndexRows:
+    """A function of (customers' states, per index the customers whose rows there are known
+    unchanged) -> per index, the rows of the others, each customer's together: the loop
+    `indexes` declares, written out as Python source and compiled once, so that building a
+    row costs what a hand-written comprehension costs (it runs per customer written, and
+    per entry of its maps)."""
+    place = {CUSTOMER: "cid", KEY: "k"}
+    lines = ["def index_rows(states, same):"]
+    for x in indexes:
+        lines.append(f"    {x.table} = []")
+        if x.frozen:
+            lines.append(f"    same_{x.table} = same.get({x.table!r}, ())")
+    lines.append("    for cid, (s, _) in states:")
+    for x in indexes:
+        row = ", ".join(place.get(col, f"v.{col}") for col in x.columns)
+        build = f"{x.table} += [({row}) for k, v in s.{x.source}.items()]"
+        if x.frozen:
+            lines += [f"        if cid not in same_{x.table}:", f"            {build}"]
+        else:
+            lines.append(f"        {build}")
+    lines.append("    return {" + ", ".join(f"{x.table!r}: {x.table}" for x in indexes) + "}")
+    namespace: dict[str, Any] = {}
+    exec("\n".join(lines), namespace)  # the source is built above from `indexes` only
+    index_rows: IndexRows = namespace["index_rows"]
+    return index_rows
+
+
+_index_rows = _compile(INDEXES)
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A customer's index rows as this process last wrote them, under the head written with
+    them, copies of the frozen maps some of those rows came from, and the large maps it
+    stored in pages."""
+
+    head: Head
+    rows: dict[str, set[tuple[Any, ...]]]  # index -> rows
+    sources: dict[str, dict[str, Any]]  # frozen index -> the map its rows came from
+    paged: dict[str, Paged]  # large map stored in pages -> what was stored
+
+
+@dataclass(slots=True)
+class Written:
+    """What one write stored that this process may remember once it commits."""
+
+    rows: dict[str, dict[str, set[tuple[Any, ...]]]] | None  # None: too many to remember
+    paged: dict[str, dict[str, Paged]]
+
+
+def _remember(
+    written: dict[str, dict[str, set[tuple[Any, ...]]]], index: Index, rows: list[tuple[Any, ...]]
+) -> None:
+    """File `rows` of `index` under their customer. `_index_rows` lists each customer's rows
+    together, so each customer's are one run: a set built whole, not a row at a time (a
+    long history's late activity remembers thousands)."""
+    for cid, run in groupby(rows, key=itemgetter(index.columns.index(CUSTOMER))):
+        written.setdefault(cid, {}).setdefault(index.table, set()).update(run)
+
+
+class CustomerRows:
+    """The customers' state rows and index rows of one generation, on the connection the
+    caller gives (and its transaction); a state's large maps of at least `paged_from`
+    entries go to `pages`."""
+
+    def __init__(self, sql: Statements, t: Tables, pages: PageStore, paged_from: int) -> None:
+        self.sql = sql
+        self.t = t
+        self.pages = pages
+        self.paged_from = paged_from
+        self._indexes = [(x, getattr(t, x.table)) for x in INDEXES]
+        self._frozen = [x for x in INDEXES if x.frozen]
+        # The index rows this process last wrote for a customer, under the head written
+        # with them: while the database still has that head, they are its rows (every write
+        # of a customer's rows writes its head, and commits with the tracking position).
+        self._written: dict[str, _Written] = {}
+
+    def heads(self, c: Connection, customer_ids: Sequence[str]) -> dict[str, Head]:
+        out: dict[str, Head] = {}
+        for chunk in chunks(customer_ids):
+            out.update((r[0], Head(r[1], r[2])) for r in self.sql.heads(c, chunk))
+        return out
+
+    def states(self, c: Connection, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
+        cu = self.t.customers
+        out: dict[str, CustomerState] = {}
+        paged: dict[str, tuple[str, ...]] = {}
+        for chunk in chunks(customer_ids):
+            q = select(cu.c.customer_id, cu.c.state).where(cu.c.customer_id.in_(chunk))
+            for cid, stored in c.execute(q):
+                out[cid], names = paged_codec.load_row(stored)
+                if names:
+                    paged[cid] = names
+        if paged:
+            self.pages.fill(c, out, paged)
+        return out
+
+    def write(
+        self, c: Connection, changes: Changes, db_heads: Mapping[str, Head] | None
+    ) -> Written:
+        """Write the rows of every customer `changes.states` holds. `db_heads`: each
+        customer's head in the database when the write's plan read it. Once the transaction
+        commits, pass what this returns to `committed`."""
+        remember = len(changes.states) <= REMEMBER_ROWS_UPTO
+        written = Written({} if remember else None, {})
+        # A few thousand customers at a time, so that their state text is never all in
+        # memory at once.
+        for chunk in chunks(sorted(changes.states.items()), 2000):
+            self._write_chunk(c, chunk, changes.new, db_heads, written)
+        return written
+
+    def _write_chunk(
+        self,
+        c: Connection,
+        chunk: Sequence[tuple[str, tuple[CustomerState, Head]]],
+        new: set[str],
+        db_heads: Mapping[str, Head] | None,
+        written: Written,
+    ) -> None:
+        known = [cid for cid, _ in chunk if cid not in new]
+        mine = self._remembered(known, db_heads)
+        remembered = {cid: w.rows for cid, w in mine.items()}
+        same = self._unchanged(chunk, mine)
+        # One decision per customer for both: the row leaves out what the pages hold.
+        paged = {cid: paged_maps(s, self.paged_from) for cid, (s, _) in chunk}
+        self.pages.write(
+            c,
+            chunk,
+            paged,
+            new,
+            {cid: w.paged for cid, w in mine.items()},
+            written.paged if written.rows is not None else None,
+        )
+        customers = [
+            (
+                cid,
+                s.profile.status,
+                s.points,
+                s.activities.count,
+                head.last_key,
+                head.last_version,
+                paged_codec.dump_row(s, paged[cid]),
+            )
+            for cid, (s, head) in chunk
+        ]
+        customers = self._replace_customers(c, known, customers)
+        if customers:
+            self.sql.insert(c, self.t.customers, customers)
+        by_index = _index_rows(chunk, same)
+        for index, table in self._indexes:
+            rows = by_index[index.table]
+            unchanged = same.get(index.table, set())
+            if written.rows is not None:
+                _remember(written.rows, index, rows)
+                for cid in unchanged:
+                    kept = remembered[cid].get(index.table, set())
+                    written.rows.setdefault(cid, {})[index.table] = kept
+            todo = [i for i in known if i not in unchanged] if unchanged else known
+            if todo:
+                rows = self._replace_changed(c, index, table, todo, rows, remembered)
+            if rows:
+                self.sql.insert(c, table, rows)
+
+    def committed(self, changes: Changes, written: Written) -> None:
+        """The write that returned `written` committed: remember what it stored."""
+        memory = self._written
+        if written.rows is None:
+            for cid in changes.states:
+                memory.pop(cid, None)
+            return
+        if len(memory) > _REMEMBER_AT_MOST:
+            memory.clear()
+        frozen = self._frozen
+        for cid, (state, head) in changes.states.items():
+            copies = {x.table: dict(getattr(state, x.source)) for x in frozen}
+            memory[cid] = _Written(
+                head, written.rows.get(cid, {}), copies, written.paged.get(cid, {})
+            )
+
+    def forget(self) -> None:
+        """Remember nothing written so far (after a write that did not commit)."""
+        self._written.clear()
+
+    def _remembered(
+        self, known: Sequence[str], db_heads: Mapping[str, Head] | None
+    ) -> dict[str, _Written]:
+        """What this process last wrote of those `known` customers whose rows it wrote last."""
+        if not db_heads or not self._written:
+            return {}
+        out: dict[str, _Written] = {}
+        for cid in known:
+            hit = self._written.get(cid)
+            if hit is not None and db_heads.get(cid) == hit.head:
+                out[cid] = hit
+        return out
+
+    def _unchanged(
+        self,
+        chunk: Sequence[tuple[str, tuple[CustomerState, Head]]],
+        remembered: Mapping[str, _Written],
+    ) -> dict[str, set[str]]:
+        """Per frozen index, the remembered customers whose rows there cannot have changed."""
+        same: dict[str, set[str]] = {}
+        if not remembered:
+            return same
+        for cid, (state, _) in chunk:
+            w = remembered.get(cid)
+            if w is None:
+                continue
+            for x in self._frozen:
+                old = w.sources.get(x.table)
+                # Equal entries, compared in C (by identity first): a fraction of building
+                # and comparing their rows.
+                if old is not None and old == getattr(state, x.source):
+                    same.setdefault(x.table, set()).add(cid)
+        return same
+
+    def _replace_changed(
+        self,
+        c: Connection,
+        index: Index,
+        table: Table,
+        known: Sequence[str],
+        rows: list[tuple[Any, ...]],
+        remembered: Mapping[str, dict[str, set[tuple[Any, ...]]]],
+    ) -> list[tuple[Any, ...]]:
+        """Delete the index rows of customers seen before that are no longer right, and
+        return the rows still to insert. Reading the old rows (or remembering what was
+        written) costs less than rewriting them."""
+        old: set[tuple[Any, ...]] = set()
+        for cid in known:
+            mine = remembered.get(cid)
+            if mine is not None:
+                old |= mine.get(index.table, set())
+        unread = [cid for cid in known if cid not in remembered]
+        for ids in chunks(unread):
+            old.update(self.sql.customers_rows(c, table, ids))
+        gone = old - set(rows)
+        if gone:
+            self.sql.delete_rows(c, table, list(gone))
+        return [r for r in rows if r not in old]
+
+    def _replace_customers(
+        self, c: Connection, known: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """Replace the state rows of the `known` customers; return the new customers' rows,
+        still to insert. In a small write SQLite updates them in place: a row that keeps its
+        size is rewritten only where its bytes changed, and a long history's state is
+        hundreds of KB that a late activity changes a few bytes of. Bulk writes (thousands
+        of short states) and PostgreSQL delete them, and put every row in at once."""
+        if not known:
+            return rows
+        if self.sql.sqlite and len(known) <= UPDATE_IN_PLACE_UPTO:
+            ids = set(known)
+            self.sql.update_customers(c, [r for r in rows if r[0] in ids])
+            return [r for r in rows if r[0] not in ids]
+        for chunk in chunks(known):
+            self.sql.delete_customers_rows(c, self.t.customers, chunk)
+        return rows

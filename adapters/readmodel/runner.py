@@ -1,0 +1,310 @@
+"""The read model's runner: catches a `view.ReadModel` up with the event store.
+
+It reads notifications after the tracking position a batch at a time, has the projection
+(`projections.catchup.plan`) plan each batch, and writes several planned batches in one
+transaction (`WRITE_EVERY`), so that a customer's rows are written once per transaction,
+not once per batch. Between writes an `Overlay` holds what was planned but not written, and
+is what the next batch's plan reads through."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import TYPE_CHECKING
+
+from eventsourcing.persistence import Notification
+
+from custate.adapters.codecs import delta
+from custate.adapters.codecs import foldinput as inputs
+from custate.adapters.codecs import state as state_codec
+from custate.adapters.eventstore import ACTIVITY_TOPIC, decode
+from custate.domain import CustomerState
+from custate.projections.catchup import Changes, Head, Projected, plan
+from custate.projections.keys import key_text
+
+if TYPE_CHECKING:
+    from custate.adapters.readmodel.view import ReadModel
+
+__all__ = [
+    "DEFAULT_CATCHUP_BATCH",
+    "WRITE_EVERY",
+    "CatchUpReport",
+    "Overlay",
+    "Runner",
+    "Write",
+]
+
+# Activities read and planned per step: several late activities of one customer in a step
+# cost one re-fold (docs/DECISIONS.md, Read model).
+DEFAULT_CATCHUP_BATCH = 10_000
+# Activities planned per write transaction: a catch-up reads `batch_size` at a time but
+# writes each touched customer's state and index rows once per this many.
+WRITE_EVERY = 100_000
+# States this process wrote, kept for the next plan, of at most this many customers.
+_STATES_AT_MOST = 50_000
+
+
+@dataclass(slots=True)
+class CatchUpReport:
+    """What a catch-up projected: activities, read batches, customers re-folded for late
+    activities, and the tracking position it left."""
+
+    activities: int = 0
+    batches: int = 0
+    late: int = 0
+    position: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """What one transaction writes: `changes`, planned from the tracking position
+    `previous` up to the notification `position`, with the checkpoints in their stored
+    form."""
+
+    previous: int
+    position: int
+    changes: Changes
+    # (customer, key, stored form) of the checkpoints of activities folded in order
+    checkpoints: Sequence[tuple[str, str, str]]
+    # (customer, key, state, stored form, size to count in memory) of re-folds' checkpoints
+    refolds: Sequence[tuple[str, str, CustomerState, str, int]]
+    # each written customer's head in the database, as the plan first read it
+    db_heads: Mapping[str, Head]
+    # (customer, key, version, fold input) of each new activity
+    keys: Sequence[tuple[str, str, int, bytes | None]]
+
+
+class Overlay:
+    """Planned batches not yet written, over the view: what they hold (heads, states, keys,
+    checkpoints, checkpoints to drop) overlays what the database has. Implements
+    `projections.catchup.ReadModelPort` for the next batch's plan, through the view's
+    public methods."""
+
+    def __init__(self, view: ReadModel, position: int) -> None:
+        self.view = view
+        self.previous = position  # the tracking position in the database
+        self.position = position  # the last notification planned
+        self.changes = Changes()
+        self.rows: list[tuple[str, str, str]] = []  # checkpoints, stored form, when planned
+        self.refolds: list[tuple[str, str, CustomerState]] = []  # re-folds' checkpoints
+        # customer -> what its last re-fold's checkpoints are stored against
+        self.bases: dict[str, delta.Base] = {}
+        self.db_heads: dict[str, Head] = {}  # what the database had, as first read
+        self.keys: dict[str, list[tuple[str, int]]] = {}  # customer -> (key, version)
+        # The new activities' `keys` rows, each with its fold input (`codecs.foldinput`).
+        self.key_rows: list[tuple[str, str, int, bytes | None]] = []
+        self.count = 0
+        self.batches = 0
+
+    def add(
+        self,
+        changes: Changes,
+        count: int,
+        position: int,
+        inputs_at: Mapping[tuple[str, int], bytes | None],
+    ) -> None:
+        """Overlay a batch's `changes` (`count` activities up to the notification
+        `position`). `inputs_at`: the fold input of each activity of the batch, by
+        (customer, version); they are kept only in the rows (no map), since a rebuild holds
+        those of `WRITE_EVERY` activities until it writes them."""
+        c = self.changes
+        c.states.update(changes.states)
+        for cid, key, version in changes.keys:
+            self.keys.setdefault(cid, []).append((key, version))
+            self.key_rows.append((cid, key, version, inputs_at[(cid, version)]))
+        drops = changes.drop_checkpoints_from
+        if drops:
+            # Checkpoints planned earlier at or after a late key are dropped as well.
+            self.rows = [r for r in self.rows if r[0] not in drops or r[1] < drops[r[0]]]
+            self.refolds = [r for r in self.refolds if r[0] not in drops or r[1] < drops[r[0]]]
+            for cid, key in drops.items():
+                before = c.drop_checkpoints_from.get(cid)
+                c.drop_checkpoints_from[cid] = key if before is None else min(before, key)
+        self.rows.extend(
+            (cid, key, state_codec.dump_text(s)) for cid, key, s in changes.checkpoints
+        )
+        self.refolds.extend(changes.refold_checkpoints)
+        c.late += changes.late
+        c.new |= changes.new
+        self.count += count
+        self.batches += 1
+        self.position = position
+
+    # -- ReadModelPort -------------------------------------------------------------------
+
+    def heads(self, customer_ids: Sequence[str]) -> dict[str, Head]:
+        held = self.changes.states
+        out = self.view.heads([i for i in customer_ids if i not in held])
+        for i, head in out.items():
+            self.db_heads.setdefault(i, head)
+        out.update((i, held[i][1]) for i in customer_ids if i in held)
+        return out
+
+    def states(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
+        held = self.changes.states
+        out = self.view.states([i for i in customer_ids if i not in held])
+        out.update((i, held[i][0]) for i in customer_ids if i in held)
+        return out
+
+    def checkpoint_before(self, customer_id: str, key: str) -> tuple[str, CustomerState] | None:
+        """The port's, for a re-fold: its start, and the checkpoint stored in full that
+        the start is (or is stored against), are remembered as the base of what the
+        re-fold stores (`as_write`)."""
+        dropped = self.changes.drop_checkpoints_from.get(customer_id)
+        planned = [r for r in self.rows if r[0] == customer_id and r[1] < key]
+        refolded = [r for r in self.refolds if r[0] == customer_id and r[1] < key]
+        k, text = max((r[1], r[2]) for r in planned) if planned else ("", "")
+        k2, state = (
+            max(((r[1], r[2]) for r in refolded), key=itemgetter(0)) if refolded else ("", None)
+        )
+        if state is not None and k2 > k:
+            return k2, state.copy()
+        if planned:
+            whole = state_codec.load(text)
+            self.bases[customer_id] = delta.Base.of(k, whole, text, len(text))
+            return k, whole
+        # The database's, less those a planned late activity drops.
+        found = self.view.stored_checkpoint_before(
+            customer_id, key if dropped is None else min(key, dropped)
+        )
+        if found is None:
+            return None
+        if found.stored is not None:
+            self.bases[customer_id] = delta.Base.of(
+                found.key, found.state, found.stored, found.size
+            )
+        return found.key, found.state
+
+    def keys_between(
+        self, customer_id: str, after: str | None, upto: str | None = None
+    ) -> list[tuple[str, int]]:
+        found = self.view.keys_between(customer_id, after, upto)
+        mine = self.keys.get(customer_id)
+        if mine:
+            found += [
+                (k, v)
+                for k, v in mine
+                if (after is None or k > after) and (upto is None or k <= upto)
+            ]
+            found.sort()
+        return found
+
+    # -- the write -----------------------------------------------------------------------
+
+    def as_write(self) -> Write:
+        """What to write: the re-folds' checkpoints in their stored form, against the state
+        their re-fold's start is stored against (itself, if stored in full) when that one
+        stays, else in full."""
+        refolds: list[tuple[str, str, CustomerState, str, int]] = []
+        drops = self.changes.drop_checkpoints_from
+        for cid, key, state in self.refolds:
+            base = self.bases.get(cid)
+            if base is not None and base.key < key and base.key < drops.get(cid, key):
+                refolds.append((cid, key, state, delta.dump_text(state, base), base.size))
+            else:
+                text = state_codec.dump_text(state)
+                refolds.append((cid, key, state, text, len(text)))
+        return Write(
+            self.previous,
+            self.position,
+            self.changes,
+            self.rows,
+            refolds,
+            self.db_heads,
+            self.key_rows,
+        )
+
+
+class Runner:
+    """Catches `view` up. Keeps the states this process wrote (or planned), for the next
+    plan: an entry is used only while its head is the one in the database."""
+
+    def __init__(self, view: ReadModel) -> None:
+        self.view = view
+        self._states: dict[str, tuple[CustomerState, Head]] = {}
+
+    def catch_up(
+        self,
+        batch_size: int = DEFAULT_CATCHUP_BATCH,
+        progress: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> CatchUpReport:
+        """Project everything stored since the tracking position, `batch_size` activities
+        read at a time, `WRITE_EVERY` written a transaction; `progress(n)` after each batch
+        planned; `should_stop()` before each read: True ends the catch-up after writing
+        what was planned."""
+        with self.view.one_connection():
+            try:
+                return self._catch_up(batch_size, progress, should_stop)
+            except BaseException:
+                # `plan` folds on from kept states in place: after a failure they may hold
+                # activities that were never written, under heads that still match.
+                self._states.clear()
+                raise
+
+    def _catch_up(
+        self,
+        batch_size: int,
+        progress: Callable[[int], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> CatchUpReport:
+        view = self.view
+        report = CatchUpReport()
+        recorder = view.store.recorder
+        overlay = Overlay(view, view.position())
+        last = False  # the last select found less than a batch: nothing more was stored
+        while True:
+            notes: Sequence[Notification] = ()
+            if not last and (should_stop is None or not should_stop()):
+                notes = recorder.select_notifications(
+                    overlay.position, batch_size, topics=[ACTIVITY_TOPIC], inclusive_of_start=False
+                )
+                last = len(notes) < batch_size
+            if not notes:
+                if overlay.count and not self._flush(overlay, report):
+                    overlay = Overlay(view, view.position())  # lost a race: read again
+                    last = False
+                    continue
+                break
+            batch = []
+            inputs_at: dict[tuple[str, int], bytes | None] = {}
+            for n in notes:
+                s = decode(n.state, n.originator_version, n.id)
+                batch.append(Projected(s.activity, s.version, key_text(s.activity)))
+                inputs_at[(s.activity.customer_id, s.version)] = inputs.dump(
+                    s.activity, s.recorded_at
+                )
+            # A late activity re-folds its customer's recent tail: keep what was just
+            # decoded, so that tail is not read and decoded again.
+            view.keep_parsed(batch)
+            changes = plan(batch, overlay, view, view.interval, self._states)
+            overlay.add(changes, len(batch), notes[-1].id, inputs_at)
+            self._states.update(changes.states)
+            if progress is not None:
+                progress(len(batch))
+            if overlay.count >= WRITE_EVERY:
+                if not self._flush(overlay, report):
+                    overlay = Overlay(view, view.position())
+                    last = False
+                    continue
+                overlay = Overlay(view, overlay.position)
+        report.position = report.position or view.position()
+        return report
+
+    def _flush(self, overlay: Overlay, report: CatchUpReport) -> bool:
+        """Write what `overlay` holds in one transaction; False if another projector moved
+        the tracking position first (then nothing is written, and the kept states are
+        dropped)."""
+        if not self.view.write(overlay.as_write()):
+            self._states.clear()
+            return False
+        states = self._states
+        states.update(overlay.changes.states)
+        if len(states) > _STATES_AT_MOST:
+            states.clear()
+        report.activities += overlay.count
+        report.batches += overlay.batches
+        report.late += overlay.changes.late
+        report.position = overlay.position
+        return True

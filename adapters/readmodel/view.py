@@ -1,0 +1,251 @@
+"""The read model's view: one generation of its tables, what the projection reads through
+(the ports of `projections.catchup` and `projections.pointintime`), what it writes (one
+transaction per `Write`, with the tracking position), and the answers: current state and
+indexed queries without folding, state as of T from checkpoints.
+
+It implements the library's `TrackingRecorder`. It composes one store per kind of row
+(`tracking`, `rows`, `pages`, `checkpoints`, `queries`) and the caches wrapping them
+(`checkpoints.CachedCheckpoints`, `activities.CachedActivities`); `runner` catches it up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from functools import partial
+
+from eventsourcing.persistence import Tracking as LibTracking
+from eventsourcing.persistence import TrackingRecorder
+
+from custate.adapters.codecs import foldinput as inputs
+from custate.adapters.eventstore import ACTIVITY_TOPIC, EventStore
+from custate.adapters.readmodel import pages as pages_module
+from custate.adapters.readmodel.activities import CachedActivities
+from custate.adapters.readmodel.checkpoints import (
+    DEFAULT_CHECKPOINT_CACHE_BYTES,
+    CachedCheckpoints,
+    Checkpoint,
+    CheckpointStore,
+)
+from custate.adapters.readmodel.connections import Connections
+from custate.adapters.readmodel.generations import Generations
+from custate.adapters.readmodel.pages import PageStore
+from custate.adapters.readmodel.queries import CustomerQuery, CustomerRow, Queries
+from custate.adapters.readmodel.rows import CustomerRows
+from custate.adapters.readmodel.runner import DEFAULT_CATCHUP_BATCH, CatchUpReport, Runner, Write
+from custate.adapters.readmodel.sql import Statements, add_input_column
+from custate.adapters.readmodel.tables import Tables, tables
+from custate.adapters.readmodel.tracking import TrackingPosition
+from custate.adapters.sqlschema import create_all
+from custate.domain import Activity, CustomerState
+from custate.domain.activity import LazyData
+from custate.domain.state import Gap
+from custate.projections.catchup import DEFAULT_CHECKPOINT_INTERVAL, Head, Projected
+from custate.projections.pointintime import state_as_of
+
+__all__ = ["ReadModel"]
+
+
+class ReadModel(TrackingRecorder):
+    """One generation of the read model (the active one, unless `generation` is given).
+    `interval`: a checkpoint after every this many activities of a customer, in fold order.
+    `checkpoint_cache_bytes`: the budget of decoded checkpoints kept (0: none). `paged_from`:
+    the size from which a large map is stored in pages (`pages.PAGED_FROM`)."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        generation: int | None = None,
+        interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+        checkpoint_cache_bytes: int = DEFAULT_CHECKPOINT_CACHE_BYTES,
+        paged_from: int | None = None,
+    ) -> None:
+        self.store = store
+        self.engine = store.engine
+        self.interval = interval
+        self.paged_from = pages_module.PAGED_FROM if paged_from is None else paged_from
+        self.generations = Generations(self.engine)
+        self.t: Tables = tables(generation if generation is not None else self.active_generation())
+        create_all(self.engine, self.t.metadata)
+        add_input_column(self.engine, self.t)
+        sql = self._sql = Statements(self.t, self.engine)
+        self._connections = Connections(self.engine)
+        self._tracking = TrackingPosition(self.engine, self.t, sql)
+        self._rows = CustomerRows(sql, self.t, PageStore(sql), self.paged_from)
+        self._checkpoint_store = CheckpointStore(sql)
+        self.checkpoints = CachedCheckpoints(
+            self._checkpoint_store, self._connections, checkpoint_cache_bytes
+        )
+        self._activities = CachedActivities(store)
+        self._queries = Queries(self.engine, self.t)
+        self._runner = Runner(self)
+
+    def active_generation(self) -> int:
+        return self.generations.active()
+
+    # -- TrackingRecorder ----------------------------------------------------------------
+
+    def insert_tracking(self, tracking: LibTracking) -> None:
+        with self.engine.begin() as c:
+            self._tracking.advance(c, self._tracking.read(c), tracking.notification_id)
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        with self.engine.connect() as c:
+            return self._tracking.read(c) or None
+
+    def position(self) -> int:
+        """The tracking position: the id of the last notification projected."""
+        with self._connections.reading() as c:
+            return self._tracking.read(c)
+
+    # -- the projection's ports (`projections.catchup`, `projections.pointintime`) --------
+
+    def heads(self, customer_ids: Sequence[str]) -> dict[str, Head]:
+        with self._connections.reading() as c:
+            return self._rows.heads(c, customer_ids)
+
+    def states(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
+        with self.engine.connect() as c:
+            return self._rows.states(c, customer_ids)
+
+    def checkpoint_before(self, customer_id: str, key: str) -> tuple[str, CustomerState] | None:
+        found = self.checkpoints.before(customer_id, key)
+        return None if found is None else (found.key, found.state)
+
+    def stored_checkpoint_before(self, customer_id: str, key: str) -> Checkpoint | None:
+        """`checkpoint_before`, with the checkpoint's stored form and the size memory counts
+        it at, when known (for a `codecs.delta.Base` of what a re-fold from it stores)."""
+        return self.checkpoints.before(customer_id, key)
+
+    def checkpoint_at(self, customer_id: str, key: str) -> CustomerState | None:
+        """The checkpoint stored under exactly `key`, whole."""
+        head = self.heads([customer_id]).get(customer_id)
+        return None if head is None else self.checkpoints.at(customer_id, key, head)
+
+    def keys_between(
+        self, customer_id: str, after: str | None, upto: str | None = None
+    ) -> list[tuple[str, int]]:
+        """(key, version) of projected activities with `after < key <= upto`, in key order."""
+        with self._connections.reading() as c:
+            return self._sql.keys_between(c, customer_id, after, upto)
+
+    def activities(self, customer_id: str, versions: Sequence[int]) -> list[Activity]:
+        """The customer's activities at these stream versions, in the order asked."""
+        return self._activities.activities(customer_id, versions)
+
+    def fold_inputs(
+        self, customer_id: str, after: str | None = None, known_at: datetime | None = None
+    ) -> list[tuple[Activity, datetime]]:
+        """The projected activities with a key after `after` (and recorded by `known_at`),
+        in fold order, with their record times: from their fold inputs
+        (`adapters.codecs.foldinput`), what an audit folds at a fraction of the bytes of the
+        events. Those without one are read from the event store. Pairs, not
+        `StoredActivity`s: a long history is tens of thousands, and every object more was
+        time to build and to free."""
+        with self._connections.reading() as c:
+            rows = self._sql.fold_inputs(c, customer_id, after)
+        raw = partial(self.store.stored_payload, customer_id)  # one loader, a version each
+        load = inputs.load
+        out: list[tuple[Activity, datetime] | None] = []
+        missing: list[tuple[int, int]] = []  # (place in `out`, version)
+        for version, blob in rows:
+            got = None if blob is None else load(blob, customer_id, LazyData(raw, version))
+            if got is None:
+                missing.append((len(out), version))
+            out.append(got)
+        if missing:
+            found = self.store.customer_versions(customer_id, [v for _, v in missing])
+            for i, v in missing:
+                s = found[v]
+                out[i] = (s.activity, s.recorded_at)
+        filled: list[tuple[Activity, datetime]] = out  # type: ignore[assignment]
+        if known_at is not None:
+            return [p for p in filled if p[1] <= known_at]
+        return filled
+
+    # -- catching up ---------------------------------------------------------------------
+
+    def catch_up(
+        self,
+        batch_size: int = DEFAULT_CATCHUP_BATCH,
+        progress: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> CatchUpReport:
+        """Project everything stored since the tracking position (see `runner.Runner`)."""
+        return self._runner.catch_up(batch_size, progress, should_stop)
+
+    def one_connection(self) -> AbstractContextManager[None]:
+        """This thread's reads go through one connection until the block ends."""
+        return self._connections.held()
+
+    def keep_parsed(self, batch: Sequence[Projected]) -> None:
+        """Keep the activities of `batch`, just decoded, for re-folds and points in time."""
+        self._activities.keep(batch)
+
+    def write(self, w: Write) -> bool:
+        """Write `w` in one transaction, moving the tracking position from `w.previous` to
+        `w.position`; False if another projector moved it first: then nothing is written,
+        and what this process remembers of its writes is dropped."""
+        changes = w.changes
+        with self.engine.begin() as c:
+            if not self._tracking.advance(c, w.previous, w.position):
+                c.rollback()
+                self._rows.forget()
+                return False
+            for cid, from_key in changes.drop_checkpoints_from.items():
+                self._checkpoint_store.drop_from(c, cid, from_key)
+            written = self._rows.write(c, changes, w.db_heads)
+            if w.keys:
+                self._sql.insert(c, self.t.keys, w.keys)
+            self._checkpoint_store.insert(
+                c, [*w.checkpoints, *((cid, key, stored) for cid, key, _, stored, _ in w.refolds)]
+            )
+        self._rows.committed(changes, written)
+        self.checkpoints.written(
+            w.db_heads, changes.states, changes.drop_checkpoints_from, w.refolds
+        )
+        return True
+
+    def lag(self) -> int:
+        """Activities stored but not yet projected."""
+        url = self.store.url
+        with self.engine.connect() as c:
+            position = self._tracking.read(c)
+            return self._sql.activities_after(
+                c, url.events_table, ACTIVITY_TOPIC, url.kind == "sqlite", position
+            )
+
+    # -- answers -------------------------------------------------------------------------
+
+    def last_key(self, customer_id: str) -> str | None:
+        """The fold key of the last activity folded into the customer's current state;
+        None for a customer the read model has not seen."""
+        return self._queries.last_key(customer_id)
+
+    def current(self, customer_id: str) -> CustomerState | None:
+        """The customer's current state, as stored (no fold)."""
+        return self.states([customer_id]).get(customer_id)
+
+    def as_of(self, customer_id: str, t: datetime) -> CustomerState:
+        """The customer's state as of business time `t`: the checkpoint before it, and the
+        tail folded on."""
+        return state_as_of(self, self._activities, customer_id, t)
+
+    def gaps(self) -> Iterator[tuple[str, list[Gap]]]:
+        """Each customer with balance-continuity gaps, and the gaps, in customer id order."""
+        return self._queries.gaps()
+
+    def customers(
+        self, q: CustomerQuery, after: str | None = None, limit: int | None = None
+    ) -> list[CustomerRow]:
+        """Customers matching every filter of `q`, in customer id order, a page of at most
+        `limit` after the id `after`."""
+        return self._queries.customers(q, after, limit)
+
+    def count(self, q: CustomerQuery) -> int:
+        """How many customers match every filter of `q`."""
+        return self._queries.count(q)
+
+    def all_customer_ids(self) -> Iterator[str]:
+        """Every customer with a state, in customer id order."""
+        return self._queries.all_customer_ids()
