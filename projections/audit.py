@@ -22,7 +22,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import msgspec
@@ -31,10 +31,9 @@ from custate.domain import (
     EFFECTS,
     Activity,
     CustomerState,
-    FoldKey,
     apply,
-    fold_key,
     format_time,
+    ordered,
 )
 from custate.domain.effects.cards import card_id
 from custate.domain.state import Gap, Json, PendingEntry
@@ -705,18 +704,12 @@ def apply_changes(flat: Flat, changes: Iterable[FieldChange]) -> None:
 Pair = tuple[Activity, datetime | None]
 
 
-def _ordered_pairs(pairs: Iterable[Pair], as_of: datetime | None = None) -> list[Pair]:
+def _ordered(pairs: Iterable[Pair], as_of: datetime | None = None) -> list[Pair]:
     """As `ordered`, keeping each activity's record time beside it."""
-    first: dict[str, Pair] = {}
-    for pair in pairs:
-        a = pair[0]
-        if a.id not in first and (as_of is None or a.created_at <= as_of):
-            first[a.id] = pair
-    return sorted(first.values(), key=_pair_key)
+    return ordered(pairs, as_of, activity=_activity_of)
 
 
-def _pair_key(pair: Pair) -> FoldKey:
-    return fold_key(pair[0])
+_activity_of: Callable[[Pair], Activity] = itemgetter(0)
 
 
 def _late_flags(todo: Sequence[Pair]) -> list[bool]:
@@ -751,7 +744,7 @@ def history(
     `start`/`end` (inclusive, business time) only limit what is reported. The fold starts from the first activity, or from
     `checkpoint`, the state after every activity that sorts before all of `pairs` (then
     `pairs` must be all the others: whether one is late depends only on those after it)."""
-    todo = _ordered_pairs(pairs)
+    todo = _ordered(pairs)
     late = _late_flags(todo)  # over everything stored, also what sorts after `end`
     tracker = Tracker(customer_id, checkpoint, counters=False)
     out: list[HistoryEntry] = []
@@ -833,7 +826,7 @@ def explain(
             answer = held[unit] = _under(p, path) or _under(path, p)
         return answer
 
-    todo = _ordered_pairs(pairs)
+    todo = _ordered(pairs)
     late = _late_flags(todo)
     tracker = Tracker(customer_id, only=holds)
     flat = {p: v for p, v in tracker.flat().items() if _under(p, path)}
@@ -882,7 +875,7 @@ def diff_as_of(
     """State at business time `t1` vs `t2`, each path with the activities (t1 < created_at <=
     t2) whose fold touched it."""
     lo, hi = (t1, t2) if t1 <= t2 else (t2, t1)
-    todo = _ordered_pairs(pairs, hi)
+    todo = _ordered(pairs, hi)
     tracker = Tracker(customer_id)
     at_lo: Flat | None = None
     touched: dict[str, list[str]] = {}
@@ -917,7 +910,7 @@ def diff_known_at(
     in (k1, k2] (and created by `as_of`) that touched it; a path they changed only through
     other activities (a late activity can change what a later one does) names them all."""
     lo, hi = (k1, k2) if k1 <= k2 else (k2, k1)
-    todo = _ordered_pairs(pairs, as_of)
+    todo = _ordered(pairs, as_of)
     old = Tracker(customer_id)
     new = Tracker(customer_id)
     touched: dict[str, list[str]] = {}
