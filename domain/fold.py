@@ -1,12 +1,13 @@
-"""The fold: customer activities in `(created_at, rank, id)` order -> `CustomerState`.
+"""The fold: customer activities in fold order (`fold_key`) -> `CustomerState`.
 
 `EFFECTS` is the one table from activity type to what it does. Every recognised type first
-takes the card snapshot (Voucherify puts post-event balances on many payloads), then its
-own effects in the order listed. A type not in the table hits `unrecognized`."""
+sets the cards from the balances its payload reports (Voucherify puts post-event balances on
+many payloads), then runs its own effects in the order listed: `STEPS` holds both. A type
+not in the table hits `unrecognized`. Each effect declares what it writes (`Writes`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar, overload
 
@@ -23,9 +24,9 @@ from custate.domain.effects import (
     tiers,
     vouchers,
 )
+from custate.domain.effects.effect import Effect
 from custate.domain.state import CustomerState
 
-Effect = Callable[[CustomerState, Activity], None]
 _T = TypeVar("_T")
 
 EFFECTS: dict[str, tuple[Effect, ...]] = {
@@ -84,6 +85,11 @@ EFFECTS: dict[str, tuple[Effect, ...]] = {
 }
 
 
+# Every effect folding a recognised type runs, in order: the cards' reported balances first.
+STEPS: Mapping[str, tuple[Effect, ...]] = {
+    t: (cards.reported_balances, *effects) for t, effects in EFFECTS.items()
+}
+
 # The types whose effects copy the customer's profile fields from the payload: only their
 # stored activities are read back with those fields (`payload.FullPayload`).
 PROFILE_FIELD_TYPES = frozenset(
@@ -104,12 +110,11 @@ def apply(s: CustomerState, a: Activity) -> None:
         acts.first_at = a.created_at
     acts.last_at = a.created_at
     acts.last_id = a.id
-    effects = EFFECTS.get(a.type)
-    if effects is None:
+    steps = STEPS.get(a.type)
+    if steps is None:
         unrecognized(s, a)
         return
-    cards.snapshot(s, a)
-    for effect in effects:
+    for effect in steps:
         effect(s, a)
 
 
