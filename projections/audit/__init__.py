@@ -2,6 +2,7 @@
 cuts, which activities are missing. Pure functions over `(activity, recorded_at)` pairs
 (`Pair`); the adapters load the pairs.
 
+- `pairs`: the input (`Pair`), in fold order, and which activities are late.
 - `results`: the typed, frozen answers (`HistoryEntry`, `StateDiff`, `Explanation`, ...).
 - `tracker`: the incremental diff engine (`Tracker`) all of them fold with; `units` the
   parts of the state it diffs, from what the effects declare they write; `fields` the
@@ -19,7 +20,8 @@ from custate.projections.audit.diffs import diff_as_of, diff_known_at
 from custate.projections.audit.explain import explain
 from custate.projections.audit.fields import field_json, json_fields
 from custate.projections.audit.gaps import card_gaps
-from custate.projections.audit.history import Pair, Replay, corrections, history, replay_history
+from custate.projections.audit.history import Replay, corrections, history, replay_history
+from custate.projections.audit.pairs import Pair
 from custate.projections.audit.results import (
     ADDED,
     CHANGED,

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from custate.projections.audit.changes import Flat, changed
-from custate.projections.audit.history import Pair, in_fold_order
+from custate.projections.audit.pairs import Pair, in_fold_order
 from custate.projections.audit.results import ActivityRef, DiffEntry, StateDiff, activity_ref
 from custate.projections.audit.tracker import Tracker
 

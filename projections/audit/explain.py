@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from custate.projections.audit.changes import Flat, apply_changes
-from custate.projections.audit.history import Pair, in_fold_order, late_flags
+from custate.projections.audit.pairs import Pair, in_fold_order, late_flags
 from custate.projections.audit.results import (
     ADDED,
     CHANGED,

@@ -77,7 +77,9 @@ class Tracker:
         self._pending: dict[str, dict[str, PendingEntry]] = {}
         self._pending_json: dict[str, dict[str, Json]] = {}
         self._no_pending: set[str] = set()
-        self._hint: str | None = None  # the pending entry the current activity names
+        # The pending entry the current activity names: where to look first in its card
+        # (a search hint only; what an activity can change comes from `units_of`).
+        self._hint: str | None = None
         ignored: list[FieldChange] = []
         for u in FIXED:
             if counters or u[0] != "activities":
