@@ -4,13 +4,14 @@ from custate.domain.activity import (
     Activity,
     ActivityError,
     FoldKey,
+    fold_key,
     format_time,
     parse_activity,
     parse_cut,
     parse_time,
 )
 from custate.domain.activity_types import KNOWN_TYPES, ActivityType, rank
-from custate.domain.fold import EFFECTS, apply, fold, fold_all, fold_key, ordered
+from custate.domain.fold import EFFECTS, apply, fold, fold_all, ordered
 from custate.domain.state import CustomerState
 
 __all__ = [

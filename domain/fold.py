@@ -1,16 +1,18 @@
-"""The fold: customer activities in `(created_at, rank, id)` order -> `CustomerState`.
+"""The fold: customer activities in fold order (`fold_key`) -> `CustomerState`.
 
 `EFFECTS` is the one table from activity type to what it does. Every recognised type first
-takes the card snapshot (Voucherify puts post-event balances on many payloads), then its
-own effects in the order listed. A type not in the table hits `unrecognized`."""
+sets the cards from the balances its payload reports (Voucherify puts post-event balances on
+many payloads), then runs its own effects in the order listed: `STEPS` holds both. A type
+not in the table hits `unrecognized`. Each effect declares what it writes (`Writes`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from typing import Any, TypeVar, overload
 
-from custate.domain.activity import Activity, FoldKey
-from custate.domain.activity_types import MESSAGING_CHANNELS, rank
+from custate.domain.activity import Activity, fold_key
+from custate.domain.activity_types import MESSAGING_CHANNELS
 from custate.domain.activity_types import ActivityType as T
 from custate.domain.effects import (
     cards,
@@ -22,9 +24,10 @@ from custate.domain.effects import (
     tiers,
     vouchers,
 )
+from custate.domain.effects.effect import Effect
 from custate.domain.state import CustomerState
 
-Effect = Callable[[CustomerState, Activity], None]
+_T = TypeVar("_T")
 
 EFFECTS: dict[str, tuple[Effect, ...]] = {
     T.CREATED: (profile.created,),
@@ -82,6 +85,11 @@ EFFECTS: dict[str, tuple[Effect, ...]] = {
 }
 
 
+# Every effect folding a recognised type runs, in order: the cards' reported balances first.
+STEPS: Mapping[str, tuple[Effect, ...]] = {
+    t: (cards.reported_balances, *effects) for t, effects in EFFECTS.items()
+}
+
 # The types whose effects copy the customer's profile fields from the payload: only their
 # stored activities are read back with those fields (`payload.FullPayload`).
 PROFILE_FIELD_TYPES = frozenset(
@@ -102,31 +110,38 @@ def apply(s: CustomerState, a: Activity) -> None:
         acts.first_at = a.created_at
     acts.last_at = a.created_at
     acts.last_id = a.id
-    effects = EFFECTS.get(a.type)
-    if effects is None:
+    steps = STEPS.get(a.type)
+    if steps is None:
         unrecognized(s, a)
         return
-    cards.snapshot(s, a)
-    for effect in effects:
+    for effect in steps:
         effect(s, a)
 
 
-def ordered(activities: Iterable[Activity], as_of: datetime | None = None) -> list[Activity]:
+@overload
+def ordered(items: Iterable[Activity], as_of: datetime | None = None) -> list[Activity]: ...
+@overload
+def ordered(
+    items: Iterable[_T], as_of: datetime | None = None, *, activity: Callable[[_T], Activity]
+) -> list[_T]: ...
+def ordered(
+    items: Iterable[Any],
+    as_of: datetime | None = None,
+    *,
+    activity: Callable[[Any], Activity] | None = None,
+) -> list[Any]:
     """Distinct ids (the first delivery of an id wins, as in the store), business time up
-    to `as_of`, in fold order."""
-    seen: dict[str, Activity] = {}
-    for a in activities:
-        if a.id not in seen and (as_of is None or a.created_at <= as_of):
-            seen[a.id] = a
-    return sorted(seen.values(), key=fold_key)
-
-
-def fold_key(a: Activity) -> FoldKey:
-    """`Activity.key` spelled out with a lookup for the rank: the sort is a fifth of a fold."""
-    return (a.created_at, _RANK.get(a.type, 1), a.id)
-
-
-_RANK = {str(T.CREATED): rank(T.CREATED), str(T.DELETED): rank(T.DELETED)}
+    to `as_of`, in fold order (`fold_key`). The items are activities, or anything that
+    carries one (the audit's `(activity, recorded_at)` pairs): then `activity` gets it."""
+    first: dict[str, Any] = {}
+    for item in items:
+        a = item if activity is None else activity(item)
+        if a.id not in first and (as_of is None or a.created_at <= as_of):
+            first[a.id] = item
+    if activity is None:
+        return sorted(first.values(), key=fold_key)
+    get = activity
+    return sorted(first.values(), key=lambda item: fold_key(get(item)))
 
 
 def fold(

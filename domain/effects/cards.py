@@ -1,4 +1,5 @@
-"""Loyalty cards and gift cards: snapshots of absolute post-event values (SEMANTICS §4).
+"""Loyalty cards and gift cards, set from the absolute post-event values that payloads
+report (SEMANTICS §4).
 
 Voucherify reports balances after the event, so a card is set from the newest activity in
 fold order, never summed from deltas. Deltas are only checked, to find missing activities."""
@@ -6,6 +7,7 @@ fold order, never summed from deltas. Deltas are only checked, to find missing a
 from __future__ import annotations
 
 from custate.domain.activity import Activity
+from custate.domain.effects.effect import writes
 from custate.domain.payload import BalanceView, Payload, VoucherView
 from custate.domain.state import CustomerState, Gap, GiftCard, LoyaltyCard, PendingEntry
 
@@ -32,6 +34,28 @@ def card_id(p: Payload) -> str | None:
     if p.pending_points is not None and p.pending_points.voucher_id:
         return p.pending_points.voucher_id
     return None
+
+
+def card_ids(p: Payload) -> tuple[str, ...]:
+    """The cards whose reported values a payload carries: `card_id`, and the card of its
+    pending points balance."""
+    cid = card_id(p)
+    ppb = p.voucher_pending_points_balance
+    other = ppb.related_object.id if ppb is not None and ppb.related_object is not None else None
+    if not other or other == cid:
+        return () if cid is None else (cid,)
+    return (other,) if cid is None else (cid, other)
+
+
+def _named_card(p: Payload) -> tuple[str, ...]:
+    cid = card_id(p)
+    return () if cid is None else (cid,)
+
+
+def _pending_card_id(p: Payload) -> tuple[str, ...]:
+    pp = p.pending_points
+    cid = (pp.voucher_id if pp is not None else None) or card_id(p)
+    return () if cid is None else (cid,)
 
 
 def _campaign_id(p: Payload, v: VoucherView | None) -> str | None:
@@ -84,8 +108,11 @@ def _check_gap(
         s.gaps.append(Gap(cid, kind, a.id, a.created_at, previous_by, previous, delta, new))
 
 
-def snapshot(s: CustomerState, a: Activity) -> None:
-    """Set the card this activity names from every absolute value its payload carries."""
+@writes("gaps", entries={"card": card_ids, "gift": card_ids})
+def reported_balances(s: CustomerState, a: Activity) -> None:
+    """Set the card this activity names from every absolute (post-event) value its payload
+    reports, and record a gap where the balance does not follow from the last one. The fold
+    runs this for every recognised type, before the type's own effects."""
     p = a.payload
     cid = card_id(p)
     if cid is None:
@@ -155,6 +182,7 @@ def snapshot(s: CustomerState, a: Activity) -> None:
         card.updated_at = at
 
 
+@writes(entries={"card": _named_card})
 def points_expired(s: CustomerState, a: Activity) -> None:
     """Without an `expired_points` figure in the voucher block, count the expired points."""
     p = a.payload
@@ -180,6 +208,7 @@ def _pending_card(s: CustomerState, a: Activity) -> LoyaltyCard | None:
     )
 
 
+@writes(entries={"card": _pending_card_id})
 def pending_points_set(s: CustomerState, a: Activity) -> None:
     pp = a.payload.pending_points
     card = _pending_card(s, a)
@@ -189,6 +218,7 @@ def pending_points_set(s: CustomerState, a: Activity) -> None:
     card.updated_at = a.created_at
 
 
+@writes(entries={"card": _pending_card_id})
 def pending_points_removed(s: CustomerState, a: Activity) -> None:
     pp = a.payload.pending_points
     card = _pending_card(s, a)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from custate.domain.activity import Activity
+from custate.domain.effects.effect import Effect, writes
 from custate.domain.state import CustomerState, Messaging
-
-Effect = Callable[[CustomerState, Activity], None]
 
 
 def message_effect(channel: str, outcome: str) -> Effect:
     """`customer.<channel>.<outcome>`: latest status and time, and that outcome's counter."""
 
+    @writes("messaging")
     def effect(s: CustomerState, a: Activity) -> None:
         m = s.messaging.get(channel)
         if m is None:

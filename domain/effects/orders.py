@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from custate.domain.activity import Activity
+from custate.domain.effects.effect import Effect, writes
+from custate.domain.payload import Payload
 from custate.domain.state import CustomerState, Order
 
-Effect = Callable[[CustomerState, Activity], None]
 _NONE = Order()
+
+
+def _order_id(p: Payload) -> tuple[str, ...]:
+    o = p.order
+    return (o.id,) if o is not None and o.id else ()
 
 
 def order_effect(status_from_type: str | None) -> Effect:
     """`status` comes from the payload's order; the type names it when the order does not
     (customer.order.updated names none, so it keeps what was there)."""
 
+    @writes(entries={"order": _order_id})
     def effect(s: CustomerState, a: Activity) -> None:
         o = a.payload.order
         if o is None or not o.id:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from msgspec import UnsetType
 
 from custate.domain.activity import Activity
+from custate.domain.effects.effect import writes
 from custate.domain.payload import CustomerView
 from custate.domain.state import CustomerState, CustomEvent
 
@@ -31,6 +32,7 @@ def _copy_fields(s: CustomerState, a: Activity) -> None:
         prof.metadata = c.metadata
 
 
+@writes("profile")
 def created(s: CustomerState, a: Activity) -> None:
     _copy_fields(s, a)
     prof = s.profile
@@ -39,27 +41,32 @@ def created(s: CustomerState, a: Activity) -> None:
     prof.deleted_at = None
 
 
+@writes("profile")
 def updated(s: CustomerState, a: Activity) -> None:
     _copy_fields(s, a)
     s.profile.updated_at = a.created_at
 
 
+@writes("profile")
 def confirmed(s: CustomerState, a: Activity) -> None:
     _copy_fields(s, a)
     s.profile.confirmed_at = a.created_at
 
 
+@writes("profile")
 def deleted(s: CustomerState, a: Activity) -> None:
     s.profile.status = "deleted"
     s.profile.deleted_at = a.created_at
 
 
+@writes("referrals")
 def referred(s: CustomerState, a: Activity) -> None:
     p = a.payload
     if p.campaign is not None and p.campaign.id and p.referrer is not None and p.referrer.id:
         s.referred_by[p.campaign.id] = p.referrer.id
 
 
+@writes("custom_events")
 def custom_event(s: CustomerState, a: Activity) -> None:
     ev = a.payload.event
     if ev is None or not ev.type:

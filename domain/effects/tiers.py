@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from custate.domain.activity import Activity
+from custate.domain.effects.effect import writes
 from custate.domain.payload import Payload, TierView
 from custate.domain.state import CustomerState, Tier
 
@@ -24,15 +25,18 @@ def _enter(s: CustomerState, a: Activity, tier: TierView | None) -> None:
     s.tiers[campaign] = Tier(tier.id, tier.name, a.created_at, _expires(tier))
 
 
+@writes("tiers")
 def joined(s: CustomerState, a: Activity) -> None:
     _enter(s, a, a.payload.loyalty_tier)
 
 
+@writes("tiers")
 def changed(s: CustomerState, a: Activity) -> None:
     """Upgraded or downgraded: the customer now holds `loyalty_tier_to`."""
     _enter(s, a, a.payload.loyalty_tier_to)
 
 
+@writes("tiers")
 def prolonged(s: CustomerState, a: Activity) -> None:
     tier = a.payload.loyalty_tier
     campaign = _campaign(a.payload, tier)
@@ -45,6 +49,7 @@ def prolonged(s: CustomerState, a: Activity) -> None:
         held.expires_at = tier.expiration.expiration_date
 
 
+@writes("tiers")
 def expiration_changed(s: CustomerState, a: Activity) -> None:
     p = a.payload
     tier = p.loyalty_tier
@@ -63,6 +68,7 @@ def expiration_changed(s: CustomerState, a: Activity) -> None:
         held.expires_at = tier.expiration.expiration_date
 
 
+@writes("tiers")
 def left(s: CustomerState, a: Activity) -> None:
     """Only the tier named is left: a `left` that sorts after a newer `joined` of another
     tier in the same campaign must not remove that one."""

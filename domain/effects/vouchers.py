@@ -5,7 +5,8 @@ from __future__ import annotations
 from msgspec.structs import replace
 
 from custate.domain.activity import Activity
-from custate.domain.payload import VoucherView
+from custate.domain.effects.effect import writes
+from custate.domain.payload import Payload, VoucherView
 from custate.domain.state import CustomerState, Voucher
 
 _NONE = Voucher()
@@ -24,6 +25,30 @@ def _described(v: Voucher, view: VoucherView | None) -> Voucher:
     )
 
 
+def _published_ids(p: Payload) -> tuple[str, ...]:
+    """The vouchers a publication names: its list, its voucher, the payload's voucher."""
+    ids: dict[str, None] = {}
+    if p.publication is not None:
+        ids.update(dict.fromkeys(p.publication.vouchers_id or ()))
+        pv = p.publication.voucher
+        if pv is not None and pv.id:
+            ids[pv.id] = None
+    if p.voucher is not None and p.voucher.id:
+        ids[p.voucher.id] = None
+    return tuple(ids)
+
+
+def _held_id(p: Payload) -> tuple[str, ...]:
+    h = p.holder
+    return (h.redeemable_id,) if h is not None and h.redeemable_id else ()
+
+
+def _voucher_id(p: Payload) -> tuple[str, ...]:
+    v = p.voucher
+    return (v.id,) if v is not None and v.id else ()
+
+
+@writes(entries={"voucher": _published_ids})
 def publication_succeeded(s: CustomerState, a: Activity) -> None:
     p = a.payload
     views: dict[str, VoucherView | None] = {}
@@ -40,6 +65,7 @@ def publication_succeeded(s: CustomerState, a: Activity) -> None:
         s.vouchers[vid] = replace(v, published_at=a.created_at)
 
 
+@writes(entries={"voucher": _held_id})
 def holder_assigned(s: CustomerState, a: Activity) -> None:
     h = a.payload.holder
     if h is None or not h.redeemable_id or not h.holder_role:
@@ -54,6 +80,7 @@ def holder_assigned(s: CustomerState, a: Activity) -> None:
     s.vouchers[h.redeemable_id] = v
 
 
+@writes(entries={"voucher": _held_id})
 def holder_unassigned(s: CustomerState, a: Activity) -> None:
     h = a.payload.holder
     if h is None or not h.redeemable_id or not h.holder_role:
@@ -63,6 +90,7 @@ def holder_unassigned(s: CustomerState, a: Activity) -> None:
         s.vouchers[h.redeemable_id] = replace(v, roles=[r for r in v.roles if r != h.holder_role])
 
 
+@writes(entries={"voucher": _voucher_id, "card": _voucher_id, "gift": _voucher_id})
 def deleted(s: CustomerState, a: Activity) -> None:
     view = a.payload.voucher
     if view is None or not view.id:

@@ -1,4 +1,4 @@
-"""The pure audit logic (projections/audit.py): history reproduces the state at every step,
+"""The pure audit logic (projections/audit/): history reproduces the state at every step,
 diffs name the responsible activities, explain names the activity that set a value (also a
 late one), gaps come with their activity pair."""
 
@@ -20,12 +20,12 @@ from custate.projections.audit import (
     Pair,
     Replay,
     Tracker,
-    _leaf,
     apply_changes,
     card_gaps,
     diff_as_of,
     diff_known_at,
     explain,
+    field_json,
     history,
     json_fields,
     replay_history,
@@ -113,7 +113,7 @@ def test_history_reproduces_every_sample_type() -> None:
 
 
 def test_each_object_of_the_state_renders_as_its_fields_one_by_one() -> None:
-    """`history` renders only the fields of an object that changed (`json_fields`, `_leaf`):
+    """`history` renders only the fields of an object that changed (`json_fields`, `field_json`):
     that must be what each class's own `to_json` renders."""
     states = [fold(acts, cid) for cid, acts in generated(600, 3, seed=11).items()]
     states.append(fold(every_sample_type(), CUSTOMER))
@@ -129,7 +129,7 @@ def test_each_object_of_the_state_renders_as_its_fields_one_by_one() -> None:
             expected = obj.to_json()
             if isinstance(obj, LoyaltyCard):
                 del expected["pending"]  # diffed entry by entry
-            assert dict(zip(names, map(_leaf, values(obj)), strict=True)) == expected
+            assert dict(zip(names, map(field_json, values(obj)), strict=True)) == expected
             classes.add(type(obj))
     assert len(classes) == 13, classes
 

@@ -7,10 +7,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import given
 
-from custate.domain import KNOWN_TYPES, ActivityType, fold, parse_activity
+from custate.domain import (
+    KNOWN_TYPES,
+    Activity,
+    ActivityType,
+    CustomerState,
+    apply,
+    fold,
+    ordered,
+    parse_activity,
+)
 from custate.domain.activity_types import MESSAGING_CHANNELS
-from custate.domain.fold import EFFECTS
+from custate.domain.effects.effect import Writes, declared
+from custate.domain.fold import EFFECTS, STEPS
 
 from .builders import (
     CUSTOMER,
@@ -26,10 +37,13 @@ from .builders import (
     pending,
     record,
     run,
+    sample_names,
+    sample_record,
     state_json,
     tier,
     without_activities,
 )
+from .test_properties import SETTINGS, histories
 
 CARD = "v_card1"
 CARD2 = "v_card2"
@@ -989,3 +1003,103 @@ def test_repeated_delivery_counts_once() -> None:
     s = run(a, again, a)
     assert s.custom_events["x"].count == 1
     assert s.activities.count == 1
+
+
+# --- what each effect declares it writes ------------------------------------------------
+
+# Where each declared part lies in the state's JSON.
+SECTION_PATHS = {
+    "profile": "profile",
+    "referrals": "referrals",
+    "custom_events": "custom_events",
+    "messaging": "messaging",
+    "redemptions": "redemptions",
+    "validations": "validations",
+    "tiers": "loyalty.tiers",
+    "gaps": "gaps",
+}
+ENTRY_PATHS = {
+    "card": "loyalty.cards",
+    "gift": "gift_cards",
+    "order": "orders",
+    "segment": "segments",
+    "voucher": "vouchers",
+    "reward_redemption": "reward_redemptions",
+}
+# What no effect writes: the fold keeps the counters for every activity, the points are
+# the sum of the cards, and the rest never changes.
+UNDECLARED = {"customer_id", "as_of", "known_at", "activities", "loyalty.points"}
+
+
+def _written(before: Json, after: Json) -> set[tuple[str, str]]:
+    """The parts that differ: `(section, "")` or `(entry kind, id)`."""
+    out: set[tuple[str, str]] = set()
+    for section, path in SECTION_PATHS.items():
+        if dig(before, path) != dig(after, path):
+            out.add((section, ""))
+    for kind, path in ENTRY_PATHS.items():
+        b, a = dig(before, path), dig(after, path)
+        out.update((kind, key) for key in b.keys() | a.keys() if b.get(key) != a.get(key))
+    parts = {*SECTION_PATHS.values(), *ENTRY_PATHS.values(), *UNDECLARED}
+    rest = {k for k in before.keys() | after.keys() if k != "loyalty"} | {
+        f"loyalty.{k}" for k in before["loyalty"].keys() | after["loyalty"].keys()
+    }
+    assert rest <= parts, rest - parts  # a part of the state this test does not know
+    if before["loyalty"]["points"] != after["loyalty"]["points"]:
+        assert any(kind == "card" for kind, _ in out), "the points changed, and no card"
+    return out
+
+
+def _check_declared(s: CustomerState, a: Activity) -> None:
+    """Fold `a` onto `s`: what it changes is within what its type's effects declare."""
+    before = s.to_json()
+    apply(s, a)
+    steps = STEPS.get(a.type, ())
+    w = Writes.of(steps)
+    declared_parts = {(section, "") for section in w.sections} | w.named(a.payload)
+    undeclared = _written(before, s.to_json()) - declared_parts
+    assert not undeclared, (a.type, [declared(e) for e in steps], undeclared)
+
+
+def test_every_effect_the_fold_runs_declares_what_it_writes() -> None:
+    undeclared = set()
+    for steps in STEPS.values():
+        for e in steps:
+            try:
+                declared(e)
+            except LookupError:
+                undeclared.add(e.__qualname__)
+    assert not undeclared
+    assert set(STEPS) == set(EFFECTS)
+    with pytest.raises(LookupError, match="declares nothing"):
+        declared(lambda s, a: None)
+
+
+@pytest.mark.parametrize("case", [*CASES, *NOTHING_ELSE], ids=str)
+def test_an_effect_changes_only_what_it_declares(case: Case) -> None:
+    s = CustomerState(CUSTOMER)
+    for i, (t, d) in enumerate(case.before):
+        _check_declared(s, act(t, d, t=i))
+    _check_declared(s, act(case.type, case.data, id="evcus_subject", t=100))
+
+
+def test_each_sample_changes_only_what_its_type_declares() -> None:
+    """Every bundled sample onto the empty state, then each again onto the state all of
+    them made (entries there to change and remove), in every order of the two passes."""
+    names = sample_names()
+    for first in (names, names[::-1]):
+        s = CustomerState(CUSTOMER)
+        for i, name in enumerate([*first, *names]):
+            _check_declared(s, parse_activity(sample_record(name, id=f"evcus_{i}", t=i)))
+        _check_declared(CustomerState(CUSTOMER), parse_activity(sample_record(first[0])))
+        for name in names:
+            _check_declared(CustomerState(CUSTOMER), parse_activity(sample_record(name)))
+
+
+@SETTINGS
+@given(records=histories())
+def test_any_history_changes_only_what_its_effects_declare(records: list[Json]) -> None:
+    acts = ordered(parse_activity(r) for r in records)
+    s = CustomerState(acts[0].customer_id if acts else CUSTOMER)
+    for a in acts:
+        _check_declared(s, a)
