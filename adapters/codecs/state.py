@@ -1,46 +1,35 @@
 """The stored form of a whole `CustomerState` (format 1), for checkpoints and the read
 model's rows, and the typed reader that the delta and paged forms share.
 
-`CustomerState.to_json` is the public, self-describing form. This one keeps each entry as
-an array in field order and is written and read typed by msgspec, times included. It is
-still JSON with the public form's top-level names (`"gaps":[...]` included, so a stored
-state can be searched for gaps as text), and `"format"` names it:
+`CustomerState.to_json` is the public, self-describing form. This one is derived from the
+state's declared classes (`custate.domain.shape`): each object an array of its fields in
+declared order, written and read typed by msgspec, times included. It is still JSON with
+the state's field names at the top (the public form's names, but that `cards`, `tiers` and
+`referred_by` are not grouped; `"gaps":[...]` included, so a stored state can be searched
+for gaps as text), and `"format"` names it:
 
 - `FORMAT` (1): the whole state (`dump`, `dump_text`, `load`; `load` also reads the
   public form).
 - `codecs.delta.DELTA_FORMAT` (2): a checkpoint stored against another.
 - `codecs.paged.PAGED_FORMAT` (3): a row whose large maps are stored in pages.
 
-`load` refuses the other two rather than hand out a partial state. Why this form, and
-its figures: docs/DECISIONS.md (Read model)."""
+`load` refuses the other two rather than hand out a partial state. A field added to a
+class of the state goes last, with a default: arrays stored before it still load (msgspec
+fills in the missing trailing fields). Why this form, and its figures: docs/DECISIONS.md
+(Read model)."""
 
 from __future__ import annotations
 
 import threading
 from datetime import datetime
-from typing import Any
+from operator import attrgetter
+from typing import Any, cast
 
 import msgspec
 import orjson
 
-from custate.domain.state import (
-    Activities,
-    CustomerState,
-    CustomEvent,
-    Gap,
-    GiftCard,
-    LoyaltyCard,
-    Messaging,
-    Order,
-    PendingEntry,
-    Profile,
-    Redemptions,
-    RewardRedemption,
-    Segment,
-    Tier,
-    Validations,
-    Voucher,
-)
+from custate.domain import shape
+from custate.domain.state import CustomerState, Gap
 
 FORMAT = 1
 # The format numbers of the other two forms, known here so that the one reader below can
@@ -81,61 +70,15 @@ def encode_text(compact_form: dict[str, Any]) -> str:
 
 
 def compact(s: CustomerState) -> dict[str, Any]:
-    p = s.profile
-    a = s.activities
-    r = s.redemptions
-    return {
-        "format": FORMAT,
-        "customer_id": s.customer_id,
-        "as_of": s.as_of,
-        "known_at": s.known_at,
-        "profile": [
-            p.status,
-            p.source_id,
-            p.name,
-            p.email,
-            p.phone,
-            p.metadata,
-            p.created_at,
-            p.updated_at,
-            p.deleted_at,
-            p.confirmed_at,
-        ],
-        "cards": {
-            k: [
-                c.campaign_id,
-                c.code,
-                c.balance,
-                c.total,
-                c.pending_points,
-                c.expired_points,
-                c.next_expiration_date,
-                c.next_expiration_points,
-                c.pending,
-                c.updated_at,
-                c.updated_by,
-            ]
-            for k, c in s.cards.items()
-        },
-        "tiers": {k: [t.tier_id, t.tier_name, t.since, t.expires_at] for k, t in s.tiers.items()},
-        "gift_cards": {
-            k: [g.campaign_id, g.code, g.balance, g.total, g.updated_at, g.updated_by]
-            for k, g in s.gift_cards.items()
-        },
-        "segments": s.segments,
-        "orders": s.orders,
-        "redemptions": [r.succeeded, r.failed, r.rollback_succeeded, r.rollback_failed],
-        "reward_redemptions": s.reward_redemptions,
-        "referred_by": s.referred_by,
-        "vouchers": s.vouchers,
-        "messaging": {
-            k: [m.status, m.at, m.sent, m.failed, m.recovered] for k, m in s.messaging.items()
-        },
-        "custom_events": {k: [e.count, e.last_at] for k, e in s.custom_events.items()},
-        "validations": [s.validations.succeeded, s.validations.failed],
-        "activities": [a.count, a.first_at, a.last_at, a.last_id, a.unrecognized],
-        "gaps": [g.row() for g in s.gaps],
-    }
+    """`s` as the stored form's object, for msgspec to encode: `"format"`, then the state's
+    fields by name in order, each object an array of its fields in order (Structs, which
+    msgspec writes so), and the gaps as rows of theirs (`Gap` is a dataclass)."""
+    form = {"format": FORMAT, **msgspec.structs.asdict(s)}
+    form["gaps"] = [_gap_row(g) for g in s.gaps]
+    return form
+
+
+_gap_row = shape.getter(Gap)
 
 
 def _time_subclass(value: object) -> str:
@@ -145,39 +88,36 @@ def _time_subclass(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-# Optional time, text, number: the compact form's cells.
-_T = datetime | None
-_S = str | None
-_N = int | None
-
-
-class Stored(msgspec.Struct):
-    """The compact form of any of the three formats, typed: msgspec parses it and its times
-    in one pass. A large map is None where the paged form left it to pages."""
+class Envelope(msgspec.Struct, kw_only=True):
+    """What a stored form holds besides the state's fields."""
 
     format: int
-    customer_id: str
-    as_of: _T
-    known_at: _T
-    profile: tuple[str, _S, _S, _S, _S, dict[str, Any] | None, _T, _T, _T, _T]
-    cards: dict[str, tuple[_S, _S, _N, _N, int, int, _S, _N, dict[str, PendingEntry], _T, _S]]
-    tiers: dict[str, tuple[_S, _S, datetime, _S]]
-    gift_cards: dict[str, tuple[_S, _S, _N, _N, _T, _S]]
-    segments: dict[str, Segment]
-    orders: dict[str, Order] | None  # None: stored apart
-    redemptions: tuple[int, int, int, int]
-    reward_redemptions: dict[str, RewardRedemption] | None
-    referred_by: dict[str, str]
-    vouchers: dict[str, Voucher] | None
-    messaging: dict[str, tuple[str, datetime, int, int, int]]
-    custom_events: dict[str, tuple[int, datetime]]
-    validations: tuple[int, int]
-    activities: tuple[int, _T, _T, _S, int]
-    gaps: list[tuple[str, str, str, datetime, _S, int, int, int]]
     base: str | None = None  # the delta form: stored against this key's state
-    removed: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    removed: dict[str, list[str]] = {}
 
 
+def _stored_type(f: shape.Field) -> Any:
+    if f.name in LARGE_MAPS:
+        return f.type | None  # None: stored apart (the paged form)
+    if f.kind is shape.Kind.OBJECT_LIST and f.entry is Gap:
+        row = tuple(g.type for g in shape.fields(Gap))
+        return list[tuple[row]]  # type: ignore[valid-type]
+    return f.type
+
+
+# The compact form of any of the three formats, typed: msgspec parses it and its times in one
+# pass. Its fields are the state's (`Envelope`'s besides), and typed as the state declares
+# them, but that a large map is None where the paged form left it to pages, and a gap a row.
+Stored = cast(
+    type[Envelope],
+    msgspec.defstruct(
+        "Stored",
+        [(f.name, _stored_type(f)) for f in shape.fields(CustomerState)],
+        bases=(Envelope,),
+        kw_only=True,
+        module=__name__,
+    ),
+)
 _decode = msgspec.json.Decoder(Stored).decode
 _encoder = msgspec.json.Encoder(enc_hook=_time_subclass)
 encode = _encoder.encode
@@ -191,7 +131,7 @@ def load(stored: bytes | str) -> CustomerState:
     return state
 
 
-def read(stored: bytes | str) -> tuple[CustomerState, Stored | None]:
+def read(stored: bytes | str) -> tuple[CustomerState, Envelope | None]:
     """The state `stored` holds, and its typed compact form (None for the public form)."""
     try:
         j = _decode(stored)
@@ -202,39 +142,17 @@ def read(stored: bytes | str) -> tuple[CustomerState, Stored | None]:
     return _state(j), j
 
 
-def _state(j: Stored) -> CustomerState:
-    return CustomerState(
-        customer_id=j.customer_id,
-        as_of=j.as_of,
-        known_at=j.known_at,
-        profile=Profile(*j.profile),
-        cards={
-            k: LoyaltyCard(
-                c[0],
-                c[1],
-                c[2],
-                c[3],
-                c[4],
-                c[5],
-                c[6],
-                c[7],
-                c[8],
-                c[9],
-                c[10],
-            )
-            for k, c in j.cards.items()
-        },
-        tiers={k: Tier(*x) for k, x in j.tiers.items()},
-        gift_cards={k: GiftCard(*g) for k, g in j.gift_cards.items()},
-        segments=j.segments,
-        orders=j.orders if j.orders is not None else {},
-        redemptions=Redemptions(*j.redemptions),
-        reward_redemptions=j.reward_redemptions if j.reward_redemptions is not None else {},
-        referred_by=j.referred_by,
-        vouchers=j.vouchers if j.vouchers is not None else {},
-        messaging={k: Messaging(*m) for k, m in j.messaging.items()},
-        custom_events={k: CustomEvent(*e) for k, e in j.custom_events.items()},
-        validations=Validations(*j.validations),
-        activities=Activities(*j.activities),
-        gaps=[Gap(*g) for g in j.gaps],
-    )
+_STATE_FIELDS = shape.names(CustomerState)
+_values = attrgetter(*_STATE_FIELDS)
+
+
+def _state(j: Envelope) -> CustomerState:
+    """The state a typed compact form holds: its objects are already the state's, but
+    the large maps left to pages (None: empty here) and the gaps (rows: made `Gap`s)."""
+    s = CustomerState(*_values(j))
+    for name in LARGE_MAPS:
+        if getattr(s, name) is None:
+            setattr(s, name, {})
+    if s.gaps:
+        s.gaps = [Gap(*row) for row in cast(list[tuple[Any, ...]], s.gaps)]
+    return s
