@@ -12,7 +12,9 @@ import gzip
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, ClassVar
 
+import msgspec
 import orjson
 import pytest
 from freezegun import freeze_time
@@ -27,7 +29,9 @@ from custate.domain import (
     fold_all,
     ordered,
     parse_activity,
+    shape,
 )
+from custate.domain.state import Gap, Profile
 
 from .builders import (
     Json,
@@ -326,6 +330,146 @@ def test_a_stand_in_for_datetime_is_stored_as_a_datetime_is() -> None:
     assert snapshot.dump(s) == snapshot.dump(real).replace(b'"2025-06-02T03:04:05.678901Z"', offset)
     assert orjson.dumps(s.to_json()) == orjson.dumps(real.to_json())
     assert snapshot.load(snapshot.dump(s)) == real
+
+
+# -- the description of the state ----------------------------------------------------------
+
+
+class _Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    points: int
+    at: datetime
+
+
+class _Card(msgspec.Struct, array_like=True, gc=False):
+    balance: int | None = None
+    since: datetime | None = None
+    tags: list[str] = []
+    entries: dict[str, _Entry] = {}
+    extra: dict[str, Any] | None = None
+
+
+class _Holder(msgspec.Struct):
+    name: str
+    cards: dict[str, _Card] = {}
+    refs: dict[str, str] = {}
+    shared: dict[str, _Entry] = {}
+
+    json_layout: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("name", "name"),
+        ("wallet.total", "total"),
+        ("wallet.cards", "cards"),
+        ("refs", "refs"),
+        ("shared", "shared"),
+    )
+
+    @property
+    def total(self) -> int:
+        return sum(c.balance or 0 for c in self.cards.values())
+
+
+def _holder() -> _Holder:
+    at = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    card = _Card(7, at, ["b", "a"], {"e2": _Entry(2, at), "e1": _Entry(1, at)}, {"z": 1, "a": 2})
+    return _Holder("h", {"c2": card, "c1": _Card()}, {"y": "1", "x": "2"}, {"s": _Entry(3, at)})
+
+
+def test_a_declared_class_renders_its_fields_in_order_with_its_maps_sorted() -> None:
+    """The JSON of a class is derived from its declaration alone: fields in declared order
+    (laid out as its `json_layout` says), times as ISO text, maps of the state sorted by
+    key, a JSON value (`extra`) as it is, computed sources rendered."""
+    j = shape.render(_holder())
+    assert orjson.dumps(j) == orjson.dumps(
+        {
+            "name": "h",
+            "wallet": {
+                "total": 7,
+                "cards": {
+                    "c1": {
+                        "balance": None,
+                        "since": None,
+                        "tags": [],
+                        "entries": {},
+                        "extra": None,
+                    },
+                    "c2": {
+                        "balance": 7,
+                        "since": "2025-01-02T03:04:05.000000Z",
+                        "tags": ["b", "a"],
+                        "entries": {
+                            "e1": {"points": 1, "at": "2025-01-02T03:04:05.000000Z"},
+                            "e2": {"points": 2, "at": "2025-01-02T03:04:05.000000Z"},
+                        },
+                        "extra": {"z": 1, "a": 2},
+                    },
+                },
+            },
+            "refs": {"x": "2", "y": "1"},
+            "shared": {"s": {"points": 3, "at": "2025-01-02T03:04:05.000000Z"}},
+        }
+    )
+    assert shape.reader(_Holder)(j) == _holder()
+    assert shape.json_paths(_Holder)["cards"] == "wallet.cards"
+    assert shape.entry_classes(_Holder, shape.Kind.OBJECTS) == {"cards": _Card, "shared": _Entry}
+
+
+def test_a_field_missing_from_the_json_takes_its_default() -> None:
+    j = shape.render(_holder())
+    del j["wallet"]["cards"]["c2"]["tags"], j["refs"]
+    back = shape.reader(_Holder)(j)
+    assert back.cards["c2"].tags == []
+    assert back.refs == {}
+    del j["name"]
+    with pytest.raises(KeyError):
+        shape.reader(_Holder)(j)
+
+
+def test_a_copy_can_be_changed_without_changing_the_original() -> None:
+    """A copy copies what the fold changes in place (the mutable objects, and every map
+    and list), and shares the frozen entries, which it only ever replaces."""
+    original = _holder()
+    before = shape.render(original)
+    copy = shape.copier(_Holder)(original)
+    assert copy == original
+    copy.cards["c2"].balance = 9
+    copy.cards["c2"].entries["e3"] = copy.cards["c2"].entries.pop("e1")
+    copy.cards["c2"].tags.append("c")
+    copy.cards["new"] = _Card()
+    copy.refs["w"] = "3"
+    copy.shared.clear()
+    assert shape.render(original) == before
+    assert shape.copier(_Holder)(original).shared["s"] is original.shared["s"]
+
+
+def test_the_description_of_the_state_matches_its_json() -> None:
+    """`json_paths` says where each field of the state lies in its JSON, and each map of
+    objects holds, in the JSON, objects with exactly their class's fields (and computed
+    ones) in order: what the audit's paths and the read model's rows can derive from."""
+    s = rich_state()
+    j = s.to_json()
+    paths = shape.json_paths(CustomerState)
+    assert set(shape.names(CustomerState)) <= set(paths)
+    for name, path in paths.items():
+        value = j
+        for part in path.split("."):
+            value = value[part]
+        if name in shape.entry_classes(CustomerState, shape.Kind.OBJECTS):
+            entry = shape.entry_classes(CustomerState)[name]
+            keys = [*shape.names(entry), *getattr(entry, "json_computed", ())]
+            assert value, name
+            assert all(list(v) == keys for v in value.values()), name
+    assert list(j["gaps"][0]) == [*shape.names(Gap), "missing"]
+
+
+def test_an_array_stored_before_a_field_was_appended_loads_with_its_default() -> None:
+    """A new field goes last in its class, with a default: a stored array without it
+    still loads (here: a profile stored without its last field, `confirmed_at`)."""
+    assert shape.names(Profile)[-1] == "confirmed_at"
+    stored = _golden("stored").replace(b',"2025-01-01T12:00:01.250000Z"],"cards"', b'],"cards"')
+    assert stored != _golden("stored")
+    back = snapshot.load(stored)
+    expected = rich_state()
+    expected.profile.confirmed_at = None
+    assert back == expected
 
 
 def write_golden() -> None:  # pragma: no cover - run by hand, once
