@@ -47,6 +47,7 @@ __all__ = [
     "field",
     "fields",
     "frozen",
+    "generate",
     "getter",
     "json_paths",
     "names",
@@ -245,7 +246,7 @@ def _renderer(cls: type) -> Callable[[Any], Json]:
         for part in outer:
             at = at.setdefault(part, {})
         at[key] = _render_expression(own.get(source), f"o.{source}", ns)
-    return _compile("render", f"def render(o):\n    return {_display(tree)}\n", ns, cls)
+    return generate("render", f"def render(o):\n    return {_display(tree)}\n", ns, cls)
 
 
 def _display(tree: dict[str, Any]) -> str:
@@ -253,10 +254,11 @@ def _display(tree: dict[str, Any]) -> str:
     return "{" + ", ".join(items) + "}"
 
 
-def _compile(name: str, source: str, ns: dict[str, Any], cls: type) -> Callable[..., Any]:
-    """The function `name` that `source` defines, with `ns` as its globals. The renderers
-    and readers are generated per class, as `dataclasses` generates `__init__`: each is
-    then one display, as fast as one written out by hand (the JSON of a long history is
+def generate(name: str, source: str, ns: dict[str, Any], cls: type) -> Callable[..., Any]:
+    """The function `name` that `source` defines, with `ns` as its globals, for class
+    `cls`. The renderers, readers and copies (and the stored form's codec) are generated
+    per class from its declared fields, as `dataclasses` generates `__init__`: each is then
+    one display, as fast as one written out by hand (the JSON of a long history is
     thousands of objects). The source is the function's `__doc__`."""
     exec(source, ns)  # source made above from the declared fields' names only
     function: types.FunctionType = ns[name]
@@ -336,7 +338,7 @@ def _reader(cls: type) -> Callable[[Json], Any]:
         "    except KeyError:\n"
         f"        return cls({', '.join(lenient)})\n"
     )
-    return _compile("read", source, ns, cls)
+    return generate("read", source, ns, cls)
 
 
 # -- copies ------------------------------------------------------------------------------------
@@ -377,14 +379,26 @@ def copier(cls: type[_T]) -> Callable[[_T], _T]:
 def _copier(cls: type) -> Callable[[Any], Any]:
     if frozen(cls):
         return lambda obj: obj
-    if not issubclass(cls, msgspec.Struct):
-        raise TypeError(f"{cls.__name__}: a mutable class of the state must be a Struct")
-    replace = msgspec.structs.replace
-    convert = tuple((f.name, c) for f in fields(cls) if (c := _copy_value(f)))
-    if not convert:
-        return replace  # with no changes: a shallow copy, in C
+    convert = {f.name: c for f in fields(cls) if (c := _copy_value(f))}
+    if issubclass(cls, msgspec.Struct):
+        replace = msgspec.structs.replace
+        if not convert:
+            return replace  # with no changes: a shallow copy, in C
 
-    def copy(obj: Any) -> Any:
-        return replace(obj, **{name: conv(getattr(obj, name)) for name, conv in convert})
+        def copy(obj: Any) -> Any:
+            return replace(
+                obj, **{name: conv(getattr(obj, name)) for name, conv in convert.items()}
+            )
 
-    return copy
+        return copy
+    # A dataclass: through its constructor, generated (`copy.copy`, through
+    # `__reduce_ex__`, costs ten times as much, and a late activity makes two copies).
+    ns: dict[str, Any] = {"cls": cls}
+    args = []
+    for name in names(cls):
+        if name in convert:
+            ns[f"copy_{name}"] = convert[name]
+            args.append(f"copy_{name}(o.{name})")
+        else:
+            args.append(f"o.{name}")
+    return generate("copy", f"def copy(o):\n    return cls({', '.join(args)})\n", ns, cls)

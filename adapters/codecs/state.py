@@ -21,15 +21,15 @@ fills in the missing trailing fields). Why this form, and its figures: docs/DECI
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
-from operator import attrgetter
 from typing import Any, cast
 
 import msgspec
 import orjson
 
 from custate.domain import shape
-from custate.domain.state import CustomerState, Gap
+from custate.domain.state import CustomerState
 
 FORMAT = 1
 # The format numbers of the other two forms, known here so that the one reader below can
@@ -71,14 +71,82 @@ def encode_text(compact_form: dict[str, Any]) -> str:
 
 def compact(s: CustomerState) -> dict[str, Any]:
     """`s` as the stored form's object, for msgspec to encode: `"format"`, then the state's
-    fields by name in order, each object an array of its fields in order (Structs, which
-    msgspec writes so), and the gaps as rows of theirs (`Gap` is a dataclass)."""
-    form = {"format": FORMAT, **msgspec.structs.asdict(s)}
-    form["gaps"] = [_gap_row(g) for g in s.gaps]
-    return form
+    fields by name in order, each object an array of its fields in order: msgspec writes the
+    Structs so, and the dataclasses (the objects the fold changes in place, and the gaps)
+    are made rows of theirs here."""
+    return _compact(s)
 
 
-_gap_row = shape.getter(Gap)
+def _row_struct(cls: type) -> type[msgspec.Struct]:
+    """An array-like Struct with the fields of dataclass `cls` (types and defaults): a
+    stored row is read as one, so that it is typed, times included, and a row stored
+    before a field was appended reads too."""
+    spec: list[Any] = []
+    for g in shape.fields(cls):
+        assert g.entry is None or issubclass(g.entry, msgspec.Struct), (cls, g.name)
+        if g.default_factory is not msgspec.NODEFAULT:
+            spec.append((g.name, g.type, msgspec.field(default_factory=g.default_factory)))
+        elif g.default is not msgspec.NODEFAULT:
+            spec.append((g.name, g.type, g.default))
+        else:
+            spec.append((g.name, g.type))
+    return msgspec.defstruct(f"{cls.__name__}Row", spec, array_like=True, gc=False, module=__name__)
+
+
+def _codec() -> tuple[
+    Callable[[CustomerState], dict[str, Any]], Callable[[Any], CustomerState], list[tuple[str, Any]]
+]:
+    """The stored form's writer (`compact`), its reader from the typed form (`_state`), and
+    the typed form's fields, generated from the state's declared fields. A field that holds
+    Structs is written and read by msgspec as it is; one that holds dataclasses (the
+    objects the fold changes in place, the gaps) as rows of their fields."""
+    ns: dict[str, Any] = {
+        "FORMAT": FORMAT,
+        "CustomerState": CustomerState,
+        "astuple": msgspec.structs.astuple,
+    }
+    out, back, typed, head = ['"format": FORMAT'], [], [], []
+    for f in shape.fields(CustomerState):
+        value, stored, t = f"s.{f.name}", f"j.{f.name}", f.type
+        cls = f.entry
+        if cls is not None and not issubclass(cls, msgspec.Struct):
+            row = _row_struct(cls)
+            ns[f"cls_{f.name}"] = cls
+            # A list display, not `attrgetter`: its attribute loads are specialised.
+            as_row = "[" + ", ".join(f"v.{name}" for name in shape.names(cls)) + "]"
+            one = f"cls_{f.name}(*astuple(r))"
+            if f.kind is shape.Kind.OBJECT:
+                t = row
+                head.append(f"    {f.name} = {value}\n")
+                value = "[" + ", ".join(f"{f.name}.{name}" for name in shape.names(cls)) + "]"
+                stored = f"cls_{f.name}(*astuple({stored}))"
+            elif f.kind is shape.Kind.OBJECTS:
+                t = dict[str, row]  # type: ignore[valid-type]
+                value = f"{{k: {as_row} for k, v in {value}.items()}}"
+                stored = f"{{k: {one} for k, r in {stored}.items()}}"
+            else:
+                t = list[row]  # type: ignore[valid-type]
+                value = f"[{as_row} for v in {value}]"
+                stored = f"[{one} for r in {stored}]"
+        if f.name in LARGE_MAPS:
+            t = t | None  # None: stored apart (the paged form)
+            stored = f"({stored} if {stored} is not None else {{}})"
+        out.append(f"{f.name!r}: {value}")
+        back.append(stored)
+        typed.append((f.name, t))
+    write = shape.generate(
+        "compact",
+        f"def compact(s):\n{''.join(head)}    return {{{', '.join(out)}}}\n",
+        ns,
+        CustomerState,
+    )
+    read = shape.generate(
+        "state", f"def state(j):\n    return CustomerState({', '.join(back)})\n", ns, CustomerState
+    )
+    return write, read, typed
+
+
+_compact, _state, _STORED_FIELDS = _codec()
 
 
 def _time_subclass(value: object) -> str:
@@ -96,15 +164,6 @@ class Envelope(msgspec.Struct, kw_only=True):
     removed: dict[str, list[str]] = {}
 
 
-def _stored_type(f: shape.Field) -> Any:
-    if f.name in LARGE_MAPS:
-        return f.type | None  # None: stored apart (the paged form)
-    if f.kind is shape.Kind.OBJECT_LIST and f.entry is Gap:
-        row = tuple(g.type for g in shape.fields(Gap))
-        return list[tuple[row]]  # type: ignore[valid-type]
-    return f.type
-
-
 # The compact form of any of the three formats, typed: msgspec parses it and its times in one
 # pass. Its fields are the state's (`Envelope`'s besides), and typed as the state declares
 # them, but that a large map is None where the paged form left it to pages, and a gap a row.
@@ -112,7 +171,7 @@ Stored = cast(
     type[Envelope],
     msgspec.defstruct(
         "Stored",
-        [(f.name, _stored_type(f)) for f in shape.fields(CustomerState)],
+        _STORED_FIELDS,
         bases=(Envelope,),
         kw_only=True,
         module=__name__,
@@ -140,19 +199,3 @@ def read(stored: bytes | str) -> tuple[CustomerState, Envelope | None]:
     if j.format not in (FORMAT, DELTA_FORMAT, PAGED_FORMAT):
         return CustomerState.from_json(orjson.loads(stored)), None
     return _state(j), j
-
-
-_STATE_FIELDS = shape.names(CustomerState)
-_values = attrgetter(*_STATE_FIELDS)
-
-
-def _state(j: Envelope) -> CustomerState:
-    """The state a typed compact form holds: its objects are already the state's, but
-    the large maps left to pages (None: empty here) and the gaps (rows: made `Gap`s)."""
-    s = CustomerState(*_values(j))
-    for name in LARGE_MAPS:
-        if getattr(s, name) is None:
-            setattr(s, name, {})
-    if s.gaps:
-        s.gaps = [Gap(*row) for row in cast(list[tuple[Any, ...]], s.gaps)]
-    return s
