@@ -1,11 +1,13 @@
 """The shape of the customer state, declared once, and what is derived from it.
 
 Each class of the state (`custate.domain.state`) declares its fields, in order, with their
-types: a msgspec Struct (or, for `Gap`, a frozen dataclass). Everything that needs to know
+types: a frozen msgspec Struct for the entries the fold only ever replaces, a slotted
+dataclass for the objects it changes in place (and `Gap`). Everything that needs to know
 the shape derives it from those declarations instead of spelling the fields out again:
 
 - `fields(cls)`: the fields of a class in order, each with its `Kind` (a time, an object
-  of another class of the state, a map of them, a plain map, a list...).
+  of another class of the state, a map of them, a plain map, a list...); `names(cls)`,
+  `field(cls, name)`, `entry_classes(cls, *kinds)` (which field holds which class).
 - `render(obj)` / `renderer(cls)`: the public JSON form (`to_json`). An object's JSON is its
   fields in order, times as ISO text (`format_time`), maps with their keys sorted, lists
   copied, then the attributes its class names in `json_computed` (a gap's `missing`). A
@@ -20,7 +22,8 @@ the shape derives it from those declarations instead of spelling the fields out 
 - `json_paths(cls)`: where each field (or computed source) lies in the JSON, dotted.
 
 The stored forms (`custate.adapters.codecs`) are the fields in order as well: msgspec
-writes and reads the Structs as arrays directly."""
+writes and reads the Structs as arrays directly, and the codec generates the rows of the
+dataclasses (`generate`)."""
 
 from __future__ import annotations
 

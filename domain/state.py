@@ -196,7 +196,7 @@ class Gap:
     balance it reports, so an activity between the two is missing upstream.
 
     A frozen dataclass, not a Struct: `projections.audit.CardGap` extends it as one. Its
-    stored form is the same array in field order (`row`)."""
+    stored form is an array in field order all the same (`row`)."""
 
     card_id: str
     kind: str  # "loyalty_card" | "gift_card"
