@@ -25,7 +25,8 @@ from custate.adapters.codecs.state import (
     encode_text,
     read,
 )
-from custate.domain.state import CustomerState, Order, RewardRedemption, Voucher
+from custate.domain import shape
+from custate.domain.state import CustomerState
 
 __all__ = [
     "ENTRY_PAGES",
@@ -71,10 +72,9 @@ def load_row(stored: bytes | str) -> tuple[CustomerState, tuple[str, ...]]:
     raise ValueError(f"not a state row: a stored state of format {j.format}")
 
 
+# Each large map's reader, typed as the state declares the map (`dict[str, Order]`...).
 _MAPS: dict[str, Callable[[str], dict[str, Any]]] = {
-    "orders": msgspec.json.Decoder(dict[str, Order]).decode,
-    "vouchers": msgspec.json.Decoder(dict[str, Voucher]).decode,
-    "reward_redemptions": msgspec.json.Decoder(dict[str, RewardRedemption]).decode,
+    name: msgspec.json.Decoder(shape.field(CustomerState, name).type).decode for name in LARGE_MAPS
 }
 
 

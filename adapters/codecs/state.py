@@ -1,46 +1,35 @@
 """The stored form of a whole `CustomerState` (format 1), for checkpoints and the read
 model's rows, and the typed reader that the delta and paged forms share.
 
-`CustomerState.to_json` is the public, self-describing form. This one keeps each entry as
-an array in field order and is written and read typed by msgspec, times included. It is
-still JSON with the public form's top-level names (`"gaps":[...]` included, so a stored
-state can be searched for gaps as text), and `"format"` names it:
+`CustomerState.to_json` is the public, self-describing form. This one is derived from the
+state's declared classes (`custate.domain.shape`): each object an array of its fields in
+declared order, written and read typed by msgspec, times included. It is still JSON with
+the state's field names at the top (the public form's names, but that `cards`, `tiers` and
+`referred_by` are not grouped; `"gaps":[...]` included, so a stored state can be searched
+for gaps as text), and `"format"` names it:
 
 - `FORMAT` (1): the whole state (`dump`, `dump_text`, `load`; `load` also reads the
   public form).
 - `codecs.delta.DELTA_FORMAT` (2): a checkpoint stored against another.
 - `codecs.paged.PAGED_FORMAT` (3): a row whose large maps are stored in pages.
 
-`load` refuses the other two rather than hand out a partial state. Why this form, and
-its figures: docs/DECISIONS.md (Read model)."""
+`load` refuses the other two rather than hand out a partial state. A field added to a
+class of the state goes last, with a default: arrays stored before it still load (msgspec
+fills in the missing trailing fields). Why this form, and its figures: docs/DECISIONS.md
+(Read model)."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import orjson
 
-from custate.domain.state import (
-    Activities,
-    CustomerState,
-    CustomEvent,
-    Gap,
-    GiftCard,
-    LoyaltyCard,
-    Messaging,
-    Order,
-    PendingEntry,
-    Profile,
-    Redemptions,
-    RewardRedemption,
-    Segment,
-    Tier,
-    Validations,
-    Voucher,
-)
+from custate.domain import shape
+from custate.domain.state import CustomerState
 
 FORMAT = 1
 # The format numbers of the other two forms, known here so that the one reader below can
@@ -81,61 +70,83 @@ def encode_text(compact_form: dict[str, Any]) -> str:
 
 
 def compact(s: CustomerState) -> dict[str, Any]:
-    p = s.profile
-    a = s.activities
-    r = s.redemptions
-    return {
-        "format": FORMAT,
-        "customer_id": s.customer_id,
-        "as_of": s.as_of,
-        "known_at": s.known_at,
-        "profile": [
-            p.status,
-            p.source_id,
-            p.name,
-            p.email,
-            p.phone,
-            p.metadata,
-            p.created_at,
-            p.updated_at,
-            p.deleted_at,
-            p.confirmed_at,
-        ],
-        "cards": {
-            k: [
-                c.campaign_id,
-                c.code,
-                c.balance,
-                c.total,
-                c.pending_points,
-                c.expired_points,
-                c.next_expiration_date,
-                c.next_expiration_points,
-                c.pending,
-                c.updated_at,
-                c.updated_by,
-            ]
-            for k, c in s.cards.items()
-        },
-        "tiers": {k: [t.tier_id, t.tier_name, t.since, t.expires_at] for k, t in s.tiers.items()},
-        "gift_cards": {
-            k: [g.campaign_id, g.code, g.balance, g.total, g.updated_at, g.updated_by]
-            for k, g in s.gift_cards.items()
-        },
-        "segments": s.segments,
-        "orders": s.orders,
-        "redemptions": [r.succeeded, r.failed, r.rollback_succeeded, r.rollback_failed],
-        "reward_redemptions": s.reward_redemptions,
-        "referred_by": s.referred_by,
-        "vouchers": s.vouchers,
-        "messaging": {
-            k: [m.status, m.at, m.sent, m.failed, m.recovered] for k, m in s.messaging.items()
-        },
-        "custom_events": {k: [e.count, e.last_at] for k, e in s.custom_events.items()},
-        "validations": [s.validations.succeeded, s.validations.failed],
-        "activities": [a.count, a.first_at, a.last_at, a.last_id, a.unrecognized],
-        "gaps": [g.row() for g in s.gaps],
+    """`s` as the stored form's object, for msgspec to encode: `"format"`, then the state's
+    fields by name in order, each object an array of its fields in order: msgspec writes the
+    Structs so, and the dataclasses (the objects the fold changes in place, and the gaps)
+    are made rows of theirs here."""
+    return _compact(s)
+
+
+def _row_struct(cls: type) -> type[msgspec.Struct]:
+    """An array-like Struct with the fields of dataclass `cls` (types and defaults): a
+    stored row is read as one, so that it is typed, times included, and a row stored
+    before a field was appended reads too."""
+    spec: list[Any] = []
+    for g in shape.fields(cls):
+        assert g.entry is None or issubclass(g.entry, msgspec.Struct), (cls, g.name)
+        if g.default_factory is not msgspec.NODEFAULT:
+            spec.append((g.name, g.type, msgspec.field(default_factory=g.default_factory)))
+        elif g.default is not msgspec.NODEFAULT:
+            spec.append((g.name, g.type, g.default))
+        else:
+            spec.append((g.name, g.type))
+    return msgspec.defstruct(f"{cls.__name__}Row", spec, array_like=True, gc=False, module=__name__)
+
+
+def _codec() -> tuple[
+    Callable[[CustomerState], dict[str, Any]], Callable[[Any], CustomerState], list[tuple[str, Any]]
+]:
+    """The stored form's writer (`compact`), its reader from the typed form (`_state`), and
+    the typed form's fields, generated from the state's declared fields. A field that holds
+    Structs is written and read by msgspec as it is; one that holds dataclasses (the
+    objects the fold changes in place, the gaps) as rows of their fields."""
+    ns: dict[str, Any] = {
+        "FORMAT": FORMAT,
+        "CustomerState": CustomerState,
+        "astuple": msgspec.structs.astuple,
     }
+    out, back, typed, head = ['"format": FORMAT'], [], [], []
+    for f in shape.fields(CustomerState):
+        value, stored, t = f"s.{f.name}", f"j.{f.name}", f.type
+        cls = f.entry
+        if cls is not None and not issubclass(cls, msgspec.Struct):
+            row = _row_struct(cls)
+            ns[f"cls_{f.name}"] = cls
+            # A list display, not `attrgetter`: its attribute loads are specialised.
+            as_row = "[" + ", ".join(f"v.{name}" for name in shape.names(cls)) + "]"
+            one = f"cls_{f.name}(*astuple(r))"
+            if f.kind is shape.Kind.OBJECT:
+                t = row
+                head.append(f"    {f.name} = {value}\n")
+                value = "[" + ", ".join(f"{f.name}.{name}" for name in shape.names(cls)) + "]"
+                stored = f"cls_{f.name}(*astuple({stored}))"
+            elif f.kind is shape.Kind.OBJECTS:
+                t = dict[str, row]  # type: ignore[valid-type]
+                value = f"{{k: {as_row} for k, v in {value}.items()}}"
+                stored = f"{{k: {one} for k, r in {stored}.items()}}"
+            else:
+                t = list[row]  # type: ignore[valid-type]
+                value = f"[{as_row} for v in {value}]"
+                stored = f"[{one} for r in {stored}]"
+        if f.name in LARGE_MAPS:
+            t = t | None  # None: stored apart (the paged form)
+            stored = f"({stored} if {stored} is not None else {{}})"
+        out.append(f"{f.name!r}: {value}")
+        back.append(stored)
+        typed.append((f.name, t))
+    write = shape.generate(
+        "compact",
+        f"def compact(s):\n{''.join(head)}    return {{{', '.join(out)}}}\n",
+        ns,
+        CustomerState,
+    )
+    read = shape.generate(
+        "state", f"def state(j):\n    return CustomerState({', '.join(back)})\n", ns, CustomerState
+    )
+    return write, read, typed
+
+
+_compact, _state, _STORED_FIELDS = _codec()
 
 
 def _time_subclass(value: object) -> str:
@@ -145,39 +156,27 @@ def _time_subclass(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-# Optional time, text, number: the compact form's cells.
-_T = datetime | None
-_S = str | None
-_N = int | None
-
-
-class Stored(msgspec.Struct):
-    """The compact form of any of the three formats, typed: msgspec parses it and its times
-    in one pass. A large map is None where the paged form left it to pages."""
+class Envelope(msgspec.Struct, kw_only=True):
+    """What a stored form holds besides the state's fields."""
 
     format: int
-    customer_id: str
-    as_of: _T
-    known_at: _T
-    profile: tuple[str, _S, _S, _S, _S, dict[str, Any] | None, _T, _T, _T, _T]
-    cards: dict[str, tuple[_S, _S, _N, _N, int, int, _S, _N, dict[str, PendingEntry], _T, _S]]
-    tiers: dict[str, tuple[_S, _S, datetime, _S]]
-    gift_cards: dict[str, tuple[_S, _S, _N, _N, _T, _S]]
-    segments: dict[str, Segment]
-    orders: dict[str, Order] | None  # None: stored apart
-    redemptions: tuple[int, int, int, int]
-    reward_redemptions: dict[str, RewardRedemption] | None
-    referred_by: dict[str, str]
-    vouchers: dict[str, Voucher] | None
-    messaging: dict[str, tuple[str, datetime, int, int, int]]
-    custom_events: dict[str, tuple[int, datetime]]
-    validations: tuple[int, int]
-    activities: tuple[int, _T, _T, _S, int]
-    gaps: list[tuple[str, str, str, datetime, _S, int, int, int]]
     base: str | None = None  # the delta form: stored against this key's state
-    removed: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    removed: dict[str, list[str]] = {}
 
 
+# The compact form of any of the three formats, typed: msgspec parses it and its times in one
+# pass. Its fields are the state's (`Envelope`'s besides), and typed as the state declares
+# them, but that a large map is None where the paged form left it to pages, and a gap a row.
+Stored = cast(
+    type[Envelope],
+    msgspec.defstruct(
+        "Stored",
+        _STORED_FIELDS,
+        bases=(Envelope,),
+        kw_only=True,
+        module=__name__,
+    ),
+)
 _decode = msgspec.json.Decoder(Stored).decode
 _encoder = msgspec.json.Encoder(enc_hook=_time_subclass)
 encode = _encoder.encode
@@ -191,7 +190,7 @@ def load(stored: bytes | str) -> CustomerState:
     return state
 
 
-def read(stored: bytes | str) -> tuple[CustomerState, Stored | None]:
+def read(stored: bytes | str) -> tuple[CustomerState, Envelope | None]:
     """The state `stored` holds, and its typed compact form (None for the public form)."""
     try:
         j = _decode(stored)
@@ -200,41 +199,3 @@ def read(stored: bytes | str) -> tuple[CustomerState, Stored | None]:
     if j.format not in (FORMAT, DELTA_FORMAT, PAGED_FORMAT):
         return CustomerState.from_json(orjson.loads(stored)), None
     return _state(j), j
-
-
-def _state(j: Stored) -> CustomerState:
-    return CustomerState(
-        customer_id=j.customer_id,
-        as_of=j.as_of,
-        known_at=j.known_at,
-        profile=Profile(*j.profile),
-        cards={
-            k: LoyaltyCard(
-                c[0],
-                c[1],
-                c[2],
-                c[3],
-                c[4],
-                c[5],
-                c[6],
-                c[7],
-                c[8],
-                c[9],
-                c[10],
-            )
-            for k, c in j.cards.items()
-        },
-        tiers={k: Tier(*x) for k, x in j.tiers.items()},
-        gift_cards={k: GiftCard(*g) for k, g in j.gift_cards.items()},
-        segments=j.segments,
-        orders=j.orders if j.orders is not None else {},
-        redemptions=Redemptions(*j.redemptions),
-        reward_redemptions=j.reward_redemptions if j.reward_redemptions is not None else {},
-        referred_by=j.referred_by,
-        vouchers=j.vouchers if j.vouchers is not None else {},
-        messaging={k: Messaging(*m) for k, m in j.messaging.items()},
-        custom_events={k: CustomEvent(*e) for k, e in j.custom_events.items()},
-        validations=Validations(*j.validations),
-        activities=Activities(*j.activities),
-        gaps=[Gap(*g) for g in j.gaps],
-    )
