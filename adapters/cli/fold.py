@@ -5,13 +5,12 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import orjson
 import typer
 
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
 from custate.adapters.cli.common import cut, fail, warn
-from custate.adapters.readers import BadRecord, SourceError, check_readable, read_paths
-from custate.domain import Activity, fold_all
+from custate.adapters.foldfiles import SpillError, fold_files, parse_size
+from custate.adapters.readers import SourceError, check_readable
 
 
 @app.command()
@@ -28,42 +27,31 @@ def fold(
         str | None,
         typer.Option("--as-of", help="Business-time cut: ISO date-time with zone, or a date."),
     ] = None,
+    memory: Annotated[
+        str,
+        typer.Option(
+            "--memory",
+            metavar="SIZE",
+            help="Hold activities in memory up to about SIZE (e.g. 512MB, 2GB); "
+            "a larger input is folded from a temporary file, with the same output.",
+        ),
+    ] = "256MB",
 ) -> None:
     """Fold activity files into each customer's state, printed as JSON lines."""
     t = cut(as_of, "--as-of")
     try:
+        budget = parse_size(memory)
+    except ValueError as e:
+        fail(f"--memory: {e}")
+    try:
         check_readable(paths)
     except SourceError as e:
         fail(str(e))
-    bad = 0
-    seen: dict[str, tuple[bytes, str]] = {}
-    activities: list[Activity] = []
-    try:
-        for item in read_paths(paths, customer):
-            if isinstance(item, BadRecord):
-                bad += 1
-                warn(str(item))
-                continue
-            a = item.activity
-            where = f"{item.source} {item.location}"
-            if a.id in seen:
-                first_content, first_where = seen[a.id]
-                if a.content() != first_content:
-                    bad += 1
-                    warn(
-                        f"{where}: id: conflict: {a.id} was first read at {first_where} "
-                        "with different content; the first one is kept"
-                    )
-                continue
-            seen[a.id] = (a.content(), where)
-            activities.append(a)
-    except SourceError as e:
-        fail(str(e))
-    if customer is not None:
-        activities = [a for a in activities if a.customer_id == customer]
     out = sys.stdout.buffer
-    for state in fold_all(activities, as_of=t).values():
-        out.write(orjson.dumps(state.to_json()) + b"\n")
+    try:
+        bad = fold_files(paths, out, warn, customer=customer, as_of=t, memory=budget)
+    except (SourceError, SpillError) as e:
+        fail(str(e))
     out.flush()
     if bad:
         warn(f"custate: {bad} bad record(s); the rest were folded")
