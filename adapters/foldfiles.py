@@ -40,8 +40,8 @@ one is folded from disk."""
 
 HELD_PER_CONTENT_BYTE = 8
 """What an activity held in memory costs (the parsed record, its typed views and its content
-kept to tell redeliveries apart), per byte of its content: measured 8.1 on generated
-Voucherify histories."""
+kept to tell redeliveries apart), per byte of its content: about 8 on generated Voucherify
+histories (bench/README.md, "Fold memory")."""
 
 HELD_PER_ACTIVITY = 512
 """And the fixed part of that cost, which dominates for an activity with a tiny payload."""
