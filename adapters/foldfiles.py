@@ -246,7 +246,8 @@ class _Spill:
         )
 
     def states(self, customer: str | None, as_of: datetime | None) -> Iterator[CustomerState]:
-        """Each customer's state, in customer-id order, folded from disk in fold order."""
+        """Each customer's state, in customer-id order, folded from disk in fold order. Only
+        the activities of `customer`, when given, were kept with their fold input."""
         db = self._db
         db.execute("COMMIT")
         db.execute(_INDEX)
