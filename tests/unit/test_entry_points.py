@@ -26,6 +26,7 @@ ALLOWED = (
     "custate.adapters.pull",  # `custate pull` runs it
     "custate.adapters.voucherify",  # the Voucherify API client pull reads with
     "custate.adapters.readers",  # input formats: bytes and files to records
+    "custate.adapters.foldfiles",  # `custate fold`: files to states, with no store
     "custate.adapters.report",  # the HTML report
 )
 # The service's parts (attributes kept for tests and tools): entry points call its methods.
