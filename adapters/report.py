@@ -25,7 +25,7 @@ import orjson
 
 from custate.domain import Activity, CustomerState, format_time
 from custate.domain.state import Gap
-from custate.projections.audit import ADDED, REMOVED, ActivityRef, HistoryEntry
+from custate.projections.audit import ADDED, REMOVED, ActivityRef, HistoryEntry, corrections
 
 __all__ = ["Provenance", "campaign_names", "custate_version", "mask_password", "render_report"]
 
@@ -40,11 +40,17 @@ SPAN_CHAR_W = 6.5
 VALUE_CHARS = 120  # a before/after value longer than this is cut, whole in its title
 BINS = 120  # bars of the activity chart
 PALETTE = ("#2563eb", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777", "#4b5563")
-LATE = "#d97706"
-GAP = "#dc2626"
 
 _PASSWORD = re.compile(r"^([A-Za-z][\w+.-]*://[^:/?#@]*:)[^/?#]*@")
 _PASSWORD_PARAM = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
+def custate_version() -> str:
+    """The installed custate's version, or "unknown" when it is not installed."""
+    try:
+        return importlib.metadata.version("custate")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +61,8 @@ class Provenance:
 
     store: str
     made_at: datetime
-    version: str = field(default_factory=lambda: custate_version())
+    version: str = field(default_factory=custate_version)
     known_at: datetime | None = None
-
-
-def custate_version() -> str:
-    """The installed custate's version, or "unknown" when it is not installed."""
-    try:
-        return importlib.metadata.version("custate")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def mask_password(url: str) -> str:
@@ -86,7 +84,7 @@ def campaign_names(activities: Iterable[Activity], as_of: datetime | None = None
 
 # -- what the history says over time ----------------------------------------------------------
 
-Point = tuple[datetime, int, ActivityRef | None]  # time, value, the activity when it was late
+_Point = tuple[datetime, int, ActivityRef | None]  # time, value, the activity when it was late
 
 
 @dataclass(slots=True)
@@ -100,9 +98,9 @@ class _Span:
 
 @dataclass(slots=True)
 class _Series:
-    points: dict[str, list[Point]] = field(default_factory=dict)
-    pending: dict[str, list[Point]] = field(default_factory=dict)
-    gift: dict[str, list[Point]] = field(default_factory=dict)
+    points: dict[str, list[_Point]] = field(default_factory=dict)
+    pending: dict[str, list[_Point]] = field(default_factory=dict)
+    gift: dict[str, list[_Point]] = field(default_factory=dict)
     tiers: dict[str, list[_Span]] = field(default_factory=dict)
     segments: dict[str, list[_Span]] = field(default_factory=dict)
     tier_names: dict[str, str] = field(default_factory=dict)
@@ -172,17 +170,16 @@ def _series(entries: Sequence[HistoryEntry]) -> _Series:
 class _Names:
     campaigns: Mapping[str, str]
     codes: Mapping[str, str]
-    programs: Mapping[str, str]
-    tiers: Mapping[str, str]
-    segments: Mapping[str, str]
+    programs: Mapping[str, str]  # card id -> campaign id
 
     def program(self, campaign_id: str | None) -> tuple[str, str]:
-        """(name, id); the name is the id when no activity named the campaign."""
+        """(name, id); the name is empty when no activity named the campaign."""
         if not campaign_id:
             return ("no program", "")
         return (self.campaigns.get(campaign_id, ""), campaign_id)
 
     def card(self, card_id: str) -> tuple[str, str]:
+        """(code, id); the code is empty when no activity gave it."""
         return (self.codes.get(card_id, ""), card_id)
 
 
@@ -190,17 +187,14 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _cut(text: str, n: int) -> str:
+def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _w(text: str) -> str:
     """Escaped, with line-break opportunities after the dots of paths and types, so that a
     narrow cell breaks them there rather than anywhere."""
-    return _BREAK.sub(r"\1<wbr>", _e(text))
-
-
-_BREAK = re.compile(r"(\.)")
+    return _e(text).replace(".", ".<wbr>")
 
 
 def _named(name: str, ident: str, block: bool = False) -> str:
@@ -229,7 +223,7 @@ def _value(value: Any) -> str:
     text = orjson.dumps(value).decode()
     if len(text) <= VALUE_CHARS:
         return f'<span class="v">{_e(text)}</span>'
-    return f'<span class="v" title="{_e(text)}">{_e(_cut(text, VALUE_CHARS))}</span>'
+    return f'<span class="v" title="{_e(text)}">{_e(_clip(text, VALUE_CHARS))}</span>'
 
 
 # -- charts -----------------------------------------------------------------------------------
@@ -292,13 +286,13 @@ def _lane_label(y: float, name: str, ident: str) -> str:
     if name and ident and name != ident:
         return (
             f'<text x="{LEFT - 8}" y="{y - 3:.1f}" class="lane" text-anchor="end">'
-            f"<title>{_e(full)}</title>{_e(_cut(name, NAME_CHARS))}</text>"
+            f"<title>{_e(full)}</title>{_e(_clip(name, NAME_CHARS))}</text>"
             f'<text x="{LEFT - 8}" y="{y + 10:.1f}" class="laneid" text-anchor="end">'
-            f"<title>{_e(full)}</title>{_e(_cut(ident, ID_CHARS))}</text>"
+            f"<title>{_e(full)}</title>{_e(_clip(ident, ID_CHARS))}</text>"
         )
     return (
         f'<text x="{LEFT - 8}" y="{y + 4:.1f}" class="lane" text-anchor="end">'
-        f"<title>{_e(full)}</title>{_e(_cut(full, NAME_CHARS))}</text>"
+        f"<title>{_e(full)}</title>{_e(_clip(full, NAME_CHARS))}</text>"
     )
 
 
@@ -353,7 +347,7 @@ def _activity_chart(entries: Sequence[HistoryEntry], gaps: Sequence[Gap], axis: 
 def _step_chart(
     svg_id: str,
     line_class: str,
-    series: Mapping[str, list[Point]],
+    series: Mapping[str, list[_Point]],
     gaps: Sequence[Gap],
     axis: _Axis,
     end: datetime,
@@ -467,7 +461,7 @@ def _lanes(
             if fits >= 4:
                 parts.append(
                     f'<text x="{x0 + 4:.1f}" y="{y + lane_h / 2 + 4:.1f}" class="spanlabel">'
-                    f"{_e(_cut(name, fits))}</text>"
+                    f"{_e(_clip(name, fits))}</text>"
                 )
             for t, late in ((sp.start, sp.late), (sp.end, sp.end_late)):
                 if late is not None and t is not None:
@@ -585,7 +579,7 @@ def _state_tables(state: CustomerState, names: _Names) -> str:
 
 
 def _corrections(entries: Sequence[HistoryEntry]) -> str:
-    late = [e for e in entries if e.late]
+    late = corrections(entries)
     if not late:
         return '<p class="empty">No activity arrived late: nothing shown was ever corrected.</p>'
     rows = []
@@ -706,6 +700,17 @@ table{font-size:8.5pt}code,.v{font-size:8pt}
 """
 
 
+def _page_footer(customer_id: str, as_of: datetime | None) -> str:
+    """Each printed page's foot: which report it belongs to, and its number."""
+    cut = f"as of {format_time(as_of)}" if as_of is not None else "now"
+    label = re.sub(r"[^\w .:+-]", "", f"custate report: {customer_id}, {cut}")
+    return (
+        f'@page{{@bottom-left{{content:"{label}";font:8pt sans-serif;color:#6b7280}}'
+        '@bottom-right{content:"page " counter(page) " of " counter(pages);'
+        "font:8pt sans-serif;color:#6b7280}}"
+    )
+
+
 def _header(
     customer_id: str,
     state: CustomerState,
@@ -713,6 +718,8 @@ def _header(
     as_of: datetime | None,
     provenance: Provenance | None,
 ) -> str:
+    """What the page is: the customer, the cuts, and (given its provenance) the store, when
+    and by which version it was made; then what the history holds in numbers."""
     p = state.profile
     first = entries[0].activity.created_at if entries else None
     last = entries[-1].activity.created_at if entries else None
@@ -733,7 +740,9 @@ def _header(
         ),
         ("As of", cut),
     ]
-    if provenance is not None:
+    if provenance is None:
+        rows.append(("Known at", "everything the store held when the history was read"))
+    else:
         if provenance.known_at is not None:
             known = (
                 f"{_when(provenance.known_at)} <span class='dim'>(record time: what the store "
@@ -767,6 +776,98 @@ def _header(
     )
 
 
+def _names(s: _Series, state: CustomerState, campaigns: Mapping[str, str]) -> _Names:
+    """Codes and programs of every card the history or the state names (the state's win)."""
+    codes, programs = dict(s.codes), dict(s.programs)
+    cards: list[tuple[str, str | None, str | None]] = [
+        (cid, c.code, c.campaign_id) for cid, c in state.cards.items()
+    ]
+    cards += [(gid, g.code, g.campaign_id) for gid, g in state.gift_cards.items()]
+    for card, code, program in cards:
+        if code:
+            codes[card] = code
+        if program:
+            programs[card] = program
+    return _Names(campaigns, codes, programs)
+
+
+def _timeline(
+    entries: Sequence[HistoryEntry],
+    state: CustomerState,
+    as_of: datetime | None,
+    s: _Series,
+    names: _Names,
+) -> str:
+    """The charts over business time, from the first activity to the cut (or the last)."""
+    if not entries:
+        return '<p class="empty">No activities.</p>'
+    last = entries[-1].activity.created_at
+    t1 = as_of if as_of is not None and as_of >= last else last
+    axis = _Axis(entries[0].activity.created_at, t1)
+    tier_names = dict(s.tier_names)
+    for t in state.tiers.values():
+        if t.tier_id and t.tier_name:
+            tier_names[t.tier_id] = t.tier_name
+    seg_names = {**s.segment_names, **{k: v.name for k, v in state.segments.items() if v.name}}
+    loyalty_gaps = [g for g in state.gaps if g.kind != "gift_card"]
+    gift_gaps = [g for g in state.gaps if g.kind == "gift_card"]
+    charts = [
+        (
+            "Activities over time",
+            "per stretch of business time; late ones in amber",
+            _activity_chart(entries, state.gaps, axis),
+        ),
+        (
+            "Points balance per loyalty card",
+            "",
+            _step_chart(
+                "balance-chart", "balance", s.points, loyalty_gaps, axis, t1, names, "points"
+            ),
+        ),
+        (
+            "Pending points per loyalty card",
+            "points earned but not yet active",
+            _step_chart("pending-chart", "pending", s.pending, (), axis, t1, names, "pending"),
+        ),
+        (
+            "Gift-card balances",
+            "in the currency's smallest unit, as Voucherify reports them",
+            _step_chart("gift-chart", "gift", s.gift, gift_gaps, axis, t1, names, ""),
+        ),
+        (
+            "Tier per program",
+            "",
+            _lanes(
+                "tier-chart", s.tiers, {k: names.program(k) for k in s.tiers}, tier_names, axis, t1
+            ),
+        ),
+        (
+            "Segment membership",
+            "",
+            _lanes(
+                "segment-chart",
+                s.segments,
+                {k: (seg_names.get(k, ""), k) for k in s.segments},
+                seg_names,
+                axis,
+                t1,
+            ),
+        ),
+    ]
+    figures = "".join(
+        f"<figure><figcaption>{title}{f' <small>({note})</small>' if note else ''}</figcaption>"
+        f"{svg or '<p class=empty>None.</p>'}</figure>"
+        for title, note, svg in charts
+    )
+    return (
+        '<p class="marks"><span class="l">&#9679; &#9660;</span> a late activity '
+        "(recorded after one that sorts after it) changed this &nbsp; "
+        '<span class="g">&#10005; ┆</span> a gap: the balance reported is not the previous '
+        "one plus the change (an activity is missing upstream). On screen, hover over a mark "
+        f"for the activity.</p>{figures}"
+    )
+
+
 def render_report(
     customer_id: str,
     entries: Sequence[HistoryEntry],
@@ -780,96 +881,8 @@ def render_report(
     `state`: the state at `as_of`; `provenance`: where and when it was made, for the header;
     `campaigns`: campaign id -> name (`campaign_names`), shown beside the ids."""
     s = _series(entries)
-    codes = {**s.codes}
-    programs = {**s.programs}
-    for cid, c in state.cards.items():
-        if c.code:
-            codes[cid] = c.code
-        if c.campaign_id:
-            programs[cid] = c.campaign_id
-    for gid, g in state.gift_cards.items():
-        if g.code:
-            codes[gid] = g.code
-        if g.campaign_id:
-            programs[gid] = g.campaign_id
-    tier_names = {**s.tier_names}
-    for t in state.tiers.values():
-        if t.tier_id and t.tier_name:
-            tier_names[t.tier_id] = t.tier_name
-    seg_names = {**s.segment_names, **{k: v.name for k, v in state.segments.items() if v.name}}
-    names = _Names(campaigns or {}, codes, programs, tier_names, seg_names)
-
-    times = [e.activity.created_at for e in entries]
-    if times:
-        t0 = times[0]
-        t1 = as_of if as_of is not None and as_of >= times[-1] else times[-1]
-        axis = _Axis(t0, t1)
-        loyalty_gaps = [g for g in state.gaps if g.kind != "gift_card"]
-        gift_gaps = [g for g in state.gaps if g.kind == "gift_card"]
-        charts = [
-            (
-                "Activities over time",
-                "per stretch of business time; late ones in amber",
-                _activity_chart(entries, state.gaps, axis),
-            ),
-            (
-                "Points balance per loyalty card",
-                "",
-                _step_chart(
-                    "balance-chart", "balance", s.points, loyalty_gaps, axis, t1, names, "points"
-                ),
-            ),
-            (
-                "Pending points per loyalty card",
-                "points earned but not yet active",
-                _step_chart("pending-chart", "pending", s.pending, (), axis, t1, names, "pending"),
-            ),
-            (
-                "Gift-card balances",
-                "in the currency's smallest unit, as Voucherify reports them",
-                _step_chart("gift-chart", "gift", s.gift, gift_gaps, axis, t1, names, ""),
-            ),
-            (
-                "Tier per program",
-                "",
-                _lanes(
-                    "tier-chart",
-                    s.tiers,
-                    {k: names.program(k) for k in s.tiers},
-                    tier_names,
-                    axis,
-                    t1,
-                ),
-            ),
-            (
-                "Segment membership",
-                "",
-                _lanes(
-                    "segment-chart",
-                    s.segments,
-                    {k: (seg_names.get(k, ""), k) for k in s.segments},
-                    seg_names,
-                    axis,
-                    t1,
-                ),
-            ),
-        ]
-        figures = "".join(
-            f"<figure><figcaption>{title}"
-            f"{f' <small>({note})</small>' if note else ''}</figcaption>{svg}</figure>"
-            if svg
-            else f'<figure><figcaption>{title}</figcaption><p class="empty">None.</p></figure>'
-            for title, note, svg in charts
-        )
-        timeline = (
-            '<p class="marks"><span class="l">&#9679; &#9660;</span> a late activity '
-            "(recorded after one that sorts after it) changed this &nbsp; "
-            '<span class="g">&#10005; ┆</span> a gap: the balance reported is not the previous '
-            f"one plus the change (an activity is missing upstream). Hover for details.</p>"
-            f"{figures}"
-        )
-    else:
-        timeline = '<p class="empty">No activities.</p>'
+    names = _names(s, state, campaigns or {})
+    timeline = _timeline(entries, state, as_of, s, names)
     sections = [
         (
             "summary",
@@ -888,7 +901,7 @@ def render_report(
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>custate report: {_e(customer_id)}</title>"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<style>{CSS}</style></head><body>"
+        f"<style>{CSS}{_page_footer(customer_id, as_of)}</style></head><body>"
         f"{_header(customer_id, state, entries, as_of, provenance)}{body}"
         "</body></html>\n"
     )
