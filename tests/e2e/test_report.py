@@ -6,6 +6,7 @@ fetched from the network; and, in headless Chromium, a page that fits 1400 px an
 from __future__ import annotations
 
 import html
+import importlib.metadata
 import os
 import re
 import subprocess
@@ -195,7 +196,7 @@ def test_header_names_the_customer_cuts_store_and_version(tmp_path: Path, store_
     known = re.search(r"Known at (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", head)
     assert known, head
     assert datetime.fromisoformat(known.group(1)).replace(tzinfo=UTC) >= before
-    assert f"by custate {custate_version()}" in head
+    assert f"by custate {importlib.metadata.version('custate')}" in head
     assert "s3cr3t-pw" not in page
     if url.startswith("postgresql://"):
         assert "Store postgresql://postgres:***@127.0.0.1" in head
@@ -203,12 +204,6 @@ def test_header_names_the_customer_cuts_store_and_version(tmp_path: Path, store_
         assert f"Store {url}" in head
     # As of 2025-03-04: the gift card (added on the 5th) is not there yet.
     assert "ADA-GIFT" not in seen
-
-
-def custate_version() -> str:
-    import importlib.metadata
-
-    return importlib.metadata.version("custate")
 
 
 def test_a_password_is_masked_wherever_the_url_carries_it() -> None:
