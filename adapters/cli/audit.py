@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,10 +16,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from custate.adapters.api import store_url
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
 from custate.adapters.cli.common import customer_store, cut, fail
 from custate.adapters.cli.store_options import JsonOption, StoreOption
-from custate.domain import format_time
+from custate.domain import fold, format_time
 from custate.projections.audit import (
     ADDED,
     REMOVED,
@@ -355,11 +357,18 @@ def report(
 ) -> None:
     """Write a self-contained HTML report: balances and tiers over time, segments, orders,
     corrections made by late activities, and gaps."""
-    from custate.adapters.report import render_report
+    from custate.adapters.report import Provenance, campaign_names, render_report
 
     t = cut(as_of, "--as-of")
+    made = Provenance(store_url(store), datetime.now(UTC))
     with customer_store(store) as cs:
         entries = cs.history(customer_id, end=t)
-        state = cs.replay(customer_id, as_of=t)
-    output.write_text(render_report(customer_id, entries, state, t), encoding="utf-8")
+        activities = [s.activity for s in cs.activities(customer_id)]
+    # The state folded straight from the events (as `replay` does), which also name the
+    # campaigns: one read of them.
+    state = fold(activities, customer_id, as_of=t)
+    page = render_report(
+        customer_id, entries, state, t, provenance=made, campaigns=campaign_names(activities, t)
+    )
+    output.write_text(page, encoding="utf-8")
     Console(stderr=True).print(f"wrote {output} ({len(entries):,} activities)")
