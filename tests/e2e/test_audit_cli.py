@@ -1,5 +1,6 @@
 """`custate history | diff | explain | gaps | report` as a user runs them, and the report
-rendered in headless Chromium."""
+rendered in headless Chromium. The commands run in-process through the typer app
+(`incli`); the catch-up shown on a terminal is a real `custate` subprocess on a pty."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ if str(ROOT) not in sys.path:
 
 from bench.generate import generate  # noqa: E402
 
+from .incli import Ran, invoke  # noqa: E402
+
 Json = dict[str, Any]
 CUSTATE = Path(sys.executable).parent / "custate"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -29,12 +32,8 @@ T0 = datetime(2025, 5, 1, tzinfo=UTC)
 CUST = "cust_cli"
 
 
-def run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if k not in ("CUSTATE_STORE", "COLUMNS")}
-    env["COLUMNS"] = "200"
-    return subprocess.run(
-        [str(CUSTATE), *map(str, args)], cwd=cwd, env=env, capture_output=True, timeout=120
-    )
+def run(*args: str | Path, cwd: Path) -> Ran:
+    return invoke(*args, cwd=cwd)
 
 
 def iso(t: datetime) -> str:

@@ -1,5 +1,7 @@
-"""The `custate` console script as a user runs it: real subprocesses in a scratch working
-directory, real SQLite files (the store-backed commands also on PostgreSQL via `store_url`)."""
+"""The `custate` commands as a user runs them, in a scratch working directory on real SQLite
+files (the store-backed commands also on PostgreSQL via `store_url`): in-process through the
+typer app (`incli`), and the README's first command, `custate demo`, as the real console
+script in a subprocess."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import custate
 from custate.adapters.eventstore import EventStore
 from custate.domain import KNOWN_TYPES, fold_all, parse_activity
 
+from .incli import Ran, invoke
+
 Json = dict[str, Any]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,25 +38,30 @@ def run(
     store_env: str | None = None,
     stdin: bytes | None = None,
     columns: int | None = 200,
-) -> subprocess.CompletedProcess[bytes]:
+) -> Ran:
     """`custate ARGS` in `cwd`; CUSTATE_STORE only when `store_env` is given. `columns`
-    widens rich's tables (it assumes 80 when writing to a pipe); None leaves it at that."""
+    widens rich's tables (it assumes 80 when not writing to a terminal); None leaves it."""
+    env = {"CUSTATE_STORE": store_env} if store_env is not None else None
+    return invoke(
+        *args, cwd=cwd, env=env, stdin=stdin if stdin is not None else b"", columns=columns
+    )
+
+
+def run_script(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """The installed `custate` console script in a subprocess, as the README runs it."""
     env = {k: v for k, v in os.environ.items() if k not in ("CUSTATE_STORE", "COLUMNS")}
-    if columns is not None:
-        env["COLUMNS"] = str(columns)
-    if store_env is not None:
-        env["CUSTATE_STORE"] = store_env
+    env["COLUMNS"] = "200"
     return subprocess.run(
         [str(CUSTATE), *map(str, args)],
         cwd=cwd,
         env=env,
-        input=stdin if stdin is not None else b"",
+        input=b"",
         capture_output=True,
         timeout=120,
     )
 
 
-def err(p: subprocess.CompletedProcess[bytes]) -> str:
+def err(p: Ran | subprocess.CompletedProcess[bytes]) -> str:
     return p.stderr.decode()
 
 
@@ -459,7 +468,7 @@ def test_store_flag_env_and_default(tmp_path: Path) -> None:
 def test_demo(tmp_path: Path) -> None:
     if not DEMO_DATA.exists():
         pytest.skip(f"{DEMO_DATA.relative_to(ROOT)} does not exist yet: no demo data to load")
-    p = run("demo", cwd=tmp_path)
+    p = run_script("demo", cwd=tmp_path)  # the README's first command, as written
     assert p.returncode == 0, err(p)
     out = p.stdout.decode()
     assert "activities stored" in out

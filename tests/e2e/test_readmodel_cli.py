@@ -1,7 +1,8 @@
 """The read model through the console script: `ingest` projects unless `--no-project`,
 `project` catches up (once, or `--follow` until SIGTERM/SIGINT), `customers` filters from
 the indexes, `state --verify` checks the read model against the event store, `rebuild`
-changes no answer. Real subprocesses on real SQLite files."""
+changes no answer. On real SQLite files; the commands in-process through the typer app
+(`incli`), the follower a real `custate` subprocess, since it is about signals."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import custate
 from custate.adapters.codecs import state as snapshot
 from custate.adapters.readmodel import ReadModel
 from custate.domain import CustomerState, fold_all, parse_activity
+
+from .incli import Ran, invoke
 
 Json = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,13 +67,11 @@ def env() -> dict[str, str]:
     return out
 
 
-def run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [str(CUSTATE), *map(str, args)], cwd=cwd, env=env(), capture_output=True, timeout=120
-    )
+def run(*args: str | Path, cwd: Path) -> Ran:
+    return invoke(*args, cwd=cwd)
 
 
-def ok(p: subprocess.CompletedProcess[bytes]) -> subprocess.CompletedProcess[bytes]:
+def ok(p: Ran) -> Ran:
     assert p.returncode == 0, (p.args, p.stdout.decode()[-2000:], p.stderr.decode()[-2000:])
     return p
 

@@ -2,7 +2,8 @@
 port, httpx as the client. Webhooks: signatures, redelivery, concurrency, malformed and
 oversized bodies, all checked against what the store holds. Reads: state over HTTP equals
 `custate state` for the same customer and cuts, and diff, explain and gaps equal the CLI's
-`--json`; customers, history, healthz, docs."""
+`--json` (the commands in-process, through the typer app: `incli`); customers, history,
+healthz, docs."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ import orjson
 import pytest
 
 import custate
+
+from .incli import invoke
 
 Json = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]
@@ -265,12 +268,7 @@ def custate_state(store: str, customer_id: str, *cuts: str) -> Json:
 
 def custate_json(store: str, *args: str) -> Json:
     """What a `custate` command prints as JSON for the same store (`--json` where needed)."""
-    p = subprocess.run(
-        [str(CUSTATE), *args, "--store", store],
-        capture_output=True,
-        timeout=120,
-        env={k: v for k, v in os.environ.items() if k != "CUSTATE_STORE"},
-    )
+    p = invoke(*args, "--store", store)
     assert p.returncode == 0, p.stderr.decode()
     value: Json = orjson.loads(p.stdout)
     return value
@@ -374,9 +372,7 @@ def test_state_over_http_equals_the_cli(server: Server) -> None:
     assert [(g["previous_activity_id"], g["activity_id"], g["missing"]) for g in found] == [
         ("evcus_g1", "evcus_g2", 40)
     ]
-    gaps = subprocess.run(
-        [str(CUSTATE), "gaps", "--json", "--store", server.store], capture_output=True, timeout=120
-    )
+    gaps = invoke("gaps", "--json", "--store", server.store)
     assert httpx.get(f"{server.url}/gaps").json() == [
         orjson.loads(line)
         for line in gaps.stdout.splitlines()  # NDJSON: one gap a line

@@ -1,11 +1,13 @@
-"""Crash safety: `custate ingest` killed with SIGKILL part-way through a large file, then
-run again with the same command. The store ends with every activity exactly once."""
+"""Crash safety: `custate ingest` (a real subprocess) killed with SIGKILL part-way through a
+large file, then run again with the same command (in-process, through the typer app). The
+store ends with every activity exactly once."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,14 +19,19 @@ from custate.adapters.eventstore import EventStore
 from custate.domain import fold, parse_activity
 
 from .histories import (
+    ROOT,
     Json,
     assert_exactly_once,
-    cli_env,
     generate,
     ingest_command,
     start,
     write_ndjson,
 )
+
+if str(ROOT) not in sys.path:  # the in-process runner the e2e suite uses, by its full name
+    sys.path.insert(0, str(ROOT))
+
+from tests.e2e.incli import invoke
 
 # Large enough that a kill lands mid-way; CUSTATE_CRASH_ACTIVITIES=60000 for a longer run.
 N = int(os.environ.get("CUSTATE_CRASH_ACTIVITIES", "12000"))
@@ -70,7 +77,7 @@ def test_sigkill_mid_ingest_then_rerun_stores_everything_once(
         proc = start(command, tmp_path)
         stored_at_kill = kill_part_way(proc, store, N // 4, N)
 
-    rerun = subprocess.run(command, cwd=tmp_path, env=cli_env(), capture_output=True, timeout=300)
+    rerun = invoke(*command[1:], cwd=tmp_path)  # the same command, in-process this time
     assert rerun.returncode == 0, rerun.stderr.decode()
     report = orjson.loads(rerun.stdout)
     assert report["read"] == N

@@ -1,13 +1,15 @@
 """`custate pull` against a fake Voucherify API on loopback (a real HTTP server in a
 thread): paging, 429 with Retry-After, 5xx, a 404 customer, wrong credentials, resuming
 from the stored cursor, and a pull killed with SIGKILL between pages. Every activity is
-stored exactly once."""
+stored exactly once. The pulls run in-process through the typer app (`incli`), but the one
+killed with SIGKILL is a real `custate` subprocess."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +29,12 @@ from custate.adapters.voucherify import (
 from custate.domain import parse_activity
 
 from .fake_voucherify import APP_ID, APP_TOKEN, FakeServer, FakeVoucherify
-from .histories import CUSTATE, Json, assert_exactly_once, cli_env, generate, record
+from .histories import CUSTATE, ROOT, Json, assert_exactly_once, cli_env, generate, record
+
+if str(ROOT) not in sys.path:  # the in-process runner the e2e suite uses, by its full name
+    sys.path.insert(0, str(ROOT))
+
+from tests.e2e.incli import Ran, invoke
 
 
 def customer_of(record: Json) -> str:
@@ -52,24 +59,17 @@ def api(fake: FakeVoucherify) -> Iterator[str]:
         yield url
 
 
-def pull_env(api: str, token: str = APP_TOKEN) -> dict[str, str]:
-    return cli_env(
-        CUSTATE_VOUCHERIFY_URL=api,
-        CUSTATE_VOUCHERIFY_APP_ID=APP_ID,
-        CUSTATE_VOUCHERIFY_APP_TOKEN=token,
-    )
+def credentials(api: str, token: str = APP_TOKEN) -> dict[str, str]:
+    return {
+        "CUSTATE_VOUCHERIFY_URL": api,
+        "CUSTATE_VOUCHERIFY_APP_ID": APP_ID,
+        "CUSTATE_VOUCHERIFY_APP_TOKEN": token,
+    }
 
 
-def pull(
-    args: list[str], store: str, api: str, cwd: Path, token: str = APP_TOKEN
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [str(CUSTATE), "pull", *args, "--store", store, "--json"],
-        cwd=cwd,
-        env=pull_env(api, token),
-        capture_output=True,
-        timeout=120,
-    )
+def pull(args: list[str], store: str, api: str, cwd: Path, token: str = APP_TOKEN) -> Ran:
+    """`custate pull ARGS --json`, in-process (the fake API serves from a thread here)."""
+    return invoke("pull", *args, "--store", store, "--json", cwd=cwd, env=credentials(api, token))
 
 
 def lines(out: bytes) -> dict[str, Json]:
@@ -149,12 +149,14 @@ def test_wrong_credentials_are_a_clear_error(
 ) -> None:
     fake.add(generate(20, 1, seed=3), customer_of)
     cid = next(iter(fake.activities))
-    p = subprocess.run(
-        [str(CUSTATE), "pull", "--customer", cid, "--store", sqlite_url],
+    p = invoke(
+        "pull",
+        "--customer",
+        cid,
+        "--store",
+        sqlite_url,
         cwd=tmp_path,
-        env=pull_env(api, token="wrong"),
-        capture_output=True,
-        timeout=60,
+        env=credentials(api, "wrong"),
     )
     assert p.returncode == 1
     assert "401 unauthorized" in p.stderr.decode()
@@ -162,23 +164,11 @@ def test_wrong_credentials_are_a_clear_error(
 
 
 def test_missing_credentials_and_usage(sqlite_url: str, tmp_path: Path) -> None:
-    env = {k: v for k, v in cli_env().items() if not k.startswith("CUSTATE_VOUCHERIFY")}
-    p = subprocess.run(
-        [str(CUSTATE), "pull", "--customer", "c1", "--store", sqlite_url],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        timeout=60,
-    )
+    # no CUSTATE_VOUCHERIFY_* variable: `invoke` passes on none of the test process's
+    p = invoke("pull", "--customer", "c1", "--store", sqlite_url, cwd=tmp_path)
     assert p.returncode == 2
     assert "CUSTATE_VOUCHERIFY_APP_ID" in p.stderr.decode()
-    p = subprocess.run(
-        [str(CUSTATE), "pull", "--store", sqlite_url],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        timeout=60,
-    )
+    p = invoke("pull", "--store", sqlite_url, cwd=tmp_path)
     assert p.returncode == 2
     assert "exactly one of" in p.stderr.decode()
 
@@ -194,7 +184,7 @@ def test_pull_killed_between_pages_then_rerun(
     proc = subprocess.Popen(
         [*args, "--store", store_url, "--json"],
         cwd=tmp_path,
-        env=pull_env(api),
+        env=cli_env(**credentials(api)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

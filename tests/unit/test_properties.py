@@ -37,11 +37,15 @@ SEGMENTS = ("seg_1", "seg_2", "seg_3")
 ORDERS = ("ord_1", "ord_2")
 PENDING = ("lopp_1", "lopp_2", "lopp_3")
 
+# The fold's properties (arrival order, duplicates, cuts in time, going on from a
+# checkpoint) get the most examples; folding on a copy and the stored forms' round trips,
+# which need the state's shapes covered rather than many orders, half as many.
 SETTINGS = settings(
     max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+STORED_FORMS = settings(SETTINGS, max_examples=100)
 
 small = st.integers(min_value=-500, max_value=500)
 amount = st.integers(min_value=0, max_value=5000)
@@ -327,7 +331,7 @@ def test_folding_continues_from_a_checkpoint(records: list[Json], data: Any) -> 
     assert fold(data.draw(st.permutations(rest)), start=restored).to_json() == full
 
 
-@SETTINGS
+@STORED_FORMS
 @given(records=histories(), data=st.data())
 def test_folding_on_a_copy_leaves_the_original_as_it_was(records: list[Json], data: Any) -> None:
     """A cached checkpoint is folded on again and again through copies: no fold may change
@@ -352,7 +356,7 @@ def _drop_some(state: CustomerState, data: Any) -> None:
             del entries[k]
 
 
-@SETTINGS
+@STORED_FORMS
 @given(records=histories(), data=st.data())
 def test_a_state_stored_against_a_base_reads_back_whole(records: list[Json], data: Any) -> None:
     """A re-fold's checkpoints are stored as what differs from a checkpoint stored in full
@@ -391,7 +395,7 @@ def test_a_state_stored_against_a_base_reads_back_whole(records: list[Json], dat
     assert delta.rebase(partial, against, snapshot.load(stored_full)) == last
 
 
-@SETTINGS
+@STORED_FORMS
 @given(records=histories(), data=st.data())
 def test_a_state_row_with_maps_stored_by_entry_reads_back_whole(
     records: list[Json], data: Any
@@ -418,7 +422,7 @@ def test_a_state_row_with_maps_stored_by_entry_reads_back_whole(
             snapshot.load(row)
 
 
-@SETTINGS
+@STORED_FORMS
 @given(records=histories())
 def test_state_json_round_trips(records: list[Json]) -> None:
     s = fold(parse_all(records), "cust_a")
