@@ -777,14 +777,12 @@ def _project(url: str, batch: int | None = None) -> subprocess.Popen[bytes]:
 
 
 def _ingest_file(url: str, records: list[Json], path: Path) -> None:
+    """Store `records` from a file without projecting them, in this process: only the
+    projectors under test need processes of their own."""
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
-    done = subprocess.run(
-        [str(CUSTATE), "ingest", str(path), "--store", url, "--no-project", "--json"],
-        capture_output=True,
-        timeout=300,
-        env={k: v for k, v in os.environ.items() if k != "CUSTATE_STORE"},
-    )
-    assert done.returncode == 0, done.stderr.decode()
+    with Custate(url) as cs:
+        report = cs.ingest([path], project=False)
+    assert report.ok, report.to_json()
 
 
 def _summary(proc: subprocess.Popen[bytes]) -> Json:
