@@ -281,7 +281,7 @@ class Custate:
         state.known_at = known_at
         return state
 
-    # -- audit (projections/audit.py) ---------------------------------------------------------
+    # -- audit (projections/audit/) ------------------------------------------------------------
 
     def _pairs(self, customer_id: str, known_at: datetime | None = None) -> list[audit.Pair]:
         """What an audit folds: the customer's activities with their record times, from the
