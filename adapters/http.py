@@ -39,6 +39,7 @@ from fastapi.responses import JSONResponse, Response
 from custate.adapters.api import Custate, CustomerQuery, Reject, UnknownCustomerError
 from custate.adapters.readers import BadRecord, Record, records_from_value
 from custate.domain import ActivityError, parse_cut
+from custate.domain.activity import INT_MAX, INT_MIN
 
 DEFAULT_MAX_BODY = 1024 * 1024
 ENV_SECRET = "CUSTATE_WEBHOOK_SECRET"
@@ -199,6 +200,17 @@ class Service:
         return n, round(time.time() - self._caught_up_at, 3)
 
 
+Points = Annotated[int | None, Query(ge=INT_MIN, le=INT_MAX)]
+
+
+@dataclass(frozen=True)
+class _CustomerFilters(CustomerQuery):
+    """The read model's filters as query parameters: points within what it stores."""
+
+    min_points: Points = None
+    max_points: Points = None
+
+
 # -- the app ----------------------------------------------------------------------------------
 
 
@@ -321,6 +333,15 @@ def create_app(
                 422, f"{first.field}: {first.reason}", first.field, kept_as_reject=True,
                 stored=outcomes.count("stored"),
             )  # fmt: skip
+        if "refused" in outcomes:
+            i = outcomes.index("refused")
+            return _error(
+                422,
+                f"activity {records[i].activity.id}: the store cannot hold it",
+                "<record>",
+                kept_as_reject=True,
+                stored=outcomes.count("stored"),
+            )
         if "conflict" in outcomes:
             i = outcomes.index("conflict")
             return _error(
@@ -371,7 +392,7 @@ def create_app(
 
     @app.get("/customers", summary="Customers matching every filter given (read model)")
     def get_customers(
-        filters: Annotated[CustomerQuery, Depends()],
+        filters: Annotated[_CustomerFilters, Depends()],
         limit: Annotated[int | None, Query(ge=1, le=100_000)] = 1000,
         after: Annotated[
             str | None, Query(description="The last customer id of the previous page.")
@@ -383,7 +404,7 @@ def create_app(
         return _json([r.to_json() for r in rows])
 
     @app.get("/customers/count", summary="How many customers match every filter given")
-    def get_customers_count(filters: Annotated[CustomerQuery, Depends()]) -> Response:
+    def get_customers_count(filters: Annotated[_CustomerFilters, Depends()]) -> Response:
         with service.read_lock:
             cs.project()
             n = cs.count_customers(**asdict(filters))
