@@ -23,62 +23,8 @@ from custate.domain import Activity, parse_activity
 
 from .fake_voucherify import APP_ID, APP_TOKEN, FakeServer, FakeVoucherify
 from .histories import CUSTATE, Json, cli_env
+from .hostile import CUSTOMER, HOSTILE, record, with_metadata
 
-CUSTOMER = "cust_hostile"
-
-
-def record(n: int | str, **changes: Any) -> Json:
-    """A valid activity of CUSTOMER (segment `seg_<n>`), with `changes` applied."""
-    r: Json = {
-        "id": f"ev_{n}",
-        "type": "customer.segment.entered",
-        "created_at": "2024-01-01T10:00:00Z",
-        "data": {
-            "customer": {"id": CUSTOMER, "metadata": {}},
-            "segment": {"id": f"seg_{n}", "name": "S"},
-        },
-    }
-    r.update(changes)
-    return r
-
-
-def with_metadata(n: str, value: Any) -> Json:
-    r = record(n)
-    r["data"]["customer"]["metadata"] = {"x": value}
-    return r
-
-
-def with_points(n: str, points: int) -> Json:
-    r = record(n)
-    r["data"]["balance"] = {"points": points}
-    return r
-
-
-def nested(levels: int) -> Any:
-    value: Any = {}
-    for _ in range(levels - 1):
-        value = {"a": value}
-    return value
-
-
-# (name, record, the field its rejection names). JSON text can carry each of them.
-HOSTILE: list[tuple[str, Json, str]] = [
-    ("nul in id", record("a\x00b"), "id"),
-    ("nul in customer_id", record("nulc", customer_id="c\x00"), "customer_id"),
-    ("id over the limit", record("x" * 3000), "id"),
-    ("customer_id over the limit", record("longc", customer_id="é" * 300), "customer_id"),
-    ("group_id over the limit", record("longg", group_id="g" * 600), "group_id"),
-    ("nul in type", record("nult", type="customer.\x00"), "type"),
-    ("year 10000 in UTC", record("late", created_at="9999-12-31T23:59:59-05:00"), "created_at"),
-    ("year 0 in UTC", record("early", created_at="0001-01-01T00:00:00+05:00"), "created_at"),
-    ("integer of 2**70", with_metadata("big", 2**70), "data.customer.metadata.x"),
-    ("integer of 2**63", with_metadata("big63", 2**63), "data.customer.metadata.x"),
-    ("float of 1e300", with_metadata("huge", 1e300), "data.customer.metadata.x"),
-    ("nul in a string", with_metadata("nuls", "a\x00b"), "data.customer.metadata.x"),
-    ("nul in a key", with_metadata("nulk", {"k\x00": 1}), "data.customer.metadata.x.k\\u0000"),
-    ("300 levels deep", with_metadata("deep", nested(300)), "data.customer.metadata.x"),
-    ("points of 2**70", with_points("pts", 2**70), "data.balance.points"),
-]
 GOOD = [record(1), record(2, created_at="9999-12-31T23:59:59Z"), record(3)]
 
 
