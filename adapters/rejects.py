@@ -30,6 +30,7 @@ from sqlalchemy import (
 
 from custate.adapters.readers import RAW_KEEP_BYTES, BadRecord
 from custate.adapters.sqlschema import create_all, insert_or_ignore
+from custate.domain.activity import MAX_ID_BYTES
 
 
 def rejects_table(metadata: MetaData) -> Table:
@@ -243,7 +244,9 @@ def _row(r: Reject, at: datetime) -> dict[str, Any]:
     an activity id that could never be stored resolves nothing and is left out."""
     raw = _text(r.raw)
     activity_id = r.activity_id
-    if activity_id is not None and (_text(activity_id) != activity_id or len(activity_id) > 512):
+    if activity_id is not None and (
+        _text(activity_id) != activity_id or len(activity_id.encode()) > MAX_ID_BYTES
+    ):
         activity_id = None
     return {
         "kind": r.kind,

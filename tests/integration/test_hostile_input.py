@@ -260,3 +260,27 @@ _n = [0]
 def _counter() -> int:
     _n[0] += 1
     return _n[0]
+
+
+def test_cli_out_of_range_arguments_are_usage_errors(sqlite_url: str, tmp_path: Path) -> None:
+    with custate.open(sqlite_url) as cs:
+        cs.ingest([GOOD[0]])
+    cases = [
+        (["customers", "--min-points", str(2**70)], "--min-points"),
+        (["customers", "--max-points", str(-(2**70))], "--max-points"),
+        (["customers", "--limit", str(2**70)], "--limit"),
+        (["state", CUSTOMER, "--as-of", "9999-12-31T23:59:59-05:00"], "--as-of"),
+        (["state", CUSTOMER, "--known-at", "0001-01-01T00:00:00+05:00"], "--known-at"),
+        (["history", CUSTOMER, "--from", "9999-12-31T23:59:59-05:00"], "--from"),
+    ]
+    for args, option in cases:
+        p = subprocess.run(
+            [str(CUSTATE), *args, "--store", sqlite_url],
+            env=cli_env(),
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=120,
+        )
+        assert p.returncode == 2, (args, p.stderr.decode())
+        assert option in p.stderr.decode(), (args, p.stderr.decode())
+        assert b"Traceback" not in p.stderr
