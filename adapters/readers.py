@@ -23,6 +23,7 @@ import orjson
 from custate.domain import Activity, ActivityError, parse_activity
 from custate.domain.activity import check_data
 from custate.domain.errors import Error
+from custate.domain.payload import oversized_key
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 """A record (an NDJSON line, an array element) longer than this is rejected unread:
@@ -150,7 +151,11 @@ def _one(value: object, source: str, location: str, customer_id: str | None, raw
     try:
         activity = parse_activity(value, customer_id)
         nested = isinstance(value, dict) and value.get("data") is not activity.data
-        check_data(activity.data, "data.data" if nested else "data")
+        prefix = "data.data" if nested else "data"
+        check_data(activity.data, prefix)
+        key = oversized_key(activity.payload)
+        if key is not None:
+            raise ActivityError(f"{prefix}.{key[0]}", key[1])
         return Record(source, location, activity)
     except ActivityError as e:
         return BadRecord(source, location, e.field, e.message, raw or _dump(value))

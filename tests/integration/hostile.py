@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 Json = dict[str, Any]
+RANDOM_3000 = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(1000))  # 3,000 bytes
 
 CUSTOMER = "cust_hostile"
 
@@ -37,6 +38,21 @@ def with_points(n: str, points: int) -> Json:
     return r
 
 
+def with_segment_id(n: str, segment_id: str) -> Json:
+    r = record(n)
+    r["data"]["segment"]["id"] = segment_id
+    return r
+
+
+def order(n: str, status: str) -> Json:
+    return {
+        "id": f"ev_{n}",
+        "type": "customer.order.paid",
+        "created_at": "2024-01-01T10:00:00Z",
+        "data": {"customer": {"id": CUSTOMER}, "order": {"id": f"ord_{n}", "status": status}},
+    }
+
+
 def nested(levels: int) -> Any:
     value: Any = {}
     for _ in range(levels - 1):
@@ -61,4 +77,7 @@ HOSTILE: list[tuple[str, Json, str]] = [
     ("nul in a key", with_metadata("nulk", {"k\x00": 1}), "data.customer.metadata.x.k\\u0000"),
     ("300 levels deep", with_metadata("deep", nested(300)), "data.customer.metadata.x"),
     ("points of 2**70", with_points("pts", 2**70), "data.balance.points"),
+    # what the read model keys its tables by: over a PostgreSQL index entry, its column
+    ("segment id over the limit", with_segment_id("seg", RANDOM_3000), "data.segment.id"),
+    ("order status over 32", order("st", "P" * 33), "data.order.status"),
 ]
