@@ -1,6 +1,7 @@
 """Hostile input against `custate serve` on loopback, SQLite and PostgreSQL: every bad
 delivery is a 4xx and a kept reject, valid deliveries sent at the same moment (the same
-group commits) are all stored, and out-of-range query parameters are 4xx, never 5xx."""
+group commits) are all stored, and out-of-range or NUL-carrying parameters are 4xx, never
+5xx."""
 
 from __future__ import annotations
 
@@ -93,6 +94,14 @@ BAD_QUERIES: list[tuple[str, dict[str, Any], int, str | None]] = [
     (f"/customers/{CUSTOMER}/state", {"as_of": "9999-12-31T23:59:59-05:00"}, 400, "as_of"),
     (f"/customers/{CUSTOMER}/state", {"known_at": "0001-01-01T00:00:00+05:00"}, 400, "known_at"),
     (f"/customers/{CUSTOMER}/history", {"from": "9999-12-31T23:59:59-05:00"}, 400, "from"),
+    # NUL, which PostgreSQL text cannot hold, in ids and filters
+    ("/customers/c%00/state", {}, 422, None),
+    ("/customers/c%00/history", {}, 422, None),
+    ("/customers/c%00/explain", {"path": "profile.name"}, 422, None),
+    ("/customers", {"segment": "s\x00"}, 422, None),
+    ("/customers", {"after": "c\x00"}, 422, None),
+    ("/customers/count", {"order_status": "P\x00"}, 422, None),
+    ("/gaps", {"customer_id": "c\x00"}, 422, None),
     (
         f"/customers/{CUSTOMER}/explain",
         {"path": "profile.name", "as_of": "0001-01-01T00:00:00+01:00"},
