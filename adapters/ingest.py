@@ -160,7 +160,8 @@ def _write(
             out[where[id(e)]] = Outcome("conflict", r)
         for e, r in refusals:
             out[where[id(e)]] = Outcome("refused", r)
-        outcomes.extend(o if o is not None else Outcome("duplicate") for o in out)
+        assert all(o is not None for o in out), "every member has exactly one outcome"
+        outcomes.extend(o for o in out if o is not None)
 
 
 def _conflict(c: Conflict) -> Reject:
