@@ -188,19 +188,11 @@ class Custate:
     def store_records(self, records: list[Record], rejects: list[Reject]) -> list[str]:
         """Store `records` and keep `rejects` in one write, now, in the caller's thread
         (the webhook group commit); the read model is left to `project()`. Returns what
-        became of each record, in order: `stored`, `duplicate` or `conflict` (a conflict
-        is kept as a reject too)."""
+        became of each record, in order: `stored`, `duplicate`, `conflict` or `refused`
+        (the database could not hold it; the others are stored all the same). A conflict
+        and a refusal are kept as rejects too."""
         result, _ = write_batch(self.store, self.rejects_store, records, rejects, self.clock)
-        stored = {id(a) for a in result.accepted}
-        conflicts = {id(c.activity) for c in result.conflicts}
-        return [
-            "stored"
-            if id(r.activity) in stored
-            else "conflict"
-            if id(r.activity) in conflicts
-            else "duplicate"
-            for r in records
-        ]
+        return [o.status for o in result.outcomes]
 
     def project(
         self,

@@ -334,6 +334,15 @@ class EventStore:
             return result
         raise StoreError("could not append a batch after repeated write conflicts")
 
+    def reachable(self) -> bool:
+        """Whether the database answers at all (told apart from refusing one write)."""
+        try:
+            with self.engine.connect() as c:
+                c.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
         # Threads of this process first (flock does not exclude threads sharing one open

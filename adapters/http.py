@@ -33,12 +33,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from custate.adapters.api import Custate, CustomerQuery, Reject, UnknownCustomerError
 from custate.adapters.readers import BadRecord, Record, records_from_value
 from custate.domain import ActivityError, parse_cut
+from custate.domain.activity import INT_MAX, INT_MIN, MAX_ID_BYTES
 
 DEFAULT_MAX_BODY = 1024 * 1024
 ENV_SECRET = "CUSTATE_WEBHOOK_SECRET"
@@ -199,6 +200,27 @@ class Service:
         return n, round(time.time() - self._caught_up_at, 3)
 
 
+# What parameters may hold: what the store can (no NUL, which PostgreSQL text cannot hold;
+# ids within MAX_ID_BYTES), else 422 instead of a query the database refuses.
+_NO_NUL = r"^[^\x00]*$"
+CustomerId = Annotated[str, Path(pattern=_NO_NUL, max_length=MAX_ID_BYTES)]
+Key = Annotated[str | None, Query(pattern=_NO_NUL, max_length=MAX_ID_BYTES)]
+Points = Annotated[int | None, Query(ge=INT_MIN, le=INT_MAX)]
+
+
+@dataclass(frozen=True)
+class _CustomerFilters(CustomerQuery):
+    """The read model's filters as query parameters: within what it stores."""
+
+    segment: Key = None
+    tier: Key = None
+    campaign: Key = None
+    min_points: Points = None
+    max_points: Points = None
+    status: Key = None
+    order_status: Key = None
+
+
 # -- the app ----------------------------------------------------------------------------------
 
 
@@ -321,6 +343,15 @@ def create_app(
                 422, f"{first.field}: {first.reason}", first.field, kept_as_reject=True,
                 stored=outcomes.count("stored"),
             )  # fmt: skip
+        if "refused" in outcomes:
+            i = outcomes.index("refused")
+            return _error(
+                422,
+                f"activity {records[i].activity.id}: the store cannot hold it",
+                "<record>",
+                kept_as_reject=True,
+                stored=outcomes.count("stored"),
+            )
         if "conflict" in outcomes:
             i = outcomes.index("conflict")
             return _error(
@@ -357,7 +388,7 @@ def create_app(
 
     @app.get("/customers/{customer_id}/state", summary="A customer's state, as of any time")
     def get_state(
-        customer_id: str,
+        customer_id: CustomerId,
         as_of: Annotated[str | None, Query(description="business time T")] = None,
         known_at: Annotated[str | None, Query(description="record time K")] = None,
     ) -> Response:
@@ -371,10 +402,15 @@ def create_app(
 
     @app.get("/customers", summary="Customers matching every filter given (read model)")
     def get_customers(
-        filters: Annotated[CustomerQuery, Depends()],
+        filters: Annotated[_CustomerFilters, Depends()],
         limit: Annotated[int | None, Query(ge=1, le=100_000)] = 1000,
         after: Annotated[
-            str | None, Query(description="The last customer id of the previous page.")
+            str | None,
+            Query(
+                description="The last customer id of the previous page.",
+                pattern=_NO_NUL,
+                max_length=MAX_ID_BYTES,
+            ),
         ] = None,
     ) -> Response:
         with service.read_lock:
@@ -383,7 +419,7 @@ def create_app(
         return _json([r.to_json() for r in rows])
 
     @app.get("/customers/count", summary="How many customers match every filter given")
-    def get_customers_count(filters: Annotated[CustomerQuery, Depends()]) -> Response:
+    def get_customers_count(filters: Annotated[_CustomerFilters, Depends()]) -> Response:
         with service.read_lock:
             cs.project()
             n = cs.count_customers(**asdict(filters))
@@ -391,7 +427,7 @@ def create_app(
 
     @app.get("/customers/{customer_id}/history", summary="Each activity and what it changed")
     def get_history(
-        customer_id: str,
+        customer_id: CustomerId,
         start: Annotated[str | None, Query(alias="from")] = None,
         end: Annotated[str | None, Query(alias="to")] = None,
         known_at: str | None = None,
@@ -412,7 +448,7 @@ def create_app(
         "between changed about that time (None: about now), the corrections an auditor sees.",
     )
     def get_diff(
-        customer_id: str,
+        customer_id: CustomerId,
         as_of: Annotated[list[str] | None, Query()] = None,
         known_at: Annotated[list[str] | None, Query()] = None,
     ) -> Response:
@@ -436,7 +472,7 @@ def create_app(
         summary="Which activity set a field's value, and the earlier values",
     )
     def get_explain(
-        customer_id: str,
+        customer_id: CustomerId,
         path: Annotated[str, Query(description="e.g. loyalty.cards.v_1.balance")],
         as_of: str | None = None,
         known_at: str | None = None,
@@ -448,7 +484,7 @@ def create_app(
         )
 
     @app.get("/gaps", summary="Balance breaks per card: activities missing upstream")
-    def get_gaps(customer_id: str | None = None) -> Response:
+    def get_gaps(customer_id: Key = None) -> Response:
         return answer(lambda: [g.to_json() for g in cs.gaps(customer_id)])
 
     @app.get("/healthz", summary="Store reachable; read-model lag")

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from custate.adapters.eventstore import AppendResult, Encoded, EventStore
+import orjson
+
+from custate.adapters.eventstore import AppendResult, Conflict, Encoded, EventStore, StoreError
 from custate.adapters.readers import (
     BadRecord,
     Item,
@@ -89,20 +91,27 @@ def ingest(
     bad: list[Reject] = []
     for item in items:
         report.read += 1
+        if isinstance(item, Record):
+            item = _encode(item)
         if isinstance(item, BadRecord):
             report.rejected += 1
             bad.append(_invalid(item))
         else:
-            batch.append(
-                Encoded.of(item.activity, item.source, item.location)
-                if isinstance(item, Record)
-                else item
-            )
+            batch.append(item)
         if len(batch) >= batch_size or len(bad) >= batch_size:
             _write(store, rejects, batch, bad, clock, report, progress)
             batch, bad = [], []
     _write(store, rejects, batch, bad, clock, report, progress)
     return report
+
+
+def _encode(r: Record) -> Encoded | BadRecord:
+    """A record as the store writes it; a `BadRecord` if it cannot be written as JSON (an
+    activity built by hand, not by the readers, which refuse what cannot be stored)."""
+    try:
+        return Encoded.of(r.activity, r.source, r.location)
+    except (TypeError, ValueError) as e:
+        return BadRecord(r.source, r.location, "<record>", f"cannot be written as JSON: {e}", "")
 
 
 def _invalid(item: BadRecord) -> Reject:
@@ -117,29 +126,107 @@ def _write(
     clock: Clock,
     report: IngestReport,
     progress: Callable[[int], None] | None,
-    observe: Callable[[AppendResult], None] | None = None,
+    outcomes: list[Outcome] | None = None,
 ) -> None:
+    """Append `batch`, keep `bad` and whatever the append turned away, and count it all in
+    `report`; with `outcomes`, also say what became of each member of `batch`, in order."""
     if not batch and not bad:
         return
     now = clock()
-    result = store.append_encoded(batch, now) if batch else AppendResult()
-    if observe is not None:
-        observe(result)
+    result, refused = _append(store, batch, now)
     report.accepted += len(result.accepted)
     report.duplicates += len(result.duplicates)
     report.unrecognized += sum(1 for e in result.accepted if not e.recognized)
-    for c in result.conflicts:
-        bad.append(
-            Reject.conflict(c.item.source, c.item.location, c.item.id, c.item.record(), c.stored)
-        )
-    report.conflicts += len(result.conflicts)
+    conflicts = [(c.item, _conflict(c)) for c in result.conflicts]
+    refusals = [(e, _refusal(e, error)) for e, error in refused]
+    bad = bad + [r for _, r in conflicts] + [r for _, r in refusals]
+    report.conflicts += len(conflicts)
+    report.rejected += len(refusals)
     if bad:
         rejects.add(bad, now)
         report._note(bad)
     settled = [e.id for e in result.accepted] + [e.id for e in result.duplicates]
     report.resolved += rejects.resolve(settled, now)
     if progress is not None:
-        progress(len(batch) + sum(1 for r in bad if r.kind == "invalid"))
+        progress(len(batch) + sum(1 for r in bad if r.kind == "invalid") - len(refusals))
+    if outcomes is not None:
+        where = {id(e): i for i, e in enumerate(batch)}
+        out: list[Outcome | None] = [None] * len(batch)
+        for e in result.accepted:
+            out[where[id(e)]] = Outcome("stored")
+        for e in result.duplicates:
+            out[where[id(e)]] = Outcome("duplicate")
+        for e, r in conflicts:
+            out[where[id(e)]] = Outcome("conflict", r)
+        for e, r in refusals:
+            out[where[id(e)]] = Outcome("refused", r)
+        assert all(o is not None for o in out), "every member has exactly one outcome"
+        outcomes.extend(o for o in out if o is not None)
+
+
+def _conflict(c: Conflict) -> Reject:
+    return Reject.conflict(c.item.source, c.item.location, c.item.id, c.item.record(), c.stored)
+
+
+def _refusal(e: Encoded, error: Exception) -> Reject:
+    first = (str(error).strip().splitlines() or [""])[0][:300]
+    return Reject.invalid(
+        e.source,
+        e.location,
+        "<record>",
+        f"the store refused it ({type(error).__name__}): {first}",
+        orjson.dumps(e.record()).decode(),
+        e.id,
+    )
+
+
+def _append(
+    store: EventStore, batch: list[Encoded], now: datetime
+) -> tuple[AppendResult, list[tuple[Encoded, Exception]]]:
+    """Append a group; when it fails and the store is still there, find the members it
+    cannot take by halving the group (each half in its own transaction), so one record the
+    database refuses never fails the others. A store that is unreachable, or that lost the
+    write race too often (`StoreError`), fails the whole group: that is for a retry."""
+    if not batch:
+        return AppendResult(), []
+    try:
+        return store.append_encoded(batch, now), []
+    except StoreError:
+        raise
+    except Exception:
+        if not store.reachable():
+            raise
+    return _split(store, batch, now)
+
+
+def _split(
+    store: EventStore, batch: list[Encoded], now: datetime
+) -> tuple[AppendResult, list[tuple[Encoded, Exception]]]:
+    if len(batch) == 1:
+        try:
+            return store.append_encoded(batch, now), []
+        except StoreError:
+            raise
+        except Exception as e:
+            if not store.reachable():
+                raise
+            return AppendResult(), [(batch[0], e)]
+    result = AppendResult()
+    refused: list[tuple[Encoded, Exception]] = []
+    mid = len(batch) // 2
+    for half in (batch[:mid], batch[mid:]):
+        bad: list[tuple[Encoded, Exception]] = []
+        try:
+            part = store.append_encoded(half, now)
+        except StoreError:
+            raise
+        except Exception:
+            part, bad = _split(store, half, now)
+        result.accepted += part.accepted
+        result.duplicates += part.duplicates
+        result.conflicts += part.conflicts
+        refused += bad
+    return result, refused
 
 
 # -- parsing in other processes ------------------------------------------------------------
@@ -226,14 +313,28 @@ class ActivityConflict:
     stored: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one record of a batch: `stored`, `duplicate` (stored before, same
+    content), `conflict` (stored before with other content; the stored one stays) or
+    `refused` (the store could not hold it). `reject` is what was kept of a conflict or a
+    refusal, with its reason."""
+
+    status: str
+    reject: Reject | None = None
+
+
 @dataclass(slots=True)
 class BatchResult:
-    """What became of each activity of one batch, by the objects given (for a caller that
-    answers per delivery, such as the webhook endpoint)."""
+    """What became of each record of one batch: `outcomes`, one per record in the order
+    given (for a caller that answers per delivery, such as the webhook endpoint); and the
+    same sorted by outcome."""
 
+    outcomes: list[Outcome] = field(default_factory=list)
     accepted: list[Activity] = field(default_factory=list)
     duplicates: list[Activity] = field(default_factory=list)
     conflicts: list[ActivityConflict] = field(default_factory=list)
+    refused: list[Activity] = field(default_factory=list)
 
 
 def write_batch(
@@ -243,19 +344,30 @@ def write_batch(
     bad: list[Reject],
     clock: Clock = utc_now,
 ) -> tuple[BatchResult, IngestReport]:
-    """Write one batch now, in the caller's thread, and say what became of each record."""
-    encoded = [Encoded.of(r.activity, r.source, r.location) for r in records]
-    origin = {id(e): r.activity for e, r in zip(encoded, records, strict=True)}
-    report = IngestReport(read=len(records) + len(bad), rejected=len(bad))
-    seen: list[AppendResult] = []
-
-    def keep(result: AppendResult) -> None:
-        seen.append(result)
-
-    _write(store, rejects, encoded, list(bad), clock, report, None, keep)
-    out = BatchResult()
-    for result in seen:
-        out.accepted += [origin[id(e)] for e in result.accepted]
-        out.duplicates += [origin[id(e)] for e in result.duplicates]
-        out.conflicts += [ActivityConflict(origin[id(c.item)], c.stored) for c in result.conflicts]
+    """Write one batch now, in the caller's thread, and say what became of each record. A
+    record the store refuses is kept as a reject and the others are written all the same."""
+    items = [_encode(r) for r in records]
+    encoded = [e for e in items if isinstance(e, Encoded)]
+    unwritable = [_invalid(b) for b in items if isinstance(b, BadRecord)]
+    report = IngestReport(read=len(records) + len(bad), rejected=len(bad) + len(unwritable))
+    written: list[Outcome] = []
+    _write(store, rejects, encoded, list(bad) + unwritable, clock, report, None, written)
+    refusals = iter(unwritable)
+    stored = iter(written)
+    outcomes = [
+        next(stored) if isinstance(e, Encoded) else Outcome("refused", next(refusals))
+        for e in items
+    ]
+    out = BatchResult(outcomes)
+    for r, o in zip(records, outcomes, strict=True):
+        if o.status == "stored":
+            out.accepted.append(r.activity)
+        elif o.status == "duplicate":
+            out.duplicates.append(r.activity)
+        elif o.status == "conflict":
+            assert o.reject is not None
+            assert o.reject.stored is not None
+            out.conflicts.append(ActivityConflict(r.activity, orjson.loads(o.reject.stored)))
+        else:
+            out.refused.append(r.activity)
     return out, report

@@ -21,7 +21,9 @@ from typing import IO, Any
 import orjson
 
 from custate.domain import Activity, ActivityError, parse_activity
+from custate.domain.activity import check_data
 from custate.domain.errors import Error
+from custate.domain.payload import oversized_key
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 """A record (an NDJSON line, an array element) longer than this is rejected unread:
@@ -145,8 +147,16 @@ def records_from_value(
 
 
 def _one(value: object, source: str, location: str, customer_id: str | None, raw: str) -> Item:
+    """One record validated: a valid activity whose payload every backend stores exactly."""
     try:
-        return Record(source, location, parse_activity(value, customer_id))
+        activity = parse_activity(value, customer_id)
+        nested = isinstance(value, dict) and value.get("data") is not activity.data
+        prefix = "data.data" if nested else "data"
+        check_data(activity.data, prefix)
+        key = oversized_key(activity.payload)
+        if key is not None:
+            raise ActivityError(f"{prefix}.{key[0]}", key[1])
+        return Record(source, location, activity)
     except ActivityError as e:
         return BadRecord(source, location, e.field, e.message, raw or _dump(value))
 
@@ -175,10 +185,15 @@ def _join(location: str, part: str) -> str:
 
 
 def _dump(value: object) -> str:
+    """A record as the text kept with its rejection (best effort for what is not JSON)."""
     try:
         return orjson.dumps(value).decode()
     except TypeError:
-        return repr(value)
+        pass
+    try:
+        return json.dumps(value, default=repr)
+    except (ValueError, TypeError, RecursionError):
+        return f"<a {type(value).__name__} that cannot be written as JSON>"
 
 
 def _peek_nonspace(f: IO[bytes]) -> bytes:
@@ -206,8 +221,16 @@ def _peek_nonspace(f: IO[bytes]) -> bytes:
 
 
 def _read_lines_or_document(f: IO[bytes], source: str, customer_id: str | None) -> Iterator[Item]:
-    """NDJSON when the first line is a whole JSON value, else one (pretty-printed) document."""
+    """NDJSON when the first line is a whole JSON value, else one (pretty-printed) document.
+    A line or a document over `MAX_RECORD_BYTES` is rejected unparsed, read no further than
+    the limit (the rest is skipped in chunks): memory stays bounded whatever the input."""
     first = f.readline(MAX_RECORD_BYTES + 1)
+    if _oversized(first):
+        yield _too_big(source, "line 1", len(first) + _skip_line(f), first)
+        line = f.readline(MAX_RECORD_BYTES + 1)
+        if line:
+            yield from _ndjson(f, line, source, customer_id, start_line=2)
+        return
     if _is_complete_json(first):
         yield from _ndjson(f, first, source, customer_id)
         return
@@ -217,7 +240,11 @@ def _read_lines_or_document(f: IO[bytes], source: str, customer_id: str | None) 
         yield BadRecord(source, "line 1", "<json>", _json_error(first), _keep(first))
         yield from _ndjson(f, second, source, customer_id, start_line=2)
         return
-    rest = first + second + f.read()
+    rest = first + second
+    rest += f.read(max(0, MAX_RECORD_BYTES + 1 - len(rest)))
+    if len(rest) > MAX_RECORD_BYTES:
+        yield _too_big(source, "document", len(rest) + _skip_all(f), rest)
+        return
     try:
         value = orjson.loads(rest)
     except orjson.JSONDecodeError as e:
@@ -226,6 +253,29 @@ def _read_lines_or_document(f: IO[bytes], source: str, customer_id: str | None) 
     yield from records_from_value(
         value, source, "", customer_id, raw=rest.decode("utf-8", "replace")
     )
+
+
+def _oversized(line: bytes) -> bool:
+    """A line `readline(MAX_RECORD_BYTES + 1)` cut short: longer than a record may be."""
+    return len(line) > MAX_RECORD_BYTES and not line.endswith(b"\n")
+
+
+def _too_big(source: str, location: str, size: int, head: bytes) -> BadRecord:
+    limit = MAX_RECORD_BYTES // (1024 * 1024)
+    return BadRecord(
+        source,
+        location,
+        "<record>",
+        f"record is {size / 1e6:.1f} MB, over the {limit} MiB limit",
+        _keep(head),
+    )
+
+
+def _skip_all(f: IO[bytes]) -> int:
+    skipped = 0
+    while chunk := f.read(_CHUNK):
+        skipped += len(chunk)
+    return skipped
 
 
 def _is_complete_json(line: bytes) -> bool:
@@ -257,15 +307,8 @@ def _lines(f: IO[bytes], first: bytes, source: str, start_line: int) -> Iterator
     line: bytes = first
     while line:
         location = f"line {line_no}"
-        if len(line) > MAX_RECORD_BYTES and not line.endswith(b"\n"):
-            size = len(line) + _skip_line(f)
-            yield BadRecord(
-                source,
-                location,
-                "<record>",
-                f"record is {size / 1e6:.1f} MB, over the {MAX_RECORD_BYTES // (1024 * 1024)} MiB limit",
-                _keep(line),
-            )
+        if _oversized(line):
+            yield _too_big(source, location, len(line) + _skip_line(f), line)
         elif line.strip():
             yield location, line
         line_no += 1
@@ -341,9 +384,14 @@ def _keep(text: bytes) -> str:
     return text[:RAW_KEEP_BYTES].decode("utf-8", "replace").rstrip("\n")
 
 
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (orjson refuses them too)."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _read_array(f: IO[bytes], source: str, customer_id: str | None) -> Iterator[Item]:
     """A top-level JSON array, one element at a time, with a bounded buffer."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(parse_constant=_no_constant)
     utf8 = codecs.getincrementaldecoder("utf-8")("replace")
     buf = ""
     pos = 0
@@ -413,6 +461,16 @@ def _read_array(f: IO[bytes], source: str, customer_id: str | None) -> Iterator[
                     f"[{index}]",
                     "<json>",
                     f"malformed JSON: {e.msg}",
+                    buf[pos : pos + RAW_KEEP_BYTES],
+                )
+                return
+            except (ValueError, RecursionError) as e:  # NaN, 4,300 digits, 1,000 levels
+                message = str(e) if isinstance(e, ValueError) else "nested too deeply"
+                yield BadRecord(
+                    source,
+                    f"[{index}]",
+                    "<json>",
+                    f"malformed JSON: {message}",
                     buf[pos : pos + RAW_KEEP_BYTES],
                 )
                 return

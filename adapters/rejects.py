@@ -30,6 +30,7 @@ from sqlalchemy import (
 
 from custate.adapters.readers import RAW_KEEP_BYTES, BadRecord
 from custate.adapters.sqlschema import create_all, insert_or_ignore
+from custate.domain.activity import MAX_ID_BYTES
 
 
 def rejects_table(metadata: MetaData) -> Table:
@@ -191,14 +192,7 @@ class RejectStore:
         create_all(engine, self.metadata)
 
     def add(self, rejects: Iterable[Reject], at: datetime) -> int:
-        rows = [
-            {
-                **r.to_json(),
-                "digest": hashlib.sha256(r.raw.encode()).hexdigest(),
-                "rejected_at": at,
-            }
-            for r in rejects
-        ]
+        rows = [_row(r, at) for r in rejects]
         if not rows:
             return 0
         stmt = insert_or_ignore(self.engine, self.table)
@@ -236,6 +230,49 @@ class RejectStore:
                     _utc(row["rejected_at"]),
                     _utc(row["resolved_at"]) if row["resolved_at"] is not None else None,
                 )
+
+
+MAX_WHERE_BYTES = 1024
+"""The longest `source` and `location` kept (in UTF-8 bytes): with the digest they key a
+unique index, and a PostgreSQL index entry holds about 2,700 bytes."""
+
+
+def _row(r: Reject, at: datetime) -> dict[str, Any]:
+    """A reject as a row any backend holds, whatever the record was: text without NUL or
+    lone surrogates (PostgreSQL text cannot hold a NUL), keys short enough to index. Only
+    malformed input carries these (JSON writes NUL as an escape), so no fix of it is lost;
+    an activity id that could never be stored resolves nothing and is left out."""
+    raw = _text(r.raw)
+    activity_id = r.activity_id
+    if activity_id is not None and (
+        _text(activity_id) != activity_id or len(activity_id.encode()) > MAX_ID_BYTES
+    ):
+        activity_id = None
+    return {
+        "kind": r.kind,
+        "source": _clip(_text(r.source)),
+        "location": _clip(_text(r.location)),
+        "field": _text(r.field),
+        "reason": _text(r.reason),
+        "activity_id": activity_id,
+        "raw": raw,
+        "stored": None if r.stored is None else _text(r.stored),
+        "digest": hashlib.sha256(raw.encode()).hexdigest(),
+        "rejected_at": at,
+    }
+
+
+def _text(s: str) -> str:
+    if s.isascii() and "\x00" not in s:
+        return s
+    return s.replace("\x00", "\ufffd").encode("utf-8", "backslashreplace").decode()
+
+
+def _clip(s: str) -> str:
+    b = s.encode()
+    if len(b) <= MAX_WHERE_BYTES:
+        return s
+    return b[: MAX_WHERE_BYTES - 3].decode("utf-8", "ignore") + "..."
 
 
 def _utc(t: datetime) -> datetime:

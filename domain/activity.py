@@ -28,6 +28,20 @@ def fold_key(a: Activity) -> FoldKey:
 _RANKS: dict[str, int] = {t.value: rank(t.value) for t in ActivityType}
 _OTHER_RANK = rank("")  # a type Voucherify added since: neither created nor deleted
 
+MAX_ID_BYTES = 512
+"""The longest `id`, `customer_id`, `group_id` or `type`, in UTF-8 bytes: well inside what
+a PostgreSQL index entry holds (about 2,700 bytes), where ids are keys."""
+
+MAX_DEPTH = 200
+"""The deepest nesting of objects and arrays in `data` (`data` itself is level 1): what
+orjson writes is 255 levels, and the stored event and state wrap the payload in a few more."""
+
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+"""The integers a record may carry, anywhere: signed 64-bit, what every JSON parser on the
+way (orjson's, SQLite's, PostgreSQL's bigint) keeps exact. A number of magnitude 2**63 or
+more is refused, integer or not: parsers silently turn such integers into rounded floats,
+so a float there cannot be told from an integer that lost its digits."""
+
 
 class ActivityError(Error, ValueError):
     """A record that is not a valid activity. `field` is the dotted path of the culprit."""
@@ -174,7 +188,12 @@ def parse_time(value: object, field: str) -> datetime:
         raise ActivityError(field, f"expected an ISO-8601 date-time string, got {_kind(value)}")
     if t.tzinfo is None or t.utcoffset() is None:
         raise ActivityError(field, f"date-time has no zone (add Z or an offset): {value!r}")
-    return t.astimezone(UTC)
+    try:
+        return t.astimezone(UTC)
+    except OverflowError:
+        raise ActivityError(
+            field, f"date-time is outside the years 1 to 9999 once in UTC: {value!r}"
+        ) from None
 
 
 def parse_cut(text: str, field: str = "as_of") -> datetime:
@@ -199,21 +218,23 @@ def unwrap(data: Mapping[str, Any]) -> tuple[Mapping[str, Any], bool]:
 
 def parse_activity(record: object, customer_id: str | None = None) -> Activity:
     """Validate one raw record. `customer_id` is the caller's customer (an API path, a
-    webhook's `event.entity_id`), used when the record names none of its own."""
+    webhook's `event.entity_id`), used when the record names none of its own.
+
+    Ids are 1 to `MAX_ID_BYTES` UTF-8 bytes with no NUL, and `created_at` is a date-time
+    that exists in UTC. Whether `data` can be stored exactly is `check_data`'s to say: the
+    readers, which every input path goes through, ask it (docs/DECISIONS.md, Input)."""
     if not isinstance(record, dict):
         raise ActivityError("<record>", f"expected a JSON object, got {_kind(record)}")
-    activity_id = record.get("id")
-    if not isinstance(activity_id, str) or not activity_id:
-        raise ActivityError("id", "required: a non-empty string")
-    activity_type = record.get("type")
-    if not isinstance(activity_type, str) or not activity_type:
-        raise ActivityError("type", "required: a non-empty string")
+    activity_id = check_id(record.get("id"), "id")
+    activity_type = check_id(record.get("type"), "type")
     if "created_at" not in record:
         raise ActivityError("created_at", "required")
     created_at = parse_time(record["created_at"], "created_at")
     group_id = record.get("group_id")
-    if group_id is not None and not isinstance(group_id, str):
-        raise ActivityError("group_id", f"expected a string, got {_kind(group_id)}")
+    if group_id is not None:
+        if not isinstance(group_id, str):
+            raise ActivityError("group_id", f"expected a string, got {_kind(group_id)}")
+        check_id(group_id, "group_id")
     raw = record.get("data")
     if not isinstance(raw, dict):
         raise ActivityError("data", f"expected a JSON object, got {_kind(raw)}")
@@ -233,7 +254,7 @@ def parse_activity(record: object, customer_id: str | None = None) -> Activity:
         missing = missing_required(activity_type, payload)
         if missing is not None:
             raise ActivityError(f"{prefix}.{missing}", f"required for {activity_type}")
-    customer = _customer_id(record, customer_id, payload)
+    customer = _customer_id(record, customer_id, payload, prefix)
     return Activity(
         id=activity_id,
         type=activity_type,
@@ -243,6 +264,119 @@ def parse_activity(record: object, customer_id: str | None = None) -> Activity:
         payload=payload,
         group_id=group_id,
     )
+
+
+def check_id(value: object, field: str) -> str:
+    """An identifier as the store keys it: a non-empty string of at most `MAX_ID_BYTES`
+    UTF-8 bytes, without NUL (PostgreSQL text cannot hold one)."""
+    if not isinstance(value, str) or not value:
+        raise ActivityError(field, "required: a non-empty string")
+    if not value.isascii() or len(value) > MAX_ID_BYTES:
+        try:
+            size = len(value.encode())
+        except UnicodeEncodeError:
+            raise ActivityError(field, "not valid UTF-8 (a lone surrogate)") from None
+        if size > MAX_ID_BYTES:
+            raise ActivityError(
+                field,
+                f"{size} UTF-8 bytes long, over the limit of {MAX_ID_BYTES}: {value[:40]!r}...",
+            )
+    if "\x00" in value:
+        raise ActivityError(field, f"contains a NUL character (U+0000): {value[:80]!r}")
+    return value
+
+
+def check_data(data: Mapping[str, Any], field: str = "data") -> None:
+    """A payload that is stored exactly on every backend, or an `ActivityError` naming the
+    path of the first part that is not: nested at most `MAX_DEPTH` levels, numbers within
+    `INT_MIN`..`INT_MAX` (and finite), strings and keys valid UTF-8 without NUL, nothing but
+    JSON values. The common case costs one encoding and three scans of its bytes, in C; the
+    walk that names the culprit runs only when those flag something (an integer beyond
+    2**53, a number written with an exponent of 16 or more, 200 brackets, an escaped NUL)."""
+    try:
+        encoded = orjson.dumps(data, option=orjson.OPT_STRICT_INTEGER)
+    except TypeError:  # orjson.JSONEncodeError: what orjson cannot write
+        _raise_problem(data, field)
+        return
+    if (
+        encoded.count(b"{") + encoded.count(b"[") > MAX_DEPTH
+        or b"\\u0000" in encoded
+        or b"e+" in encoded
+    ):
+        _raise_problem(data, field)
+
+
+def _raise_problem(data: object, field: str) -> None:
+    problem = _problem(data, field, 1)
+    if problem is not None:
+        raise ActivityError(*problem)
+
+
+def _problem(value: object, path: str, depth: int) -> tuple[str, str] | None:
+    """(path, message) of the first part of `value` that cannot be stored exactly."""
+    if isinstance(value, dict):
+        if depth > MAX_DEPTH:
+            return _elide(path), f"nested more than {MAX_DEPTH} levels deep"
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return path, f"key {k!r} is not a string"
+            here = f"{path}.{_printable(k)}"
+            bad = _string_problem(k, "key")
+            if bad is not None:
+                return here, bad
+            found = _problem(v, here, depth + 1)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        if depth > MAX_DEPTH:
+            return _elide(path), f"nested more than {MAX_DEPTH} levels deep"
+        for i, v in enumerate(value):
+            found = _problem(v, f"{path}.{i}", depth + 1)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, str):
+        bad = _string_problem(value, "string")
+        return None if bad is None else (path, bad)
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        if INT_MIN <= value <= INT_MAX:
+            return None
+        return path, f"integer {value} {_OUT_OF_RANGE}"
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return path, f"not a finite number: {value!r}"
+        if abs(value) >= 2.0**63:
+            return path, f"number {value!r} {_OUT_OF_RANGE}"
+        return None
+    return path, f"not a JSON value: {type(value).__name__}"
+
+
+_OUT_OF_RANGE = (
+    "is outside the signed 64-bit range, where it is not kept exactly (send it as a string)"
+)
+
+
+def _string_problem(s: str, what: str) -> str | None:
+    if "\x00" in s:
+        return f"{what} contains a NUL character (U+0000)"
+    try:
+        s.encode()
+    except UnicodeEncodeError:
+        return f"{what} is not valid UTF-8 (a lone surrogate)"
+    return None
+
+
+def _elide(path: str) -> str:
+    return path if len(path) <= 120 else f"{path[:60]}...{path[-40:]}"
+
+
+def _printable(key: str) -> str:
+    """A key as a path shows it: NUL and lone surrogates escaped, at most 100 characters."""
+    shown = key[:100].replace("\x00", "\\u0000")
+    return shown.encode("utf-8", "backslashreplace").decode()
 
 
 def _error_path(e: msgspec.ValidationError) -> tuple[str, str]:
@@ -260,16 +394,18 @@ def _customer_only(data: Mapping[str, Any]) -> FullPayload:
     return FullPayload(customer=CustomerView(id=cid)) if isinstance(cid, str) else FullPayload()
 
 
-def _customer_id(record: Mapping[str, Any], given: str | None, payload: Payload) -> str:
+def _customer_id(
+    record: Mapping[str, Any], given: str | None, payload: Payload, prefix: str
+) -> str:
     explicit = record.get("customer_id")
     if explicit is not None:
         if not isinstance(explicit, str) or not explicit:
             raise ActivityError("customer_id", "expected a non-empty string")
-        return explicit
+        return check_id(explicit, "customer_id")
     if given:
-        return given
+        return check_id(given, "customer_id")
     if payload.customer is not None and payload.customer.id:
-        return payload.customer.id
+        return check_id(payload.customer.id, f"{prefix}.customer.id")
     raise ActivityError(
         "data.customer.id",
         "no customer: the record has no customer_id, none was given, and the payload "

@@ -225,3 +225,69 @@ def missing_required(activity_type: str, payload: Payload) -> str | None:
             if node is None:
                 return path
     return None
+
+
+MAX_KEY_BYTES = 512
+"""The longest identifier the fold reads from a payload (`id`, `*_id`, `code`), in UTF-8
+bytes: the read model keys its tables by them (segment, tier, campaign, card and order
+ids), and a PostgreSQL index entry holds about 2,700 bytes."""
+
+MAX_STATUS_CHARS = 32
+"""The longest `order.status`: the read model keeps it in a column of 32 characters."""
+
+# The payload strings the fold keys state by, and so the read model its tables: per view,
+# the fields that are identifiers.
+_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("segment", ("id",)),
+    ("campaign", ("id",)),
+    ("loyalty_tier", ("id", "campaign_id")),
+    ("loyalty_tier_to", ("id", "campaign_id")),
+    ("voucher", ("id", "code", "campaign_id")),
+    ("transaction", ("id", "voucher_id", "campaign_id")),
+    ("pending_points", ("id", "voucher_id", "campaign_id", "order_id")),
+    ("order", ("id",)),
+    ("reward_redemption", ("id",)),
+    ("reward", ("id",)),
+    ("referrer", ("id",)),
+    ("holder", ("redeemable_id",)),
+)
+
+
+def oversized_key(payload: Payload) -> tuple[str, str] | None:
+    """(path, message) of the first identifier in the payload too long to key the read
+    model by (an `order.status` over `MAX_STATUS_CHARS` too), or None. A few attribute
+    reads for the views a payload has; the byte count only for a long string."""
+    for view_name, fields in _KEYS:
+        view = getattr(payload, view_name)
+        if view is None:
+            continue
+        for name in fields:
+            value = getattr(view, name)
+            if value is not None and _too_long(value):
+                return f"{view_name}.{name}", _over(value)
+    order = payload.order
+    if order is not None and order.status is not None and len(order.status) > MAX_STATUS_CHARS:
+        n = len(order.status)
+        return "order.status", f"{n} characters long, over the limit of {MAX_STATUS_CHARS}"
+    extra: list[tuple[str, str | None]] = []
+    if payload.balance is not None and payload.balance.related_object is not None:
+        extra.append(("balance.related_object.id", payload.balance.related_object.id))
+    publication = payload.publication
+    if publication is not None:
+        if publication.voucher is not None:
+            extra.append(("publication.voucher.id", publication.voucher.id))
+        for i, vid in enumerate(publication.vouchers_id or ()):
+            extra.append((f"publication.vouchers_id.{i}", vid))
+    for path, value in extra:
+        if value is not None and _too_long(value):
+            return path, _over(value)
+    return None
+
+
+def _too_long(s: str) -> bool:
+    return len(s) > MAX_KEY_BYTES // 4 and len(s.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES
+
+
+def _over(s: str) -> str:
+    size = len(s.encode("utf-8", "surrogatepass"))
+    return f"{size} UTF-8 bytes long, over the limit of {MAX_KEY_BYTES}"

@@ -13,6 +13,7 @@ from rich.table import Table
 from custate.adapters.cli.app import app
 from custate.adapters.cli.common import open_store
 from custate.adapters.cli.store_options import JsonOption, StoreOption
+from custate.domain.activity import INT_MAX, INT_MIN
 
 Filter = Annotated[str | None, typer.Option()]
 TABLE_ROWS = 100
@@ -27,16 +28,20 @@ def customers(
         typer.Option(help="In this loyalty campaign (with --tier or points: that campaign's)."),
     ] = None,
     min_points: Annotated[
-        int | None, typer.Option("--min-points", help="At least N points.")
+        int | None,
+        typer.Option("--min-points", min=INT_MIN, max=INT_MAX, help="At least N points."),
     ] = None,
     max_points: Annotated[
-        int | None, typer.Option("--max-points", help="At most N points.")
+        int | None,
+        typer.Option("--max-points", min=INT_MIN, max=INT_MAX, help="At most N points."),
     ] = None,
     status: Annotated[str | None, typer.Option(help="active or deleted.")] = None,
     order_status: Annotated[
         str | None, typer.Option("--order-status", help="Has an order in this status (PAID, ...).")
     ] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="At most N customers.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, max=INT_MAX, help="At most N customers.")
+    ] = None,
     after: Annotated[
         str | None,
         typer.Option(help="Start after this customer id (the last one of the previous page)."),

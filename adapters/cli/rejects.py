@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -49,11 +50,14 @@ def rejects(
 
 
 def _one_line(raw: str) -> bytes:
-    """Export as NDJSON: a record that is valid JSON goes out compact; one that is not is
-    kept as written, its line breaks folded, for the user to mend."""
+    """Export as NDJSON: a record on one line goes out as written (re-encoding it would
+    round integers beyond 64 bits); one over several lines is compacted if it is JSON, and
+    else kept as written, its line breaks folded, for the user to mend."""
+    if "\n" not in raw and "\r" not in raw:
+        return raw.encode()
     try:
-        return orjson.dumps(orjson.loads(raw))
-    except orjson.JSONDecodeError:
+        return json.dumps(json.loads(raw), separators=(",", ":")).encode()
+    except (ValueError, RecursionError):
         return raw.replace("\r", " ").replace("\n", " ").encode()
 
 
