@@ -15,7 +15,9 @@ changes settings of the process it runs in."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Unpack
@@ -35,6 +37,7 @@ from custate.adapters.ingest import (
     utc_now,
     write_batch,
 )
+from custate.adapters.projector import Worker, WorkerEvent
 from custate.adapters.readers import Item, Record, read_path, read_text, records_from_value
 from custate.adapters.readmodel import (
     DEFAULT_CATCHUP_BATCH,
@@ -55,6 +58,7 @@ __all__ = [
     "DEFAULT_BATCH",
     "DEFAULT_CATCHUP_BATCH",
     "DEFAULT_STORE",
+    "DEFAULT_WAIT",
     "CatchUpReport",
     "Clock",
     "Custate",
@@ -63,15 +67,19 @@ __all__ = [
     "CustomerRow",
     "CustomerState",
     "Error",
+    "Freshness",
     "IngestReport",
     "PullCursors",
     "QueryError",
     "Reject",
     "Source",
+    "StaleReadError",
     "StoreError",
     "StoredActivity",
     "StoredReject",
     "UnknownCustomerError",
+    "Worker",
+    "WorkerEvent",
     "open",
     "store_file",
     "store_url",
@@ -93,6 +101,58 @@ class QueryError(Error, ValueError):
     """A question the store cannot answer as asked (a cut without a time zone)."""
 
 
+class StaleReadError(Error, TimeoutError):
+    """A read asked for a position (`min_position`) the read model did not reach in time:
+    no projector is running, or it is far behind."""
+
+    def __init__(self, wanted: int, position: int, waited: float) -> None:
+        super().__init__(
+            f"the read model is at position {position}, not yet at {wanted}, after "
+            f"{waited:g} s; is a projector running (`custate serve`, `custate project "
+            "--follow`, or `cs.project()`)?"
+        )
+        self.wanted = wanted
+        self.position = position
+
+
+# Seconds a read with `min_position` waits for the read model at most, unless told.
+DEFAULT_WAIT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """How fresh an answer of the read model is: the `position` it reflects (every activity
+    stored up to it is in it), the store's `head` (the last position stored), and the lag:
+    activities stored but not yet projected (counted up to a bound: `lag_capped` says it
+    is at least that) and how long the oldest of them has waited, in seconds."""
+
+    position: int
+    head: int
+    lag_activities: int
+    lag_seconds: float
+    lag_capped: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "head": self.head,
+            "lag": {
+                "activities": self.lag_activities,
+                "seconds": self.lag_seconds,
+                "at_least": self.lag_capped,
+            },
+        }
+
+    def headers(self) -> dict[str, str]:
+        """The same, as HTTP response headers."""
+        return {
+            "X-Custate-Position": str(self.position),
+            "X-Custate-Head": str(self.head),
+            "X-Custate-Lag-Activities": str(self.lag_activities),
+            "X-Custate-Lag-Seconds": f"{self.lag_seconds:.3f}",
+        }
+
+
 def _cut(value: datetime | str | None, name: str) -> datetime | None:
     if value is None or isinstance(value, datetime):
         if isinstance(value, datetime) and value.tzinfo is None:
@@ -106,12 +166,26 @@ class Custate:
 
     `Custate(url)` builds its parts from the URL (`bootstrap.build`); `Custate(parts=...)`
     takes parts built elsewhere. `store`, `rejects_store`, `clock` and `readmodel` are
-    those parts, for tests and tools; entry points call the methods."""
+    those parts, for tests and tools; entry points call the methods.
+
+    Reads answer from the read model as it stands, never waiting for a catch-up: a
+    projector keeps it up to date (`ingest` projects what it stored, unless told not to;
+    `serve` and `project --follow` run projector workers). A read given `min_position` (the
+    `position` an ingest returned) answers once the read model has reached it, or raises
+    `StaleReadError` after `wait` seconds. `catch_up_reads=True` keeps the behaviour of
+    earlier versions: every read first projects whatever is stored."""
 
     def __init__(
-        self, url: str | None = None, clock: Clock = utc_now, *, parts: Parts | None = None
+        self,
+        url: str | None = None,
+        clock: Clock = utc_now,
+        *,
+        parts: Parts | None = None,
+        catch_up_reads: bool = False,
+        partitions: int | None = None,
     ) -> None:
-        self._parts = parts if parts is not None else bootstrap.build(url, clock)
+        self._parts = parts if parts is not None else bootstrap.build(url, clock, partitions)
+        self.catch_up_reads = catch_up_reads
         self.store: EventStore = self._parts.store
         self.rejects_store: RejectStore = self._parts.rejects
         self.clock: Clock = self._parts.clock
@@ -181,6 +255,7 @@ class Custate:
         """Store records as the readers give them (or already encoded), then project
         (unless `project=False`)."""
         report = ingest(self.store, self.rejects_store, items, batch_size, self.clock, progress)
+        report.position = self.store.head()
         if project:
             self.project()
         return report
@@ -218,6 +293,86 @@ class Custate:
         """Activities stored but not yet in the read model."""
         return self.readmodel.lag()
 
+    def head(self) -> int:
+        """The store's last position: what a read model reflecting everything stored so
+        far is at (`min_position`)."""
+        return self.store.head()
+
+    def freshness(self, customer_id: str | None = None, count_at_most: int = 100_000) -> Freshness:
+        """How fresh the read model is (for `customer_id`'s partition, if given)."""
+        rm = self.readmodel
+        part = None if customer_id is None else rm.partition_of(customer_id)
+        position = rm.position(part)
+        head = self.store.head()
+        if head <= position:
+            return Freshness(position, head, 0, 0.0)
+        n = rm.lag(part, at_most=count_at_most)
+        first = rm.first_unprojected(part) if n else None
+        seconds = 0.0 if first is None else max(0.0, (utc_now() - first).total_seconds())
+        return Freshness(position, head, n, round(seconds, 3), n >= count_at_most)
+
+    def partition_of(self, customer_id: str) -> int:
+        """The partition `customer_id` falls in (of the store's `partitions`)."""
+        return self.readmodel.partition_of(customer_id)
+
+    @property
+    def partitions(self) -> int:
+        """The store's partition count, fixed when it was made."""
+        return self.readmodel.partitions
+
+    def wait_for(
+        self, min_position: int, customer_id: str | None = None, wait: float | None = None
+    ) -> None:
+        """Return once the read model has projected everything up to `min_position` (for
+        `customer_id`'s partition, if given: the position that customer's reads need), or
+        raise `StaleReadError` after `wait` seconds (default `DEFAULT_WAIT`). A position
+        past the store's head is a `QueryError`."""
+        if min_position < 0:
+            raise QueryError(f"min_position: {min_position} is negative")
+        rm = self.readmodel
+        part = None if customer_id is None else rm.partition_of(customer_id)
+        if rm.position(part) >= min_position:
+            return
+        head = self.store.head()
+        if min_position > head:
+            raise QueryError(
+                f"min_position: {min_position} is past the last position stored ({head})"
+            )
+        bound = DEFAULT_WAIT if wait is None else wait
+        start = time.monotonic()
+        pause = 0.005
+        while True:
+            position = rm.position(part)
+            if position >= min_position:
+                return
+            waited = time.monotonic() - start
+            if waited >= bound:
+                raise StaleReadError(min_position, position, round(waited, 3))
+            time.sleep(min(pause, max(0.0, bound - waited)))
+            pause = min(pause * 2, 0.05)
+
+    def _ready(
+        self,
+        customer_id: str | None = None,
+        min_position: int | None = None,
+        wait: float | None = None,
+    ) -> ReadModel:
+        """The read model, for a read: caught up first if this store was opened so, and at
+        `min_position` at least if given."""
+        rm = self.readmodel
+        if self.catch_up_reads:
+            rm.catch_up()
+        if min_position is not None:
+            self.wait_for(min_position, customer_id, wait)
+        return rm
+
+    def worker(
+        self, *, poll: float = 0.5, on_event: Callable[[WorkerEvent], None] | None = None
+    ) -> Worker:
+        """A projector worker on this store (`adapters.projector`): `worker.run(should_stop)`
+        keeps the partitions it holds caught up until `should_stop()`."""
+        return Worker(self, poll=poll, on_event=on_event)
+
     def activities(
         self, customer_id: str, known_at: datetime | str | None = None
     ) -> list[StoredActivity]:
@@ -236,22 +391,25 @@ class Custate:
         customer_id: str,
         as_of: datetime | str | None = None,
         known_at: datetime | str | None = None,
+        *,
+        min_position: int | None = None,
+        wait: float | None = None,
     ) -> CustomerState:
         """The customer's state from the activities with `created_at <= as_of` that the
         store had accepted by `known_at` (both optional).
 
-        Answered from the read model (caught up first): the current state directly, `as_of`
-        from the checkpoint before it plus the tail. `known_at`, the rarer audit question,
-        folds the fold inputs recorded by then (checkpoints hold what is known now)."""
+        Answered from the read model as it stands (see the class; `min_position`, `wait`):
+        the current state directly, `as_of` from the checkpoint before it plus the tail.
+        `known_at`, the rarer audit question, folds the fold inputs recorded by then
+        (checkpoints hold what is known now)."""
         t = _cut(as_of, "as_of")
         k = _cut(known_at, "known_at")
         if k is not None:
-            pairs = self._pairs(customer_id, k)
+            pairs = self._pairs(customer_id, k, min_position, wait)
             state = fold((a for a, _ in pairs), customer_id, as_of=t)
             state.known_at = k
             return state
-        rm = self.readmodel
-        rm.catch_up()
+        rm = self._ready(customer_id, min_position, wait)
         last_key = rm.last_key(customer_id)
         if last_key is None:
             raise UnknownCustomerError(customer_id)
@@ -275,12 +433,17 @@ class Custate:
 
     # -- audit (projections/audit/) ------------------------------------------------------------
 
-    def _pairs(self, customer_id: str, known_at: datetime | None = None) -> list[audit.Pair]:
+    def _pairs(
+        self,
+        customer_id: str,
+        known_at: datetime | None = None,
+        min_position: int | None = None,
+        wait: float | None = None,
+    ) -> list[audit.Pair]:
         """What an audit folds: the customer's activities with their record times, from the
-        read model's fold inputs (caught up first), not the events (a fifth of the bytes:
+        read model's fold inputs, not the events (a fifth of the bytes:
         `adapters.codecs.foldinput`)."""
-        rm = self.readmodel
-        rm.catch_up()
+        rm = self._ready(customer_id, min_position, wait)
         pairs: list[audit.Pair] = list(rm.fold_inputs(customer_id, known_at=known_at))
         if not pairs and rm.last_key(customer_id) is None:
             # Unknown, or rebuilt and swapped in between: the events say which.
@@ -302,8 +465,7 @@ class Custate:
             # From the read model's checkpoint before `start`: only the activities after
             # it are read and folded. (Checkpoints hold what is known now, so a history
             # as known at K replays everything.)
-            rm = self.readmodel
-            rm.catch_up()
+            rm = self._ready(customer_id)
             checkpoint = rm.checkpoint_before(customer_id, format_time(t1))
             if checkpoint is not None:
                 tail: list[audit.Pair] = list(rm.fold_inputs(customer_id, checkpoint[0]))
@@ -358,8 +520,7 @@ class Custate:
         customer, or of every customer from the read model's stored states (no fold)."""
         if customer_id is not None:
             return audit.card_gaps(customer_id, self.state(customer_id).gaps)
-        rm = self.readmodel
-        rm.catch_up()
+        rm = self._ready()
         out: list[audit.CardGap] = []
         for cid, gaps in rm.gaps():
             out.extend(audit.card_gaps(cid, gaps))
@@ -374,17 +535,26 @@ class Custate:
         *,
         limit: int | None = None,
         after: str | None = None,
+        min_position: int | None = None,
+        wait: float | None = None,
         **filters: Unpack[CustomerFilters],
     ) -> list[CustomerRow]:
         """Customers matching every filter given (`segment`, `tier`, `campaign`,
         `min_points`, `max_points`, `status`, `order_status`), from the read model's indexes
         (no fold), in customer id order; `after` (the last id of the previous page) and
         `limit` page through them."""
-        return self.readmodel.customers(CustomerQuery(**filters), after, limit)
+        rm = self._ready(None, min_position, wait)
+        return rm.customers(CustomerQuery(**filters), after, limit)
 
-    def count_customers(self, **filters: Unpack[CustomerFilters]) -> int:
+    def count_customers(
+        self,
+        *,
+        min_position: int | None = None,
+        wait: float | None = None,
+        **filters: Unpack[CustomerFilters],
+    ) -> int:
         """How many customers match every filter given (as `customers`, unpaged)."""
-        return self.readmodel.count(CustomerQuery(**filters))
+        return self._ready(None, min_position, wait).count(CustomerQuery(**filters))
 
     def rejects(self, include_resolved: bool = False) -> list[StoredReject]:
         """The rejected records, oldest first; resolved ones too with `include_resolved`."""
@@ -395,11 +565,18 @@ class Custate:
         return self._parts.pull_cursors()
 
 
-def open(url: str | None = None, clock: Clock = utc_now) -> Custate:
+def open(
+    url: str | None = None,
+    clock: Clock = utc_now,
+    *,
+    catch_up_reads: bool = False,
+    partitions: int | None = None,
+) -> Custate:
     """Open (creating if needed) the store at `url`: `sqlite:///PATH` or `postgresql://...`
     (None: $CUSTATE_STORE, else ./custate.db). A URL that names no usable store, or a store
-    that cannot be reached, is a `StoreError`."""
-    return Custate(parts=bootstrap.build(url, clock))
+    that cannot be reached, is a `StoreError`. `catch_up_reads`: see `Custate`; `partitions`:
+    the partition count of a store created now (`adapters.readmodel.partitions`)."""
+    return Custate(parts=bootstrap.build(url, clock, partitions), catch_up_reads=catch_up_reads)
 
 
 def _items(sources: Iterable[Source], customer_id: str | None) -> Iterable[Item]:

@@ -42,10 +42,11 @@ class Parts:
     store: EventStore
     rejects: RejectStore
     clock: Clock
+    partitions: int | None = None  # for a store created now (None: the backend's default)
 
     def readmodel(self) -> ReadModel:
         """The read model's active generation, opened now."""
-        return ReadModel(self.store)
+        return ReadModel(self.store, partitions=self.partitions)
 
     def pull_cursors(self) -> PullCursors:
         return PullCursors(self.store.engine)
@@ -54,7 +55,8 @@ class Parts:
         self.store.close()
 
 
-def build(url: str | None = None, clock: Clock = utc_now) -> Parts:
-    """The parts of the store at `url` (see `store_url`), created if needed."""
+def build(url: str | None = None, clock: Clock = utc_now, partitions: int | None = None) -> Parts:
+    """The parts of the store at `url` (see `store_url`), created if needed (with
+    `partitions` partitions, if given; `readmodel.partitions`)."""
     store = EventStore(store_url(url))
-    return Parts(store, RejectStore(store.engine), clock)
+    return Parts(store, RejectStore(store.engine), clock, partitions)

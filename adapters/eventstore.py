@@ -331,8 +331,36 @@ class EventStore:
                 time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
                 continue
             result.accepted.extend(todo)
+            self._wake_projectors()
             return result
         raise StoreError("could not append a batch after repeated write conflicts")
+
+    @property
+    def channel(self) -> str | None:
+        """The PostgreSQL channel told of every append (`LISTEN`), one per store (schema);
+        None on SQLite."""
+        if self.url.kind != "postgresql":
+            return None
+        name = f"custate_events_{self.url.schema or 'public'}"
+        if len(name.encode()) > 63:  # identifiers are cut at 63 bytes
+            name = "custate_events_" + hashlib.sha256(name.encode()).hexdigest()[:32]
+        return name
+
+    def _wake_projectors(self) -> None:
+        """Tell the projector workers listening that there is more (a hint: they poll too)."""
+        channel = self.channel
+        if channel is None:
+            return
+        try:
+            with self.engine.begin() as c:
+                c.execute(text("SELECT pg_notify(:ch, '')"), {"ch": channel})
+        except Exception:  # the activities are committed; a worker's poll finds them
+            pass
+
+    def head(self) -> int:
+        """The id of the last notification stored (0: none): the position a read model
+        must reach to reflect everything stored so far."""
+        return int(self.recorder.max_notification_id() or 0)
 
     def reachable(self) -> bool:
         """Whether the database answers at all (told apart from refusing one write)."""

@@ -9,13 +9,19 @@
   whatever is waiting in one transaction (group commit) and then resolves every request of
   that batch. Redeliveries are 2xx and store nothing new; bad input is 4xx with
   `{"error", "field"}` and kept as a reject.
-- The read model is caught up by a projector thread woken after each write batch (and by
-  every read, which catches up first), so reads see every acknowledged delivery.
-- `GET /customers/{id}/state`, `GET /customers`, `GET /customers/{id}/history`,
-  `GET /healthz`; OpenAPI docs at /docs.
+  The answer carries `position`: pass it as `min_position` to a read to see the delivery.
+- A projector worker runs in the process (`project=False`: none; `adapters.projector`),
+  woken after each write batch and, on PostgreSQL, by other processes' writes.
+- Reads (`GET /customers/{id}/state`, `/customers`, `/customers/{id}/history`, ...) take
+  no lock and never wait for a catch-up: they answer from the read model as it stands,
+  with its position and lag in `X-Custate-*` headers (and `read_model` in the JSON of
+  state and count); `?min_position=N&wait=S` waits for position N, 503 after S seconds.
+- `GET /healthz` is liveness (no database), `GET /readyz` readiness (store answers, lag
+  under a bound); OpenAPI docs at /docs.
 
-One process only: SQLite writes from other processes are still safe (the event store's
-cross-process write lock), but run a single server worker per store."""
+Any number of processes may serve one store (`serve --workers N`, other hosts): each has
+its own group commit, and their projector workers share the partitions
+(docs/DECISIONS.md, Projector workers)."""
 
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import queue
 import threading
@@ -36,7 +43,17 @@ import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from custate.adapters.api import Custate, CustomerQuery, Reject, UnknownCustomerError
+from custate.adapters.api import (
+    Custate,
+    CustomerQuery,
+    Freshness,
+    QueryError,
+    Reject,
+    StaleReadError,
+    UnknownCustomerError,
+    Worker,
+    WorkerEvent,
+)
 from custate.adapters.readers import BadRecord, Record, records_from_value
 from custate.domain import ActivityError, parse_cut
 from custate.domain.activity import INT_MAX, INT_MIN, MAX_ID_BYTES
@@ -47,7 +64,12 @@ ENV_MAX_BODY = "CUSTATE_MAX_BODY_BYTES"
 SIGNATURE_HEADER = "x-voucherify-signature"
 WEBHOOK_SOURCE = "webhook:/webhooks/voucherify"
 MAX_GROUP = 1000  # records per group commit
-PROJECT_INTERVAL = 0.5  # seconds between background catch-ups
+DEFAULT_READY_LAG = 10_000  # activities behind from which /readyz says not ready
+MAX_WAIT = 30.0  # seconds a read may ask to wait for its min_position
+FRESHNESS_EVERY = 0.1  # seconds a read's freshness headers may be old
+LAG_COUNT_AT_MOST = 100_000  # lag counted up to this (then "at least")
+
+_log = logging.getLogger("custate.http")
 
 
 def signature(body: bytes, secret: str) -> str:
@@ -90,42 +112,48 @@ class _Job:
 
 
 class Service:
-    """The store behind the app: one Custate, one writer thread, one projector thread."""
+    """The store behind the app: one Custate, one writer thread (group commit) and, unless
+    told not to, a projector worker (`adapters.projector.Worker`) in a thread of its own.
+    Reads take no lock: they answer from the read model as it stands."""
 
-    def __init__(self, cs: Custate, owned: bool) -> None:
+    def __init__(self, cs: Custate, owned: bool, project: bool = True) -> None:
         self.cs = cs
         self.owned = owned
-        self.read_lock = threading.RLock()  # the read model (and its lazy handle) is shared
+        self.project_here = project
         self._jobs: queue.Queue[_Job] = queue.Queue()
         self._stop = threading.Event()
-        self._dirty = threading.Event()
-        self._caught_up_at = time.time()
         self._threads: list[threading.Thread] = []
+        self.worker: Worker | None = None
         self.batches = 0
+        self.head = 0  # the store's position after this process's last write
+        self._fresh: dict[int | None, tuple[float, Freshness]] = {}
 
     def start(self) -> None:
         if self._threads:
             return
         self._stop.clear()
-        for target, name in ((self._writer, "custate-writer"), (self._projector, "custate-proj")):
+        targets = [(self._writer, "custate-writer")]
+        if self.project_here:
+            self.worker = self.cs.worker(on_event=_log_worker_event)
+            targets.append((self._project, "custate-proj"))
+        for target, name in targets:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
 
     def stop(self) -> None:
         self._stop.set()
-        self._dirty.set()
+        if self.worker is not None:
+            self.worker.wake()
         for t in self._threads:
             t.join(timeout=30)
         self._threads.clear()
-        with contextlib.suppress(Exception):  # leave the read model caught up
-            self.project()
         if self.owned:
             self.cs.close()
 
     def submit(self, records: list[Record], bad: list[Reject]) -> Future[list[str]]:
         """Hand records to the writer; the future gives one outcome per record (`stored`,
-        `duplicate`, `conflict`) once they are committed."""
+        `duplicate`, `conflict`, `refused`) once they are committed."""
         job = _Job(records, bad)
         if self._stop.is_set():
             job.future.set_exception(RuntimeError("the server is shutting down"))
@@ -157,6 +185,9 @@ class Service:
         bad = [b for j in jobs for b in j.bad]
         try:
             outcomes = self.cs.store_records(records, bad)
+            # What a read of these records waits for (`min_position`): the store's head now
+            # covers them, and a duplicate's first delivery, stored before.
+            self.head = self.cs.head() if records else self.head
         except Exception as e:
             for j in jobs:
                 j.future.set_exception(e)
@@ -166,38 +197,40 @@ class Service:
         for j in jobs:
             j.future.set_result(outcomes[start : start + len(j.records)])
             start += len(j.records)
-        if records:
-            self._dirty.set()
+        if records and self.worker is not None:
+            self.worker.wake()
 
-    def _projector(self) -> None:
-        while not self._stop.is_set():
-            if not self._dirty.wait(timeout=0.5):
-                continue
-            self._dirty.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.project()
-            except Exception:  # a failed catch-up is retried on the next write or read
-                self._dirty.set()
-            # at most one catch-up per interval: under load it folds bigger batches and
-            # leaves the database to the writer in between (reads catch up themselves)
-            self._stop.wait(PROJECT_INTERVAL)
+    def _project(self) -> None:
+        assert self.worker is not None
+        self.worker.run(self._stop.is_set)
 
-    def project(self) -> None:
-        with self.read_lock:
-            self.cs.project()
-            if self.cs.lag() == 0:
-                self._caught_up_at = time.time()
+    def freshness(self, customer_id: str | None = None) -> Freshness:
+        """How fresh the read model is, for a read's headers: measured at most every
+        `FRESHNESS_EVERY` seconds per partition (a lower bound of what the read reflects:
+        the position only grows)."""
+        part = None if customer_id is None else self.cs.partition_of(customer_id)
+        now = time.monotonic()
+        hit = self._fresh.get(part)
+        if hit is not None and now - hit[0] < FRESHNESS_EVERY:
+            return hit[1]
+        fresh = self.cs.freshness(customer_id, count_at_most=LAG_COUNT_AT_MOST)
+        self._fresh[part] = (now, fresh)
+        return fresh
 
-    def lag(self) -> tuple[int, float]:
-        """Activities stored but not in the read model, and seconds since it last had none."""
-        with self.read_lock:
-            n = self.cs.lag()
-        if n == 0:
-            self._caught_up_at = time.time()
-            return 0, 0.0
-        return n, round(time.time() - self._caught_up_at, 3)
+    def check_ready(self) -> Freshness:
+        """The store answers; how fresh the read model is (raises what the store raised)."""
+        self.cs.ping()
+        return self.cs.freshness(count_at_most=LAG_COUNT_AT_MOST)
+
+    def projector_json(self) -> dict[str, Any]:
+        if self.worker is None:
+            return {"in_process": False}
+        return {"in_process": True, "worker": self.worker.name, "partitions": self.worker.held}
+
+
+def _log_worker_event(e: WorkerEvent) -> None:
+    if e.kind in ("waiting", "error", "leases"):
+        _log.warning("projector: %s", e.message)
 
 
 # What parameters may hold: what the store can (no NUL, which PostgreSQL text cannot hold;
@@ -206,6 +239,15 @@ _NO_NUL = r"^[^\x00]*$"
 CustomerId = Annotated[str, Path(pattern=_NO_NUL, max_length=MAX_ID_BYTES)]
 Key = Annotated[str | None, Query(pattern=_NO_NUL, max_length=MAX_ID_BYTES)]
 Points = Annotated[int | None, Query(ge=INT_MIN, le=INT_MAX)]
+
+
+@dataclass(frozen=True)
+class _Consistency:
+    """Read-your-writes: answer once the read model has reached `min_position` (the
+    `position` a webhook's answer or an ingest gave), waiting at most `wait` seconds."""
+
+    min_position: Annotated[int | None, Query(ge=0, le=INT_MAX)] = None
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 5.0
 
 
 @dataclass(frozen=True)
@@ -240,12 +282,17 @@ def create_app(
     *,
     secret: str | None = None,
     max_body_bytes: int | None = None,
+    project: bool = True,
+    ready_lag: int = DEFAULT_READY_LAG,
+    ready_timeout: float = 1.0,
 ) -> FastAPI:
     """The application. `store` is a store URL (opened here, closed at shutdown), an open
     `Custate` (left open), or None ($CUSTATE_STORE, else ./custate.db). `secret` defaults
-    to $CUSTATE_WEBHOOK_SECRET (unset or empty: signatures are not checked)."""
+    to $CUSTATE_WEBHOOK_SECRET (unset or empty: signatures are not checked). `project`: run
+    a projector worker in this process. `/readyz` is 503 from `ready_lag` activities behind,
+    or when the store does not answer within `ready_timeout` seconds."""
     cs = store if isinstance(store, Custate) else Custate(store)
-    service = Service(cs, owned=not isinstance(store, Custate))
+    service = Service(cs, owned=not isinstance(store, Custate), project=project)
     key = secret if secret is not None else os.environ.get(ENV_SECRET, "")
     limit = _max_body(max_body_bytes)
 
@@ -368,27 +415,51 @@ def create_app(
                 "activity_ids": ids,
                 "stored": outcomes.count("stored"),
                 "duplicates": outcomes.count("duplicate"),
+                "position": service.head,
             }
         )
 
     def bad_cut(e: ActivityError) -> JSONResponse:
         return _error(400, f"{e.field}: {e.message}", e.field)
 
-    def answer(read: Callable[[], Any]) -> Response:
-        """One read under the read lock, as JSON: a cut that does not parse is 400 naming
-        it, an unknown customer 404. `read` may answer with a response of its own."""
+    def answer(
+        read: Callable[[], Any],
+        after: _Consistency,
+        customer_id: str | None = None,
+        embed: bool = False,
+    ) -> Response:
+        """One read, as JSON, with how fresh it is in headers (and in the JSON as
+        `read_model`, with `embed`): answered once the read model has reached
+        `after.min_position`, if given (503 after `after.wait` seconds). A cut that does not
+        parse is 400 naming it, an unknown customer 404. `read` may answer with a response
+        of its own."""
         try:
-            with service.read_lock:
-                value = read()
+            if after.min_position is not None:
+                cs.wait_for(after.min_position, customer_id, after.wait)
+            fresh = service.freshness(customer_id)
+            value = read()
         except ActivityError as e:
             return bad_cut(e)
+        except QueryError as e:
+            return _error(400, str(e), "min_position")
+        except StaleReadError as e:
+            r = _error(503, str(e), "min_position", position=e.position)
+            r.headers["Retry-After"] = "1"
+            return r
         except UnknownCustomerError as e:
             return _error(404, str(e), "customer_id")
-        return value if isinstance(value, Response) else _json(value)
+        if isinstance(value, Response):
+            return value
+        if embed and isinstance(value, dict):
+            value = {**value, "read_model": fresh.to_json()}
+        out = _json(value)
+        out.headers.update(fresh.headers())
+        return out
 
     @app.get("/customers/{customer_id}/state", summary="A customer's state, as of any time")
     def get_state(
         customer_id: CustomerId,
+        after: Annotated[_Consistency, Depends()],
         as_of: Annotated[str | None, Query(description="business time T")] = None,
         known_at: Annotated[str | None, Query(description="record time K")] = None,
     ) -> Response:
@@ -397,12 +468,16 @@ def create_app(
                 customer_id,
                 as_of=_cut_or_none(as_of, "as_of"),
                 known_at=_cut_or_none(known_at, "known_at"),
-            ).to_json()
+            ).to_json(),
+            after,
+            customer_id,
+            embed=True,
         )
 
     @app.get("/customers", summary="Customers matching every filter given (read model)")
     def get_customers(
         filters: Annotated[_CustomerFilters, Depends()],
+        consistency: Annotated[_Consistency, Depends()],
         limit: Annotated[int | None, Query(ge=1, le=100_000)] = 1000,
         after: Annotated[
             str | None,
@@ -413,21 +488,24 @@ def create_app(
             ),
         ] = None,
     ) -> Response:
-        with service.read_lock:
-            cs.project()
-            rows = cs.customers(**asdict(filters), limit=limit, after=after)
-        return _json([r.to_json() for r in rows])
+        return answer(
+            lambda: [
+                r.to_json() for r in cs.customers(**asdict(filters), limit=limit, after=after)
+            ],
+            consistency,
+        )
 
     @app.get("/customers/count", summary="How many customers match every filter given")
-    def get_customers_count(filters: Annotated[_CustomerFilters, Depends()]) -> Response:
-        with service.read_lock:
-            cs.project()
-            n = cs.count_customers(**asdict(filters))
-        return _json({"count": n})
+    def get_customers_count(
+        filters: Annotated[_CustomerFilters, Depends()],
+        after: Annotated[_Consistency, Depends()],
+    ) -> Response:
+        return answer(lambda: {"count": cs.count_customers(**asdict(filters))}, after, embed=True)
 
     @app.get("/customers/{customer_id}/history", summary="Each activity and what it changed")
     def get_history(
         customer_id: CustomerId,
+        consistency: Annotated[_Consistency, Depends()],
         start: Annotated[str | None, Query(alias="from")] = None,
         end: Annotated[str | None, Query(alias="to")] = None,
         known_at: str | None = None,
@@ -438,7 +516,7 @@ def create_app(
             k = _cut_or_none(known_at, "known_at")
             return [e.to_json() for e in cs.history(customer_id, a, b, k)]
 
-        return answer(read)
+        return answer(read, consistency, customer_id)
 
     @app.get(
         "/customers/{customer_id}/diff",
@@ -449,6 +527,7 @@ def create_app(
     )
     def get_diff(
         customer_id: CustomerId,
+        consistency: Annotated[_Consistency, Depends()],
         as_of: Annotated[list[str] | None, Query()] = None,
         known_at: Annotated[list[str] | None, Query()] = None,
     ) -> Response:
@@ -465,7 +544,7 @@ def create_app(
                 return _error(400, message, field)
             return d.to_json()
 
-        return answer(read)
+        return answer(read, consistency, customer_id)
 
     @app.get(
         "/customers/{customer_id}/explain",
@@ -474,36 +553,66 @@ def create_app(
     def get_explain(
         customer_id: CustomerId,
         path: Annotated[str, Query(description="e.g. loyalty.cards.v_1.balance")],
+        consistency: Annotated[_Consistency, Depends()],
         as_of: str | None = None,
         known_at: str | None = None,
     ) -> Response:
         return answer(
             lambda: cs.explain(
                 customer_id, path, _cut_or_none(as_of, "as_of"), _cut_or_none(known_at, "known_at")
-            ).to_json()
+            ).to_json(),
+            consistency,
+            customer_id,
         )
 
     @app.get("/gaps", summary="Balance breaks per card: activities missing upstream")
-    def get_gaps(customer_id: Key = None) -> Response:
-        return answer(lambda: [g.to_json() for g in cs.gaps(customer_id)])
+    def get_gaps(
+        consistency: Annotated[_Consistency, Depends()], customer_id: Key = None
+    ) -> Response:
+        return answer(lambda: [g.to_json() for g in cs.gaps(customer_id)], consistency)
 
-    @app.get("/healthz", summary="Store reachable; read-model lag")
+    @app.get("/healthz", summary="Liveness: the process answers (no database involved)")
     def healthz() -> Response:
+        return _json({"status": "ok", "write_batches": service.batches})
+
+    @app.get(
+        "/readyz",
+        summary="Readiness: the store answers and the read model's lag is under the bound",
+        responses={503: {"description": "store unreachable, or the lag over the bound"}},
+    )
+    async def readyz() -> Response:
         try:
-            cs.ping()
-            n, seconds = service.lag()
+            fresh = await asyncio.wait_for(
+                asyncio.to_thread(service.check_ready), timeout=ready_timeout
+            )
+        except TimeoutError:
+            return _json({"status": "unavailable", "store": "no answer in time"}, 503)
         except Exception as e:
-            return _json({"status": "unavailable", "store": "unreachable", "error": str(e)}, 503)
-        return _json(
-            {
-                "status": "ok",
-                "store": "reachable",
-                "lag": {"activities": n, "seconds": seconds},
-                "write_batches": service.batches,
-            }
-        )
+            _log.warning("readyz: the store is unreachable: %s: %s", type(e).__name__, e)
+            return _json({"status": "unavailable", "store": "unreachable"}, 503)
+        ready = fresh.lag_activities < ready_lag
+        body = {
+            "status": "ok" if ready else "lagging",
+            "store": "reachable",
+            "read_model": fresh.to_json(),
+            "max_lag": ready_lag,
+            "projector": service.projector_json(),
+            "write_batches": service.batches,
+        }
+        out = _json(body, 200 if ready else 503)
+        out.headers.update(fresh.headers())
+        return out
 
     return app
+
+
+ENV_PROJECT = "CUSTATE_SERVE_PROJECT"
+
+
+def app_from_env() -> FastAPI:
+    """The application of one of `serve --workers N`'s processes: the store from
+    $CUSTATE_STORE, a projector in-process unless $CUSTATE_SERVE_PROJECT is `0`."""
+    return create_app(None, project=os.environ.get(ENV_PROJECT, "1") != "0")
 
 
 def serve(
@@ -511,11 +620,35 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     log: Callable[[str], None] | None = None,
+    *,
+    workers: int = 1,
+    project: bool = True,
 ) -> None:
-    """Run the app under uvicorn (one process) until interrupted."""
+    """Run the app under uvicorn until interrupted: `workers` processes (each its own group
+    commit and, with `project`, its own projector worker)."""
     import uvicorn
 
-    app = create_app(store)
     if log is not None:
         log(f"custate serve: http://{host}:{port} (docs at /docs)")
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+    if workers == 1:
+        uvicorn.run(
+            create_app(store, project=project),
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="warning",
+        )
+        return
+    # uvicorn starts each worker from an import string: the settings go by environment.
+    if store is not None:
+        os.environ["CUSTATE_STORE"] = store
+    os.environ[ENV_PROJECT] = "1" if project else "0"
+    uvicorn.run(
+        "custate.adapters.http:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_level="warning",
+    )

@@ -50,6 +50,7 @@ class IngestReport:
     unrecognized: int = 0
     resolved: int = 0
     problems: list[Reject] = field(default_factory=list)  # the first few, for display
+    position: int = 0  # the store's last position after the ingest: a read's min_position
 
     MAX_PROBLEMS = 20
 
@@ -66,6 +67,7 @@ class IngestReport:
             "rejected": self.rejected,
             "unrecognized": self.unrecognized,
             "resolved_rejects": self.resolved,
+            "position": self.position,
             "problems": [p.to_json() | {"raw": p.raw[:500]} for p in self.problems],
         }
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 from types import FrameType
 from typing import Annotated
 
 import orjson
 import typer
 from rich.console import Console
-from sqlalchemy.exc import DBAPIError
 
-from custate.adapters.api import CatchUpReport
+from custate.adapters.api import CatchUpReport, WorkerEvent
 from custate.adapters.cli.app import app
 from custate.adapters.cli.common import open_store, progress_bar
 from custate.adapters.cli.store_options import JsonOption, StoreOption
@@ -39,30 +37,20 @@ def project(
         stop = True
 
     total = CatchUpReport()
+    err = Console(stderr=True)
     try:
         if follow:
             signal.signal(signal.SIGINT, _stop)
             signal.signal(signal.SIGTERM, _stop)
-            Console(stderr=True).print("following new activities; Ctrl-C stops")
-        while True:
-            try:
-                r = cs.project(should_stop=lambda: stop)
-            except DBAPIError as e:
-                if not follow:
-                    raise
-                # A follower outlives rebuilds (its generation's tables are swapped away)
-                # and database restarts: say so, and look again at the next poll.
-                Console(stderr=True).print(f"custate project: {e.__class__.__name__}: {e.orig}")
-                r = CatchUpReport(position=total.position)
-            total.activities += r.activities
-            total.batches += r.batches
-            total.late += r.late
-            total.position = r.position
-            if not follow or stop:
-                break
-            deadline = time.monotonic() + poll
-            while not stop and time.monotonic() < deadline:
-                time.sleep(0.05)
+            err.print("following new activities; Ctrl-C stops")
+
+            def said(e: WorkerEvent) -> None:
+                if e.kind != "projected":
+                    err.print(f"custate project: {e.message}", markup=False, highlight=False)
+
+            total = cs.worker(poll=poll, on_event=said).run(lambda: stop)
+        else:
+            total = cs.project(should_stop=lambda: stop)
     finally:
         cs.close()
     summary = {

@@ -21,10 +21,22 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port.")] = 8080,
     store: StoreOption = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="Server processes (uvicorn workers).")
+    ] = 1,
+    project: Annotated[
+        bool,
+        typer.Option(
+            "--project/--no-project",
+            help="Run a projector worker in each process (--no-project: leave it to "
+            "`custate project --follow` workers).",
+        ),
+    ] = True,
 ) -> None:
     """Serve POST /webhooks/voucherify, GET /customers/{id}/state, /customers,
-    /customers/{id}/history and /healthz (docs at /docs).
+    /customers/{id}/history, /healthz and /readyz (docs at /docs).
 
+    Any number of serve processes may share one store; reads never wait for a catch-up.
     CUSTATE_WEBHOOK_SECRET: verify x-voucherify-signature; CUSTATE_MAX_BODY_BYTES: the
     body limit (default 1 MiB)."""
     from custate.adapters.api import StoreError
@@ -32,6 +44,6 @@ def serve(
 
     sys.setswitchinterval(SWITCH_INTERVAL)  # this process is the server: see SWITCH_INTERVAL
     try:
-        run(store, host, port, log=warn)
+        run(store, host, port, log=warn, workers=workers, project=project)
     except StoreError as e:
         fail(str(e))

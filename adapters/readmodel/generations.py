@@ -22,6 +22,19 @@ class Generations:
         row = c.execute(select(self._meta.c.value).where(self._meta.c.name == name)).first()
         return None if row is None else str(row[0])
 
+    def partitions(self, default: int) -> int:
+        """The store's partition count (`partitions`), set on first use: `default` for a
+        new store, 1 for one made before partitions (it has an active generation already)."""
+        with self.engine.begin() as c:
+            value = self._get(c, "partitions")
+            if value is not None:
+                return int(value)
+            n = default if self._get(c, "active") is None else 1
+            c.execute(
+                insert_or_ignore(self.engine, self._meta).values(name="partitions", value=str(n))
+            )
+            return int(self._get(c, "partitions") or n)
+
     def active(self) -> int:
         """The generation that answers (1 until a rebuild swapped another in)."""
         with self.engine.begin() as c:

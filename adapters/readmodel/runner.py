@@ -8,7 +8,7 @@ is what the next batch's plan reads through."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING
@@ -19,17 +19,25 @@ from custate.adapters.codecs import delta
 from custate.adapters.codecs import foldinput as inputs
 from custate.adapters.codecs import state as state_codec
 from custate.adapters.eventstore import ACTIVITY_TOPIC, decode
+from custate.adapters.readmodel.partitions import partition_of_stream
 from custate.domain import CustomerState
 from custate.projections.catchup import Changes, Head, Projected, plan
 from custate.projections.keys import key_text
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from custate.adapters.readmodel.view import ReadModel
+
+# Checked inside each write transaction, before anything is written: raises if the writer
+# may no longer write (a projector worker whose lease was taken, `adapters.projector`).
+Fence = Callable[["Connection"], None]
 
 __all__ = [
     "DEFAULT_CATCHUP_BATCH",
     "WRITE_EVERY",
     "CatchUpReport",
+    "Fence",
     "Overlay",
     "Runner",
     "Write",
@@ -58,11 +66,11 @@ class CatchUpReport:
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """What one transaction writes: `changes`, planned from the tracking position
-    `previous` up to the notification `position`, with the checkpoints in their stored
-    form."""
+    """What one transaction writes: `changes`, planned from the tracking positions
+    `previous` (of the partitions projected) up to the notification `position`, with the
+    checkpoints in their stored form."""
 
-    previous: int
+    previous: Mapping[int, int]
     position: int
     changes: Changes
     # (customer, key, stored form) of the checkpoints of activities folded in order
@@ -81,10 +89,12 @@ class Overlay:
     `projections.catchup.ReadModelPort` for the next batch's plan, through the view's
     public methods."""
 
-    def __init__(self, view: ReadModel, position: int) -> None:
+    def __init__(self, view: ReadModel, previous: Mapping[int, int]) -> None:
         self.view = view
-        self.previous = position  # the tracking position in the database
-        self.position = position  # the last notification planned
+        self.previous = dict(previous)  # partition -> its tracking position in the database
+        self.start = min(previous.values())
+        self.position = self.start  # the last notification read (and planned, if ours)
+        self.read = 0  # notifications read, ours or not
         self.changes = Changes()
         self.rows: list[tuple[str, str, str]] = []  # checkpoints, stored form, when planned
         self.refolds: list[tuple[str, str, CustomerState]] = []  # re-folds' checkpoints
@@ -229,14 +239,16 @@ class Runner:
         batch_size: int = DEFAULT_CATCHUP_BATCH,
         progress: Callable[[int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        partitions: Collection[int] | None = None,
+        fence: Fence | None = None,
     ) -> CatchUpReport:
-        """Project everything stored since the tracking position, `batch_size` activities
-        read at a time, `WRITE_EVERY` written a transaction; `progress(n)` after each batch
-        planned; `should_stop()` before each read: True ends the catch-up after writing
-        what was planned."""
+        """Project everything stored since the tracking positions of `partitions` (None:
+        all), `batch_size` activities read at a time, `WRITE_EVERY` written a transaction;
+        `progress(n)` after each batch planned; `should_stop()` before each read: True ends
+        the catch-up after writing what was planned. `fence` runs first in every write."""
         with self.view.one_connection():
             try:
-                return self._catch_up(batch_size, progress, should_stop)
+                return self._catch_up(batch_size, progress, should_stop, partitions, fence)
             except BaseException:
                 # `plan` folds on from kept states in place: after a failure they may hold
                 # activities that were never written, under heads that still match.
@@ -248,11 +260,21 @@ class Runner:
         batch_size: int,
         progress: Callable[[int], None] | None,
         should_stop: Callable[[], bool] | None,
+        partitions: Collection[int] | None,
+        fence: Fence | None,
     ) -> CatchUpReport:
         view = self.view
+        count = view.partitions
+        mine = set(range(count)) if partitions is None else set(partitions)
         report = CatchUpReport()
+        if not mine:
+            return report
         recorder = view.store.recorder
-        overlay = Overlay(view, view.position())
+
+        def fresh() -> Overlay:
+            return Overlay(view, {p: at for p, at in view.positions().items() if p in mine})
+
+        overlay = fresh()
         last = False  # the last select found less than a batch: nothing more was stored
         while True:
             notes: Sequence[Notification] = ()
@@ -262,11 +284,26 @@ class Runner:
                 )
                 last = len(notes) < batch_size
             if not notes:
-                if overlay.count and not self._flush(overlay, report):
-                    overlay = Overlay(view, view.position())  # lost a race: read again
+                if overlay.position > overlay.start and not self._flush(overlay, report, fence):
+                    overlay = fresh()  # lost a race: read again
                     last = False
                     continue
                 break
+            overlay.read += len(notes)
+            if count > 1:
+                previous = overlay.previous
+                notes_read = notes
+                notes = [
+                    n
+                    for n in notes_read
+                    if n.id > previous.get(partition_of_stream(str(n.originator_id), count), n.id)
+                ]
+                if not notes:
+                    overlay.position = notes_read[-1].id
+                    continue
+                last_id = notes_read[-1].id
+            else:
+                last_id = notes[-1].id
             batch = []
             inputs_at: dict[tuple[str, int], bytes | None] = {}
             for n in notes:
@@ -279,24 +316,24 @@ class Runner:
             # decoded, so that tail is not read and decoded again.
             view.keep_parsed(batch)
             changes = plan(batch, overlay, view, view.interval, self._states)
-            overlay.add(changes, len(batch), notes[-1].id, inputs_at)
+            overlay.add(changes, len(batch), last_id, inputs_at)
             self._states.update(changes.states)
             if progress is not None:
                 progress(len(batch))
-            if overlay.count >= WRITE_EVERY:
-                if not self._flush(overlay, report):
-                    overlay = Overlay(view, view.position())
+            if overlay.count >= WRITE_EVERY or overlay.read >= 4 * WRITE_EVERY:
+                if not self._flush(overlay, report, fence):
+                    overlay = fresh()
                     last = False
                     continue
-                overlay = Overlay(view, overlay.position)
-        report.position = report.position or view.position()
+                overlay = Overlay(view, dict.fromkeys(overlay.previous, overlay.position))
+        report.position = report.position or min(view.positions().values())
         return report
 
-    def _flush(self, overlay: Overlay, report: CatchUpReport) -> bool:
+    def _flush(self, overlay: Overlay, report: CatchUpReport, fence: Fence | None) -> bool:
         """Write what `overlay` holds in one transaction; False if another projector moved
-        the tracking position first (then nothing is written, and the kept states are
+        a tracking position first (then nothing is written, and the kept states are
         dropped)."""
-        if not self.view.write(overlay.as_write()):
+        if not self.view.write(overlay.as_write(), fence):
             self._states.clear()
             return False
         states = self._states

@@ -68,6 +68,7 @@ class Statements:
             t.pages.name,
         )
         self._position = f"SELECT notification_id FROM {tr} WHERE application_name = {m}"
+        self._positions = f"SELECT application_name, notification_id FROM {tr}"
         self._advance = (
             f"UPDATE {tr} SET notification_id = {m} "
             f"WHERE application_name = {m} AND notification_id = {m}"
@@ -105,6 +106,10 @@ class Statements:
     def position(self, c: Connection, application: str) -> int:
         (position,) = driver(c).execute(self._position, (application,)).fetchone()
         return int(position)
+
+    def positions(self, c: Connection) -> dict[str, int]:
+        """Every tracking row: name -> position."""
+        return {str(n): int(p) for n, p in driver(c).execute(self._positions).fetchall()}
 
     def advance(self, c: Connection, application: str, previous: int, new: int) -> bool:
         """Compare and set: the position becomes `new` only where it is `previous`."""
@@ -229,15 +234,21 @@ class Statements:
     # -- the event store -----------------------------------------------------------------
 
     def activities_after(
-        self, c: Connection, events: str, topic: str, sqlite: bool, position: int
+        self,
+        c: Connection,
+        events: str,
+        topic: str,
+        sqlite: bool,
+        position: int,
+        at_most: int | None = None,
     ) -> int:
         """How many events of `topic` in the event store's table `events` have a
-        notification id after `position`."""
-        n = c.execute(
-            text(
-                f"SELECT COUNT(*) FROM {events} WHERE topic = :t AND "
-                + ("rowid > :p" if sqlite else "notification_id > :p")
-            ),
-            {"t": topic, "p": position},
-        ).scalar_one()
+        notification id after `position` (counting no further than `at_most`, if given:
+        a bounded answer, in bounded time)."""
+        where = f"WHERE topic = :t AND {'rowid' if sqlite else 'notification_id'} > :p"
+        if at_most is None:
+            sql = f"SELECT COUNT(*) FROM {events} {where}"
+        else:
+            sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM {events} {where} LIMIT :n) AS lag"
+        n = c.execute(text(sql), {"t": topic, "p": position, "n": at_most}).scalar_one()
         return int(n)

@@ -18,7 +18,7 @@ from eventsourcing.persistence import Tracking as LibTracking
 from eventsourcing.persistence import TrackingRecorder
 
 from custate.adapters.codecs import foldinput as inputs
-from custate.adapters.eventstore import ACTIVITY_TOPIC, EventStore
+from custate.adapters.eventstore import ACTIVITY_TOPIC, EventStore, decode
 from custate.adapters.readmodel import pages as pages_module
 from custate.adapters.readmodel.activities import CachedActivities
 from custate.adapters.readmodel.checkpoints import (
@@ -30,9 +30,20 @@ from custate.adapters.readmodel.checkpoints import (
 from custate.adapters.readmodel.connections import Connections
 from custate.adapters.readmodel.generations import Generations
 from custate.adapters.readmodel.pages import PageStore
+from custate.adapters.readmodel.partitions import (
+    DEFAULT_PARTITIONS_POSTGRESQL,
+    DEFAULT_PARTITIONS_SQLITE,
+    partition_of,
+)
 from custate.adapters.readmodel.queries import CustomerQuery, CustomerRow, Queries
 from custate.adapters.readmodel.rows import CustomerRows
-from custate.adapters.readmodel.runner import DEFAULT_CATCHUP_BATCH, CatchUpReport, Runner, Write
+from custate.adapters.readmodel.runner import (
+    DEFAULT_CATCHUP_BATCH,
+    CatchUpReport,
+    Fence,
+    Runner,
+    Write,
+)
 from custate.adapters.readmodel.sql import Statements, add_input_column
 from custate.adapters.readmodel.tables import Tables, tables
 from custate.adapters.readmodel.tracking import TrackingPosition
@@ -59,18 +70,26 @@ class ReadModel(TrackingRecorder):
         interval: int = DEFAULT_CHECKPOINT_INTERVAL,
         checkpoint_cache_bytes: int = DEFAULT_CHECKPOINT_CACHE_BYTES,
         paged_from: int | None = None,
+        partitions: int | None = None,
     ) -> None:
         self.store = store
         self.engine = store.engine
         self.interval = interval
         self.paged_from = pages_module.PAGED_FROM if paged_from is None else paged_from
         self.generations = Generations(self.engine)
+        default = (
+            DEFAULT_PARTITIONS_POSTGRESQL
+            if store.url.kind == "postgresql"
+            else DEFAULT_PARTITIONS_SQLITE
+        )
+        # The store's own count; `partitions` only sets it for a store made now.
+        self.partitions = self.generations.partitions(partitions or default)
         self.t: Tables = tables(generation if generation is not None else self.active_generation())
         create_all(self.engine, self.t.metadata)
         add_input_column(self.engine, self.t)
         sql = self._sql = Statements(self.t, self.engine)
         self._connections = Connections(self.engine)
-        self._tracking = TrackingPosition(self.engine, self.t, sql)
+        self._tracking = TrackingPosition(self.engine, self.t, sql, self.partitions)
         self._rows = CustomerRows(sql, self.t, PageStore(sql), self.paged_from)
         self._checkpoint_store = CheckpointStore(sql)
         self.checkpoints = CachedCheckpoints(
@@ -87,16 +106,26 @@ class ReadModel(TrackingRecorder):
 
     def insert_tracking(self, tracking: LibTracking) -> None:
         with self.engine.begin() as c:
-            self._tracking.advance(c, self._tracking.read(c), tracking.notification_id)
+            self._tracking.advance(c, self._tracking.read_all(c), tracking.notification_id)
 
     def max_tracking_id(self, application_name: str) -> int | None:
         with self.engine.connect() as c:
             return self._tracking.read(c) or None
 
-    def position(self) -> int:
-        """The tracking position: the id of the last notification projected."""
+    def position(self, partition: int | None = None) -> int:
+        """The tracking position of `partition` (None: the lowest of all, the position the
+        whole read model reflects): every activity up to it is projected."""
         with self._connections.reading() as c:
-            return self._tracking.read(c)
+            return self._tracking.read(c, partition)
+
+    def positions(self) -> dict[int, int]:
+        """Every partition's tracking position."""
+        with self._connections.reading() as c:
+            return self._tracking.read_all(c)
+
+    def partition_of(self, customer_id: str) -> int:
+        """The partition `customer_id` falls in."""
+        return partition_of(customer_id, self.partitions)
 
     # -- the projection's ports (`projections.catchup`, `projections.pointintime`) --------
 
@@ -170,9 +199,12 @@ class ReadModel(TrackingRecorder):
         batch_size: int = DEFAULT_CATCHUP_BATCH,
         progress: Callable[[int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        partitions: Sequence[int] | None = None,
+        fence: Fence | None = None,
     ) -> CatchUpReport:
-        """Project everything stored since the tracking position (see `runner.Runner`)."""
-        return self._runner.catch_up(batch_size, progress, should_stop)
+        """Project everything stored since the tracking positions of `partitions` (None:
+        all; see `runner.Runner`)."""
+        return self._runner.catch_up(batch_size, progress, should_stop, partitions, fence)
 
     def one_connection(self) -> AbstractContextManager[None]:
         """This thread's reads go through one connection until the block ends."""
@@ -182,12 +214,19 @@ class ReadModel(TrackingRecorder):
         """Keep the activities of `batch`, just decoded, for re-folds and points in time."""
         self._activities.keep(batch)
 
-    def write(self, w: Write) -> bool:
-        """Write `w` in one transaction, moving the tracking position from `w.previous` to
-        `w.position`; False if another projector moved it first: then nothing is written,
-        and what this process remembers of its writes is dropped."""
+    def write(self, w: Write, fence: Fence | None = None) -> bool:
+        """Write `w` in one transaction, moving the tracking positions from `w.previous` to
+        `w.position`; False if another projector moved one first: then nothing is written,
+        and what this process remembers of its writes is dropped. `fence(c)` runs first in
+        the transaction; what it raises ends the write the same way, and is raised."""
         changes = w.changes
         with self.engine.begin() as c:
+            try:
+                if fence is not None:
+                    fence(c)
+            except BaseException:
+                self._rows.forget()
+                raise
             if not self._tracking.advance(c, w.previous, w.position):
                 c.rollback()
                 self._rows.forget()
@@ -206,14 +245,26 @@ class ReadModel(TrackingRecorder):
         )
         return True
 
-    def lag(self) -> int:
-        """Activities stored but not yet projected."""
+    def lag(self, partition: int | None = None, at_most: int | None = None) -> int:
+        """Activities stored after the tracking position of `partition` (None: the lowest),
+        counted up to `at_most` if given. With several partitions that counts some
+        projected already: a bound, exact when every partition is at the same position."""
         url = self.store.url
         with self.engine.connect() as c:
-            position = self._tracking.read(c)
+            position = self._tracking.read(c, partition)
             return self._sql.activities_after(
-                c, url.events_table, ACTIVITY_TOPIC, url.kind == "sqlite", position
+                c, url.events_table, ACTIVITY_TOPIC, url.kind == "sqlite", position, at_most
             )
+
+    def first_unprojected(self, partition: int | None = None) -> datetime | None:
+        """The record time of the first activity stored after the tracking position of
+        `partition` (None: the lowest); None when there is none."""
+        notes = self.store.recorder.select_notifications(
+            self.position(partition), 1, topics=[ACTIVITY_TOPIC], inclusive_of_start=False
+        )
+        if not notes:
+            return None
+        return decode(notes[0].state, notes[0].originator_version, notes[0].id).recorded_at
 
     # -- answers -------------------------------------------------------------------------
 

@@ -1,0 +1,281 @@
+"""A projector worker: keeps the read model caught up for the partitions it holds.
+
+Any number of workers run against one PostgreSQL store (`custate project --follow`, or a
+`serve` process's own): each holds a fair share of the store's partitions through leases
+(`readmodel.leases`), renewed by a heartbeat thread; it projects its partitions' activities
+after their own tracking positions, every write fenced by its leases, and is woken by
+`LISTEN`/`NOTIFY` when activities are stored (and by polling, should a notification be
+lost). A worker that dies or hangs loses its leases once they expire, and the others take
+them over, each from that partition's tracking position.
+
+On SQLite one projector runs at a time: a worker holds the store's one partition through
+a lock file (`<store>.projector.lock`), and a second worker waits for it, saying so."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import make_url
+
+from custate.adapters.readmodel import CatchUpReport
+from custate.adapters.readmodel.leases import LeaseLost, Leases
+
+if TYPE_CHECKING:
+    from custate.adapters.api import Custate
+
+__all__ = ["DEFAULT_HEARTBEAT", "DEFAULT_LEASE_TTL", "Worker", "WorkerEvent"]
+
+# Leases last 6 s from their last renewal, renewed every 2 s: a dead or hung worker's
+# partitions are taken over within ttl + heartbeat = 8 s (the issue's bound is 10 s).
+DEFAULT_LEASE_TTL = 6.0
+DEFAULT_HEARTBEAT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerEvent:
+    """What a worker tells its caller: `kind` is `projected` (with the report), `waiting`
+    (another projector holds the SQLite store), `leases` (the partitions it holds changed)
+    or `error` (a failed catch-up, retried)."""
+
+    kind: str
+    message: str
+    report: CatchUpReport | None = None
+    partitions: tuple[int, ...] = ()
+
+
+class Worker:
+    """One projector worker on the store `cs` opened. `run(should_stop)` works until
+    `should_stop()` is true; `wake()` (from another thread) makes it look at once."""
+
+    def __init__(
+        self,
+        cs: Custate,
+        *,
+        poll: float = 0.5,
+        ttl: float = DEFAULT_LEASE_TTL,
+        heartbeat: float = DEFAULT_HEARTBEAT,
+        on_event: Callable[[WorkerEvent], None] | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.cs = cs
+        self.poll = poll
+        self.ttl = ttl
+        self.heartbeat_every = heartbeat
+        self.on_event = on_event or (lambda _e: None)
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = threading.Event()
+        self._changed = threading.Event()  # the partitions held changed
+        self._lock = threading.Lock()
+        self._refreshing = threading.Lock()  # the heartbeat's and the loop's, one at a time
+        self._held: dict[int, int] = {}  # partition -> epoch
+        self._stopping = threading.Event()
+        self.postgresql = cs.store.url.kind == "postgresql"
+
+    @property
+    def held(self) -> tuple[int, ...]:
+        """The partitions this worker holds now."""
+        with self._lock:
+            return tuple(sorted(self._held))
+
+    def wake(self) -> None:
+        """Look for new activities now (e.g. after this process stored some)."""
+        self._wake.set()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self, should_stop: Callable[[], bool]) -> CatchUpReport:
+        """Project until `should_stop()`; returns what was projected in all."""
+        total = CatchUpReport()
+
+        def stop() -> bool:
+            return self._stopping.is_set() or should_stop()
+
+        with self._partitions(stop) as leases, self._listener(stop):
+            while not stop():
+                held = self._snapshot()
+                if held:
+                    self._changed.clear()
+                    try:
+                        r = self.cs.readmodel.catch_up(
+                            should_stop=lambda: stop() or self._changed.is_set(),
+                            partitions=sorted(held),
+                            fence=self._fence(leases, held),
+                        )
+                    except LeaseLost as e:
+                        self.on_event(WorkerEvent("leases", str(e), partitions=self.held))
+                        if leases is not None:
+                            self._refresh(leases)
+                        continue
+                    except Exception as e:
+                        # A database restart, a rebuild swapping generations: say so, retry.
+                        self.on_event(WorkerEvent("error", f"{type(e).__name__}: {e}"))
+                        self._wait(stop)
+                        continue
+                    total.activities += r.activities
+                    total.batches += r.batches
+                    total.late += r.late
+                    total.position = r.position
+                    if r.activities:
+                        self.on_event(WorkerEvent("projected", "", r, tuple(sorted(held))))
+                    if self._changed.is_set():
+                        continue
+                self._wait(stop)
+        return total
+
+    def _wait(self, stop: Callable[[], bool]) -> None:
+        self._wake.wait(self.poll)
+        self._wake.clear()
+
+    def _snapshot(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self._held)
+
+    def _fence(
+        self, leases: Leases | None, held: dict[int, int]
+    ) -> Callable[[Connection], None] | None:
+        if leases is None:
+            return None
+        return lambda c: leases.check(c, self.name, held)
+
+    # -- partitions: leases on PostgreSQL, a lock file on SQLite ---------------------------
+
+    @contextlib.contextmanager
+    def _partitions(self, stop: Callable[[], bool]) -> Iterator[Leases | None]:
+        if not self.postgresql:
+            with self._sqlite_lock(stop):
+                yield None
+            return
+        rm = self.cs.readmodel
+        leases = Leases(self.cs.store.engine, rm.partitions, self.ttl)
+        self._refresh(leases)
+        beat = threading.Thread(
+            target=self._heartbeats, args=(leases, stop), name="custate-lease", daemon=True
+        )
+        beat.start()
+        try:
+            yield leases
+        finally:
+            self._stopping.set()
+            beat.join(timeout=self.heartbeat_every + 5)
+            with contextlib.suppress(Exception):
+                leases.leave(self.name, self.held)
+
+    def _heartbeats(self, leases: Leases, stop: Callable[[], bool]) -> None:
+        while not stop():
+            self._stopping.wait(self.heartbeat_every)
+            if stop():
+                return
+            try:
+                self._refresh(leases)
+            except Exception as e:  # the database is away: the leases lapse by themselves
+                self.on_event(WorkerEvent("error", f"heartbeat: {type(e).__name__}: {e}"))
+
+    def _refresh(self, leases: Leases) -> None:
+        """Renew, then take or give up partitions towards a fair share."""
+        with self._refreshing:
+            self._refresh_now(leases)
+
+    def _refresh_now(self, leases: Leases) -> None:
+        before = self._snapshot()
+        held = leases.heartbeat(self.name, before)
+        share = leases.fair_share()
+        if len(held) > share:
+            extra = sorted(held)[share:]
+            leases.release(self.name, extra)
+            for p in extra:
+                held.pop(p)
+        elif len(held) < share:
+            held.update(leases.acquire(self.name, share - len(held)))
+        with self._lock:
+            self._held = held
+        if held != before:
+            self._changed.set()
+            self._wake.set()
+            self.on_event(
+                WorkerEvent("leases", f"holds {len(held)} partition(s)", partitions=self.held)
+            )
+
+    @contextlib.contextmanager
+    def _sqlite_lock(self, stop: Callable[[], bool]) -> Iterator[None]:
+        path = self.cs.store.url.env["SQLITE_DBNAME"] + ".projector.lock"
+        f: IO[str] = open(path, "a+")  # noqa: SIM115
+        try:
+            said = False
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not said:
+                        f.seek(0)
+                        who = f.read().strip() or "another process"
+                        self.on_event(
+                            WorkerEvent(
+                                "waiting",
+                                f"another projector is running on this store ({who}); "
+                                "waiting for it to stop",
+                            )
+                        )
+                        said = True
+                    if stop():
+                        yield
+                        return
+                    self._stopping.wait(self.poll)
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            f.flush()
+            with self._lock:
+                self._held = {0: 0}
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self._held = {}
+                f.truncate(0)
+                fcntl.flock(f, fcntl.LOCK_UN)
+        finally:
+            f.close()
+
+    # -- waking: LISTEN on PostgreSQL ------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _listener(self, stop: Callable[[], bool]) -> Iterator[None]:
+        channel = self.cs.store.channel
+        if channel is None:
+            yield
+            return
+        t = threading.Thread(
+            target=self._listen, args=(channel, stop), name="custate-listen", daemon=True
+        )
+        t.start()
+        try:
+            yield
+        finally:
+            self._stopping.set()
+            t.join(timeout=self.poll + 5)
+
+    def _listen(self, channel: str, stop: Callable[[], bool]) -> None:
+        import psycopg
+
+        url = make_url(self.cs.store.url.sqlalchemy_url).set(drivername="postgresql")
+        conninfo = url.render_as_string(hide_password=False)
+        while not stop():
+            try:
+                conn: Any = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
+                with conn:
+                    conn.execute(f'LISTEN "{channel}"')
+                    while not stop():
+                        for _ in conn.notifies(timeout=self.poll, stop_after=1):
+                            self._wake.set()
+            except Exception:  # polling carries on; listen again after a pause
+                self._stopping.wait(self.poll)
