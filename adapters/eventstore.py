@@ -358,9 +358,20 @@ class EventStore:
             pass
 
     def head(self) -> int:
-        """The id of the last notification stored (0: none): the position a read model
-        must reach to reflect everything stored so far."""
-        return int(self.recorder.max_notification_id() or 0)
+        """The notification id of the last activity stored (0: none): the position a read
+        model must reach to reflect everything stored so far. (Markers are notifications
+        too, but are not projected: the head is the last activity's, found by reading the
+        notification index backwards past at most a marker or two.)"""
+        column = "rowid" if self.url.kind == "sqlite" else "notification_id"
+        with self.engine.connect() as c:
+            found = c.execute(
+                text(
+                    f"SELECT {column} FROM {self.url.events_table} WHERE topic = :t "
+                    f"ORDER BY {column} DESC LIMIT 1"
+                ),
+                {"t": ACTIVITY_TOPIC},
+            ).scalar()
+        return int(found or 0)
 
     def reachable(self) -> bool:
         """Whether the database answers at all (told apart from refusing one write)."""

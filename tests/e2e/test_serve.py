@@ -133,6 +133,12 @@ def post(server: Server, body: bytes, signature: str | None = "auto", **kw: Any)
     return httpx.post(f"{server.url}/webhooks/voucherify", content=body, headers=headers, **kw)
 
 
+def settle(server: Server, position: int) -> None:
+    """Wait until the server's read model has reached `position` (read your writes)."""
+    r = httpx.get(f"{server.url}/customers/count", params={"min_position": position, "wait": 20})
+    assert r.status_code == 200, r.text
+
+
 def stored_ids(store: str) -> list[str]:
     with custate.open(store) as cs:
         return [s.activity.id for c in cs.customer_ids() for s in cs.activities(c)]
@@ -191,7 +197,7 @@ def test_fifty_concurrent_deliveries_all_stored(server: Server) -> None:
         for i in range(50)
     ]
 
-    async def run() -> list[int]:
+    async def run() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=60) as client:
             rs = await asyncio.gather(
                 *[
@@ -203,14 +209,19 @@ def test_fifty_concurrent_deliveries_all_stored(server: Server) -> None:
                     for b in bodies + bodies[:10]  # ten of them twice
                 ]
             )
-        return [r.status_code for r in rs]
+        return list(rs)
 
-    assert asyncio.run(run()) == [200] * 60
+    answers = asyncio.run(run())
+    assert [r.status_code for r in answers] == [200] * 60
     assert sorted(stored_ids(server.store)) == [f"evcus_cc_{i:03d}" for i in range(50)]
     health = httpx.get(f"{server.url}/healthz").json()
     assert health["status"] == "ok"
-    r = httpx.get(f"{server.url}/customers/cust_cc_3/state")
+    # Read your writes: the highest position answered, as min_position.
+    position = max(r.json()["position"] for r in answers)
+    r = httpx.get(f"{server.url}/customers/cust_cc_3/state", params={"min_position": position})
     assert r.json()["activities"]["count"] == len(range(3, 50, 7))
+    assert r.json()["read_model"]["position"] >= position
+    assert int(r.headers["x-custate-position"]) >= position
 
 
 def test_malformed_json_is_400_and_kept_invalid_activity_is_422(server: Server) -> None:
@@ -289,7 +300,9 @@ def test_state_over_http_equals_the_cli(server: Server) -> None:
     k1 = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     time.sleep(0.02)
     for i, (t, at) in enumerate(types[3:], start=3):
-        assert post(server, orjson.dumps(delivery(f"evcus_s{i}", cid, t, at))).status_code == 200
+        last = post(server, orjson.dumps(delivery(f"evcus_s{i}", cid, t, at)))
+        assert last.status_code == 200
+    settle(server, last.json()["position"])
 
     for cuts in [
         {},
@@ -300,7 +313,9 @@ def test_state_over_http_equals_the_cli(server: Server) -> None:
         r = httpx.get(f"{server.url}/customers/{cid}/state", params=cuts)
         assert r.status_code == 200, r.text
         args = [a for k, v in cuts.items() for a in (f"--{k.replace('_', '-')}", v)]
-        assert r.json() == custate_state(server.store, cid, *args), cuts
+        answer = r.json()
+        assert answer.pop("read_model")["lag"]["activities"] == 0
+        assert answer == custate_state(server.store, cid, *args), cuts
     assert httpx.get(f"{server.url}/customers/{cid}/state").json()["activities"]["count"] == 5
 
     assert httpx.get(f"{server.url}/customers/cust_unknown/state").status_code == 404
@@ -313,7 +328,7 @@ def test_state_over_http_equals_the_cli(server: Server) -> None:
     assert [row["customer_id"] for row in rows] == [cid]
     assert httpx.get(f"{server.url}/customers", params={"segment": "seg_none"}).json() == []
     count = httpx.get(f"{server.url}/customers/count", params={"segment": seg}).json()
-    assert count == {"count": len(rows)}
+    assert count["count"] == len(rows)
     page = httpx.get(
         f"{server.url}/customers", params={"segment": seg, "after": rows[0]["customer_id"]}
     ).json()
@@ -367,7 +382,9 @@ def test_state_over_http_equals_the_cli(server: Server) -> None:
         return orjson.dumps(delivery(aid, "cust_gap", kind, at, data))
 
     assert post(server, points("evcus_g1", "2024-03-01T09:00:00Z", 100, 100)).status_code == 200
-    assert post(server, points("evcus_g2", "2024-03-02T09:00:00Z", 190, 50)).status_code == 200
+    second = post(server, points("evcus_g2", "2024-03-02T09:00:00Z", 190, 50))
+    assert second.status_code == 200
+    settle(server, second.json()["position"])
     found = httpx.get(f"{server.url}/gaps", params={"customer_id": "cust_gap"}).json()
     assert [(g["previous_activity_id"], g["activity_id"], g["missing"]) for g in found] == [
         ("evcus_g1", "evcus_g2", 40)
@@ -387,9 +404,9 @@ def test_state_over_http_equals_the_cli(server: Server) -> None:
         ).status_code
         == 404
     )
-    health = httpx.get(f"{server.url}/healthz").json()
-    assert health["store"] == "reachable"
-    assert health["lag"]["activities"] == 0
+    ready = httpx.get(f"{server.url}/readyz").json()
+    assert ready["store"] == "reachable"
+    assert ready["read_model"]["lag"]["activities"] == 0
     assert httpx.get(f"{server.url}/docs").status_code == 200
     spec = httpx.get(f"{server.url}/openapi.json").json()
     assert "/webhooks/voucherify" in spec["paths"]

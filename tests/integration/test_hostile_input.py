@@ -126,7 +126,7 @@ def test_pull_keeps_hostile_records_as_rejects(store_url: str) -> None:
     fake = FakeVoucherify()
     served = [r for _, r, _ in HOSTILE if _encodable(r)]
     fake.activities[CUSTOMER] = [*GOOD, *served]
-    with FakeServer(fake) as url, custate.open(store_url) as cs:
+    with FakeServer(fake) as url, custate.open(store_url, catch_up_reads=True) as cs:
         config = VoucherifyConfig(url, APP_ID, APP_TOKEN)
         with VoucherifyClient(config) as client:
             r = pull_customer(cs, client, PullCursors(cs.store.engine), CUSTOMER)
@@ -166,7 +166,7 @@ def test_a_member_the_store_refuses_never_fails_its_batch(store_url: str) -> Non
     """A record that got past validation but that the database refuses at write time (here
     built by hand: a stream name no driver can encode) is kept as a reject; the others of
     its batch are stored, and write_batch answers each in the order given."""
-    with custate.open(store_url) as cs:
+    with custate.open(store_url, catch_up_reads=True) as cs:
         good = [Encoded.of(parse_activity(record(i))) for i in range(10)]
         poison = Encoded(
             "ev_poison", "c\ud800", "customer.segment.entered", None, b"{}", digest(b"{}")
@@ -242,7 +242,7 @@ def test_any_json_value_anywhere_is_stored_exactly_or_refused(
             node[key] = {}
         node = node[key]
     node[path[-1]] = value
-    with custate.open(store_url) as cs:
+    with custate.open(store_url, catch_up_reads=True) as cs:
         report = cs.ingest([json.dumps(r)] if as_text else [r], project=False)
         assert report.accepted + report.rejected == 1
         if report.accepted:

@@ -266,7 +266,7 @@ def test_records_without_a_customer_take_the_path_customer(
     config = VoucherifyConfig(api, APP_ID, APP_TOKEN)
     from custate.adapters.pull import pull_customer
 
-    with custate.open(sqlite_url) as cs, VoucherifyClient(config) as client:
+    with custate.open(sqlite_url, catch_up_reads=True) as cs, VoucherifyClient(config) as client:
         r = pull_customer(cs, client, PullCursors(cs.store.engine), "cust_path")
         assert r.ok
         assert r.report.accepted == 1

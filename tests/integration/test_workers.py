@@ -1,0 +1,324 @@
+"""Projector workers and serve processes sharing one store: partitions split between
+workers by leases, a killed or hung worker's partitions taken over, a worker whose lease
+was taken unable to commit, reads that answer during a catch-up, and on SQLite one
+projector at a time. Real processes (`custate serve`, `custate project --follow`), real
+PostgreSQL (a schema per test), signals sent for real (SIGKILL, SIGSTOP)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import text
+
+import custate
+from custate.adapters.readmodel.leases import LeaseLost, Leases
+
+from .histories import cli_env, contents, generate
+
+CUSTATE = Path(sys.executable).parent / "custate"
+SECRET = "whsec_workers"
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_url(store_url: str) -> str:
+    if not store_url.startswith("postgresql"):
+        pytest.skip("leases and several projector workers are PostgreSQL's")
+    return store_url
+
+
+def _wait(check: Callable[[], bool], what: str, timeout: float = 60.0) -> float:
+    """Seconds until `check()` held; fails after `timeout`."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+@contextmanager
+def worker(url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        p = subprocess.Popen(
+            [str(CUSTATE), "project", "--follow", "--poll", "0.2", "--store", url],
+            env=cli_env(),
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        yield p
+    finally:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGCONT)
+            p.terminate()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def owners(cs: custate.Custate) -> Counter[str | None]:
+    """How many partitions each worker holds now (None: nobody)."""
+    leases = Leases(cs.store.engine, cs.partitions, 6.0)
+    return Counter(owner if held else None for _, owner, _, held in leases.table())
+
+
+def epochs(cs: custate.Custate) -> dict[int, tuple[str | None, int]]:
+    leases = Leases(cs.store.engine, cs.partitions, 6.0)
+    return {p: (owner, epoch) for p, owner, epoch, _ in leases.table()}
+
+
+def assert_states_are_the_fold(cs: custate.Custate) -> None:
+    for cid in cs.customer_ids():
+        assert cs.state(cid).to_json() == cs.replay(cid).to_json(), cid
+
+
+def test_two_workers_split_the_partitions_and_take_over_a_killed_ones(
+    pg_url: str, tmp_path: Path
+) -> None:
+    records = generate(3000, 60, seed=11)
+    with custate.open(pg_url) as cs:
+        assert cs.partitions == 16
+        assert cs.ingest(records[:1500], project=False).ok
+        with worker(pg_url, tmp_path / "w1.log") as w1, worker(pg_url, tmp_path / "w2.log"):
+            _wait(lambda: sorted(owners(cs).values()) == [8, 8], "8 partitions each")
+            _wait(lambda: cs.lag() == 0, "caught up by two workers")
+            w1.kill()  # SIGKILL: its leases lapse, nobody releases them
+            report = cs.ingest(records[1500:], project=False)
+            took = _wait(lambda: list(owners(cs).values()) == [16], "one worker holds all")
+            cs.wait_for(report.position, wait=30)
+            assert took < 20, f"takeover took {took:.1f} s"
+        assert_states_are_the_fold(cs)
+        assert contents(pg_url).ids == Counter(r["id"] for r in records)
+
+
+def test_a_hung_worker_loses_its_leases_and_gets_them_back_only_by_acquiring(
+    pg_url: str, tmp_path: Path
+) -> None:
+    records = generate(1200, 40, seed=12)
+    with custate.open(pg_url) as cs:
+        assert cs.ingest(records[:400], project=False).ok
+        with worker(pg_url, tmp_path / "w1.log") as w1, worker(pg_url, tmp_path / "w2.log"):
+            _wait(lambda: sorted(owners(cs).values()) == [8, 8], "8 partitions each")
+            before = epochs(cs)
+            mine = {p for p, (o, _) in before.items() if o == before[0][0]}
+            hung = before[0][0]
+            os.kill(w1.pid, signal.SIGSTOP)
+            try:
+                # Whichever of the two is w1, the stopped one's 8 go to the other.
+                _wait(lambda: list(owners(cs).values()) == [16], "the other holds all 16", 30)
+                report = cs.ingest(records[400:], project=False)
+                cs.wait_for(report.position, wait=30)
+            finally:
+                os.kill(w1.pid, signal.SIGCONT)
+            _wait(lambda: sorted(owners(cs).values()) == [8, 8], "shared again after resuming")
+            after = epochs(cs)
+            # Every partition that changed hands was acquired anew: a higher epoch.
+            for p in mine:
+                if after[p][0] == hung or before[p][0] != after[p][0]:
+                    assert after[p][1] > before[p][1], (p, before[p], after[p])
+        assert_states_are_the_fold(cs)
+
+
+def test_a_worker_whose_lease_was_taken_cannot_commit(pg_url: str) -> None:
+    records = generate(300, 20, seed=13)
+    with custate.open(pg_url) as cs:
+        rm = cs.readmodel
+        leases = Leases(cs.store.engine, rm.partitions, ttl=6.0)
+        held = leases.acquire("worker-a", rm.partitions)
+        assert sorted(held) == list(range(rm.partitions))
+        assert cs.ingest(records, project=False).ok
+        # worker-a hangs past its leases; worker-b takes them over.
+        with cs.store.engine.begin() as c:
+            c.execute(text("UPDATE custate_leases SET expires_at = now() - interval '1 second'"))
+        taken = leases.acquire("worker-b", rm.partitions)
+        assert sorted(taken) == sorted(held)
+        with pytest.raises(LeaseLost):
+            rm.catch_up(partitions=sorted(held), fence=lambda c: leases.check(c, "worker-a", held))
+        assert set(rm.positions().values()) == {0}  # nothing of a's committed
+        assert cs.lag() == len(records)
+        # Renewing does not give them back either: they are b's.
+        assert leases.heartbeat("worker-a", held) == {}
+        rm.catch_up(partitions=sorted(taken), fence=lambda c: leases.check(c, "worker-b", taken))
+        assert cs.lag() == 0
+        assert_states_are_the_fold(cs)
+
+
+# -- serve processes and workers under webhook load -------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving(url: str, log: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = _free_port()
+    with log.open("ab") as out:
+        p = subprocess.Popen(
+            [str(CUSTATE), "serve", "--port", str(port), "--store", url, *extra],
+            env=cli_env(CUSTATE_WEBHOOK_SECRET=SECRET),
+            stdout=out,
+            stderr=out,
+        )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if p.poll() is not None:
+            raise AssertionError(f"serve exited: {log.read_text()}")
+        try:
+            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    _wait(up, "serve is up")
+    try:
+        yield base, p
+    finally:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def _sign(body: bytes) -> str:
+    import hashlib
+    import hmac
+
+    return hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+
+
+@pytest.mark.slow
+def test_two_serve_and_two_workers_survive_sigkill_under_load(pg_url: str, tmp_path: Path) -> None:
+    """Every acknowledged delivery stored exactly once and every state the fold of its
+    activities, though one serve process and one worker are SIGKILLed mid-run and restarted
+    (deliveries a dead server did not acknowledge are redelivered, as Voucherify does)."""
+    records = generate(600, 50, seed=14)
+    bodies = {r["id"]: orjson.dumps(r) for r in records}  # plain records: any container
+    acknowledged: set[str] = set()
+    lock = threading.Lock()
+    with custate.open(pg_url) as cs:
+        cs.ping()  # the store, made before four processes race to make it
+        assert cs.partitions == 16
+    with (
+        serving(pg_url, tmp_path / "s1.log", "--no-project") as (a, serve_a),
+        serving(pg_url, tmp_path / "s2.log", "--no-project") as (b, _),
+        worker(pg_url, tmp_path / "w1.log") as w1,
+        worker(pg_url, tmp_path / "w2.log"),
+    ):
+        targets = [a, b]
+        killed = threading.Event()
+
+        def deliver(aid: str, i: int) -> None:
+            body = bodies[aid]
+            for attempt in range(50):
+                base = targets[(i + attempt) % 2]
+                if killed.is_set() and base == a:
+                    base = b
+                try:
+                    r = httpx.post(
+                        f"{base}/webhooks/voucherify",
+                        content=body,
+                        headers={"x-voucherify-signature": _sign(body)},
+                        timeout=30,
+                    )
+                except httpx.TransportError:
+                    time.sleep(0.05)
+                    continue
+                if r.status_code == 200:
+                    with lock:
+                        acknowledged.add(aid)
+                    return
+                assert r.status_code >= 500, r.text
+                time.sleep(0.05)
+            raise AssertionError(f"{aid} never acknowledged")
+
+        ids = list(bodies)
+        with ThreadPoolExecutor(8) as pool:
+            first = [pool.submit(deliver, aid, i) for i, aid in enumerate(ids[:300])]
+            time.sleep(0.3)
+            serve_a.kill()
+            killed.set()
+            w1.kill()
+            for f in first:
+                f.result()
+            rest = [pool.submit(deliver, aid, i) for i, aid in enumerate(ids[300:])]
+            for f in rest:
+                f.result()
+        with worker(pg_url, tmp_path / "w1b.log"), custate.open(pg_url) as cs:
+            _wait(lambda: sorted(owners(cs).values()) == [8, 8], "the restarted worker shares")
+            cs.wait_for(cs.head(), wait=60)
+            assert acknowledged == set(ids)
+            assert contents(pg_url).ids == Counter(ids)  # each stored exactly once
+            assert_states_are_the_fold(cs)
+
+
+def test_reads_and_healthz_answer_during_a_long_catch_up(pg_url: str, tmp_path: Path) -> None:
+    records = generate(20_000, 400, seed=15)
+    with custate.open(pg_url) as cs:
+        assert cs.ingest(records[:200]).ok
+        someone = next(iter(cs.customer_ids()))
+        assert cs.ingest(records[200:], project=False).ok
+        with serving(pg_url, tmp_path / "s.log", "--no-project") as (base, _):
+            lagging = httpx.get(f"{base}/readyz", timeout=5)
+            assert lagging.json()["read_model"]["lag"]["activities"] > 0
+            with worker(pg_url, tmp_path / "w.log"):
+                slowest = 0.0
+                answered = 0
+                while cs.lag() > 0 and answered < 200:
+                    for path in ("/healthz", f"/customers/{someone}/state"):
+                        t = time.monotonic()
+                        r = httpx.get(f"{base}{path}", timeout=5)
+                        slowest = max(slowest, time.monotonic() - t)
+                        assert r.status_code == 200, r.text
+                        answered += 1
+                assert answered > 0
+                # Not a timing test (bench/ measures): no read waited for the catch-up.
+                assert slowest < 5
+                _wait(lambda: cs.lag() == 0, "caught up", 120)
+            ready = httpx.get(f"{base}/readyz", timeout=5).json()
+            assert ready["status"] == "ok"
+            assert ready["read_model"]["lag"]["activities"] == 0
+
+
+def test_on_sqlite_a_second_projector_waits_and_says_so(sqlite_url: str, tmp_path: Path) -> None:
+    records = generate(400, 20, seed=16)
+    with custate.open(sqlite_url) as cs:
+        assert cs.ingest(records[:200], project=False).ok
+        with worker(sqlite_url, tmp_path / "w1.log") as w1:
+            _wait(lambda: cs.lag() == 0, "the first projector caught up")
+            with worker(sqlite_url, tmp_path / "w2.log"):
+                _wait(
+                    lambda: (
+                        "another projector is running"
+                        in (tmp_path / "w2.log").read_text(errors="replace")
+                    ),
+                    "the second one says it waits",
+                )
+                w1.kill()
+                report = cs.ingest(records[200:], project=False)
+                cs.wait_for(report.position, wait=30)  # the second took over
+        assert_states_are_the_fold(cs)
