@@ -331,7 +331,6 @@ class EventStore:
                 time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
                 continue
             result.accepted.extend(todo)
-            self._wake_projectors()
             return result
         raise StoreError("could not append a batch after repeated write conflicts")
 
@@ -345,17 +344,6 @@ class EventStore:
         if len(name.encode()) > 63:  # identifiers are cut at 63 bytes
             name = "custate_events_" + hashlib.sha256(name.encode()).hexdigest()[:32]
         return name
-
-    def _wake_projectors(self) -> None:
-        """Tell the projector workers listening that there is more (a hint: they poll too)."""
-        channel = self.channel
-        if channel is None:
-            return
-        try:
-            with self.engine.begin() as c:
-                c.execute(text("SELECT pg_notify(:ch, '')"), {"ch": channel})
-        except Exception:  # the activities are committed; a worker's poll finds them
-            pass
 
     def head(self) -> int:
         """The notification id of the last activity stored (0: none): the position a read
@@ -400,13 +388,17 @@ class EventStore:
             finally:
                 fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             return
-        key = {"k": f"custate:{self.url.schema or 'public'}"}
+        key = {"k": f"custate:{self.url.schema or 'public'}", "ch": self.channel}
         with self.engine.connect() as c:
             c.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), key)
             try:
                 yield
             finally:
-                c.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), key)
+                # The projector workers listening are told when this commits, after the
+                # append's own transaction (a hint: they poll too).
+                c.execute(
+                    text("SELECT pg_advisory_unlock(hashtext(:k)), pg_notify(:ch, '')"), key
+                )
                 c.commit()
 
     def _drop_stored(self, batch: dict[str, Encoded], result: AppendResult) -> list[Encoded]:
