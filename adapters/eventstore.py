@@ -396,9 +396,7 @@ class EventStore:
             finally:
                 # The projector workers listening are told when this commits, after the
                 # append's own transaction (a hint: they poll too).
-                c.execute(
-                    text("SELECT pg_advisory_unlock(hashtext(:k)), pg_notify(:ch, '')"), key
-                )
+                c.execute(text("SELECT pg_advisory_unlock(hashtext(:k)), pg_notify(:ch, '')"), key)
                 c.commit()
 
     def _drop_stored(self, batch: dict[str, Encoded], result: AppendResult) -> list[Encoded]:
