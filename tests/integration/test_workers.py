@@ -31,8 +31,6 @@ from .histories import cli_env, contents, generate
 CUSTATE = Path(sys.executable).parent / "custate"
 SECRET = "whsec_workers"
 
-pytestmark = pytest.mark.postgres
-
 
 @pytest.fixture
 def pg_url(store_url: str) -> str:
@@ -322,3 +320,37 @@ def test_on_sqlite_a_second_projector_waits_and_says_so(sqlite_url: str, tmp_pat
                 report = cs.ingest(records[200:], project=False)
                 cs.wait_for(report.position, wait=30)  # the second took over
         assert_states_are_the_fold(cs)
+
+
+def test_reads_answer_as_the_read_model_stands_and_wait_for_min_position(
+    store_url: str,
+) -> None:
+    records = generate(200, 10, seed=17)
+    with custate.open(store_url) as cs:
+        first = cs.ingest(records[:100])
+        someone = next(iter(cs.customer_ids()))
+        before = cs.state(someone).to_json()
+        later = cs.ingest(records[100:], project=False)
+        assert later.position > first.position
+        # Not caught up: the answer is the read model's as it stands, and says so.
+        fresh = cs.freshness()
+        assert fresh.position == first.position < fresh.head == later.position
+        assert fresh.lag_activities == 100
+        assert cs.state(someone).to_json() == before
+        with pytest.raises(custate.StaleReadError, match="not yet at"):
+            cs.state(someone, min_position=later.position, wait=0.2)
+        with pytest.raises(custate.QueryError, match="min_position"):
+            cs.state(someone, min_position=later.position + 10**6)
+        with pytest.raises(custate.QueryError, match="negative"):
+            cs.customers(min_position=-1)
+        # A projector elsewhere (here: a thread) catches up while the read waits.
+        t = threading.Thread(target=cs.project)
+        t.start()
+        state = cs.state(someone, min_position=later.position, wait=30)
+        t.join()
+        assert state.to_json() == cs.replay(someone).to_json()
+        assert cs.freshness().lag_activities == 0
+    with custate.open(store_url, catch_up_reads=True) as cs:
+        more = cs.ingest(generate(20, 2, seed=18), project=False)
+        assert more.accepted == 20
+        assert cs.count_customers() == len(cs.customer_ids())  # caught up first

@@ -18,6 +18,7 @@ ERRORS = {
     "UnknownCustomerError": LookupError,
     "SourceError": OSError,
     "StoreError": Exception,
+    "StaleReadError": TimeoutError,
     "VoucherifyError": Exception,
     "ConfigError": Exception,
 }
