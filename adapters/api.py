@@ -311,6 +311,32 @@ class Custate:
         seconds = 0.0 if first is None else max(0.0, (utc_now() - first).total_seconds())
         return Freshness(position, head, n, round(seconds, 3), n >= count_at_most)
 
+    def status(self) -> dict[str, Any]:
+        """What `custate status` shows: the store (password masked), its partitions, the
+        read model's generation, position, head and lag, a rebuild in progress, and on
+        PostgreSQL each partition's lease (its worker, epoch, whether it is held now)."""
+        from custate.adapters.readmodel.leases import Leases
+        from custate.adapters.report import mask_password
+
+        rm = self.readmodel
+        out: dict[str, Any] = {
+            "store": mask_password(self.store.url.url),
+            "backend": self.store.url.kind,
+            "activities": self.store.count(),
+            "partitions": rm.partitions,
+            "generation": rm.t.generation,
+            "rebuild_in_progress": rm.generations.building_now(),
+            "read_model": self.freshness().to_json(),
+            "positions": {str(p): at for p, at in rm.positions().items()},
+        }
+        if self.store.url.kind == "postgresql":
+            leases = Leases(self.store.engine, rm.partitions, 0.0)
+            out["leases"] = [
+                {"partition": p, "worker": w, "epoch": e, "held": held}
+                for p, w, e, held in leases.table()
+            ]
+        return out
+
     def partition_of(self, customer_id: str) -> int:
         """The partition `customer_id` falls in (of the store's `partitions`)."""
         return self.readmodel.partition_of(customer_id)

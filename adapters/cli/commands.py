@@ -10,3 +10,4 @@ from custate.adapters.cli import pull as pull
 from custate.adapters.cli import rejects as rejects
 from custate.adapters.cli import serve as serve
 from custate.adapters.cli import state as state
+from custate.adapters.cli import status as status

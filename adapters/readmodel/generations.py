@@ -44,6 +44,12 @@ class Generations:
             c.execute(insert_or_ignore(self.engine, self._meta).values(name="active", value="1"))
             return int(self._get(c, "active") or 1)
 
+    def building_now(self) -> int | None:
+        """The generation a rebuild is building (or left unfinished), if any."""
+        with self.engine.connect() as c:
+            value = self._get(c, "building")
+        return None if value is None else int(value)
+
     def building(self, active: int) -> int:
         """The generation a rebuild builds: the one an interrupted rebuild left, else the
         one after `active`, from now on recorded as being built."""

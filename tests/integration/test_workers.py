@@ -97,6 +97,11 @@ def test_two_workers_split_the_partitions_and_take_over_a_killed_ones(
         with worker(pg_url, tmp_path / "w1.log") as w1, worker(pg_url, tmp_path / "w2.log"):
             _wait(lambda: sorted(owners(cs).values()) == [8, 8], "8 partitions each")
             _wait(lambda: cs.lag() == 0, "caught up by two workers")
+            status = cs.status()  # what `custate status` shows
+            assert status["partitions"] == 16
+            held = Counter(row["worker"] for row in status["leases"] if row["held"])
+            assert sorted(held.values()) == [8, 8]
+            assert status["read_model"]["lag"]["activities"] == 0
             w1.kill()  # SIGKILL: its leases lapse, nobody releases them
             report = cs.ingest(records[1500:], project=False)
             took = _wait(lambda: list(owners(cs).values()) == [16], "one worker holds all")

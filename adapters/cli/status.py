@@ -1,0 +1,63 @@
+"""`custate status`: the store, its partitions, the read model's position and lag, leases."""
+
+from __future__ import annotations
+
+import sys
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from custate.adapters.cli.app import app
+from custate.adapters.cli.common import open_store
+from custate.adapters.cli.store_options import JsonOption, StoreOption
+
+
+@app.command()
+def status(store: StoreOption = None, as_json: JsonOption = False) -> None:
+    """Show the store, its partitions, the read model's position and lag, and which projector
+    worker holds which partition (PostgreSQL)."""
+    cs = open_store(store)
+    try:
+        s = cs.status()
+    finally:
+        cs.close()
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(s) + b"\n")
+        return
+    out = Console(soft_wrap=True)
+    rm = s["read_model"]
+    lag = rm["lag"]
+    rebuild = s["rebuild_in_progress"]
+    for name, value in [
+        ("store", s["store"]),
+        ("backend", s["backend"]),
+        ("activities", f"{s['activities']:,}"),
+        ("partitions", str(s["partitions"])),
+        ("generation", str(s["generation"])),
+        ("rebuild", "none" if rebuild is None else f"building generation {rebuild}"),
+        ("position", f"{rm['position']:,} of {rm['head']:,}"),
+        (
+            "lag",
+            f"{'at least ' if lag['at_least'] else ''}{lag['activities']:,} activities, "
+            f"{lag['seconds']:.1f} s",
+        ),
+    ]:
+        out.print(f"{name:<11} {value}", markup=False, highlight=False)
+    leases = s.get("leases")
+    if leases:
+        t = Table(title="leases")
+        t.add_column("partition", justify="right", no_wrap=True)
+        t.add_column("worker", no_wrap=True)
+        t.add_column("epoch", justify="right", no_wrap=True)
+        t.add_column("held", no_wrap=True)
+        t.add_column("position", justify="right", no_wrap=True)
+        for row in leases:
+            t.add_row(
+                str(row["partition"]),
+                row["worker"] or "-",
+                str(row["epoch"]),
+                "yes" if row["held"] else "no",
+                f"{s['positions'][str(row['partition'])]:,}",
+            )
+        out.print(t)
