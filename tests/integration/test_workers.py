@@ -359,3 +359,39 @@ def test_reads_answer_as_the_read_model_stands_and_wait_for_min_position(
         more = cs.ingest(generate(20, 2, seed=18), project=False)
         assert more.accepted == 20
         assert cs.count_customers() == len(cs.customer_ids())  # caught up first
+
+
+def test_serve_with_two_worker_processes_answers_what_either_stored(
+    store_url: str, tmp_path: Path
+) -> None:
+    """`serve --workers 2`: two server processes on one port, each with its group commit
+    and projector (on SQLite one projects, the other waits); every delivery readable,
+    through either, once its position is reached."""
+    records = generate(60, 6, seed=19)
+    with custate.open(store_url) as cs:
+        cs.ping()
+    with serving(store_url, tmp_path / "s.log", "--workers", "2") as (base, _):
+        positions = []
+        with httpx.Client(base_url=base, timeout=30) as client:
+            for r in records:
+                body = orjson.dumps(r)
+                answer = client.post(
+                    "/webhooks/voucherify",
+                    content=body,
+                    headers={"x-voucherify-signature": _sign(body)},
+                )
+                assert answer.status_code == 200, answer.text
+                positions.append(answer.json()["position"])
+            again = client.post(
+                "/webhooks/voucherify",
+                content=orjson.dumps(records[0]),
+                headers={"x-voucherify-signature": _sign(orjson.dumps(records[0]))},
+            )
+            assert again.json()["status"] == "duplicate"
+            count = client.get("/customers/count", params={"min_position": max(positions)})
+            assert count.status_code == 200, count.text
+            assert int(count.headers["x-custate-position"]) >= max(positions)
+    with custate.open(store_url) as cs:
+        assert contents(store_url).ids == Counter(r["id"] for r in records)
+        assert count.json()["count"] == len(cs.customer_ids())
+        assert_states_are_the_fold(cs)
