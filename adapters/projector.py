@@ -76,6 +76,9 @@ class Worker:
         self._changed = threading.Event()  # the partitions held changed
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()  # the heartbeat's and the loop's, one at a time
+        # A catch-up is running over the partitions held: partitions to give up are given
+        # up after it has written what it planned for them (else that work is lost).
+        self._busy = False
         self._held: dict[int, int] = {}  # partition -> epoch
         self._stopping = threading.Event()
         self.postgresql = cs.store.url.kind == "postgresql"
@@ -105,11 +108,17 @@ class Worker:
                 if held:
                     self._changed.clear()
                     try:
-                        r = self.cs.readmodel.catch_up(
-                            should_stop=lambda: stop() or self._changed.is_set(),
-                            partitions=sorted(held),
-                            fence=self._fence(leases, held),
-                        )
+                        self._busy = True
+                        try:
+                            r = self.cs.readmodel.catch_up(
+                                should_stop=lambda: stop() or self._changed.is_set(),
+                                partitions=sorted(held),
+                                fence=self._fence(leases, held),
+                            )
+                        finally:
+                            self._busy = False
+                        if self._changed.is_set() and leases is not None:
+                            self._refresh(leases)  # give up what it was asked to, now
                     except LeaseLost as e:
                         self.on_event(WorkerEvent("leases", str(e), partitions=self.held))
                         if leases is not None:
@@ -189,10 +198,14 @@ class Worker:
         held = leases.heartbeat(self.name, before)
         share = leases.fair_share()
         if len(held) > share:
-            extra = sorted(held)[share:]
-            leases.release(self.name, extra)
-            for p in extra:
-                held.pop(p)
+            if self._busy:
+                # Stop the catch-up at its next batch; the loop then writes and gives up.
+                self._changed.set()
+            else:
+                extra = sorted(held)[share:]
+                leases.release(self.name, extra)
+                for p in extra:
+                    held.pop(p)
         elif len(held) < share:
             held.update(leases.acquire(self.name, share - len(held)))
         with self._lock:
