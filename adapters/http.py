@@ -66,8 +66,8 @@ WEBHOOK_SOURCE = "webhook:/webhooks/voucherify"
 MAX_GROUP = 1000  # records per group commit
 DEFAULT_READY_LAG = 10_000  # activities behind from which /readyz says not ready
 MAX_WAIT = 30.0  # seconds a read may ask to wait for its min_position
-FRESHNESS_EVERY = 0.1  # seconds a read's freshness headers may be old
-LAG_COUNT_AT_MOST = 100_000  # lag counted up to this (then "at least")
+FRESHNESS_EVERY = 0.25  # seconds a read's freshness headers may be old
+LAG_COUNT_AT_MOST = 100  # lag counted exactly up to this (then estimated: Custate.freshness)
 
 _log = logging.getLogger("custate.http")
 

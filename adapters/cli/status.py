@@ -39,7 +39,7 @@ def status(store: StoreOption = None, as_json: JsonOption = False) -> None:
         ("position", f"{rm['position']:,} of {rm['head']:,}"),
         (
             "lag",
-            f"{'at least ' if lag['at_least'] else ''}{lag['activities']:,} activities, "
+            f"{'about ' if lag['estimated'] else ''}{lag['activities']:,} activities, "
             f"{lag['seconds']:.1f} s",
         ),
     ]:
