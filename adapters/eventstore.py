@@ -29,7 +29,13 @@ import msgspec
 import orjson
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEvent
-from eventsourcing.persistence import IntegrityError, InternalError, ProgrammingError, StoredEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    InternalError,
+    Notification,
+    ProgrammingError,
+    StoredEvent,
+)
 from eventsourcing.utils import register_topic
 from sqlalchemy import Engine, bindparam, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -344,6 +350,45 @@ class EventStore:
         if len(name.encode()) > 63:  # identifiers are cut at 63 bytes
             name = "custate_events_" + hashlib.sha256(name.encode()).hexdigest()[:32]
         return name
+
+    def activity_notes(self, after: int, limit: int) -> list[tuple[int, str]]:
+        """(notification id, stream id) of the first `limit` activities stored after the
+        notification `after`: what a projector worker holding some partitions reads first,
+        to fetch only its own rows (`notifications`)."""
+        column = "rowid" if self.url.kind == "sqlite" else "notification_id"
+        with self.engine.connect() as c:
+            rows = c.execute(
+                text(
+                    f"SELECT {column}, originator_id FROM {self.url.events_table} "
+                    f"WHERE {column} > :p AND topic = :t ORDER BY {column} LIMIT :n"
+                ),
+                {"p": after, "t": ACTIVITY_TOPIC, "n": limit},
+            ).all()
+        return [(int(i), str(o)) for i, o in rows]
+
+    def notifications(self, ids: Sequence[int]) -> list[Notification]:
+        """The notifications with these ids, in id order."""
+        if not ids:
+            return []
+        column = "rowid" if self.url.kind == "sqlite" else "notification_id"
+        out: list[Notification] = []
+        with self.engine.connect() as c:
+            for i in range(0, len(ids), 5000):
+                q = text(
+                    f"SELECT {column}, originator_id, originator_version, topic, state "
+                    f"FROM {self.url.events_table} WHERE {column} IN :ids ORDER BY {column}"
+                ).bindparams(bindparam("ids", expanding=True))
+                for n, o, v, t, st in c.execute(q, {"ids": list(ids[i : i + 5000])}):
+                    out.append(
+                        Notification(
+                            originator_id=o,
+                            originator_version=int(v),
+                            topic=t,
+                            state=bytes(st),
+                            id=int(n),
+                        )
+                    )
+        return out
 
     def head(self) -> int:
         """The notification id of the last activity stored (0: none): the position a read

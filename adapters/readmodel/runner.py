@@ -278,32 +278,44 @@ class Runner:
         last = False  # the last select found less than a batch: nothing more was stored
         while True:
             notes: Sequence[Notification] = ()
+            read_to = overlay.position  # the last notification id read
             if not last and (should_stop is None or not should_stop()):
-                notes = recorder.select_notifications(
-                    overlay.position, batch_size, topics=[ACTIVITY_TOPIC], inclusive_of_start=False
-                )
-                last = len(notes) < batch_size
+                if count > 1:
+                    # Ids and streams first, then only this worker's rows: the others'
+                    # partitions cost a row id each, not their state.
+                    listed = view.store.activity_notes(overlay.position, batch_size)
+                    last = len(listed) < batch_size
+                    if listed:
+                        read_to = listed[-1][0]
+                        previous = overlay.previous
+                        ids = [
+                            i
+                            for i, stream in listed
+                            if i > previous.get(partition_of_stream(stream, count), i)
+                        ]
+                        notes = view.store.notifications(ids)
+                        overlay.read += len(listed)
+                        if not notes:
+                            overlay.position = read_to
+                            continue
+                else:
+                    notes = recorder.select_notifications(
+                        overlay.position,
+                        batch_size,
+                        topics=[ACTIVITY_TOPIC],
+                        inclusive_of_start=False,
+                    )
+                    last = len(notes) < batch_size
+                    if notes:
+                        read_to = notes[-1].id
+                        overlay.read += len(notes)
             if not notes:
                 if overlay.position > overlay.start and not self._flush(overlay, report, fence):
                     overlay = fresh()  # lost a race: read again
                     last = False
                     continue
                 break
-            overlay.read += len(notes)
-            if count > 1:
-                previous = overlay.previous
-                notes_read = notes
-                notes = [
-                    n
-                    for n in notes_read
-                    if n.id > previous.get(partition_of_stream(str(n.originator_id), count), n.id)
-                ]
-                if not notes:
-                    overlay.position = notes_read[-1].id
-                    continue
-                last_id = notes_read[-1].id
-            else:
-                last_id = notes[-1].id
+            last_id = read_to
             batch = []
             inputs_at: dict[tuple[str, int], bytes | None] = {}
             for n in notes:
