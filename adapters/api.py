@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from custate.adapters import bootstrap
 from custate.adapters.bootstrap import DEFAULT_STORE, Parts, store_file, store_url
-from custate.adapters.cursors import PullCursors
+from custate.adapters.cursors import PullCursors, PullListings
 from custate.adapters.eventstore import Encoded, EventStore, StoredActivity, StoreError
 from custate.adapters.ingest import (
     DEFAULT_BATCH,
@@ -70,6 +70,7 @@ __all__ = [
     "Freshness",
     "IngestReport",
     "PullCursors",
+    "PullListings",
     "QueryError",
     "Reject",
     "Source",
@@ -596,6 +597,11 @@ class Custate:
     def pull_cursors(self) -> PullCursors:
         """Where each customer's pull from the Voucherify API stands (`adapters.pull`)."""
         return self._parts.pull_cursors()
+
+    def pull_listings(self) -> PullListings:
+        """Where each backfill's customer listing stands and the customers it listed that
+        are not done yet (`adapters.pull.backfill`)."""
+        return self._parts.pull_listings()
 
 
 def open(

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from custate.adapters.cursors import PullCursors
+from custate.adapters.cursors import PullCursors, PullListings
 from custate.adapters.eventstore import EventStore, parse_store_url
 from custate.adapters.ingest import Clock, utc_now
 from custate.adapters.readmodel import ReadModel
@@ -50,6 +50,9 @@ class Parts:
 
     def pull_cursors(self) -> PullCursors:
         return PullCursors(self.store.engine)
+
+    def pull_listings(self) -> PullListings:
+        return PullListings(self.store.engine)
 
     def close(self) -> None:
         self.store.close()

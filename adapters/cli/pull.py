@@ -9,13 +9,34 @@ from typing import Annotated
 import orjson
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
+from custate.adapters.api import Custate
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
 from custate.adapters.cli.common import cut, fail, open_store, project_with_progress, warn
 from custate.adapters.cli.store_options import JsonOption, StoreOption
-from custate.adapters.pull import CustomerPull, pull_customer
-from custate.adapters.voucherify import ConfigError, VoucherifyClient, VoucherifyConfig
+from custate.adapters.pull import (
+    DEFAULT_CONCURRENCY,
+    BackfillReport,
+    CustomerPull,
+    backfill,
+    pull_customer,
+)
+from custate.adapters.voucherify import (
+    PAGE_LIMIT,
+    ConfigError,
+    VoucherifyClient,
+    VoucherifyConfig,
+)
 
 
 def _customers_from_file(path: str) -> list[str]:
@@ -40,10 +61,37 @@ def pull(
     known: Annotated[
         bool, typer.Option("--known", help="Every customer already in the store.")
     ] = False,
+    all_customers: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Backfill: every customer of the project (GET /v1/customers), resumably.",
+        ),
+    ] = False,
     since: Annotated[
         str | None,
-        typer.Option("--since", help="Only activities created at or after T (start_date)."),
+        typer.Option(
+            "--since",
+            help="Only activities created at or after T (start_date); with --all, only "
+            "the customers updated after T.",
+        ),
     ] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option("--concurrency", min=1, max=32, help="With --all: customers at once."),
+    ] = DEFAULT_CONCURRENCY,
+    page_size: Annotated[
+        int,
+        typer.Option("--page-size", min=1, max=PAGE_LIMIT, help="Items per API page."),
+    ] = PAGE_LIMIT,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart",
+            help="With --all: list the customers from the start again (the activity "
+            "cursors stay, so what is stored is not fetched again).",
+        ),
+    ] = False,
     store: StoreOption = None,
     as_json: JsonOption = False,
     no_project: Annotated[
@@ -55,10 +103,15 @@ def pull(
 
     Resumable: each customer's last stored activity is its cursor, so a rerun fetches only
     what is new. Credentials: CUSTATE_VOUCHERIFY_APP_ID, CUSTATE_VOUCHERIFY_APP_TOKEN; base
-    URL: CUSTATE_VOUCHERIFY_URL (default https://api.voucherify.io)."""
-    chosen = sum([bool(customer), customers_file is not None, known])
+    URL: CUSTATE_VOUCHERIFY_URL (default https://api.voucherify.io).
+
+    --all lists every customer of the project and pulls them --concurrency at a time; a
+    429 pauses them all for its Retry-After. Killed, a re-run goes on where it stopped."""
+    chosen = sum([bool(customer), customers_file is not None, known, all_customers])
     if chosen != 1:
-        fail("give exactly one of --customer ID..., --customers-file FILE, --known")
+        fail("give exactly one of --customer ID..., --customers-file FILE, --known, --all")
+    if restart and not all_customers:
+        fail("--restart goes with --all")
     t = cut(since, "--since")
     since_text = t.isoformat().replace("+00:00", "Z") if t is not None else None
     try:
@@ -67,6 +120,9 @@ def pull(
         fail(str(e))
         return
     cs = open_store(store)
+    if all_customers:
+        _backfill(cs, config, since_text, concurrency, page_size, restart, as_json, no_project)
+        return
     results: list[CustomerPull] = []
     try:
         if known:
@@ -82,6 +138,7 @@ def pull(
         with (
             VoucherifyClient(
                 config,
+                page_limit=page_size,
                 on_retry=lambda n, d, why: (
                     warn(f"  retry {n} in {d:.1f}s ({why})") if show else None
                 ),
@@ -143,3 +200,88 @@ def _print_result(r: CustomerPull, as_json: bool) -> None:
         f"{r.customer_id}: {r.pages} page(s), {r.report.accepted:,} new, "
         f"{r.report.duplicates:,} already stored" + ("" if r.ok else " (failed)")
     )
+
+
+def _backfill(
+    cs: Custate,
+    config: VoucherifyConfig,
+    since: str | None,
+    concurrency: int,
+    page_size: int,
+    restart: bool,
+    as_json: bool,
+    no_project: bool,
+) -> None:
+    err = Console(stderr=True)
+    show = not as_json and err.is_terminal
+    try:
+        with (
+            VoucherifyClient(config, page_limit=page_size) as client,
+            Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[activities]:,} activities, {task.fields[dups]:,} known"),
+                TextColumn("{task.fields[paused]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                disable=not show,
+            ) as progress,
+        ):
+            task: TaskID = progress.add_task(
+                "customers", total=None, activities=0, dups=0, paused=""
+            )
+
+            def on_progress(r: BackfillReport) -> None:
+                total = None if r.total is None else max(r.total, r.listed) + r.resumed
+                progress.update(
+                    task,
+                    total=total,
+                    completed=r.pulled + len(r.failed),
+                    activities=r.activities.accepted,
+                    dups=r.activities.duplicates,
+                    paused="rate limited: paused" if client.gate.remaining() > 0 else "",
+                )
+
+            report = backfill(
+                cs,
+                client,
+                concurrency=concurrency,
+                since=since,
+                restart=restart,
+                progress=on_progress,
+            )
+        if not no_project:
+            project_with_progress(cs, show_progress=not as_json)
+    finally:
+        cs.close()
+    rejected = report.activities.rejected + report.activities.conflicts
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(report.to_json()) + b"\n")
+        sys.stdout.flush()
+    else:
+        for cid, why in sorted(report.failed.items()):
+            warn(f"custate: {why}" if cid in why else f"custate: customer {cid}: {why}")
+        for p in report.activities.problems:
+            warn(f"{p.source} {p.location}: {p.field}: {p.reason}")
+        if report.error is not None:
+            warn(f"custate: the listing stopped: {report.error} (run again to go on)")
+        a = report.activities
+        resumed = f" (+{report.resumed:,} resumed)" if report.resumed else ""
+        typer.echo(
+            f"customers: {report.listed:,} listed{resumed}, {report.pulled:,} pulled, "
+            f"{len(report.failed):,} failed"
+        )
+        typer.echo(
+            f"activities: {a.accepted:,} stored, {a.duplicates:,} already stored, "
+            f"{rejected:,} rejected"
+        )
+        typer.echo(
+            f"elapsed {report.elapsed:.1f}s, {report.pages:,} pages, "
+            f"{report.pauses} rate-limit pause(s), {report.retries} retries"
+            + ("" if report.complete else "; listing not finished: run again to go on")
+        )
+    if not report.ok or rejected:
+        raise typer.Exit(EXIT_BAD_RECORDS)

@@ -21,6 +21,7 @@ import pytest
 import custate
 from custate.adapters.pull import PullCursors
 from custate.adapters.voucherify import (
+    RateGate,
     VoucherifyClient,
     VoucherifyConfig,
     VoucherifyError,
@@ -221,11 +222,15 @@ def test_pull_killed_between_pages_then_rerun(
 def test_retry_after_is_honoured_and_attempts_are_bounded(fake: FakeVoucherify, api: str) -> None:
     fake.add(generate(10, 1, seed=5), customer_of)
     cid = next(iter(fake.activities))
-    slept: list[float] = []
+    clock = FakeTime()
+    slept = clock.slept
     config = VoucherifyConfig(api, APP_ID, APP_TOKEN)
     fake.fail(cid, 429, {"Retry-After": "7"})
     fake.fail(cid, 503, {})
-    with VoucherifyClient(config, sleep=slept.append, backoff=0.25, max_attempts=4) as client:
+    gate = RateGate(clock.now, clock.sleep)
+    with VoucherifyClient(
+        config, sleep=clock.sleep, gate=gate, backoff=0.25, max_attempts=4
+    ) as client:
         pages = list(client.activity_pages(cid))
     assert slept[0] == 7.0
     assert 0.125 <= slept[1] <= 0.5  # exponential backoff when no Retry-After
@@ -235,11 +240,26 @@ def test_retry_after_is_honoured_and_attempts_are_bounded(fake: FakeVoucherify, 
         fake.fail(cid, 500, {})
     slept.clear()
     with (
-        VoucherifyClient(config, sleep=slept.append, max_attempts=3) as client,
+        VoucherifyClient(config, sleep=clock.sleep, gate=gate, max_attempts=3) as client,
         pytest.raises(VoucherifyError, match="gave up after 3 attempts"),
     ):
         client.activity_page(cid)
     assert len(slept) == 2
+
+
+class FakeTime:
+    """A clock that sleeping moves on: the client's waits, recorded, without waiting."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
 
 
 def test_retry_after_forms() -> None:
