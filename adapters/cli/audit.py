@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -16,21 +16,31 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from custate.adapters.api import store_url
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
 from custate.adapters.cli.common import customer_store, cut, fail
 from custate.adapters.cli.store_options import JsonOption, StoreOption
-from custate.domain import fold, format_time
-from custate.projections.audit import (
-    ADDED,
-    REMOVED,
-    CardGap,
-    DiffEntry,
-    FieldChange,
-    HistoryEntry,
-    StateDiff,
-    ValueStep,
-)
+
+if TYPE_CHECKING:
+    from custate.projections.audit import (
+        CardGap,
+        DiffEntry,
+        FieldChange,
+        HistoryEntry,
+        StateDiff,
+        ValueStep,
+    )
+
+# custate.projections.audit's operations, here so that `custate --help` does not import the
+# domain (tests/unit/test_cli_startup.py checks they agree).
+ADDED, REMOVED = "added", "removed"
+
+
+def format_time(t: datetime) -> str:
+    """custate.domain.format_time, imported when a command first prints a time."""
+    from custate.domain import format_time as formatted
+
+    return formatted(t)
+
 
 Customer = Annotated[str, typer.Argument(help="The Voucherify customer id (cust_...).")]
 ABSENT = "(absent)"
@@ -357,7 +367,9 @@ def report(
 ) -> None:
     """Write a self-contained HTML report: balances and tiers over time, segments, orders,
     corrections made by late activities, and gaps."""
+    from custate.adapters.api import store_url
     from custate.adapters.report import Provenance, campaign_names, render_report
+    from custate.domain import fold
 
     t = cut(as_of, "--as-of")
     made = Provenance(store_url(store), datetime.now(UTC))

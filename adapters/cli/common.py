@@ -6,19 +6,26 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from custate.adapters.api import CatchUpReport, Custate, StoreError, UnknownCustomerError
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, EXIT_USAGE
-from custate.domain import ActivityError, parse_cut
+
+# The store and the domain are imported by the commands that run, never at start-up:
+# `custate --help` loads neither (bench/README.md, CLI start-up).
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from custate.adapters.api import CatchUpReport, Custate
 
 
 def cut(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
+    from custate.domain import ActivityError, parse_cut
+
     try:
         return parse_cut(value, option)
     except ActivityError as e:
@@ -36,6 +43,8 @@ def warn(message: str) -> None:
 
 
 def open_store(url: str | None) -> Custate:
+    from custate.adapters.api import Custate, StoreError
+
     try:
         return Custate(url)
     except StoreError as e:
@@ -50,6 +59,8 @@ def customer_store(url: str | None) -> Iterator[Custate]:
     model is caught up first, as every answer would, but with a progress bar when that is
     long: the first `history` after `ingest --no-project` of a million activities projects
     them all."""
+    from custate.adapters.api import UnknownCustomerError
+
     cs = open_store(url)
     try:
         project_with_progress(cs, show_progress=True)
@@ -61,6 +72,14 @@ def customer_store(url: str | None) -> Iterator[Custate]:
 
 
 def progress_bar(console: Console) -> Progress:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -5,15 +5,13 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Any
 
-import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from custate.adapters.cli.app import app
 from custate.adapters.cli.common import open_store
-from custate.adapters.cli.store_options import JsonOption, StoreOption
-from custate.domain.activity import INT_MAX, INT_MIN
+from custate.adapters.cli.store_options import INT_MAX, INT_MIN, JsonOption, StoreOption
 
 Filter = Annotated[str | None, typer.Option()]
 TABLE_ROWS = 100
@@ -51,6 +49,8 @@ def customers(
     as_json: JsonOption = False,
 ) -> None:
     """List customers matching every filter given, from the read model's indexes."""
+    import orjson
+
     if status is not None and status not in ("active", "deleted"):
         Console(stderr=True).print("custate: --status is active or deleted")
         raise typer.Exit(2)

@@ -6,18 +6,18 @@ from collections import Counter
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from custate.adapters.api import Custate, store_file
 from custate.adapters.cli.app import app
 from custate.adapters.cli.common import fail, open_store
 from custate.adapters.cli.store_options import StoreOption
-from custate.adapters.readers import read_path
-from custate.domain import CustomerState, format_time
-from custate.projections.diff import diff_states
+
+if TYPE_CHECKING:
+    from custate.adapters.api import Custate
+    from custate.domain import CustomerState
 
 DEMO_STORE = "sqlite:///custate-demo.db"
 # Bookkeeping that changes with every activity; the demo shows what a reader cares about.
@@ -32,6 +32,9 @@ def demo_data_path() -> Path:
 @app.command()
 def demo(store: StoreOption = None) -> None:
     """Load sample histories into a fresh store; show a customer now, earlier, and the change."""
+    from custate.adapters.readers import read_path
+    from custate.domain import format_time
+
     url = store or DEMO_STORE
     _fresh(url, given=store is not None)
     out = Console()
@@ -76,6 +79,8 @@ def demo(store: StoreOption = None) -> None:
 
 def _fresh(url: str, given: bool) -> None:
     """The demo always starts from an empty store; it deletes only its own default file."""
+    from custate.adapters.api import Custate, store_file
+
     path = store_file(url)
     if path is not None:
         if not given:
@@ -129,6 +134,8 @@ def _summary(s: CustomerState) -> dict[str, str]:
 def _side_by_side(
     out: Console, customer: str, then: CustomerState, now: CustomerState, earlier: datetime
 ) -> None:
+    from custate.domain import format_time
+
     a, b = _summary(then), _summary(now)
     table = Table(title=f"Customer {customer}", header_style="bold")
     table.add_column("")
@@ -142,6 +149,8 @@ def _side_by_side(
 
 
 def _changes(out: Console, then: CustomerState, now: CustomerState, limit: int = 20) -> None:
+    from custate.projections.diff import diff_states
+
     changes = [
         c
         for c in diff_states(then.to_json(), now.to_json())

@@ -9,8 +9,6 @@ import typer
 
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
 from custate.adapters.cli.common import cut, fail, warn
-from custate.adapters.foldfiles import SpillError, fold_files, parse_size
-from custate.adapters.readers import SourceError, check_readable
 
 
 @app.command()
@@ -38,6 +36,9 @@ def fold(
     ] = "256MB",
 ) -> None:
     """Fold activity files into each customer's state, printed as JSON lines."""
+    from custate.adapters.foldfiles import SpillError, fold_files, parse_size
+    from custate.adapters.readers import SourceError, check_readable
+
     t = cut(as_of, "--as-of")
     try:
         budget = parse_size(memory)

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from custate.adapters.api import DEFAULT_BATCH, Custate, IngestReport
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
 from custate.adapters.cli.common import fail, open_store, project_with_progress
-from custate.adapters.cli.store_options import JsonOption, StoreOption
-from custate.adapters.readers import SourceError, check_readable
+from custate.adapters.cli.store_options import DEFAULT_BATCH, JsonOption, StoreOption
+
+if TYPE_CHECKING:
+    from custate.adapters.api import Custate, IngestReport
 
 
 @app.command()
@@ -45,6 +45,8 @@ def ingest(
     ] = None,
 ) -> None:
     """Append activities to the store: each once, however often it is delivered."""
+    from custate.adapters.readers import SourceError, check_readable
+
     try:
         check_readable(paths)
     except SourceError as e:
@@ -74,6 +76,8 @@ def _run(
     workers: int | None,
     show_progress: bool,
 ) -> IngestReport:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     err = Console(stderr=True)
     if not (show_progress and err.is_terminal):
         return cs.ingest_paths(paths, customer, batch_size, project=False, workers=workers)

@@ -5,16 +5,18 @@ from __future__ import annotations
 import signal
 import sys
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 from rich.console import Console
 
-from custate.adapters.api import CatchUpReport, WorkerEvent
 from custate.adapters.cli.app import app
 from custate.adapters.cli.common import open_store, progress_bar
 from custate.adapters.cli.store_options import JsonOption, StoreOption
+
+if TYPE_CHECKING:
+    from custate.adapters.api import WorkerEvent
 
 
 @app.command()
@@ -29,6 +31,8 @@ def project(
     as_json: JsonOption = False,
 ) -> None:
     """Fold newly stored activities into the read model (once, or --follow until stopped)."""
+    from custate.adapters.api import CatchUpReport
+
     cs = open_store(store)
     stop = False
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -14,8 +14,9 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
 from custate.adapters.cli.common import cut, fail, open_store, project_with_progress, warn
 from custate.adapters.cli.store_options import JsonOption, StoreOption
-from custate.adapters.pull import CustomerPull, pull_customer
-from custate.adapters.voucherify import ConfigError, VoucherifyClient, VoucherifyConfig
+
+if TYPE_CHECKING:
+    from custate.adapters.pull import CustomerPull
 
 
 def _customers_from_file(path: str) -> list[str]:
@@ -56,6 +57,9 @@ def pull(
     Resumable: each customer's last stored activity is its cursor, so a rerun fetches only
     what is new. Credentials: CUSTATE_VOUCHERIFY_APP_ID, CUSTATE_VOUCHERIFY_APP_TOKEN; base
     URL: CUSTATE_VOUCHERIFY_URL (default https://api.voucherify.io)."""
+    from custate.adapters.pull import pull_customer
+    from custate.adapters.voucherify import ConfigError, VoucherifyClient, VoucherifyConfig
+
     chosen = sum([bool(customer), customers_file is not None, known])
     if chosen != 1:
         fail("give exactly one of --customer ID..., --customers-file FILE, --known")

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from custate.adapters.api import StoredReject
 from custate.adapters.cli.app import app
 from custate.adapters.cli.common import open_store
 from custate.adapters.cli.store_options import JsonOption, StoreOption
+
+if TYPE_CHECKING:
+    from custate.adapters.api import StoredReject
 
 
 @app.command()

@@ -5,13 +5,11 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import orjson
 import typer
 
 from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
 from custate.adapters.cli.common import customer_store, cut, fail, warn
 from custate.adapters.cli.store_options import StoreOption
-from custate.projections.diff import diff_states
 
 
 @app.command()
@@ -32,6 +30,10 @@ def state(
     ] = False,
 ) -> None:
     """Print a customer's state as JSON: activities with created_at <= T, stored by K."""
+    import orjson
+
+    from custate.projections.diff import diff_states
+
     t = cut(as_of, "--as-of")
     k = cut(known_at, "--known-at")
     with customer_store(store) as cs:

@@ -6,6 +6,12 @@ from typing import Annotated
 
 import typer
 
+# The range of an integer the store keeps (custate.domain.activity's INT_MIN, INT_MAX), here
+# so that declaring an option does not import the domain (tests/unit/test_cli_startup.py).
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+# custate.adapters.api.DEFAULT_BATCH, for `ingest --batch-size`'s default, on the same terms.
+DEFAULT_BATCH = 1000
+
 StoreOption = Annotated[
     str | None,
     typer.Option(
