@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import gc
+from typing import Annotated
 
 import typer
+
+import custate
 
 app = typer.Typer(
     name="custate",
     help="Customer state from Voucherify customer activities: now, as of any time, and why.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, pwsh)
     pretty_exceptions_enable=False,
 )
 
@@ -34,6 +37,24 @@ def main() -> None:
     app()
 
 
+def examples(*commands: str) -> str:
+    """A command's help epilog: example command lines, one a line, as typed."""
+    return "Examples:\n\n" + "\n".join(f"  $ {c}" for c in commands)
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        typer.echo(f"custate {custate.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Customer state from Voucherify customer activities: now, as of any time, and why."""

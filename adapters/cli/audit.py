@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
+from custate.adapters.cli.app import EXIT_BAD_RECORDS, app, examples
 from custate.adapters.cli.common import customer_store, cut, fail
 from custate.adapters.cli.store_options import JsonOption, StoreOption
 
@@ -69,7 +69,13 @@ def _json_out(value: Any) -> None:
     sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate history cust_1",
+        "custate history cust_1 --from 2024-01-01 --to 2024-03-31",
+        "custate history cust_1 --known-at 2024-02-01T00:00:00Z --format json",
+    )
+)
 def history(
     customer_id: Customer,
     start: Annotated[
@@ -161,7 +167,12 @@ def _history_table(customer_id: str, entries: Sequence[HistoryEntry]) -> None:
     Console().print(table)
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate diff cust_1 --as-of 2024-01-01 --as-of 2024-06-30",
+        "custate diff cust_1 --as-of 2024-03-01 --known-at 2024-03-02 --known-at 2024-04-01",
+    )
+)
 def diff(
     customer_id: Customer,
     as_of: Annotated[
@@ -258,7 +269,12 @@ def _few(ids: Sequence[str]) -> str:
     return f"{ids[0]}, {ids[1]}, ..., {ids[-2]}, {ids[-1]} ({len(ids):,} in all)"
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate explain cust_1 loyalty.points",
+        "custate explain cust_1 loyalty.cards.v_1.balance --as-of 2024-03-01",
+    )
+)
 def explain(
     customer_id: Customer,
     path: Annotated[
@@ -317,7 +333,7 @@ def explain(
     out.print(table)
 
 
-@app.command()
+@app.command(epilog=examples("custate gaps", "custate gaps cust_1 --format tsv"))
 def gaps(
     customer_id: Annotated[
         str | None, typer.Argument(help="One customer; without it, every customer.")
@@ -358,7 +374,12 @@ def _gaps_table(found: Sequence[CardGap]) -> None:
     out.print(table)
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate report cust_1 -o cust_1.html",
+        "custate report cust_1 -o q1.html --as-of 2024-03-31",
+    )
+)
 def report(
     customer_id: Customer,
     output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")],

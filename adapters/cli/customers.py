@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from custate.adapters.cli.app import app
+from custate.adapters.cli.app import app, examples
 from custate.adapters.cli.common import open_store
 from custate.adapters.cli.store_options import INT_MAX, INT_MIN, JsonOption, StoreOption
 
@@ -17,7 +17,13 @@ Filter = Annotated[str | None, typer.Option()]
 TABLE_ROWS = 100
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate customers --segment seg_vip",
+        "custate customers --tier tier_gold --min-points 1000 --format tsv",
+        "custate customers --status active --count",
+    )
+)
 def customers(
     segment: Annotated[str | None, typer.Option(help="Member of this segment id.")] = None,
     tier: Annotated[str | None, typer.Option(help="Holds this tier id.")] = None,

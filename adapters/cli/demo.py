@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from custate.adapters.cli.app import app
+from custate.adapters.cli.app import app, examples
 from custate.adapters.cli.common import fail, open_store
 from custate.adapters.cli.store_options import StoreOption
 
@@ -29,7 +29,7 @@ def demo_data_path() -> Path:
     return Path(str(resources.files("custate.adapters") / "data" / DEMO_DATA))
 
 
-@app.command()
+@app.command(epilog=examples("custate demo"))
 def demo(store: StoreOption = None) -> None:
     """Load sample histories into a fresh store; show a customer now, earlier, and the change."""
     from custate.adapters.readers import read_path

@@ -7,11 +7,16 @@ from typing import Annotated
 
 import typer
 
-from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
+from custate.adapters.cli.app import EXIT_BAD_RECORDS, app, examples
 from custate.adapters.cli.common import cut, fail, warn
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate fold activities.ndjson",
+        "custate fold export.json.gz --customer cust_1 --as-of 2024-03-01",
+    )
+)
 def fold(
     paths: Annotated[list[str], typer.Argument(help="Activity files (any container); - is stdin.")],
     customer: Annotated[

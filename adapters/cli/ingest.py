@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
+from custate.adapters.cli.app import EXIT_BAD_RECORDS, app, examples
 from custate.adapters.cli.common import fail, open_store, project_with_progress
 from custate.adapters.cli.store_options import DEFAULT_BATCH, JsonOption, StoreOption
 
@@ -18,7 +18,13 @@ if TYPE_CHECKING:
     from custate.adapters.api import Custate, IngestReport
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate ingest activities.ndjson",
+        "custate ingest export/*.json.gz --store postgresql://localhost/custate",
+        "cat activities.ndjson | custate ingest - --no-project",
+    )
+)
 def ingest(
     paths: Annotated[list[str], typer.Argument(help="Activity files (any container); - is stdin.")],
     customer: Annotated[

@@ -11,7 +11,7 @@ import orjson
 import typer
 from rich.console import Console
 
-from custate.adapters.cli.app import app
+from custate.adapters.cli.app import app, examples
 from custate.adapters.cli.common import open_store, progress_bar
 from custate.adapters.cli.store_options import JsonOption, StoreOption
 
@@ -19,7 +19,11 @@ if TYPE_CHECKING:
     from custate.adapters.api import WorkerEvent
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate project", "custate project --follow --store postgresql://localhost/custate"
+    )
+)
 def project(
     store: StoreOption = None,
     follow: Annotated[
@@ -72,7 +76,7 @@ def project(
         )
 
 
-@app.command()
+@app.command(epilog=examples("custate rebuild"))
 def rebuild(store: StoreOption = None, as_json: JsonOption = False) -> None:
     """Rebuild the read model from the store, blue/green; an interrupted rebuild resumes.
 

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
+from custate.adapters.cli.app import EXIT_BAD_RECORDS, app, examples
 from custate.adapters.cli.common import cut, fail, open_store, project_with_progress, warn
 from custate.adapters.cli.store_options import JsonOption, StoreOption
 
@@ -28,7 +28,12 @@ def _customers_from_file(path: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate pull --customer cust_1 --customer cust_2",
+        "custate pull --known --since 2024-01-01",
+    )
+)
 def pull(
     customer: Annotated[
         list[str] | None,

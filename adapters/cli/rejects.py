@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from custate.adapters.cli.app import app
+from custate.adapters.cli.app import app, examples
 from custate.adapters.cli.common import open_store
 from custate.adapters.cli.store_options import JsonOption, StoreOption
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from custate.adapters.api import StoredReject
 
 
-@app.command()
+@app.command(epilog=examples("custate rejects", "custate rejects --export rejected.ndjson"))
 def rejects(
     store: StoreOption = None,
     as_json: JsonOption = False,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from custate.adapters.cli.app import app
+from custate.adapters.cli.app import app, examples
 from custate.adapters.cli.common import fail, warn
 from custate.adapters.cli.store_options import StoreOption
 
@@ -16,7 +16,12 @@ from custate.adapters.cli.store_options import StoreOption
 SWITCH_INTERVAL = 0.0005
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate serve --port 8080",
+        "custate serve --workers 2 --store postgresql://localhost/custate",
+    )
+)
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port.")] = 8080,

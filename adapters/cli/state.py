@@ -7,12 +7,18 @@ from typing import Annotated
 
 import typer
 
-from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
+from custate.adapters.cli.app import EXIT_BAD_RECORDS, app, examples
 from custate.adapters.cli.common import customer_store, cut, fail, warn
 from custate.adapters.cli.store_options import StoreOption
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate state cust_1",
+        "custate state cust_1 --as-of 2024-03-01",
+        "custate state cust_1 --as-of 2024-03-01 --known-at 2024-03-15T12:00:00Z --verify",
+    )
+)
 def state(
     customer_id: Annotated[str, typer.Argument(help="The Voucherify customer id (cust_...).")],
     as_of: Annotated[
