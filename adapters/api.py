@@ -49,7 +49,7 @@ from custate.adapters.readmodel import (
     rebuild,
 )
 from custate.adapters.rejects import Reject, RejectStore, StoredReject
-from custate.domain import CustomerState, fold, format_time, parse_cut
+from custate.domain import ActivityError, CustomerState, fold, format_time, parse_cut
 from custate.domain.errors import Error
 from custate.projections import audit
 from custate.projections.keys import as_of_bound
@@ -158,7 +158,12 @@ def _cut(value: datetime | str | None, name: str) -> datetime | None:
         if isinstance(value, datetime) and value.tzinfo is None:
             raise QueryError(f"{name}: a datetime without a zone is ambiguous")
         return value
-    return parse_cut(value, name)
+    try:
+        return parse_cut(value, name)
+    except ActivityError as e:  # a question, not a record: a QueryError naming the argument
+        raise QueryError(
+            f"{name}: {e.message}; use an ISO-8601 date-time with a zone, or a date"
+        ) from None
 
 
 class Custate:

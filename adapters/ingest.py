@@ -66,7 +66,7 @@ class IngestReport:
             "conflicts": self.conflicts,
             "rejected": self.rejected,
             "unrecognized": self.unrecognized,
-            "resolved_rejects": self.resolved,
+            "resolved": self.resolved,
             "position": self.position,
             "problems": [p.to_json() | {"raw": p.raw[:500]} for p in self.problems],
         }

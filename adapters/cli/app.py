@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
-from typing import Annotated
+import os
+import sys
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -34,7 +37,26 @@ def main() -> None:
     from custate.adapters.cli import commands  # noqa: F401  (registers the commands)
 
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
-    app()
+    try:
+        app()
+    except SystemExit:
+        # typer answers a closed stdout (EPIPE) with exit 1, having wrapped the streams in
+        # (its copy of) click's PacifyFlushWrapper: that exit is the reader leaving.
+        if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            _reader_left()
+        raise
+    except BrokenPipeError:  # raised past typer's own handling
+        _reader_left()
+
+
+def _reader_left() -> NoReturn:
+    """`custate ... | head`: the reader has what it wanted and left; that is not an error.
+    Exit 0, quietly, with stdout pointed at /dev/null so that the interpreter's last flush
+    has nowhere to fail."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)
+    raise SystemExit(EXIT_OK)
 
 
 def examples(*commands: str) -> str:

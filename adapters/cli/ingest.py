@@ -116,7 +116,7 @@ def _print_summary(report: IngestReport) -> None:
     table.add_row("duplicates (ignored)", f"{report.duplicates:,}")
     table.add_row("conflicts (rejected)", f"{report.conflicts:,}")
     table.add_row("invalid (rejected)", f"{report.rejected:,}")
-    table.add_row("unrecognised types (stored)", f"{report.unrecognized:,}")
+    table.add_row("unrecognized types (stored)", f"{report.unrecognized:,}")
     if report.resolved:
         table.add_row("earlier rejects now resolved", f"{report.resolved:,}")
     out.print(table)

@@ -17,7 +17,7 @@ from custate.adapters.cli.store_options import JsonOption, StoreOption
 def status(store: StoreOption = None, as_json: JsonOption = False) -> None:
     """Show the store, its partitions, the read model's position and lag, and which projector
     worker holds which partition (PostgreSQL)."""
-    cs = open_store(store)
+    cs = open_store(store, existing=True)
     try:
         s = cs.status()
     finally:

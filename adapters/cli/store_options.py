@@ -21,4 +21,16 @@ StoreOption = Annotated[
         show_default=False,
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON for programs (see --format where there is one).")
+]
+FormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        metavar="FORMAT",
+        help="table (for people; when not a terminal, plain tab-separated lines under a title), "
+        "json (one document), ndjson (one record a line) or tsv (a header, then a line each).",
+        show_default=False,
+    ),
+]
