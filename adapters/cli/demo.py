@@ -66,15 +66,29 @@ def demo(store: StoreOption = None) -> None:
     out.print()
     out.print("[bold]Try next[/]")
     out.soft_wrap = True  # commands stay on one line, to copy
-    for cmd in (
-        f"custate state {customer} --store {url}",
-        f"custate state {customer} --as-of {at} --store {url}",
-        f"custate state {customer} --known-at {format_time(datetime.now().astimezone())} --store {url}",
-        f"custate ingest my-activities.ndjson --store {url}",
-        f"custate rejects --store {url}",
-        "custate fold activities.ndjson   (no store: state straight from files)",
-    ):
+    for cmd in try_next(customer, at, format_time(datetime.now().astimezone()), url):
         out.print(f"  {cmd}", markup=False, highlight=False)
+
+
+def try_next(customer: str, at: str, now: str, url: str) -> tuple[str, ...]:
+    """The commands the demo suggests, on its store: the state at cuts, the audit (history,
+    diff, explain, report), the queries, the rejects, the server and the store-less fold.
+    A comment after two spaces and `#` says what a line is (and is not part of it)."""
+    s = f"--store {url}"
+    return (
+        f"custate state {customer} {s}",
+        f"custate state {customer} --as-of {at} {s}",
+        f"custate state {customer} --known-at {now} {s}",
+        f"custate history {customer} {s}  # every activity, and what it changed",
+        f"custate diff {customer} --as-of {at} --as-of {now} {s}  # from then to now",
+        f"custate explain {customer} loyalty.points {s}  # which activities made the points",
+        f"custate report {customer} -o {customer}.html {s}  # a page an auditor reads",
+        f"custate customers --status active {s}  # who matches; --format tsv|json|ndjson",
+        f"custate rejects {s}",
+        f"custate serve {s}  # webhooks in, reads out (pip install 'custate[server]')",
+        f"custate ingest my-activities.ndjson {s}",
+        "custate fold activities.ndjson  # no store: state straight from files",
+    )
 
 
 def _fresh(url: str, given: bool) -> None:

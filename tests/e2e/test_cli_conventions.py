@@ -337,3 +337,21 @@ def test_a_postgresql_store_without_psycopg_says_what_to_install(tmp_path: Path)
     ran = _without("psycopg,fastapi,uvicorn", "ingest", str(SAMPLES_FILE), cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
 
+
+def test_the_demo_suggests_the_audit_the_queries_and_serve(tmp_path: Path) -> None:
+    """Every command the demo's "Try next" shows on its store works as printed (those that
+    need a file of the user's or a server are shown, not run)."""
+    store = tmp_path / "demo.db"
+    demo = invoke("demo", "--store", store, cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr.decode()
+    out = demo.stdout.decode()
+    lines = [ln.strip() for ln in out.split("Try next", 1)[1].splitlines() if ln.strip()]
+    commands = [ln.split("  #", 1)[0].split() for ln in lines if ln.startswith("custate ")]
+    shown = {c[1] for c in commands}
+    assert {"history", "diff", "explain", "report", "customers", "serve"} <= shown
+    for argv in commands:
+        if argv[1] in ("serve", "ingest", "fold"):
+            continue
+        ran = invoke(*argv[1:], cwd=tmp_path)
+        assert ran.returncode == 0, (argv, ran.stderr.decode())
+        assert ran.stdout or (tmp_path / argv[argv.index("-o") + 1]).exists(), argv
