@@ -243,11 +243,14 @@ class Custate:
         progress: Callable[[int], None] | None = None,
         project: bool = True,
         workers: int | None = None,
+        read: Callable[[int], None] | None = None,
     ) -> IngestReport:
         """Ingest files (`-` is stdin), plain NDJSON parsed by `workers` processes
-        (default: one per core; 0 parses in this process)."""
+        (default: one per core; 0 parses in this process). `progress` is told how many
+        records each stored batch held, `read` how many bytes of the files were read
+        (`parse_files`), for a bar over the files' total size."""
         return self.ingest_items(
-            parse_files(paths, customer_id, workers), batch_size, progress, project
+            parse_files(paths, customer_id, workers, read), batch_size, progress, project
         )
 
     def ingest_items(

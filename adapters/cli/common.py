@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from custate.adapters.cli.app import EXIT_BAD_RECORDS, EXIT_USAGE
 # The store and the domain are imported by the commands that run, never at start-up:
 # `custate --help` loads neither (bench/README.md, CLI start-up).
 if TYPE_CHECKING:
-    from rich.progress import Progress
+    from rich.progress import Progress, ProgressColumn
 
     from custate.adapters.api import CatchUpReport, Custate
 
@@ -193,3 +194,23 @@ class Column:
 def number(n: int, people: bool) -> str:
     """A count for people (1,234) or for programs (1234)."""
     return f"{n:,}" if people else str(n)
+
+
+def took(started: float, command: str) -> None:
+    """A long command's last line, on stderr (stdout stays the answer): its elapsed time."""
+    warn(f"custate {command}: done in {time.perf_counter() - started:.1f} s")
+
+
+def record_rate() -> ProgressColumn:
+    """A progress column: the records stored so far and their rate (the task's field
+    `records`). rich.progress is imported when a bar is shown, not at start-up."""
+    from rich.progress import ProgressColumn, Task
+
+    class RecordRate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            n = task.fields.get("records", 0)
+            elapsed = task.elapsed or 0.0
+            rate = f", {n / elapsed:,.0f}/s" if elapsed > 0.5 else ""
+            return Text(f"{n:,} records{rate}")
+
+    return RecordRate()

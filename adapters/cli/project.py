@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 
 from custate.adapters.cli.app import app, examples
-from custate.adapters.cli.common import open_store, progress_bar
+from custate.adapters.cli.common import open_store, progress_bar, took
 from custate.adapters.cli.store_options import JsonOption, StoreOption
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ def project(
     """Fold newly stored activities into the read model (once, or --follow until stopped)."""
     from custate.adapters.api import CatchUpReport
 
+    started = time.perf_counter()
     cs = open_store(store)
     stop = False
 
@@ -74,6 +76,7 @@ def project(
             f"projected {total.activities:,} activities ({total.late:,} late re-folds); "
             f"read model at position {total.position:,}"
         )
+    took(started, "project")
 
 
 @app.command(epilog=examples("custate rebuild"))
@@ -82,6 +85,7 @@ def rebuild(store: StoreOption = None, as_json: JsonOption = False) -> None:
 
     The old tables keep answering until the new ones have caught up; then they swap in one
     step."""
+    started = time.perf_counter()
     cs = open_store(store)
     err = Console(stderr=True)
     try:
@@ -100,3 +104,4 @@ def rebuild(store: StoreOption = None, as_json: JsonOption = False) -> None:
         )
     else:
         Console().print(f"rebuilt the read model from {r.activities:,} activities")
+    took(started, "rebuild")

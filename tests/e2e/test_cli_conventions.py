@@ -355,3 +355,67 @@ def test_the_demo_suggests_the_audit_the_queries_and_serve(tmp_path: Path) -> No
         ran = invoke(*argv[1:], cwd=tmp_path)
         assert ran.returncode == 0, (argv, ran.stderr.decode())
         assert ran.stdout or (tmp_path / argv[argv.index("-o") + 1]).exists(), argv
+
+
+def test_ingest_on_a_terminal_shows_bytes_of_the_total_and_the_elapsed_time(
+    tmp_path: Path,
+) -> None:
+    """On a terminal (a pseudo-terminal here) the bar counts the file's bytes of its total
+    size, with the records and their rate; the command ends with its elapsed time."""
+    import gzip
+    import pty
+
+    data = tmp_path / "demo.ndjson"
+    data.write_bytes(gzip.decompress((ROOT / "adapters" / "data" / "demo.ndjson.gz").read_bytes()))
+    size_mb = f"{data.stat().st_size / 1e6:.1f} MB"
+    leader, follower = pty.openpty()
+    env = {**_script_env(), "COLUMNS": "160", "TERM": "xterm"}
+    proc = subprocess.Popen(
+        [str(CUSTATE), "ingest", str(data), "--store", f"sqlite:///{tmp_path / 'a.db'}"],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env=env,
+        cwd=tmp_path,
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the program closed its end
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=120) == 0
+    os.close(leader)
+    text = seen.decode(errors="replace")
+    assert f"/{size_mb}" in text, text  # bytes read of the total
+    assert "records" in text
+    assert "custate ingest: done in " in text
+    assert proc.stdout is not None
+    assert b"accepted" in proc.stdout.read()
+
+
+def test_long_commands_end_with_their_elapsed_time(loaded: str) -> None:
+    for command in ("project", "rebuild"):
+        ran = invoke(command, "--store", loaded)
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stderr.decode().splitlines()[-1].startswith(f"custate {command}: done in ")
+        assert b"done in" not in ran.stdout
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_bytes_read_add_up_to_the_files(tmp_path: Path, workers: int) -> None:
+    """What the bar counts: every byte of every file, once, whether parsed here or by
+    workers, plain or gzip."""
+    from custate.adapters.ingest import parse_files
+
+    plain = tmp_path / "a.ndjson"
+    plain.write_bytes(SAMPLES_FILE.read_bytes() * 3)
+    packed = ROOT / "adapters" / "data" / "demo.ndjson.gz"
+    told: list[int] = []
+    items = list(parse_files([str(plain), str(packed)], workers=workers, read=told.append))
+    assert items
+    assert sum(told) == plain.stat().st_size + packed.stat().st_size
+    assert len(told) > 1
