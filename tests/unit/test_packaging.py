@@ -18,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 IGNORED = (
     ".venv",
+    ".venv-lowest",
     "build",
     "dist",
     ".git",
