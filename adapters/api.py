@@ -49,7 +49,7 @@ from custate.adapters.readmodel import (
     rebuild,
 )
 from custate.adapters.rejects import Reject, RejectStore, StoredReject
-from custate.domain import CustomerState, fold, format_time, parse_cut
+from custate.domain import ActivityError, CustomerState, fold, format_time, parse_cut
 from custate.domain.errors import Error
 from custate.projections import audit
 from custate.projections.keys import as_of_bound
@@ -159,7 +159,12 @@ def _cut(value: datetime | str | None, name: str) -> datetime | None:
         if isinstance(value, datetime) and value.tzinfo is None:
             raise QueryError(f"{name}: a datetime without a zone is ambiguous")
         return value
-    return parse_cut(value, name)
+    try:
+        return parse_cut(value, name)
+    except ActivityError as e:  # a question, not a record: a QueryError naming the argument
+        raise QueryError(
+            f"{name}: {e.message}; use an ISO-8601 date-time with a zone, or a date"
+        ) from None
 
 
 class Custate:
@@ -239,11 +244,14 @@ class Custate:
         progress: Callable[[int], None] | None = None,
         project: bool = True,
         workers: int | None = None,
+        read: Callable[[int], None] | None = None,
     ) -> IngestReport:
         """Ingest files (`-` is stdin), plain NDJSON parsed by `workers` processes
-        (default: one per core; 0 parses in this process)."""
+        (default: one per core; 0 parses in this process). `progress` is told how many
+        records each stored batch held, `read` how many bytes of the files were read
+        (`parse_files`), for a bar over the files' total size."""
         return self.ingest_items(
-            parse_files(paths, customer_id, workers), batch_size, progress, project
+            parse_files(paths, customer_id, workers, read), batch_size, progress, project
         )
 
     def ingest_items(

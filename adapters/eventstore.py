@@ -195,6 +195,13 @@ def parse_store_url(url: str) -> StoreUrl:
         }
         return StoreUrl(url, "sqlite", env, f"sqlite:///{u.database}", None, "stored_events")
     if backend in ("postgresql", "postgres"):
+        try:
+            import psycopg  # noqa: F401  (the driver, an extra: custate[postgres])
+        except ImportError:
+            raise StoreError(
+                f"{u.render_as_string(hide_password=True)}: a PostgreSQL store needs psycopg: "
+                "pip install 'custate[postgres]'"
+            ) from None
         schema = u.query.get("schema")
         schema = schema if isinstance(schema, str) else None
         env = {

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -66,7 +67,7 @@ class IngestReport:
             "conflicts": self.conflicts,
             "rejected": self.rejected,
             "unrecognized": self.unrecognized,
-            "resolved_rejects": self.resolved,
+            "resolved": self.resolved,
             "position": self.position,
             "problems": [p.to_json() | {"raw": p.raw[:500]} for p in self.problems],
         }
@@ -241,10 +242,15 @@ def _split(
 
 
 def parse_files(
-    paths: Iterable[str], customer_id: str | None = None, workers: int | None = None
+    paths: Iterable[str],
+    customer_id: str | None = None,
+    workers: int | None = None,
+    read: Callable[[int], None] | None = None,
 ) -> Iterator[Item | Encoded]:
     """Every record of every path, in order; plain NDJSON files are parsed by `workers`
-    processes (default: one per core; 0 parses here), anything else here."""
+    processes (default: one per core; 0 parses here), anything else here. `read` is told
+    how many bytes of the files were handed on: a plain NDJSON file's as each chunk of
+    lines is, any other file's once it is read to its end (stdin: never)."""
     n = (os.cpu_count() or 1) if workers is None else workers
     pool: ProcessPoolExecutor | None = None
     try:
@@ -252,6 +258,8 @@ def parse_files(
             chunks = ndjson_chunks(path) if n > 0 else None
             if chunks is None:
                 yield from read_path(path, customer_id)
+                if read is not None and path != "-":
+                    read(_size(path))
                 continue
             if pool is None:
                 pool = ProcessPoolExecutor(
@@ -260,16 +268,45 @@ def parse_files(
                     initializer=_worker_init,
                     initargs=(os.getpid(),),
                 )
-            window: deque[Future[list[Item | Encoded]]] = deque()
+            # A chunk's bytes are about its lines' (line ends and blank lines aside); the
+            # file's last report makes up the rest, so that the counts add up to its size.
+            left = [_size(path) if read is not None else 0]
+            window: deque[tuple[Future[list[Item | Encoded]], int]] = deque()
             for chunk in chunks:
-                window.append(pool.submit(_parse_chunk, path, chunk, customer_id))
+                size = sum(len(x[1]) + 1 for x in chunk if not isinstance(x, BadRecord))
+                window.append((pool.submit(_parse_chunk, path, chunk, customer_id), size))
                 if len(window) > 2 * n:
-                    yield from window.popleft().result()
+                    yield from _handed(window.popleft(), read, left)
             while window:
-                yield from window.popleft().result()
+                yield from _handed(window.popleft(), read, left)
+            if read is not None and left[0] > 0:
+                read(left[0])
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+
+
+def _handed(
+    parsed: tuple[Future[list[Item | Encoded]], int],
+    read: Callable[[int], None] | None,
+    left: list[int],
+) -> list[Item | Encoded]:
+    """A parsed chunk's items, telling `read` its bytes (never more than the file has
+    left, `left[0]`)."""
+    items = parsed[0].result()
+    if read is not None:
+        n = min(parsed[1], left[0])
+        left[0] -= n
+        if n:
+            read(n)
+    return items
+
+
+def _size(path: str) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0
 
 
 def _context() -> multiprocessing.context.BaseContext:

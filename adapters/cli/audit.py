@@ -5,10 +5,10 @@ and a self-contained HTML report."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -16,21 +16,40 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from custate.adapters.api import store_url
-from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
-from custate.adapters.cli.common import customer_store, cut, fail
-from custate.adapters.cli.store_options import JsonOption, StoreOption
-from custate.domain import fold, format_time
-from custate.projections.audit import (
-    ADDED,
-    REMOVED,
-    CardGap,
-    DiffEntry,
-    FieldChange,
-    HistoryEntry,
-    StateDiff,
-    ValueStep,
+from custate.adapters.cli.app import EXIT_BAD_RECORDS, app, examples
+from custate.adapters.cli.common import (
+    Column,
+    customer_store,
+    cut,
+    fail,
+    number,
+    output_format,
+    show_records,
+    write_tsv,
 )
+from custate.adapters.cli.store_options import FormatOption, JsonOption, StoreOption
+
+if TYPE_CHECKING:
+    from custate.projections.audit import (
+        CardGap,
+        DiffEntry,
+        FieldChange,
+        HistoryEntry,
+        StateDiff,
+        ValueStep,
+    )
+
+# custate.projections.audit's operations, here so that `custate --help` does not import the
+# domain (tests/unit/test_cli_startup.py checks they agree).
+ADDED, REMOVED = "added", "removed"
+
+
+def format_time(t: datetime) -> str:
+    """custate.domain.format_time, imported when a command first prints a time."""
+    from custate.domain import format_time as formatted
+
+    return formatted(t)
+
 
 Customer = Annotated[str, typer.Argument(help="The Voucherify customer id (cust_...).")]
 ABSENT = "(absent)"
@@ -59,7 +78,13 @@ def _json_out(value: Any) -> None:
     sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate history cust_1",
+        "custate history cust_1 --from 2024-01-01 --to 2024-03-31",
+        "custate history cust_1 --known-at 2024-02-01T00:00:00Z --format json",
+    )
+)
 def history(
     customer_id: Customer,
     start: Annotated[
@@ -73,19 +98,61 @@ def history(
     ] = None,
     store: StoreOption = None,
     as_json: JsonOption = False,
+    fmt: FormatOption = None,
 ) -> None:
     """Each activity in fold order: created_at, record time, type, id, and what it changed."""
+    form = output_format(fmt, as_json, "json")
     t1, t2 = cut(start, "--from"), cut(end, "--to")
     k = cut(known_at, "--known-at")
     with customer_store(store) as cs:
         entries = cs.history(customer_id, t1, t2, k)
-    if as_json:
+    if form == "json":
         _json_out({"customer_id": customer_id, "activities": [e.to_json() for e in entries]})
         return
-    if sum(len(e.changes) or 1 for e in entries) <= TABLE_UPTO:
+    if form == "ndjson":
+        out = sys.stdout.buffer
+        for e in entries:
+            out.write(orjson.dumps({"customer_id": customer_id, **e.to_json()}) + b"\n")
+        return
+    if form == "tsv":
+        write_tsv(HISTORY_COLUMNS, _history_rows(entries))
+        return
+    if sys.stdout.isatty() and sum(len(e.changes) or 1 for e in entries) <= TABLE_UPTO:
         _history_table(customer_id, entries)
     else:
         _history_lines(customer_id, entries)
+
+
+HISTORY_COLUMNS = (
+    "created_at",
+    "recorded_at",
+    "type",
+    "id",
+    "late",
+    "path",
+    "op",
+    "before",
+    "after",
+)
+
+
+def _history_rows(entries: Sequence[HistoryEntry]) -> Iterator[list[str]]:
+    """A line per change, the activity's columns on each (so that `grep PATH` shows who
+    changed it); an activity that changed nothing, one line with no path."""
+    for e in entries:
+        a = e.activity
+        head = [
+            format_time(a.created_at),
+            format_time(a.recorded_at) if a.recorded_at else "",
+            a.type,
+            a.id,
+            "late" if e.late else "",
+        ]
+        if not e.changes:
+            yield [*head, "", "", "", ""]
+        for c in e.changes:
+            before, after = _sides(c, _plain)
+            yield [*head, c.path, c.op, before, after]
 
 
 def _path_width(paths: Iterable[str]) -> int:
@@ -119,7 +186,9 @@ def _history_table(customer_id: str, entries: Sequence[HistoryEntry]) -> None:
         title=f"{customer_id}: {len(entries):,} activit{'y' if len(entries) == 1 else 'ies'}",
         header_style="bold",
     )
-    for col in ("created_at", "recorded_at", "activity", "field", "before", "after"):
+    for col in ("created_at", "recorded_at", "activity", "field"):
+        table.add_column(col, no_wrap=True)  # identifiers, paths and times stay whole
+    for col in ("before", "after"):
         table.add_column(col, overflow="fold")
     for e in entries:
         a = e.activity
@@ -151,7 +220,12 @@ def _history_table(customer_id: str, entries: Sequence[HistoryEntry]) -> None:
     Console().print(table)
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate diff cust_1 --as-of 2024-01-01 --as-of 2024-06-30",
+        "custate diff cust_1 --as-of 2024-03-01 --known-at 2024-03-02 --known-at 2024-04-01",
+    )
+)
 def diff(
     customer_id: Customer,
     as_of: Annotated[
@@ -209,7 +283,7 @@ def _t(v: Any) -> str:
 
 
 def _diff_table(d: StateDiff) -> None:
-    out = Console()
+    out = Console(soft_wrap=True)
     if d.kind == "as_of":
         title = f"{d.customer_id}: {_t(d.as_of[0])} -> {_t(d.as_of[1])} (business time)"
     else:
@@ -221,7 +295,7 @@ def _diff_table(d: StateDiff) -> None:
         out.print(f"{title}: no changes ({len(d.activities)} activities in between)")
         return
     summary = f"{len(d.changes)} field(s) changed by {len(d.activities)} activit(ies)"
-    if len(d.changes) > TABLE_UPTO:
+    if len(d.changes) > TABLE_UPTO or not sys.stdout.isatty():
         width = _path_width(c.path for c in d.changes)
         sys.stdout.write(f"{title}\n")
         for c in d.changes:
@@ -230,7 +304,8 @@ def _diff_table(d: StateDiff) -> None:
         sys.stdout.write(summary + "\n")
         return
     table = Table(title=title, header_style="bold")
-    for col in ("field", "before", "after", "activities"):
+    table.add_column("field", no_wrap=True)
+    for col in ("before", "after", "activities"):
         table.add_column(col, overflow="fold")
     for c in d.changes:
         before, after = _sides(c)
@@ -248,7 +323,12 @@ def _few(ids: Sequence[str]) -> str:
     return f"{ids[0]}, {ids[1]}, ..., {ids[-2]}, {ids[-1]} ({len(ids):,} in all)"
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate explain cust_1 loyalty.points",
+        "custate explain cust_1 loyalty.cards.v_1.balance --as-of 2024-03-01",
+    )
+)
 def explain(
     customer_id: Customer,
     path: Annotated[
@@ -269,7 +349,7 @@ def explain(
     if as_json:
         _json_out(ex.to_json())
         return
-    out = Console()
+    out = Console(soft_wrap=True)
     if not ex.chain:
         out.print(f"{escape(path)}: no activity ever set this field")
         raise typer.Exit(EXIT_BAD_RECORDS if not ex.present else 0)
@@ -282,7 +362,7 @@ def explain(
         f"set by [bold]{escape(s.id)}[/] ({escape(s.type)}), created_at {format_time(s.created_at)}, "
         f"recorded {_t(s.recorded_at)}{late}"
     )
-    if len(ex.chain) > TABLE_UPTO:
+    if len(ex.chain) > TABLE_UPTO or not sys.stdout.isatty():
         out.print(f"how it got there (fold order), {len(ex.chain):,} steps:")
         for step in ex.chain:
             a = step.activity
@@ -294,7 +374,9 @@ def explain(
             )
         return
     table = Table(title="how it got there (fold order)", header_style="bold")
-    for col in ("created_at", "recorded_at", "activity", "before", "after"):
+    for col in ("created_at", "recorded_at", "activity"):
+        table.add_column(col, no_wrap=True)
+    for col in ("before", "after"):
         table.add_column(col, overflow="fold")
     for step in ex.chain:
         a = step.activity
@@ -307,48 +389,70 @@ def explain(
     out.print(table)
 
 
-@app.command()
+@app.command(epilog=examples("custate gaps", "custate gaps cust_1 --format tsv"))
 def gaps(
     customer_id: Annotated[
         str | None, typer.Argument(help="One customer; without it, every customer.")
     ] = None,
     store: StoreOption = None,
     as_json: JsonOption = False,
+    fmt: FormatOption = None,
 ) -> None:
     """Balance-continuity breaks per card: an activity is missing between the two named."""
+    form = output_format(fmt, as_json, "ndjson")
     with customer_store(store) as cs:
         found = cs.gaps(customer_id)
-    if as_json:
-        out = sys.stdout.buffer
+    out = sys.stdout.buffer
+    if form == "ndjson":
         for g in found:
             out.write(orjson.dumps(g.to_json()) + b"\n")
         return
-    _gaps_table(found)
-
-
-def _gaps_table(found: Sequence[CardGap]) -> None:
-    out = Console()
-    if not found:
-        out.print("No gaps: every card's balances add up.")
+    if form == "json":
+        out.write(orjson.dumps([g.to_json() for g in found]) + b"\n")
         return
-    table = Table(title=f"{len(found):,} gap(s)", header_style="bold")
-    for col in ("customer", "card", "at", "after", "activity", "expected", "reported", "missing"):
-        table.add_column(col, overflow="fold")
-    for g in found:
-        table.add_row(
-            escape(g.customer_id),
-            escape(g.card_id),
-            format_time(g.at),
-            escape(g.previous_activity_id or ""),
-            escape(g.activity_id),
-            f"{g.previous_balance + g.delta:,}",
-            f"{g.balance:,}",
-            f"{g.missing:+,}",
-        )
-    out.print(table)
+    _gaps_table(found, form)
 
 
-@app.command()
+def _gaps_table(found: Sequence[CardGap], form: str) -> None:
+    if not found and form == "table":
+        Console().print("No gaps: every card's balances add up.")
+        return
+    people = form == "table" and sys.stdout.isatty()
+    show_records(
+        f"{len(found):,} gap(s)",
+        [
+            Column("customer_id"),
+            Column("card_id"),
+            Column("at"),
+            Column("previous_activity_id"),
+            Column("activity_id"),
+            Column("expected", right=True),
+            Column("balance", right=True),
+            Column("missing", right=True),
+        ],
+        [
+            [
+                g.customer_id,
+                g.card_id,
+                format_time(g.at),
+                g.previous_activity_id or "",
+                g.activity_id,
+                number(g.previous_balance + g.delta, people),
+                number(g.balance, people),
+                f"{g.missing:+,}" if people else str(g.missing),
+            ]
+            for g in found
+        ],
+        form,
+    )
+
+
+@app.command(
+    epilog=examples(
+        "custate report cust_1 -o cust_1.html",
+        "custate report cust_1 -o q1.html --as-of 2024-03-31",
+    )
+)
 def report(
     customer_id: Customer,
     output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")],
@@ -357,7 +461,9 @@ def report(
 ) -> None:
     """Write a self-contained HTML report: balances and tiers over time, segments, orders,
     corrections made by late activities, and gaps."""
+    from custate.adapters.api import store_url
     from custate.adapters.report import Provenance, campaign_names, render_report
+    from custate.domain import fold
 
     t = cut(as_of, "--as-of")
     made = Provenance(store_url(store), datetime.now(UTC))

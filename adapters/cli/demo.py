@@ -6,18 +6,18 @@ from collections import Counter
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from custate.adapters.api import Custate, store_file
-from custate.adapters.cli.app import app
+from custate.adapters.cli.app import app, examples
 from custate.adapters.cli.common import fail, open_store
 from custate.adapters.cli.store_options import StoreOption
-from custate.adapters.readers import read_path
-from custate.domain import CustomerState, format_time
-from custate.projections.diff import diff_states
+
+if TYPE_CHECKING:
+    from custate.adapters.api import Custate
+    from custate.domain import CustomerState
 
 DEMO_STORE = "sqlite:///custate-demo.db"
 # Bookkeeping that changes with every activity; the demo shows what a reader cares about.
@@ -29,9 +29,12 @@ def demo_data_path() -> Path:
     return Path(str(resources.files("custate.adapters") / "data" / DEMO_DATA))
 
 
-@app.command()
+@app.command(epilog=examples("custate demo"))
 def demo(store: StoreOption = None) -> None:
     """Load sample histories into a fresh store; show a customer now, earlier, and the change."""
+    from custate.adapters.readers import read_path
+    from custate.domain import format_time
+
     url = store or DEMO_STORE
     _fresh(url, given=store is not None)
     out = Console()
@@ -63,19 +66,35 @@ def demo(store: StoreOption = None) -> None:
     out.print()
     out.print("[bold]Try next[/]")
     out.soft_wrap = True  # commands stay on one line, to copy
-    for cmd in (
-        f"custate state {customer} --store {url}",
-        f"custate state {customer} --as-of {at} --store {url}",
-        f"custate state {customer} --known-at {format_time(datetime.now().astimezone())} --store {url}",
-        f"custate ingest my-activities.ndjson --store {url}",
-        f"custate rejects --store {url}",
-        "custate fold activities.ndjson   (no store: state straight from files)",
-    ):
+    for cmd in try_next(customer, at, format_time(datetime.now().astimezone()), url):
         out.print(f"  {cmd}", markup=False, highlight=False)
+
+
+def try_next(customer: str, at: str, now: str, url: str) -> tuple[str, ...]:
+    """The commands the demo suggests, on its store: the state at cuts, the audit (history,
+    diff, explain, report), the queries, the rejects, the server and the store-less fold.
+    A comment after two spaces and `#` says what a line is (and is not part of it)."""
+    s = f"--store {url}"
+    return (
+        f"custate state {customer} {s}",
+        f"custate state {customer} --as-of {at} {s}",
+        f"custate state {customer} --known-at {now} {s}",
+        f"custate history {customer} {s}  # every activity, and what it changed",
+        f"custate diff {customer} --as-of {at} --as-of {now} {s}  # from then to now",
+        f"custate explain {customer} loyalty.points {s}  # which activities made the points",
+        f"custate report {customer} -o {customer}.html {s}  # a page an auditor reads",
+        f"custate customers --status active {s}  # who matches; --format tsv|json|ndjson",
+        f"custate rejects {s}",
+        f"custate serve {s}  # webhooks in, reads out (pip install 'custate[server]')",
+        f"custate ingest my-activities.ndjson {s}",
+        "custate fold activities.ndjson  # no store: state straight from files",
+    )
 
 
 def _fresh(url: str, given: bool) -> None:
     """The demo always starts from an empty store; it deletes only its own default file."""
+    from custate.adapters.api import Custate, store_file
+
     path = store_file(url)
     if path is not None:
         if not given:
@@ -129,6 +148,8 @@ def _summary(s: CustomerState) -> dict[str, str]:
 def _side_by_side(
     out: Console, customer: str, then: CustomerState, now: CustomerState, earlier: datetime
 ) -> None:
+    from custate.domain import format_time
+
     a, b = _summary(then), _summary(now)
     table = Table(title=f"Customer {customer}", header_style="bold")
     table.add_column("")
@@ -142,6 +163,8 @@ def _side_by_side(
 
 
 def _changes(out: Console, then: CustomerState, now: CustomerState, limit: int = 20) -> None:
+    from custate.projections.diff import diff_states
+
     changes = [
         c
         for c in diff_states(then.to_json(), now.to_json())

@@ -7,13 +7,16 @@ from typing import Annotated
 
 import typer
 
-from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
+from custate.adapters.cli.app import EXIT_BAD_RECORDS, app, examples
 from custate.adapters.cli.common import cut, fail, warn
-from custate.adapters.foldfiles import SpillError, fold_files, parse_size
-from custate.adapters.readers import SourceError, check_readable
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate fold activities.ndjson",
+        "custate fold export.json.gz --customer cust_1 --as-of 2024-03-01",
+    )
+)
 def fold(
     paths: Annotated[list[str], typer.Argument(help="Activity files (any container); - is stdin.")],
     customer: Annotated[
@@ -38,6 +41,9 @@ def fold(
     ] = "256MB",
 ) -> None:
     """Fold activity files into each customer's state, printed as JSON lines."""
+    from custate.adapters.foldfiles import SpillError, fold_files, parse_size
+    from custate.adapters.readers import SourceError, check_readable
+
     t = cut(as_of, "--as-of")
     try:
         budget = parse_size(memory)

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from custate.adapters.api import DEFAULT_BATCH, Custate, IngestReport
-from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
-from custate.adapters.cli.common import fail, open_store, project_with_progress
-from custate.adapters.cli.store_options import JsonOption, StoreOption
-from custate.adapters.readers import SourceError, check_readable
+from custate.adapters.cli.app import EXIT_BAD_RECORDS, app, examples
+from custate.adapters.cli.common import fail, open_store, project_with_progress, record_rate, took
+from custate.adapters.cli.store_options import DEFAULT_BATCH, JsonOption, StoreOption
+
+if TYPE_CHECKING:
+    from custate.adapters.api import Custate, IngestReport
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate ingest activities.ndjson",
+        "custate ingest export/*.json.gz --store postgresql://localhost/custate",
+        "cat activities.ndjson | custate ingest - --no-project",
+    )
+)
 def ingest(
     paths: Annotated[list[str], typer.Argument(help="Activity files (any container); - is stdin.")],
     customer: Annotated[
@@ -45,6 +53,9 @@ def ingest(
     ] = None,
 ) -> None:
     """Append activities to the store: each once, however often it is delivered."""
+    from custate.adapters.readers import SourceError, check_readable
+
+    started = time.perf_counter()
     try:
         check_readable(paths)
     except SourceError as e:
@@ -62,6 +73,7 @@ def ingest(
         sys.stdout.buffer.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
     else:
         _print_summary(report)
+    took(started, "ingest")
     if not report.ok:
         raise typer.Exit(EXIT_BAD_RECORDS)
 
@@ -74,25 +86,51 @@ def _run(
     workers: int | None,
     show_progress: bool,
 ) -> IngestReport:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     err = Console(stderr=True)
     if not (show_progress and err.is_terminal):
         return cs.ingest_paths(paths, customer, batch_size, project=False, workers=workers)
+    # A bar over the bytes of the files (stdin has no size: then the count alone), with the
+    # records stored and their rate beside it.
+    total = sum(Path(p).stat().st_size for p in paths if p != "-" and Path(p).is_file())
+    sized = total > 0 and "-" not in paths
+    columns = (
+        [TextColumn("ingesting"), BarColumn(), DownloadColumn(), TimeRemainingColumn()]
+        if sized
+        else [SpinnerColumn(), TextColumn("ingesting")]
+    )
     with Progress(
-        SpinnerColumn(),
-        TextColumn("ingesting"),
-        TextColumn("{task.completed:,.0f} records"),
+        *columns,
+        record_rate(),
         TimeElapsedColumn(),
         console=err,
         transient=True,
     ) as progress:
-        task = progress.add_task("ingest", total=None)
+        task = progress.add_task("ingest", total=total if sized else None, records=0)
+
+        def stored(n: int) -> None:
+            progress.update(task, records=progress.tasks[task].fields["records"] + n)
+
+        def read(n: int) -> None:
+            progress.advance(task, n)
+
         return cs.ingest_paths(
             paths,
             customer,
             batch_size,
-            lambda n: progress.advance(task, n),
+            stored,
             project=False,
             workers=workers,
+            read=read if sized else None,
         )
 
 
@@ -106,7 +144,7 @@ def _print_summary(report: IngestReport) -> None:
     table.add_row("duplicates (ignored)", f"{report.duplicates:,}")
     table.add_row("conflicts (rejected)", f"{report.conflicts:,}")
     table.add_row("invalid (rejected)", f"{report.rejected:,}")
-    table.add_row("unrecognised types (stored)", f"{report.unrecognized:,}")
+    table.add_row("unrecognized types (stored)", f"{report.unrecognized:,}")
     if report.resolved:
         table.add_row("earlier rejects now resolved", f"{report.resolved:,}")
     out.print(table)

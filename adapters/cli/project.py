@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 from rich.console import Console
 
-from custate.adapters.api import CatchUpReport, WorkerEvent
-from custate.adapters.cli.app import app
-from custate.adapters.cli.common import open_store, progress_bar
+from custate.adapters.cli.app import app, examples
+from custate.adapters.cli.common import open_store, progress_bar, took
 from custate.adapters.cli.store_options import JsonOption, StoreOption
 
+if TYPE_CHECKING:
+    from custate.adapters.api import WorkerEvent
 
-@app.command()
+
+@app.command(
+    epilog=examples(
+        "custate project", "custate project --follow --store postgresql://localhost/custate"
+    )
+)
 def project(
     store: StoreOption = None,
     follow: Annotated[
@@ -29,6 +36,9 @@ def project(
     as_json: JsonOption = False,
 ) -> None:
     """Fold newly stored activities into the read model (once, or --follow until stopped)."""
+    from custate.adapters.api import CatchUpReport
+
+    started = time.perf_counter()
     cs = open_store(store)
     stop = False
 
@@ -66,14 +76,16 @@ def project(
             f"projected {total.activities:,} activities ({total.late:,} late re-folds); "
             f"read model at position {total.position:,}"
         )
+    took(started, "project")
 
 
-@app.command()
+@app.command(epilog=examples("custate rebuild"))
 def rebuild(store: StoreOption = None, as_json: JsonOption = False) -> None:
     """Rebuild the read model from the store, blue/green; an interrupted rebuild resumes.
 
     The old tables keep answering until the new ones have caught up; then they swap in one
     step."""
+    started = time.perf_counter()
     cs = open_store(store)
     err = Console(stderr=True)
     try:
@@ -92,3 +104,4 @@ def rebuild(store: StoreOption = None, as_json: JsonOption = False) -> None:
         )
     else:
         Console().print(f"rebuilt the read model from {r.activities:,} activities")
+    took(started, "rebuild")

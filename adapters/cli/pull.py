@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -20,23 +20,19 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from custate.adapters.api import Custate
-from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
+from custate.adapters.cli.app import EXIT_BAD_RECORDS, app, examples
 from custate.adapters.cli.common import cut, fail, open_store, project_with_progress, warn
-from custate.adapters.cli.store_options import JsonOption, StoreOption
-from custate.adapters.pull import (
-    DEFAULT_CONCURRENCY,
-    BackfillReport,
-    CustomerPull,
-    backfill,
-    pull_customer,
+from custate.adapters.cli.store_options import (
+    PULL_CONCURRENCY,
+    PULL_PAGE_LIMIT,
+    JsonOption,
+    StoreOption,
 )
-from custate.adapters.voucherify import (
-    PAGE_LIMIT,
-    ConfigError,
-    VoucherifyClient,
-    VoucherifyConfig,
-)
+
+if TYPE_CHECKING:
+    from custate.adapters.api import Custate
+    from custate.adapters.pull import BackfillReport, CustomerPull
+    from custate.adapters.voucherify import VoucherifyConfig
 
 
 def _customers_from_file(path: str) -> list[str]:
@@ -48,7 +44,13 @@ def _customers_from_file(path: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate pull --customer cust_1 --customer cust_2",
+        "custate pull --known --since 2024-01-01",
+        "custate pull --all --concurrency 8",
+    )
+)
 def pull(
     customer: Annotated[
         list[str] | None,
@@ -79,11 +81,11 @@ def pull(
     concurrency: Annotated[
         int,
         typer.Option("--concurrency", min=1, max=32, help="With --all: customers at once."),
-    ] = DEFAULT_CONCURRENCY,
+    ] = PULL_CONCURRENCY,
     page_size: Annotated[
         int,
-        typer.Option("--page-size", min=1, max=PAGE_LIMIT, help="Items per API page."),
-    ] = PAGE_LIMIT,
+        typer.Option("--page-size", min=1, max=PULL_PAGE_LIMIT, help="Items per API page."),
+    ] = PULL_PAGE_LIMIT,
     restart: Annotated[
         bool,
         typer.Option(
@@ -107,6 +109,9 @@ def pull(
 
     --all lists every customer of the project and pulls them --concurrency at a time; a
     429 pauses them all for its Retry-After. Killed, a re-run goes on where it stopped."""
+    from custate.adapters.pull import pull_customer
+    from custate.adapters.voucherify import ConfigError, VoucherifyClient, VoucherifyConfig
+
     chosen = sum([bool(customer), customers_file is not None, known, all_customers])
     if chosen != 1:
         fail("give exactly one of --customer ID..., --customers-file FILE, --known, --all")
@@ -212,6 +217,9 @@ def _backfill(
     as_json: bool,
     no_project: bool,
 ) -> None:
+    from custate.adapters.pull import backfill
+    from custate.adapters.voucherify import VoucherifyClient
+
     err = Console(stderr=True)
     show = not as_json and err.is_terminal
     try:

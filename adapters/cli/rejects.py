@@ -5,23 +5,25 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from custate.adapters.api import StoredReject
-from custate.adapters.cli.app import app
-from custate.adapters.cli.common import open_store
-from custate.adapters.cli.store_options import JsonOption, StoreOption
+from custate.adapters.cli.app import app, examples
+from custate.adapters.cli.common import Column, open_store, output_format, show_records
+from custate.adapters.cli.store_options import FormatOption, JsonOption, StoreOption
+
+if TYPE_CHECKING:
+    from custate.adapters.api import StoredReject
 
 
-@app.command()
+@app.command(epilog=examples("custate rejects", "custate rejects --export rejected.ndjson"))
 def rejects(
     store: StoreOption = None,
     as_json: JsonOption = False,
+    fmt: FormatOption = None,
     include_resolved: Annotated[
         bool, typer.Option("--all", help="Also list rejects that were later resolved.")
     ] = False,
@@ -31,7 +33,8 @@ def rejects(
     ] = None,
 ) -> None:
     """List the records ingest rejected, with where they came from and why."""
-    cs = open_store(store)
+    form = output_format(fmt, as_json, "ndjson")
+    cs = open_store(store, existing=True)
     try:
         found = cs.rejects(include_resolved)
     finally:
@@ -42,11 +45,14 @@ def rejects(
                 f.write(_one_line(r.reject.raw) + b"\n")
         Console(stderr=True).print(f"wrote {len(found)} record(s) to {export}")
         return
-    if as_json:
+    if form == "ndjson":
         for r in found:
             sys.stdout.buffer.write(orjson.dumps(r.to_json()) + b"\n")
         return
-    _table(found)
+    if form == "json":
+        sys.stdout.buffer.write(orjson.dumps([r.to_json() for r in found]) + b"\n")
+        return
+    _table(found, form)
 
 
 def _one_line(raw: str) -> bytes:
@@ -61,23 +67,32 @@ def _one_line(raw: str) -> bytes:
         return raw.replace("\r", " ").replace("\n", " ").encode()
 
 
-def _table(found: list[StoredReject]) -> None:
-    out = Console()
-    if not found:
-        out.print("No rejected records.")
+def _table(found: list[StoredReject], form: str) -> None:
+    if not found and form == "table":
+        Console().print("No rejected records.")
         return
-    table = Table(title=f"{len(found)} rejected record(s)", header_style="bold")
-    for col in ("#", "kind", "source", "location", "activity", "field", "reason"):
-        table.add_column(col, overflow="fold")
-    for r in found:
-        j = r.reject
-        table.add_row(
-            str(r.id),
-            j.kind + (" (resolved)" if r.resolved_at else ""),
-            j.source,
-            j.location,
-            j.activity_id or "",
-            j.field,
-            j.reason,
-        )
-    out.print(table)
+    show_records(
+        f"{len(found)} rejected record(s)",
+        [
+            Column("id", right=True),
+            Column("kind"),
+            Column("source"),
+            Column("location"),
+            Column("activity_id"),
+            Column("field"),
+            Column("reason", whole=False),
+        ],
+        [
+            [
+                str(r.id),
+                r.reject.kind + (" (resolved)" if r.resolved_at else ""),
+                r.reject.source,
+                r.reject.location,
+                r.reject.activity_id or "",
+                r.reject.field,
+                r.reject.reason,
+            ]
+            for r in found
+        ],
+        form,
+    )

@@ -7,16 +7,23 @@ from typing import Annotated
 
 import typer
 
-from custate.adapters.cli.app import app
+from custate.adapters.cli.app import app, examples
 from custate.adapters.cli.common import fail, warn
 from custate.adapters.cli.store_options import StoreOption
 
 # The server's requests hand their records to one writer thread and wait for it: a short GIL
 # switch interval keeps each hand-off from waiting out CPython's default (docs/DECISIONS.md).
 SWITCH_INTERVAL = 0.0005
+# What `pip install 'custate[server]'` adds (and what they bring).
+SERVER_EXTRA = ("fastapi", "uvicorn", "starlette", "pydantic")
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate serve --port 8080",
+        "custate serve --workers 2 --store postgresql://localhost/custate",
+    )
+)
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port.")] = 8080,
@@ -40,7 +47,13 @@ def serve(
     CUSTATE_WEBHOOK_SECRET: verify x-voucherify-signature; CUSTATE_MAX_BODY_BYTES: the
     body limit (default 1 MiB)."""
     from custate.adapters.api import StoreError
-    from custate.adapters.http import serve as run
+
+    try:
+        from custate.adapters.http import serve as run
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in SERVER_EXTRA:
+            raise
+        fail(f"custate serve needs {e.name}, in the server extra: pip install 'custate[server]'")
 
     sys.setswitchinterval(SWITCH_INTERVAL)  # this process is the server: see SWITCH_INTERVAL
     try:

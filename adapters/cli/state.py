@@ -5,16 +5,20 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import orjson
 import typer
 
-from custate.adapters.cli.app import EXIT_BAD_RECORDS, app
+from custate.adapters.cli.app import EXIT_BAD_RECORDS, app, examples
 from custate.adapters.cli.common import customer_store, cut, fail, warn
 from custate.adapters.cli.store_options import StoreOption
-from custate.projections.diff import diff_states
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "custate state cust_1",
+        "custate state cust_1 --as-of 2024-03-01",
+        "custate state cust_1 --as-of 2024-03-01 --known-at 2024-03-15T12:00:00Z --verify",
+    )
+)
 def state(
     customer_id: Annotated[str, typer.Argument(help="The Voucherify customer id (cust_...).")],
     as_of: Annotated[
@@ -32,6 +36,10 @@ def state(
     ] = False,
 ) -> None:
     """Print a customer's state as JSON: activities with created_at <= T, stored by K."""
+    import orjson
+
+    from custate.projections.diff import diff_states
+
     t = cut(as_of, "--as-of")
     k = cut(known_at, "--known-at")
     with customer_store(store) as cs:

@@ -8,16 +8,16 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from custate.adapters.cli.app import app
+from custate.adapters.cli.app import app, examples
 from custate.adapters.cli.common import open_store
 from custate.adapters.cli.store_options import JsonOption, StoreOption
 
 
-@app.command()
+@app.command(epilog=examples("custate status", "custate status --json"))
 def status(store: StoreOption = None, as_json: JsonOption = False) -> None:
     """Show the store, its partitions, the read model's position and lag, and which projector
     worker holds which partition (PostgreSQL)."""
-    cs = open_store(store)
+    cs = open_store(store, existing=True)
     try:
         s = cs.status()
     finally:

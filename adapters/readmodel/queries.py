@@ -57,7 +57,7 @@ class CustomerRow:
             "customer_id": self.customer_id,
             "status": self.status,
             "points": self.points,
-            "activities": self.activity_count,
+            "activity_count": self.activity_count,
         }
 
 

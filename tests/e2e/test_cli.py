@@ -231,7 +231,7 @@ def test_ingest_summary_and_json(store_url: str, tmp_path: Path) -> None:
     assert rows["duplicates (ignored)"] == "0"
     assert rows["conflicts (rejected)"] == "0"
     assert rows["invalid (rejected)"] == "0"
-    assert rows["unrecognised types (stored)"] == str(unknown)
+    assert rows["unrecognized types (stored)"] == str(unknown)
 
     p = run("ingest", SAMPLES_FILE, SAMPLES_FILE, "--store", store_url, "--json", cwd=tmp_path)
     assert p.returncode == 0, err(p)
@@ -243,7 +243,7 @@ def test_ingest_summary_and_json(store_url: str, tmp_path: Path) -> None:
         "conflicts": 0,
         "rejected": 0,
         "unrecognized": 0,
-        "resolved_rejects": 0,
+        "resolved": 0,
         "problems": [],
     }
     assert {k: report.get(k) for k in expected} == expected  # more keys may be added
@@ -349,7 +349,7 @@ def test_rejects_list_export_fix_and_reingest(store_url: str, tmp_path: Path) ->
     p = run("ingest", "fix-me.ndjson", "--store", store_url, "--json", cwd=tmp_path)
     assert p.returncode == 0, err(p)
     report = orjson.loads(p.stdout)
-    assert (report["accepted"], report["resolved_rejects"]) == (3, 3)
+    assert (report["accepted"], report["resolved"]) == (3, 3)
 
     p = run("rejects", "--store", store_url, "--json", cwd=tmp_path)
     assert (p.returncode, p.stdout) == (0, b"")
@@ -442,8 +442,10 @@ def test_store_flag_env_and_default(tmp_path: Path) -> None:
     # reads follow the same rule
     p = run("state", "cust_A9f32Khs91", cwd=env_dir, store_env=f"sqlite:///{env_db}")
     assert p.returncode == 0, err(p)
-    p = run("state", "cust_A9f32Khs91", cwd=tmp_path)  # no store here: nobody is known
-    assert p.returncode == 1
+    p = run("state", "cust_A9f32Khs91", cwd=tmp_path)  # no store here: says so, makes none
+    assert p.returncode == 2
+    assert b"no store at custate.db; ingest something first" in p.stderr
+    assert not (tmp_path / "custate.db").exists()
 
     flag_db = env_dir / "from-flag.db"
     p = run(

@@ -147,7 +147,7 @@ def brute_force(states: dict[str, CustomerState], **f: Any) -> list[Json]:
                 "customer_id": cid,
                 "status": s.profile.status,
                 "points": s.points,
-                "activities": s.activities.count,
+                "activity_count": s.activities.count,
             }
         )
     return out[: f["limit"]] if "limit" in f else out
