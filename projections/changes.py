@@ -1,0 +1,205 @@
+"""The change feed's records, computed from folds (pure; the contract is docs/CHANGES.md).
+
+An activity that sorts after everything its customer had gives one record per flattened
+path of the state (the audit's paths: `projections.audit.Tracker`) whose value it changed,
+effective from its `created_at`, `until` None. A late activity L gives corrections: the
+customer's history folded without L and with L, compared at every business time from
+L.created_at on (the state after every activity created by then); each window in which a
+path's value differs, with the same pair of values, is one record from the window's start
+(`effective_at`) to where the pair ends (`until`: both histories agree again, or one of
+them changes its value), `until` None when it still holds now. Several activities of one
+write give the records of folding them one by one, in arrival order (`records_for`).
+
+The `activities` counters are never reported: every activity moves them."""
+
+from __future__ import annotations
+
+from bisect import insort
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from custate.domain import Activity, CustomerState, apply, format_time
+from custate.projections.audit.changes import ABSENT, Flat, apply_changes
+from custate.projections.audit.results import ADDED, CHANGED, REMOVED, FieldChange
+from custate.projections.audit.tracker import Tracker
+
+__all__ = [
+    "CAUSES",
+    "ChangeRecord",
+    "Keyed",
+    "corrections",
+    "from_step",
+    "records_for",
+    "replay",
+]
+
+# (fold key, activity): the key is the stored one (`projections.keys.key_text`).
+Keyed = tuple[str, Activity]
+
+CAUSES = ("activity", "rebuild", "erasure")
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """One change of a customer's derived state at one flattened path (docs/CHANGES.md).
+    `position` and `recorded_at` are 0 and None until the record is written."""
+
+    customer_id: str
+    path: str
+    op: str  # added | changed | removed
+    before: Any  # JSON value, None where absent
+    after: Any
+    activity_id: str
+    effective_at: datetime
+    until: datetime | None = None
+    correction: bool = False
+    cause: str = "activity"
+    position: int = 0
+    recorded_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "customer_id": self.customer_id,
+            "path": self.path,
+            "op": self.op,
+            "before": self.before,
+            "after": self.after,
+            "activity_id": self.activity_id,
+            "effective_at": format_time(self.effective_at),
+            "until": None if self.until is None else format_time(self.until),
+            "recorded_at": None if self.recorded_at is None else format_time(self.recorded_at),
+            "correction": self.correction,
+            "cause": self.cause,
+        }
+
+    def stamped(self, position: int, recorded_at: datetime | None) -> ChangeRecord:
+        return replace(self, position=position, recorded_at=recorded_at)
+
+
+def _reported(path: str) -> bool:
+    return not (path == "activities" or path.startswith("activities."))
+
+
+def from_step(customer_id: str, changes: Iterable[FieldChange], a: Activity) -> list[ChangeRecord]:
+    """The records of an in-order activity `a`, from what its fold step changed."""
+    return [
+        ChangeRecord(customer_id, c.path, c.op, c.before, c.after, a.id, a.created_at)
+        for c in changes
+        if _reported(c.path)
+    ]
+
+
+def _op(before: Any, after: Any) -> str:
+    if before is ABSENT:
+        return ADDED
+    if after is ABSENT:
+        return REMOVED
+    return CHANGED
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is b or (a == b and type(a) is type(b))
+
+
+def corrections(start: CustomerState, history: Sequence[Keyed], new: Keyed) -> list[ChangeRecord]:
+    """The records of `new` arriving after `history` (in key order, folded on `start`, a
+    state that sorts before `new`): the history without `new` against the history with it,
+    over business time from `new`'s created_at. `start` is left as it is. An activity that
+    sorts after all of `history` gives its in-order records (`correction` False)."""
+    key, late = new
+    cid = start.customer_id
+    state = start.copy()
+    i = 0
+    while i < len(history) and history[i][0] < key:
+        apply(state, history[i][1])
+        i += 1
+    rest = history[i:]
+    correction = bool(rest)
+    old = Tracker(cid, start=state.copy(), counters=False)
+    with_new = Tracker(cid, start=state, counters=False)
+    f_old, f_new = old.flat(), with_new.flat()
+    windows: dict[str, tuple[Any, Any, datetime]] = {}  # path -> (before, after, since)
+    out: list[ChangeRecord] = []
+
+    def close(path: str, until: datetime | None) -> None:
+        b, a, since = windows.pop(path)
+        out.append(
+            ChangeRecord(
+                cid,
+                path,
+                _op(b, a),
+                None if b is ABSENT else b,
+                None if a is ABSENT else a,
+                late.id,
+                since,
+                until,
+                correction,
+            )
+        )
+
+    def settle(paths: set[str], t: datetime) -> None:
+        for p in sorted(paths):
+            if not _reported(p):
+                continue
+            b, a = f_old.get(p, ABSENT), f_new.get(p, ABSENT)
+            held = windows.get(p)
+            if _same(b, a):
+                if held is not None:
+                    close(p, t)
+            elif held is None or not (_same(held[0], b) and _same(held[1], a)):
+                if held is not None:
+                    close(p, t)
+                windows[p] = (b, a, t)
+
+    def step_both(a: Activity, touched: set[str]) -> None:
+        for tracker, flat in ((old, f_old), (with_new, f_new)):
+            changes = tracker.step(a)
+            apply_changes(flat, changes)
+            touched.update(c.path for c in changes)
+
+    t = late.created_at
+    first = with_new.step(late)
+    apply_changes(f_new, first)
+    touched = {c.path for c in first}
+    j = 0
+    while True:
+        while j < len(rest) and rest[j][1].created_at == t:
+            step_both(rest[j][1], touched)
+            j += 1
+        settle(touched, t)
+        if j >= len(rest):
+            break
+        t = rest[j][1].created_at
+        touched = set()
+    for p in sorted(windows):
+        close(p, None)
+    return out
+
+
+def records_for(
+    start: CustomerState, history: Sequence[Keyed], new: Sequence[Keyed]
+) -> list[ChangeRecord]:
+    """The records of `new` (in arrival order) arriving one by one after `history` (in key
+    order, folded on `start`); `start` is left as it is."""
+    seen = list(history)
+    out: list[ChangeRecord] = []
+    for n in new:
+        out.extend(corrections(start, seen, n))
+        insort(seen, n, key=lambda k: k[0])
+    return out
+
+
+def replay(records: Iterable[ChangeRecord], onto: Flat | None = None) -> Flat:
+    """A flattened state with the records that hold now (`until` None) applied, in order."""
+    flat: Flat = {} if onto is None else onto
+    for r in records:
+        if r.until is not None:
+            continue
+        if r.op == REMOVED:
+            flat.pop(r.path, None)
+        else:
+            flat[r.path] = r.after
+    return flat
