@@ -19,6 +19,8 @@ __version__ = "0.1.0"
 if _typing.TYPE_CHECKING:
     from custate.adapters.api import (
         CatchUpReport,
+        ChangeRecord,
+        ChangesPage,
         Custate,
         CustomerQuery,
         CustomerRow,
@@ -57,6 +59,8 @@ _FROM: dict[str, str] = {
     # what the service returns
     "IngestReport": "custate.adapters.api",
     "CatchUpReport": "custate.adapters.api",
+    "ChangeRecord": "custate.adapters.api",
+    "ChangesPage": "custate.adapters.api",
     "CustomerQuery": "custate.adapters.api",
     "CustomerRow": "custate.adapters.api",
     "Freshness": "custate.adapters.api",
@@ -91,6 +95,8 @@ __all__ = [
     "ActivityRef",
     "CardGap",
     "CatchUpReport",
+    "ChangeRecord",
+    "ChangesPage",
     "ConfigError",
     "Custate",
     "CustomerQuery",
