@@ -6,7 +6,10 @@ follower during concurrent catch-ups seeing every position once, in order."""
 from __future__ import annotations
 
 import random
+import signal
 import threading
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +18,7 @@ import custate
 from custate.projections.diff import CUT_KEYS, flatten
 
 from .histories import generate
+from .test_readmodel import _ingest_file, _project, _summary, _wait, delivered
 
 SILVER = {"id": "ltr_s", "name": "Silver"}
 GOLD = {"id": "ltr_g", "name": "Gold"}
@@ -152,3 +156,41 @@ def test_a_follower_sees_every_position_once_in_order_during_concurrent_catch_up
     assert not follower.is_alive()
     assert seen == every
     assert every == list(range(1, len(every) + 1))
+
+
+def _feed(cs: custate.Custate) -> Counter[tuple[Any, ...]]:
+    """Each record without its position and record time, counted."""
+    return Counter(
+        (r.customer_id, r.path, r.op, repr(r.before), repr(r.after), r.activity_id)
+        + (r.effective_at, r.until, r.correction, r.cause)
+        for r in cs.changes(limit=10_000_000).records
+    )
+
+
+@pytest.mark.slow
+def test_a_catch_up_killed_part_way_then_rerun_writes_each_record_once(
+    store_url: str, tmp_path: Path
+) -> None:
+    records = delivered(3000, 250, seed=14)  # 20% late, 10% delivered twice
+    reference = f"sqlite:///{tmp_path / 'reference.db'}"
+    _ingest_file(reference, records, tmp_path / "ref.ndjson")
+    with custate.open(reference) as ref:
+        ref.project()
+        expected = _feed(ref)
+    assert any(k[8] for k in expected)  # corrections among them
+    _ingest_file(store_url, records, tmp_path / "big.ndjson")
+    with custate.open(store_url) as cs:
+        rm = cs.readmodel
+        proc = _project(store_url, 400)  # a transaction per 400 activities
+        _wait(lambda: rm.position() > 0, proc, "a batch committed")
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        assert 0 < cs.lag() < 3000, "killed too late"
+        part = cs.changes(limit=10_000_000).records
+        assert part  # the committed batches' records, and only theirs
+        assert _summary(_project(store_url))["projected"] > 0
+        got = _feed(cs)
+        positions = [r.position for r in cs.changes(limit=10_000_000).records]
+    assert got == expected
+    assert positions == list(range(1, len(positions) + 1))
