@@ -468,24 +468,6 @@ class Custate:
             if len(page.records) < limit:
                 await asyncio.sleep(poll)
 
-    def wait_changes(
-        self,
-        after: int = 0,
-        customer: str | None = None,
-        paths: Sequence[str] | None = None,
-        limit: int = 1000,
-        wait: float = 0.0,
-        poll: float = 0.05,
-    ) -> ChangesPage:
-        """`changes`, waiting up to `wait` seconds for at least one record (a long poll)."""
-        deadline = time.monotonic() + max(0.0, wait)
-        while True:
-            page = self.changes(after, customer, paths, limit)
-            if page.records or time.monotonic() >= deadline:
-                return page
-            after = page.next
-            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
-
     def worker(
         self, *, poll: float = 0.5, on_event: Callable[[WorkerEvent], None] | None = None
     ) -> Worker:

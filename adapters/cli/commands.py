@@ -1,6 +1,7 @@
 """Importing this module registers every command on the app."""
 
 from custate.adapters.cli import audit as audit
+from custate.adapters.cli import changes as changes
 from custate.adapters.cli import customers as customers
 from custate.adapters.cli import demo as demo
 from custate.adapters.cli import fold as fold

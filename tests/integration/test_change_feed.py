@@ -161,8 +161,10 @@ def test_a_follower_sees_every_position_once_in_order_during_concurrent_catch_up
 def _feed(cs: custate.Custate) -> Counter[tuple[Any, ...]]:
     """Each record without its position and record time, counted."""
     return Counter(
-        (r.customer_id, r.path, r.op, repr(r.before), repr(r.after), r.activity_id)
-        + (r.effective_at, r.until, r.correction, r.cause)
+        (
+            *(r.customer_id, r.path, r.op, repr(r.before), repr(r.after), r.activity_id),
+            *(r.effective_at, r.until, r.correction, r.cause),
+        )
         for r in cs.changes(limit=10_000_000).records
     )
 
