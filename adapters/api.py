@@ -66,6 +66,7 @@ __all__ = [
     "CatchUpReport",
     "ChangeRecord",
     "ChangesPage",
+    "ChangesPrunedError",
     "Clock",
     "Custate",
     "CustomerFilters",
@@ -109,6 +110,19 @@ class UnknownCustomerError(Error, LookupError):
 
 class QueryError(Error, ValueError):
     """A question the store cannot answer as asked (a cut without a time zone)."""
+
+
+class ChangesPrunedError(QueryError):
+    """Change records after the position asked for were pruned (retention): reading on
+    would silently skip them. `first` is the position to ask after to read what is left."""
+
+    def __init__(self, after: int, pruned_upto: int) -> None:
+        super().__init__(
+            f"after: records up to position {pruned_upto} were pruned; asking after {after} "
+            f"would skip them (ask after {pruned_upto} to read what is left)"
+        )
+        self.after = after
+        self.pruned_upto = pruned_upto
 
 
 class StaleReadError(Error, TimeoutError):
@@ -418,12 +432,23 @@ class Custate:
         a `QueryError`."""
         globs = _check_feed(after, paths, limit)
         feed = self._ready().changes
+        pruned = feed.pruned_upto()
+        if after < pruned:
+            raise ChangesPrunedError(after, pruned)
         page = feed.page(after, customer, globs, limit)
         if after > 0 and page.next == after and not page.records:
             last = feed.last()
             if after > last:
                 raise QueryError(f"after: {after} is past the last position written ({last})")
         return page
+
+    def prune_changes(self, before: datetime | str) -> tuple[int, int]:
+        """Retention: delete the change records recorded before `before` (a prefix of the
+        feed). (records deleted, highest position pruned); asking after a position below
+        that is a `ChangesPrunedError`."""
+        cut = _cut(before, "before")
+        assert cut is not None
+        return self.readmodel.changes.prune(cut)
 
     def follow_changes(
         self,

@@ -44,6 +44,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from custate.adapters.api import (
+    ChangesPrunedError,
     Custate,
     CustomerQuery,
     Freshness,
@@ -574,7 +575,10 @@ def create_app(
     @app.get(
         "/changes",
         summary="Change records of derived state after a position (long poll with wait)",
-        responses={400: {"description": "a negative or future position, a malformed glob"}},
+        responses={
+            400: {"description": "a negative or future position, a malformed glob"},
+            410: {"description": "records after that position were pruned"},
+        },
     )
     async def get_changes(
         after: Annotated[int, Query(description="records after this position")] = 0,
@@ -596,6 +600,8 @@ def create_app(
         while True:
             try:
                 page = await asyncio.to_thread(cs.changes, position, customer, path, limit)
+            except ChangesPrunedError as e:
+                return _error(410, str(e), "after", pruned_upto=e.pruned_upto)
             except QueryError as e:
                 field = "path" if "glob" in str(e) else "limit" if "limit" in str(e) else "after"
                 return _error(400, str(e), field)

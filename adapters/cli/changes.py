@@ -10,7 +10,7 @@ import typer
 
 from custate.adapters.api import ChangeRecord, QueryError
 from custate.adapters.cli.app import app
-from custate.adapters.cli.common import fail, open_store
+from custate.adapters.cli.common import cut, fail, open_store
 from custate.adapters.cli.store_options import JsonOption, StoreOption
 
 
@@ -54,12 +54,28 @@ def changes(
     poll: Annotated[
         float, typer.Option("--poll", help="With --follow: seconds between looks.")
     ] = 0.5,
+    prune_before: Annotated[
+        str | None,
+        typer.Option(
+            "--prune-before",
+            help="Retention: delete the records recorded before TIME (ISO-8601 or a date).",
+        ),
+    ] = None,
 ) -> None:
     """Print the change records of derived state (one a line; NDJSON with --json), after
     a position; with --follow, keep printing them as they are written (Ctrl-C ends)."""
     cs = open_store(store)
     out = sys.stdout
     try:
+        if prune_before is not None:
+            when = cut(prune_before, "--prune-before")
+            assert when is not None
+            gone, upto = cs.prune_changes(when)
+            if as_json:
+                out.buffer.write(orjson.dumps({"pruned": gone, "pruned_upto": upto}) + b"\n")
+            else:
+                print(f"pruned {gone} record(s); positions up to {upto} are gone")
+            return
         if follow:
             records = cs.follow_changes(after, customer, path or None, poll=poll)
         else:

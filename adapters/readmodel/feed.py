@@ -37,9 +37,11 @@ from custate.adapters.sqlschema import create_all
 from custate.domain import format_time, parse_time
 from custate.projections.changes import ChangeRecord
 
-__all__ = ["CHANGES_TABLE", "ChangeFeed", "Page", "changes_table"]
+__all__ = ["CHANGES_META_TABLE", "CHANGES_TABLE", "ChangeFeed", "Page", "changes_table"]
 
 CHANGES_TABLE = "custate_changes"
+CHANGES_META_TABLE = "custate_changes_meta"
+_PRUNED = "pruned_upto"
 
 
 def changes_table(metadata: MetaData) -> Table:
@@ -86,7 +88,49 @@ class ChangeFeed:
         self.postgresql = engine.dialect.name == "postgresql"
         self.metadata = MetaData()
         self.t = changes_table(self.metadata)
+        self.meta = Table(
+            CHANGES_META_TABLE,
+            self.metadata,
+            Column("name", String(64), primary_key=True),
+            Column("value", BigInteger, nullable=False),
+        )
         create_all(engine, self.metadata)
+
+    def pruned_upto(self, c: Connection | None = None) -> int:
+        """The highest position pruned (0: none)."""
+        if c is None:
+            with self.engine.connect() as c2:
+                return self.pruned_upto(c2)
+        q = select(self.meta.c.value).where(self.meta.c.name == _PRUNED)
+        value = c.execute(q).scalar_one_or_none()
+        return 0 if value is None else int(value)
+
+    def prune(self, before: datetime) -> tuple[int, int]:
+        """Delete the records recorded before `before`, from the first position on up to
+        the first record recorded at or after it (a prefix: positions stay without holes
+        for a consumer). (records deleted, the highest position now pruned)."""
+        t = self.t
+        cut = format_time(before)
+        with self.engine.begin() as c:
+            if self.postgresql:
+                c.exec_driver_sql(f"LOCK TABLE {CHANGES_TABLE} IN EXCLUSIVE MODE")
+            keep = c.execute(
+                select(func.min(t.c.position)).where(
+                    (t.c.recorded_at >= cut) | (t.c.recorded_at.is_(None))
+                )
+            ).scalar_one_or_none()
+            top = keep - 1 if keep is not None else self._max(c)
+            done = self.pruned_upto(c)
+            if top <= done:
+                return 0, done
+            gone = c.execute(t.delete().where(t.c.position <= top)).rowcount
+            c.execute(self.meta.delete().where(self.meta.c.name == _PRUNED))
+            c.execute(self.meta.insert().values(name=_PRUNED, value=top))
+            return int(gone), int(top)
+
+    def _max(self, c: Connection) -> int:
+        q = select(func.coalesce(func.max(self.t.c.position), 0))
+        return int(c.execute(q).scalar_one())
 
     def insert(self, c: Connection, records: Sequence[ChangeRecord]) -> int:
         """Insert `records`, numbered on from the highest position, in the transaction of
@@ -95,7 +139,7 @@ class ChangeFeed:
             return 0
         if self.postgresql:
             c.exec_driver_sql(f"LOCK TABLE {CHANGES_TABLE} IN EXCLUSIVE MODE")
-        top = c.execute(select(func.coalesce(func.max(self.t.c.position), 0))).scalar_one()
+        top = max(self._max(c), self.pruned_upto(c))
         rows = []
         for i, r in enumerate(records, start=int(top) + 1):
             rows.append(
@@ -118,11 +162,9 @@ class ChangeFeed:
         return int(top) + len(records)
 
     def last(self) -> int:
-        """The highest position written (0: none)."""
+        """The highest position written (0: none), pruned ones included."""
         with self.engine.connect() as c:
-            return int(
-                c.execute(select(func.coalesce(func.max(self.t.c.position), 0))).scalar_one()
-            )
+            return max(self._max(c), self.pruned_upto(c))
 
     def page(
         self,

@@ -129,3 +129,23 @@ def test_get_changes_pages_and_long_polls(server: Server) -> None:  # noqa: F811
             r = httpx.get(f"{server.url}/changes", params=params, timeout=10)
             assert r.status_code == 400, r.text
             assert r.json()["field"] == field
+        _, upto = cs.prune_changes("2999-01-01")
+        gone = httpx.get(f"{server.url}/changes", params={"after": 0}, timeout=10)
+        assert gone.status_code == 410, gone.text
+        assert gone.json()["pruned_upto"] == upto
+        assert httpx.get(f"{server.url}/changes", params={"after": upto}).status_code == 200
+
+
+def test_cli_prunes_and_then_refuses_a_pruned_position(store_url: str, tmp_path: Path) -> None:
+    with custate.open(store_url) as cs:
+        cs.ingest([tier("a1", 10, "joined", "ltr_s")])
+        n = len(cs.changes().records)
+    ran = invoke("changes", "--store", store_url, "--prune-before", "2999-01-01", "--json")
+    assert ran.returncode == 0, ran.stderr.decode()
+    assert orjson.loads(ran.stdout) == {"pruned": n, "pruned_upto": n}
+    refused = invoke("changes", "--store", store_url, cwd=tmp_path)
+    assert refused.returncode != 0
+    assert f"records up to position {n} were pruned" in refused.stderr.decode()
+    bad = invoke("changes", "--store", store_url, "--prune-before", "yesterday-ish")
+    assert bad.returncode != 0
+    assert "--prune-before" in bad.stderr.decode()

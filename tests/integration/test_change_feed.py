@@ -5,6 +5,7 @@ follower during concurrent catch-ups seeing every position once, in order."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import signal
 import threading
@@ -196,3 +197,44 @@ def test_a_catch_up_killed_part_way_then_rerun_writes_each_record_once(
         positions = [r.position for r in cs.changes(limit=10_000_000).records]
     assert got == expected
     assert positions == list(range(1, len(positions) + 1))
+
+
+def test_the_async_follower_yields_records_as_they_are_written(store_url: str) -> None:
+    async def run() -> list[custate.ChangeRecord]:
+        with custate.open(store_url) as cs:
+            cs.ingest([tier_record("a1", "10", "joined", SILVER)])
+            start = cs.changes().next
+            got: list[custate.ChangeRecord] = []
+
+            async def follow() -> None:
+                async for r in cs.afollow_changes(start, paths=["loyalty.tiers.*"], poll=0.01):
+                    got.append(r)
+                    if r.path.endswith("tier_id"):
+                        return
+
+            task = asyncio.create_task(follow())
+            await asyncio.sleep(0.05)
+            assert not task.done()  # nothing new yet: it waits, without blocking the loop
+            await asyncio.to_thread(cs.ingest, [tier_record("a2", "30", "upgraded", GOLD)])
+            await asyncio.wait_for(task, 30)
+            return got
+
+    got = asyncio.run(run())
+    assert [r.after for r in got if r.path.endswith("tier_id")] == ["ltr_g"]
+    assert all(r.activity_id == "a2" for r in got)
+
+
+def test_pruned_positions_are_refused_not_skipped(store_url: str) -> None:
+    with custate.open(store_url) as cs:
+        cs.ingest(generate(200, 4, seed=9))
+        every = cs.changes(limit=100_000).records
+        assert cs.prune_changes("2000-01-01") == (0, 0)  # nothing that old
+        gone, upto = cs.prune_changes("2999-01-01")
+        assert (gone, upto) == (len(every), every[-1].position)
+        with pytest.raises(custate.ChangesPrunedError, match=f"up to position {upto}"):
+            cs.changes(after=0)
+        assert cs.changes(after=upto).records == []
+        cs.ingest([tier_record("new", "10", "joined", SILVER)])
+        fresh = cs.changes(after=upto).records
+        assert fresh
+        assert fresh[0].position == upto + 1  # numbering goes on past what was pruned

@@ -15,6 +15,7 @@ import custate
 ERRORS = {
     "ActivityError": ValueError,
     "QueryError": ValueError,
+    "ChangesPrunedError": ValueError,
     "UnknownCustomerError": LookupError,
     "SourceError": OSError,
     "StoreError": Exception,
