@@ -30,6 +30,7 @@ from custate.adapters import bootstrap
 from custate.adapters.bootstrap import DEFAULT_STORE, Parts, store_file, store_url
 from custate.adapters.cursors import PullCursors
 from custate.adapters.eventstore import Encoded, EventStore, StoredActivity, StoreError
+from custate.adapters.forward import DeadLetter, Forwarder, ForwardError, ForwardReport
 from custate.adapters.ingest import (
     DEFAULT_BATCH,
     Clock,
@@ -73,7 +74,11 @@ __all__ = [
     "CustomerQuery",
     "CustomerRow",
     "CustomerState",
+    "DeadLetter",
     "Error",
+    "ForwardError",
+    "ForwardReport",
+    "Forwarder",
     "Freshness",
     "IngestReport",
     "PullCursors",
@@ -449,6 +454,40 @@ class Custate:
         cut = _cut(before, "before")
         assert cut is not None
         return self.readmodel.changes.prune(cut)
+
+    def forwarder(
+        self,
+        url: str,
+        *,
+        secret: str = "",
+        paths: Sequence[str] | None = None,
+        customer: str | None = None,
+        name: str | None = None,
+        batch: int = 500,
+        timeout: float = 10.0,
+        attempts: int = 6,
+        backoff: float = 0.5,
+    ) -> Forwarder:
+        """Outbound webhooks of the change feed (`adapters.forward`): `.run()` POSTs the
+        records after its stored cursor to `url` in batches, signed with `secret`;
+        `.dead_letters()` and `.replay_dead()` for the batches the receiver refused."""
+        globs = _check_feed(0, paths, batch)
+
+        def read(after: int, limit: int) -> ChangesPage:
+            return self.changes(after, customer, globs, limit)
+
+        return Forwarder(
+            self.store.engine,
+            read,
+            url,
+            secret=secret,
+            name=name,
+            paths=globs,
+            batch=batch,
+            timeout=timeout,
+            attempts=attempts,
+            backoff=backoff,
+        )
 
     def follow_changes(
         self,

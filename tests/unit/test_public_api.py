@@ -16,6 +16,7 @@ ERRORS = {
     "ActivityError": ValueError,
     "QueryError": ValueError,
     "ChangesPrunedError": ValueError,
+    "ForwardError": Exception,
     "UnknownCustomerError": LookupError,
     "SourceError": OSError,
     "StoreError": Exception,
