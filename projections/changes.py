@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from custate.domain import Activity, CustomerState, apply, format_time
-from custate.projections.audit.changes import ABSENT, Flat, apply_changes
+from custate.projections.audit.changes import ABSENT, Flat, apply_changes, changed
 from custate.projections.audit.results import ADDED, CHANGED, REMOVED, FieldChange
 from custate.projections.audit.tracker import Tracker
 
@@ -30,6 +30,7 @@ __all__ = [
     "ChangeRecord",
     "Keyed",
     "corrections",
+    "differences",
     "from_step",
     "records_for",
     "replay",
@@ -190,6 +191,27 @@ def records_for(
         out.extend(corrections(start, seen, n))
         insort(seen, n, key=lambda k: k[0])
     return out
+
+
+def differences(
+    customer_id: str,
+    before: CustomerState | None,
+    after: CustomerState | None,
+    cause: str,
+    at: datetime,
+) -> list[ChangeRecord]:
+    """One record per path whose value differs between two current states of a customer
+    (None: no state), with `cause` (`rebuild`), effective from `at`; no activity made
+    them, so `activity_id` is empty. The states are left as they are."""
+    flats = [
+        {} if s is None else Tracker(customer_id, start=s.copy(), counters=False).flat()
+        for s in (before, after)
+    ]
+    return [
+        ChangeRecord(customer_id, c.path, c.op, c.before, c.after, "", at, None, False, cause)
+        for c in changed(flats[0], flats[1])
+        if _reported(c.path)
+    ]
 
 
 def replay(records: Iterable[ChangeRecord], onto: Flat | None = None) -> Flat:

@@ -43,9 +43,11 @@ def forward(
     attempts: Annotated[
         int, typer.Option("--attempts", help="Tries of a failing POST (not with --follow).")
     ] = 6,
-    dead: Annotated[bool, typer.Option("--dead", help="List the dead letters.")] = False,
+    dead: Annotated[
+        bool, typer.Option("--dead-letters", "--dead", help="List the dead letters.")
+    ] = False,
     replay_dead: Annotated[
-        bool, typer.Option("--replay-dead", help="POST the dead letters again.")
+        bool, typer.Option("--replay", "--replay-dead", help="POST the dead letters again.")
     ] = False,
 ) -> None:
     """POST the change records after this forward's stored cursor to URL, in batches,

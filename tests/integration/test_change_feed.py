@@ -238,3 +238,41 @@ def test_pruned_positions_are_refused_not_skipped(store_url: str) -> None:
         fresh = cs.changes(after=upto).records
         assert fresh
         assert fresh[0].position == upto + 1  # numbering goes on past what was pruned
+
+
+def test_a_rebuild_publishes_only_what_a_changed_fold_changed(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import custate.domain
+    from custate.domain import Activity, CustomerState
+    from custate.projections import catchup
+
+    with custate.open(store_url) as cs:
+        cs.ingest(generate(300, 5, seed=8))
+        last = cs.changes(limit=1_000_000).next
+        cs.rebuild()  # the same fold: nothing to publish
+        assert cs.changes(after=last).records == []
+
+        fold = custate.domain.apply
+
+        def new_fold(state: CustomerState, a: Activity) -> None:  # a fold that drops segments
+            fold(state, a)
+            state.segments.clear()
+
+        monkeypatch.setattr(catchup, "apply", new_fold)
+        cs.rebuild()
+        monkeypatch.undo()
+        published = cs.changes(after=last, limit=1_000_000).records
+        assert published
+        assert {r.cause for r in published} == {"rebuild"}
+        assert all(r.path.startswith("segments") and r.until is None for r in published)
+        # What the feed now says holds is what the new generation holds.
+        for cid in cs.customer_ids():
+            flat: dict[str, Any] = flat_now(custate.CustomerState(cid))
+            for r in cs.changes(customer=cid, limit=1_000_000).records:
+                if r.until is None:
+                    if r.op == "removed":
+                        flat.pop(r.path, None)
+                    else:
+                        flat[r.path] = r.after
+            assert flat == flat_now(cs.state(cid)), cid

@@ -135,7 +135,7 @@ def test_a_refused_batch_is_a_dead_letter_listed_and_replayed(
     assert report["dead"] == 1
     assert report["cursor"] == every[-1]
     assert rx.positions() == every[10:]
-    listed = invoke("forward", "--url", rx.url, "--store", store_url, "--dead", "--json")
+    listed = invoke("forward", "--url", rx.url, "--store", store_url, "--dead-letters", "--json")
     (letter,) = [orjson.loads(x) for x in listed.stdout.splitlines()]
     assert (letter["first_position"], letter["last_position"], letter["status"]) == (
         every[0],
@@ -143,7 +143,7 @@ def test_a_refused_batch_is_a_dead_letter_listed_and_replayed(
         422,
     )
     replayed = invoke(
-        "forward", "--url", rx.url, "--store", store_url, "--secret", SECRET, "--replay-dead"
+        "forward", "--url", rx.url, "--store", store_url, "--secret", SECRET, "--replay"
     )
     assert replayed.returncode == 0, replayed.stderr.decode()
     assert sorted(rx.positions()) == every  # nothing skipped in the end
