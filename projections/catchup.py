@@ -190,7 +190,7 @@ def _feed_step(
     cid: str, state: CustomerState, out: list[ChangeRecord], arrived: list[Projected]
 ) -> Callable[[Activity], object]:
     """A fold step that folds `state` in place and reports each step's records."""
-    tracker = Tracker(cid, start=state, counters=False)
+    tracker = Tracker(cid, start=state, counters=False, lazy=True)
     at = _recorded(arrived)
 
     def step(a: Activity) -> None:

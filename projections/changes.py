@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from custate.domain import Activity, CustomerState, apply, format_time
-from custate.projections.audit.changes import ABSENT, Flat, apply_changes, changed
+from custate.projections.audit.changes import ABSENT, Flat, changed
 from custate.projections.audit.results import ADDED, CHANGED, REMOVED, FieldChange
 from custate.projections.audit.tracker import Tracker
 
@@ -119,9 +119,13 @@ def corrections(start: CustomerState, history: Sequence[Keyed], new: Keyed) -> l
         i += 1
     rest = history[i:]
     correction = bool(rest)
-    old = Tracker(cid, start=state.copy(), counters=False)
-    with_new = Tracker(cid, start=state, counters=False)
-    f_old, f_new = old.flat(), with_new.flat()
+    old = Tracker(cid, start=state.copy(), counters=False, lazy=True)
+    with_new = Tracker(cid, start=state, counters=False, lazy=True)
+    # Both start from the same state: each side holds only the paths its steps changed,
+    # and a path's value at the start is the `before` of the first change to it.
+    base: dict[str, Any] = {}
+    f_old: Flat = {}
+    f_new: Flat = {}
     windows: dict[str, tuple[Any, Any, datetime]] = {}  # path -> (before, after, since)
     out: list[ChangeRecord] = []
 
@@ -145,7 +149,8 @@ def corrections(start: CustomerState, history: Sequence[Keyed], new: Keyed) -> l
         for p in sorted(paths):
             if not _reported(p):
                 continue
-            b, a = f_old.get(p, ABSENT), f_new.get(p, ABSENT)
+            start = base[p]
+            b, a = f_old.get(p, start), f_new.get(p, start)
             held = windows.get(p)
             if _same(b, a):
                 if held is not None:
@@ -155,16 +160,21 @@ def corrections(start: CustomerState, history: Sequence[Keyed], new: Keyed) -> l
                     close(p, t)
                 windows[p] = (b, a, t)
 
+    def record(changes: list[FieldChange], flat: Flat, touched: set[str]) -> None:
+        for c in changes:
+            p = c.path
+            if p not in base:
+                base[p] = ABSENT if c.op == ADDED else c.before
+            flat[p] = ABSENT if c.op == REMOVED else c.after
+            touched.add(p)
+
     def step_both(a: Activity, touched: set[str]) -> None:
-        for tracker, flat in ((old, f_old), (with_new, f_new)):
-            changes = tracker.step(a)
-            apply_changes(flat, changes)
-            touched.update(c.path for c in changes)
+        record(old.step(a), f_old, touched)
+        record(with_new.step(a), f_new, touched)
 
     t = late.created_at
-    first = with_new.step(late)
-    apply_changes(f_new, first)
-    touched = {c.path for c in first}
+    touched: set[str] = set()
+    record(with_new.step(late), f_new, touched)
     j = 0
     while True:
         while j < len(rest) and rest[j][1].created_at == t:
