@@ -194,12 +194,25 @@ def records_for(
     start: CustomerState, history: Sequence[Keyed], new: Sequence[Keyed]
 ) -> list[ChangeRecord]:
     """The records of `new` (in arrival order) arriving one by one after `history` (in key
-    order, folded on `start`); `start` is left as it is."""
+    order, folded on `start`); `start` is left as it is. A run of arrivals that each sort
+    after everything before them is folded once, through one `Tracker`."""
     seen = list(history)
     out: list[ChangeRecord] = []
+    cid = start.customer_id
+    tracker: Tracker | None = None  # on the state after `seen`, while arrivals are in order
     for n in new:
+        if not seen or n[0] > seen[-1][0]:
+            if tracker is None:
+                state = start.copy()
+                for _, a in seen:
+                    apply(state, a)
+                tracker = Tracker(cid, start=state, counters=False, lazy=True)
+            out.extend(from_step(cid, tracker.step(n[1]), n[1]))
+            seen.append(n)
+            continue
         out.extend(corrections(start, seen, n))
         insort(seen, n, key=lambda k: k[0])
+        tracker = None
     return out
 
 
