@@ -15,8 +15,10 @@ changes settings of the process it runs in."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +30,7 @@ from custate.adapters import bootstrap
 from custate.adapters.bootstrap import DEFAULT_STORE, Parts, store_file, store_url
 from custate.adapters.cursors import PullCursors, PullListings
 from custate.adapters.eventstore import Encoded, EventStore, StoredActivity, StoreError
+from custate.adapters.forward import DeadLetter, Forwarder, ForwardError, ForwardReport
 from custate.adapters.ingest import (
     DEFAULT_BATCH,
     Clock,
@@ -48,10 +51,12 @@ from custate.adapters.readmodel import (
     ReadModel,
     rebuild,
 )
+from custate.adapters.readmodel.feed import Page
 from custate.adapters.rejects import Reject, RejectStore, StoredReject
 from custate.domain import ActivityError, CustomerState, fold, format_time, parse_cut
 from custate.domain.errors import Error
 from custate.projections import audit
+from custate.projections.changes import ChangeRecord
 from custate.projections.keys import as_of_bound
 
 __all__ = [
@@ -60,13 +65,20 @@ __all__ = [
     "DEFAULT_STORE",
     "DEFAULT_WAIT",
     "CatchUpReport",
+    "ChangeRecord",
+    "ChangesPage",
+    "ChangesPrunedError",
     "Clock",
     "Custate",
     "CustomerFilters",
     "CustomerQuery",
     "CustomerRow",
     "CustomerState",
+    "DeadLetter",
     "Error",
+    "ForwardError",
+    "ForwardReport",
+    "Forwarder",
     "Freshness",
     "IngestReport",
     "PullCursors",
@@ -88,6 +100,10 @@ __all__ = [
 ]
 
 Source = dict[str, Any] | str | bytes | Path
+ChangesPage = Page  # records after a position, and the position to ask after next
+
+# A path glob: dotted segments of path characters and `*`, `?`, `[...]` (fnmatch's).
+_GLOB = re.compile(r"^(?:[^.\s\[\]]|\[!?[^\]\s]+\])+(?:\.(?:[^.\s\[\]]|\[!?[^\]\s]+\])+)*$")
 
 
 class UnknownCustomerError(Error, LookupError):
@@ -100,6 +116,19 @@ class UnknownCustomerError(Error, LookupError):
 
 class QueryError(Error, ValueError):
     """A question the store cannot answer as asked (a cut without a time zone)."""
+
+
+class ChangesPrunedError(QueryError):
+    """Change records after the position asked for were pruned (retention): reading on
+    would silently skip them. `first` is the position to ask after to read what is left."""
+
+    def __init__(self, after: int, pruned_upto: int) -> None:
+        super().__init__(
+            f"after: records up to position {pruned_upto} were pruned; asking after {after} "
+            f"would skip them (ask after {pruned_upto} to read what is left)"
+        )
+        self.after = after
+        self.pruned_upto = pruned_upto
 
 
 class StaleReadError(Error, TimeoutError):
@@ -408,6 +437,117 @@ class Custate:
             self.wait_for(min_position, customer_id, wait)
         return rm
 
+    # -- the change feed (docs/CHANGES.md) -----------------------------------------------
+
+    def changes(
+        self,
+        after: int = 0,
+        customer: str | None = None,
+        paths: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> ChangesPage:
+        """The change records after position `after` (of `customer`, at paths matching one
+        of the globs `paths`), at most `limit`, in position order, and the position to ask
+        after next: asking after it never misses a record nor repeats one. A negative
+        position or limit, a position past the last record written, or a malformed glob is
+        a `QueryError`."""
+        globs = _check_feed(after, paths, limit)
+        feed = self._ready().changes
+        pruned = feed.pruned_upto()
+        if after < pruned:
+            raise ChangesPrunedError(after, pruned)
+        page = feed.page(after, customer, globs, limit)
+        if after > 0 and page.next == after and not page.records:
+            last = feed.last()
+            if after > last:
+                raise QueryError(f"after: {after} is past the last position written ({last})")
+        return page
+
+    def prune_changes(self, before: datetime | str) -> tuple[int, int]:
+        """Retention: delete the change records recorded before `before` (a prefix of the
+        feed). (records deleted, highest position pruned); asking after a position below
+        that is a `ChangesPrunedError`."""
+        cut = _cut(before, "before")
+        assert cut is not None
+        return self.readmodel.changes.prune(cut)
+
+    def forwarder(
+        self,
+        url: str,
+        *,
+        secret: str = "",
+        paths: Sequence[str] | None = None,
+        customer: str | None = None,
+        name: str | None = None,
+        batch: int = 500,
+        timeout: float = 10.0,
+        attempts: int = 6,
+        backoff: float = 0.5,
+    ) -> Forwarder:
+        """Outbound webhooks of the change feed (`adapters.forward`): `.run()` POSTs the
+        records after its stored cursor to `url` in batches, signed with `secret`;
+        `.dead_letters()` and `.replay_dead()` for the batches the receiver refused."""
+        globs = _check_feed(0, paths, batch)
+
+        def read(after: int, limit: int) -> ChangesPage:
+            return self.changes(after, customer, globs, limit)
+
+        return Forwarder(
+            self.store.engine,
+            read,
+            url,
+            secret=secret,
+            name=name,
+            paths=globs,
+            batch=batch,
+            timeout=timeout,
+            attempts=attempts,
+            backoff=backoff,
+        )
+
+    def follow_changes(
+        self,
+        after: int = 0,
+        customer: str | None = None,
+        paths: Sequence[str] | None = None,
+        *,
+        poll: float = 0.5,
+        limit: int = 1000,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[ChangeRecord]:
+        """The change records after `after`, then each one as it is written (blocking,
+        polling every `poll` seconds), until `should_stop()` is true (checked between
+        polls) or the caller stops iterating."""
+        position = after
+        while True:
+            page = self.changes(position, customer, paths, limit)
+            position = page.next
+            yield from page.records
+            if len(page.records) < limit:
+                if should_stop is not None and should_stop():
+                    return
+                time.sleep(poll)
+
+    async def afollow_changes(
+        self,
+        after: int = 0,
+        customer: str | None = None,
+        paths: Sequence[str] | None = None,
+        *,
+        poll: float = 0.5,
+        limit: int = 1000,
+    ) -> AsyncIterator[ChangeRecord]:
+        """`follow_changes` for asyncio: each page is read in a worker thread, and the
+        pauses never block the event loop."""
+        position = after
+        while True:
+            page = await asyncio.to_thread(self.changes, position, customer, paths, limit)
+            position = page.next
+            for r in page.records:
+                yield r
+            if len(page.records) < limit:
+                await asyncio.sleep(poll)
+
     def worker(
         self, *, poll: float = 0.5, on_event: Callable[[WorkerEvent], None] | None = None
     ) -> Worker:
@@ -624,6 +764,24 @@ def open(
     that cannot be reached, is a `StoreError`. `catch_up_reads`: see `Custate`; `partitions`:
     the partition count of a store created now (`adapters.readmodel.partitions`)."""
     return Custate(parts=bootstrap.build(url, clock, partitions), catch_up_reads=catch_up_reads)
+
+
+def _check_feed(after: int, paths: Sequence[str] | None, limit: int) -> list[str] | None:
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise QueryError(f"after: {after!r} is not a position (an integer, 0 or more)")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise QueryError(f"limit: {limit!r} is not a positive integer")
+    if paths is None:
+        return None
+    if isinstance(paths, str):
+        paths = [paths]
+    for g in paths:
+        if not isinstance(g, str) or not _GLOB.match(g):
+            raise QueryError(
+                f"paths: {g!r} is not a path glob (dotted segments such as "
+                "'segments.*' or 'loyalty.tiers.*.tier_id')"
+            )
+    return list(paths) or None
 
 
 def _items(sources: Iterable[Source], customer_id: str | None) -> Iterable[Item]:

@@ -44,6 +44,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from custate.adapters.api import (
+    ChangesPrunedError,
     Custate,
     CustomerQuery,
     Freshness,
@@ -570,6 +571,46 @@ def create_app(
         consistency: Annotated[_Consistency, Depends()], customer_id: Key = None
     ) -> Response:
         return answer(lambda: [g.to_json() for g in cs.gaps(customer_id)], consistency)
+
+    @app.get(
+        "/changes",
+        summary="Change records of derived state after a position (long poll with wait)",
+        responses={
+            400: {"description": "a negative or future position, a malformed glob"},
+            410: {"description": "records after that position were pruned"},
+        },
+    )
+    async def get_changes(
+        after: Annotated[int, Query(description="records after this position")] = 0,
+        customer: Key = None,
+        path: Annotated[
+            list[str] | None, Query(description="path globs (repeatable), e.g. segments.*")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+        wait: Annotated[
+            float, Query(ge=0, le=60, description="seconds to wait for a record")
+        ] = 0.0,
+    ) -> Response:
+        """`{records, next}`: ask after `next` for the following page. With `wait`, an
+        empty page is answered only after that many seconds without a record; the wait
+        never blocks the event loop (each look runs in a worker thread)."""
+        deadline = asyncio.get_running_loop().time() + wait
+        position = after
+        pause = 0.01
+        while True:
+            try:
+                page = await asyncio.to_thread(cs.changes, position, customer, path, limit)
+            except ChangesPrunedError as e:
+                return _error(410, str(e), "after", pruned_upto=e.pruned_upto)
+            except QueryError as e:
+                field = "path" if "glob" in str(e) else "limit" if "limit" in str(e) else "after"
+                return _error(400, str(e), field)
+            now = asyncio.get_running_loop().time()
+            if page.records or now >= deadline:
+                return _json(page.to_json())
+            position = page.next
+            await asyncio.sleep(min(pause, deadline - now))
+            pause = min(pause * 2, 0.1)
 
     @app.get("/healthz", summary="Liveness: the process answers (no database involved)")
     def healthz() -> Response:

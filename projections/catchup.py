@@ -11,11 +11,15 @@ transaction by the port."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import partial
 from typing import Protocol
 
 from custate.domain import Activity, CustomerState, apply
+from custate.projections.audit.tracker import Tracker
+from custate.projections.changes import ChangeRecord, from_step, records_for
 
 DEFAULT_CHECKPOINT_INTERVAL = 100
 
@@ -35,6 +39,7 @@ class Projected:
     activity: Activity
     version: int
     key: str
+    recorded_at: datetime | None = None  # when it was stored (new ones: for the feed)
 
 
 @dataclass(slots=True)
@@ -56,6 +61,8 @@ class Changes:
     late: int = 0
     # Customers with no projected state before this batch: they have no rows to replace.
     new: set[str] = field(default_factory=set)
+    # The change feed's records of the batch (`projections.changes`), when asked for.
+    feed: list[ChangeRecord] = field(default_factory=list)
 
 
 class ReadModelPort(Protocol):
@@ -91,9 +98,12 @@ def plan(
     source: ActivityPort,
     interval: int = DEFAULT_CHECKPOINT_INTERVAL,
     cache: dict[str, tuple[CustomerState, Head]] | None = None,
+    feed: bool = False,
 ) -> Changes:
     """The changes that fold `batch` into the read model. `cache` holds states this process
-    wrote itself; an entry is used only while its head still matches the stored one."""
+    wrote itself; an entry is used only while its head still matches the stored one.
+    `feed`: also the change records of the batch's activities, folded one by one in
+    arrival order (the batch's order)."""
     by_customer: dict[str, list[Projected]] = {}
     for p in batch:
         by_customer.setdefault(p.activity.customer_id, []).append(p)
@@ -115,6 +125,7 @@ def plan(
         head = heads.get(cid)
         last_version = max([p.version for p in new] + ([head.last_version] if head else []))
         refold = head is not None and new[0].key <= head.last_key
+        tail: list[Projected] = []
         if head is None:
             state, todo = CustomerState(cid), new
             changes.new.add(cid)
@@ -123,8 +134,22 @@ def plan(
             todo = new
         else:
             changes.late += 1
-            state, todo = _refold_from(cid, new, model, source, changes)
-        last_key = _fold(state, todo, interval, changes, keep=refold)
+            state, todo, tail = _refold_from(cid, new, model, source, changes)
+        step: Callable[[Activity], object] = partial(apply, state)
+        if feed:
+            arrived = by_customer[cid]
+            if not refold and all(
+                a is b for a, b in zip(arrived, new, strict=True)
+            ):  # in order, the common case: one fold
+                step = _feed_step(cid, state, changes.feed, arrived)
+            else:
+                found = records_for(
+                    state,
+                    [(p.key, p.activity) for p in tail],
+                    [(p.key, p.activity) for p in arrived],
+                )
+                changes.feed.extend(_stamped(found, arrived))
+        last_key = _fold(state, todo, interval, changes, keep=refold, step=step)
         if head is not None and head.last_key > last_key:
             last_key = head.last_key
         changes.states[cid] = (state, Head(last_key, last_version))
@@ -137,7 +162,8 @@ def _refold_from(
     model: ReadModelPort,
     source: ActivityPort,
     changes: Changes,
-) -> tuple[CustomerState, list[Projected]]:
+) -> tuple[CustomerState, list[Projected], list[Projected]]:
+    """The state to re-fold from, what to fold on it, and of that what was projected."""
     first = new[0].key
     checkpoint = model.checkpoint_before(cid, first)
     changes.drop_checkpoints_from[cid] = first
@@ -148,15 +174,43 @@ def _refold_from(
     projected = [Projected(a, v, k) for a, (k, v) in zip(tail, keys, strict=True)]
     todo = sorted([*projected, *new], key=lambda p: p.key)
     state = checkpoint[1] if checkpoint else CustomerState(cid)
-    return state, todo
+    return state, todo, projected
+
+
+def _recorded(arrived: list[Projected]) -> dict[str, datetime | None]:
+    return {p.activity.id: p.recorded_at for p in arrived}
+
+
+def _stamped(found: list[ChangeRecord], arrived: list[Projected]) -> list[ChangeRecord]:
+    at = _recorded(arrived)
+    return [replace(r, recorded_at=at.get(r.activity_id)) for r in found]
+
+
+def _feed_step(
+    cid: str, state: CustomerState, out: list[ChangeRecord], arrived: list[Projected]
+) -> Callable[[Activity], object]:
+    """A fold step that folds `state` in place and reports each step's records."""
+    tracker = Tracker(cid, start=state, counters=False, lazy=True)
+    at = _recorded(arrived)
+
+    def step(a: Activity) -> None:
+        recorded = at.get(a.id)
+        out.extend(replace(r, recorded_at=recorded) for r in from_step(cid, tracker.step(a), a))
+
+    return step
 
 
 def _fold(
-    state: CustomerState, todo: list[Projected], interval: int, changes: Changes, keep: bool
+    state: CustomerState,
+    todo: list[Projected],
+    interval: int,
+    changes: Changes,
+    keep: bool,
+    step: Callable[[Activity], object],
 ) -> str:
     last = ""
     for p in todo:
-        apply(state, p.activity)
+        step(p.activity)
         last = p.key
         if state.activities.count % interval == 0:
             if keep:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import Connection, Engine, MetaData, delete, insert, select, update
 
 from custate.adapters.readmodel.tables import meta_table
@@ -60,9 +62,12 @@ class Generations:
                 c.execute(insert(self._meta).values(name="building", value=building))
         return int(building)
 
-    def activate(self, generation: int) -> None:
-        """Make `generation` the active one, in one transaction with the end of its build."""
+    def activate(self, generation: int, also: Callable[[Connection], object] | None = None) -> None:
+        """Make `generation` the active one, in one transaction with the end of its build
+        (and `also(c)`: the rebuild's change records)."""
         meta = self._meta
         with self.engine.begin() as c:
+            if also is not None:
+                also(c)
             c.execute(update(meta).where(meta.c.name == "active").values(value=str(generation)))
             c.execute(delete(meta).where(meta.c.name == "building"))

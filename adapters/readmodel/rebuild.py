@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from custate.adapters.eventstore import EventStore
 from custate.adapters.readmodel.runner import DEFAULT_CATCHUP_BATCH, CatchUpReport
 from custate.adapters.readmodel.view import ReadModel
 from custate.projections.catchup import DEFAULT_CHECKPOINT_INTERVAL
+from custate.projections.changes import ChangeRecord, differences
 
 __all__ = ["rebuild", "rebuild_total"]
 
@@ -25,9 +27,28 @@ def rebuild(
     building = active.generations.building(active.t.generation)
     fresh = ReadModel(store, generation=building, interval=interval)
     report = fresh.catch_up(batch_size, progress)
-    active.generations.activate(building)
+    records = _differences(active, fresh)
+    active.generations.activate(building, lambda c: active.changes.insert(c, records))
     active.t.metadata.drop_all(store.engine)
     return report
+
+
+def _differences(active: ReadModel, fresh: ReadModel) -> list[ChangeRecord]:
+    """The change records of the swap (`cause` rebuild): a path per customer whose current
+    value the new generation holds differently. None under the same fold."""
+    ids = sorted(set(active.all_customer_ids()) | set(fresh.all_customer_ids()))
+    at = datetime.now(UTC)
+    out: list[ChangeRecord] = []
+    for i in range(0, len(ids), 1000):
+        chunk = ids[i : i + 1000]
+        old, new = active.states(chunk), fresh.states(chunk)
+        for cid in chunk:
+            a, b = old.get(cid), new.get(cid)
+            if a is not None and b is not None and a.to_json() == b.to_json():
+                continue
+            found = differences(cid, a, b, "rebuild", at)
+            out.extend(r.stamped(0, at) for r in found)
+    return out
 
 
 def rebuild_total(store: EventStore) -> int:

@@ -137,6 +137,7 @@ class Overlay:
         self.refolds.extend(changes.refold_checkpoints)
         c.late += changes.late
         c.new |= changes.new
+        c.feed.extend(changes.feed)
         self.count += count
         self.batches += 1
         self.position = position
@@ -320,14 +321,14 @@ class Runner:
             inputs_at: dict[tuple[str, int], bytes | None] = {}
             for n in notes:
                 s = decode(n.state, n.originator_version, n.id)
-                batch.append(Projected(s.activity, s.version, key_text(s.activity)))
+                batch.append(Projected(s.activity, s.version, key_text(s.activity), s.recorded_at))
                 inputs_at[(s.activity.customer_id, s.version)] = inputs.dump(
                     s.activity, s.recorded_at
                 )
             # A late activity re-folds its customer's recent tail: keep what was just
             # decoded, so that tail is not read and decoded again.
             view.keep_parsed(batch)
-            changes = plan(batch, overlay, view, view.interval, self._states)
+            changes = plan(batch, overlay, view, view.interval, self._states, feed=view.feed)
             overlay.add(changes, len(batch), last_id, inputs_at)
             self._states.update(changes.states)
             if progress is not None:

@@ -28,6 +28,7 @@ from custate.adapters.readmodel.checkpoints import (
     CheckpointStore,
 )
 from custate.adapters.readmodel.connections import Connections
+from custate.adapters.readmodel.feed import ChangeFeed
 from custate.adapters.readmodel.generations import Generations
 from custate.adapters.readmodel.pages import PageStore
 from custate.adapters.readmodel.partitions import (
@@ -71,6 +72,7 @@ class ReadModel(TrackingRecorder):
         checkpoint_cache_bytes: int = DEFAULT_CHECKPOINT_CACHE_BYTES,
         paged_from: int | None = None,
         partitions: int | None = None,
+        feed: bool | None = None,
     ) -> None:
         self.store = store
         self.engine = store.engine
@@ -98,6 +100,10 @@ class ReadModel(TrackingRecorder):
         self._activities = CachedActivities(store)
         self._queries = Queries(self.engine, self.t)
         self._runner = Runner(self)
+        # The change feed is written by the active generation's catch-ups (None: when no
+        # `generation` is given); a rebuild's new generation writes none while it builds.
+        self.feed = generation is None if feed is None else feed
+        self.changes = ChangeFeed(self.engine)
 
     def active_generation(self) -> int:
         return self.generations.active()
@@ -239,6 +245,8 @@ class ReadModel(TrackingRecorder):
             self._checkpoint_store.insert(
                 c, [*w.checkpoints, *((cid, key, stored) for cid, key, _, stored, _ in w.refolds)]
             )
+            # Last: on PostgreSQL it locks the feed's table until the commit.
+            self.changes.insert(c, changes.feed)
         self._rows.committed(changes, written)
         self.checkpoints.written(
             w.db_heads, changes.states, changes.drop_checkpoints_from, w.refolds

@@ -62,6 +62,7 @@ class Tracker:
         start: CustomerState | None = None,
         only: Callable[[Unit], bool] | None = None,
         counters: bool = True,
+        lazy: bool = False,
     ) -> None:
         """From the empty state, or from `start` (a checkpoint: folded on in place).
         `only`: report changes to the units it accepts, and render no others. `counters`:
@@ -84,9 +85,14 @@ class Tracker:
         for u in FIXED:
             if counters or u[0] != "activities":
                 _VISIT[u[0]](self, u, ignored)
-        for kind, (_, entries) in ENTRIES.items():
-            for key in entries(s):
-                _VISIT[kind](self, (kind, key), ignored)
+        # `lazy`: the entries of the large maps are looked at only when an activity names
+        # them (just before it is folded), so starting from a long history's state costs
+        # nothing; `flat()` then holds only those seen (the change feed's use).
+        self._lazy: set[Unit] | None = set() if lazy else None
+        if not lazy:
+            for kind, (_, entries) in ENTRIES.items():
+                for key in entries(s):
+                    _VISIT[kind](self, (kind, key), ignored)
         self._gaps = len(s.gaps)
         self._empty = emptiness(s)
 
@@ -97,6 +103,13 @@ class Tracker:
         units = units_of(a, self._counters)
         pp = a.payload.pending_points
         self._hint = pp.id if pp is not None else None
+        primed = self._lazy
+        if primed is not None:
+            ignored: list[FieldChange] = []
+            for u in units:
+                if u[0] in ENTRIES and u not in primed:
+                    _VISIT[u[0]](self, u, ignored)
+                    primed.add(u)
         apply(s, a)
         if len(s.gaps) != self._gaps:
             self._gaps = len(s.gaps)

@@ -20,6 +20,7 @@ PROGRAMS = {
     "adapters/cli/app.py": "the custate program's main(), for its own process",
     "adapters/cli/serve.py": "the serve command: this process is the server",
     "adapters/cli/project.py": "project --follow stops on Ctrl-C / SIGTERM",
+    "adapters/cli/forward.py": "forward --follow stops on SIGTERM, after the batch in flight",
     "adapters/ingest.py": "parser worker processes ignore Ctrl-C (the parent handles it)",
     # The benchmarks raise the threshold around the library calls they time, with this.
     "adapters/bulk.py": "fewer_collections, a context manager a program enters itself",

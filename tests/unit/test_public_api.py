@@ -15,6 +15,8 @@ import custate
 ERRORS = {
     "ActivityError": ValueError,
     "QueryError": ValueError,
+    "ChangesPrunedError": ValueError,
+    "ForwardError": Exception,
     "UnknownCustomerError": LookupError,
     "SourceError": OSError,
     "StoreError": Exception,

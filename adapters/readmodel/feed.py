@@ -1,0 +1,216 @@
+"""The change feed's table (`custate_changes`): records written in the read model's write
+transaction, with positions a follower can trust, and the pages consumers read.
+
+Positions: on PostgreSQL the write takes `LOCK TABLE custate_changes IN EXCLUSIVE MODE`
+just before it inserts (as eventsourcing's PostgreSQL recorder does for notification ids)
+and numbers its records from `max(position) + 1`; the lock is held to the commit, so a
+writer that numbers after another also commits after it, and no record ever becomes
+visible below one already visible. On SQLite the write transaction already holds the
+database's write lock (the tracking position is written first). Plain reads (SELECT) are
+not blocked by that lock mode (docs/DECISIONS.md, Change feed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from fnmatch import fnmatchcase
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    select,
+)
+
+from custate.adapters.sqlschema import create_all
+from custate.domain import format_time, parse_time
+from custate.projections.changes import ChangeRecord
+
+__all__ = ["CHANGES_META_TABLE", "CHANGES_TABLE", "ChangeFeed", "Page", "changes_table"]
+
+CHANGES_TABLE = "custate_changes"
+CHANGES_META_TABLE = "custate_changes_meta"
+_PRUNED = "pruned_upto"
+
+
+def changes_table(metadata: MetaData) -> Table:
+    return Table(
+        CHANGES_TABLE,
+        metadata,
+        Column("position", BigInteger, primary_key=True, autoincrement=False),
+        Column("customer_id", String(255), nullable=False),
+        Column("path", Text, nullable=False),
+        Column("op", String(8), nullable=False),
+        Column("before", Text, nullable=False),  # JSON text
+        Column("after", Text, nullable=False),
+        Column("activity_id", String(255), nullable=False),
+        Column("effective_at", String(32), nullable=False),  # UTC, as the state renders
+        Column("until", String(32), nullable=True),
+        Column("recorded_at", String(32), nullable=True),
+        Column("correction", Boolean, nullable=False),
+        Column("cause", String(16), nullable=False),
+        Index("ix_custate_changes_customer", "customer_id", "position"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Records after a position, in position order, and the position to ask after next
+    (the last record's, or the position asked after when there is none)."""
+
+    records: list[ChangeRecord]
+    next: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"records": [r.to_json() for r in self.records], "next": self.next}
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else parse_time(value, "time")
+
+
+class ChangeFeed:
+    """The feed's table on one store's engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgresql = engine.dialect.name == "postgresql"
+        self.metadata = MetaData()
+        self.t = changes_table(self.metadata)
+        self.meta = Table(
+            CHANGES_META_TABLE,
+            self.metadata,
+            Column("name", String(64), primary_key=True),
+            Column("value", BigInteger, nullable=False),
+        )
+        create_all(engine, self.metadata)
+
+    def pruned_upto(self, c: Connection | None = None) -> int:
+        """The highest position pruned (0: none)."""
+        if c is None:
+            with self.engine.connect() as c2:
+                return self.pruned_upto(c2)
+        q = select(self.meta.c.value).where(self.meta.c.name == _PRUNED)
+        value = c.execute(q).scalar_one_or_none()
+        return 0 if value is None else int(value)
+
+    def prune(self, before: datetime) -> tuple[int, int]:
+        """Delete the records recorded before `before`, from the first position on up to
+        the first record recorded at or after it (a prefix: positions stay without holes
+        for a consumer). (records deleted, the highest position now pruned)."""
+        t = self.t
+        cut = format_time(before)
+        with self.engine.begin() as c:
+            if self.postgresql:
+                c.exec_driver_sql(f"LOCK TABLE {CHANGES_TABLE} IN EXCLUSIVE MODE")
+            keep = c.execute(
+                select(func.min(t.c.position)).where(
+                    (t.c.recorded_at >= cut) | (t.c.recorded_at.is_(None))
+                )
+            ).scalar_one_or_none()
+            top = keep - 1 if keep is not None else self._max(c)
+            done = self.pruned_upto(c)
+            if top <= done:
+                return 0, done
+            gone = c.execute(t.delete().where(t.c.position <= top)).rowcount
+            c.execute(self.meta.delete().where(self.meta.c.name == _PRUNED))
+            c.execute(self.meta.insert().values(name=_PRUNED, value=top))
+            return int(gone), int(top)
+
+    def _max(self, c: Connection) -> int:
+        q = select(func.coalesce(func.max(self.t.c.position), 0))
+        return int(c.execute(q).scalar_one())
+
+    def insert(self, c: Connection, records: Sequence[ChangeRecord]) -> int:
+        """Insert `records`, numbered on from the highest position, in the transaction of
+        `c` (see the module's docstring); the last position given, or 0."""
+        if not records:
+            return 0
+        if self.postgresql:
+            c.exec_driver_sql(f"LOCK TABLE {CHANGES_TABLE} IN EXCLUSIVE MODE")
+        top = max(self._max(c), self.pruned_upto(c))
+        rows = []
+        for i, r in enumerate(records, start=int(top) + 1):
+            rows.append(
+                {
+                    "position": i,
+                    "customer_id": r.customer_id,
+                    "path": r.path,
+                    "op": r.op,
+                    "before": orjson.dumps(r.before).decode(),
+                    "after": orjson.dumps(r.after).decode(),
+                    "activity_id": r.activity_id,
+                    "effective_at": format_time(r.effective_at),
+                    "until": None if r.until is None else format_time(r.until),
+                    "recorded_at": None if r.recorded_at is None else format_time(r.recorded_at),
+                    "correction": r.correction,
+                    "cause": r.cause,
+                }
+            )
+        c.execute(self.t.insert(), rows)
+        return int(top) + len(records)
+
+    def last(self) -> int:
+        """The highest position written (0: none), pruned ones included."""
+        with self.engine.connect() as c:
+            return max(self._max(c), self.pruned_upto(c))
+
+    def page(
+        self,
+        after: int,
+        customer: str | None = None,
+        paths: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> Page:
+        """Records after position `after` of `customer` (None: all) at paths matching one of
+        the globs `paths` (None: all), at most `limit`. With globs, the rows are read in
+        chunks and filtered here; `next` is the last position looked at, so a filter that
+        matches little still moves the consumer on."""
+        t = self.t
+        out: list[ChangeRecord] = []
+        position = after
+        chunk = max(limit, 1000) if paths else limit
+        with self.engine.connect() as c:
+            while len(out) < limit:
+                q = select(t).where(t.c.position > position)
+                if customer is not None:
+                    q = q.where(t.c.customer_id == customer)
+                rows = c.execute(q.order_by(t.c.position).limit(chunk)).all()
+                for row in rows:
+                    position = row.position
+                    if paths and not any(fnmatchcase(row.path, g) for g in paths):
+                        continue
+                    out.append(_record(row))
+                    if len(out) >= limit:
+                        break
+                if len(rows) < chunk:
+                    break
+        return Page(out, position)
+
+
+def _record(row: Any) -> ChangeRecord:
+    return ChangeRecord(
+        customer_id=row.customer_id,
+        path=row.path,
+        op=row.op,
+        before=orjson.loads(row.before),
+        after=orjson.loads(row.after),
+        activity_id=row.activity_id,
+        effective_at=parse_time(row.effective_at, "effective_at"),
+        until=_time(row.until),
+        correction=bool(row.correction),
+        cause=row.cause,
+        position=int(row.position),
+        recorded_at=_time(row.recorded_at),
+    )

@@ -1,0 +1,250 @@
+"""The change feed's records, computed from folds (pure; the contract is docs/CHANGES.md).
+
+An activity that sorts after everything its customer had gives one record per flattened
+path of the state (the audit's paths: `projections.audit.Tracker`) whose value it changed,
+effective from its `created_at`, `until` None. A late activity L gives corrections: the
+customer's history folded without L and with L, compared at every business time from
+L.created_at on (the state after every activity created by then); each window in which a
+path's value differs, with the same pair of values, is one record from the window's start
+(`effective_at`) to where the pair ends (`until`: both histories agree again, or one of
+them changes its value), `until` None when it still holds now. Several activities of one
+write give the records of folding them one by one, in arrival order (`records_for`).
+
+The `activities` counters are never reported: every activity moves them."""
+
+from __future__ import annotations
+
+from bisect import insort
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from custate.domain import Activity, CustomerState, apply, format_time
+from custate.projections.audit.changes import ABSENT, Flat, changed
+from custate.projections.audit.results import ADDED, CHANGED, REMOVED, FieldChange
+from custate.projections.audit.tracker import Tracker
+
+__all__ = [
+    "CAUSES",
+    "ChangeRecord",
+    "Keyed",
+    "corrections",
+    "differences",
+    "from_step",
+    "records_for",
+    "replay",
+]
+
+# (fold key, activity): the key is the stored one (`projections.keys.key_text`).
+Keyed = tuple[str, Activity]
+
+CAUSES = ("activity", "rebuild", "erasure")
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """One change of a customer's derived state at one flattened path (docs/CHANGES.md).
+    `position` and `recorded_at` are 0 and None until the record is written."""
+
+    customer_id: str
+    path: str
+    op: str  # added | changed | removed
+    before: Any  # JSON value, None where absent
+    after: Any
+    activity_id: str
+    effective_at: datetime
+    until: datetime | None = None
+    correction: bool = False
+    cause: str = "activity"
+    position: int = 0
+    recorded_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "customer_id": self.customer_id,
+            "path": self.path,
+            "op": self.op,
+            "before": self.before,
+            "after": self.after,
+            "activity_id": self.activity_id,
+            "effective_at": format_time(self.effective_at),
+            "until": None if self.until is None else format_time(self.until),
+            "recorded_at": None if self.recorded_at is None else format_time(self.recorded_at),
+            "correction": self.correction,
+            "cause": self.cause,
+        }
+
+    def stamped(self, position: int, recorded_at: datetime | None) -> ChangeRecord:
+        return replace(self, position=position, recorded_at=recorded_at)
+
+
+def _reported(path: str) -> bool:
+    return not (path == "activities" or path.startswith("activities."))
+
+
+def from_step(customer_id: str, changes: Iterable[FieldChange], a: Activity) -> list[ChangeRecord]:
+    """The records of an in-order activity `a`, from what its fold step changed."""
+    return [
+        ChangeRecord(customer_id, c.path, c.op, c.before, c.after, a.id, a.created_at)
+        for c in changes
+        if _reported(c.path)
+    ]
+
+
+def _op(before: Any, after: Any) -> str:
+    if before is ABSENT:
+        return ADDED
+    if after is ABSENT:
+        return REMOVED
+    return CHANGED
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is b or (a == b and type(a) is type(b))
+
+
+def corrections(start: CustomerState, history: Sequence[Keyed], new: Keyed) -> list[ChangeRecord]:
+    """The records of `new` arriving after `history` (in key order, folded on `start`, a
+    state that sorts before `new`): the history without `new` against the history with it,
+    over business time from `new`'s created_at. `start` is left as it is. An activity that
+    sorts after all of `history` gives its in-order records (`correction` False)."""
+    key, late = new
+    cid = start.customer_id
+    state = start.copy()
+    i = 0
+    while i < len(history) and history[i][0] < key:
+        apply(state, history[i][1])
+        i += 1
+    rest = history[i:]
+    correction = bool(rest)
+    old = Tracker(cid, start=state.copy(), counters=False, lazy=True)
+    with_new = Tracker(cid, start=state, counters=False, lazy=True)
+    # Both start from the same state: each side holds only the paths its steps changed,
+    # and a path's value at the start is the `before` of the first change to it.
+    base: dict[str, Any] = {}
+    f_old: Flat = {}
+    f_new: Flat = {}
+    windows: dict[str, tuple[Any, Any, datetime]] = {}  # path -> (before, after, since)
+    out: list[ChangeRecord] = []
+
+    def close(path: str, until: datetime | None) -> None:
+        b, a, since = windows.pop(path)
+        out.append(
+            ChangeRecord(
+                cid,
+                path,
+                _op(b, a),
+                None if b is ABSENT else b,
+                None if a is ABSENT else a,
+                late.id,
+                since,
+                until,
+                correction,
+            )
+        )
+
+    def settle(paths: set[str], t: datetime) -> None:
+        for p in sorted(paths):
+            if not _reported(p):
+                continue
+            start = base[p]
+            b, a = f_old.get(p, start), f_new.get(p, start)
+            held = windows.get(p)
+            if _same(b, a):
+                if held is not None:
+                    close(p, t)
+            elif held is None or not (_same(held[0], b) and _same(held[1], a)):
+                if held is not None:
+                    close(p, t)
+                windows[p] = (b, a, t)
+
+    def record(changes: list[FieldChange], flat: Flat, touched: set[str]) -> None:
+        for c in changes:
+            p = c.path
+            if p not in base:
+                base[p] = ABSENT if c.op == ADDED else c.before
+            flat[p] = ABSENT if c.op == REMOVED else c.after
+            touched.add(p)
+
+    def step_both(a: Activity, touched: set[str]) -> None:
+        record(old.step(a), f_old, touched)
+        record(with_new.step(a), f_new, touched)
+
+    t = late.created_at
+    touched: set[str] = set()
+    record(with_new.step(late), f_new, touched)
+    j = 0
+    while True:
+        while j < len(rest) and rest[j][1].created_at == t:
+            step_both(rest[j][1], touched)
+            j += 1
+        settle(touched, t)
+        if j >= len(rest):
+            break
+        t = rest[j][1].created_at
+        touched = set()
+    for p in sorted(windows):
+        close(p, None)
+    return out
+
+
+def records_for(
+    start: CustomerState, history: Sequence[Keyed], new: Sequence[Keyed]
+) -> list[ChangeRecord]:
+    """The records of `new` (in arrival order) arriving one by one after `history` (in key
+    order, folded on `start`); `start` is left as it is. A run of arrivals that each sort
+    after everything before them is folded once, through one `Tracker`."""
+    seen = list(history)
+    out: list[ChangeRecord] = []
+    cid = start.customer_id
+    tracker: Tracker | None = None  # on the state after `seen`, while arrivals are in order
+    for n in new:
+        if not seen or n[0] > seen[-1][0]:
+            if tracker is None:
+                state = start.copy()
+                for _, a in seen:
+                    apply(state, a)
+                tracker = Tracker(cid, start=state, counters=False, lazy=True)
+            out.extend(from_step(cid, tracker.step(n[1]), n[1]))
+            seen.append(n)
+            continue
+        out.extend(corrections(start, seen, n))
+        insort(seen, n, key=lambda k: k[0])
+        tracker = None
+    return out
+
+
+def differences(
+    customer_id: str,
+    before: CustomerState | None,
+    after: CustomerState | None,
+    cause: str,
+    at: datetime,
+) -> list[ChangeRecord]:
+    """One record per path whose value differs between two current states of a customer
+    (None: no state), with `cause` (`rebuild`), effective from `at`; no activity made
+    them, so `activity_id` is empty. The states are left as they are."""
+    flats = [
+        {} if s is None else Tracker(customer_id, start=s.copy(), counters=False).flat()
+        for s in (before, after)
+    ]
+    return [
+        ChangeRecord(customer_id, c.path, c.op, c.before, c.after, "", at, None, False, cause)
+        for c in changed(flats[0], flats[1])
+        if _reported(c.path)
+    ]
+
+
+def replay(records: Iterable[ChangeRecord], onto: Flat | None = None) -> Flat:
+    """A flattened state with the records that hold now (`until` None) applied, in order."""
+    flat: Flat = {} if onto is None else onto
+    for r in records:
+        if r.until is not None:
+            continue
+        if r.op == REMOVED:
+            flat.pop(r.path, None)
+        else:
+            flat[r.path] = r.after
+    return flat
