@@ -218,6 +218,7 @@ class Custate:
         parts: Parts | None = None,
         catch_up_reads: bool = False,
         partitions: int | None = None,
+        change_feed: bool = False,
     ) -> None:
         self._parts = parts if parts is not None else bootstrap.build(url, clock, partitions)
         self.catch_up_reads = catch_up_reads
@@ -225,6 +226,8 @@ class Custate:
         self.rejects_store: RejectStore = self._parts.rejects
         self.clock: Clock = self._parts.clock
         self._readmodel: ReadModel | None = None
+        if change_feed:
+            self.enable_change_feed()
 
     @property
     def readmodel(self) -> ReadModel:
@@ -439,6 +442,18 @@ class Custate:
 
     # -- the change feed (docs/CHANGES.md) -----------------------------------------------
 
+    def enable_change_feed(self) -> None:
+        """Make the store keep a change feed from now on: every projector of the store
+        writes change records for what it projects after this (earlier activities get
+        none). Off by default: it costs catch-up throughput (bench/README.md, Change
+        feed)."""
+        self.readmodel.generations.enable_feed()
+
+    @property
+    def change_feed(self) -> bool:
+        """Whether the store keeps a change feed (`enable_change_feed`)."""
+        return self.readmodel.generations.feed_on()
+
     def changes(
         self,
         after: int = 0,
@@ -452,7 +467,13 @@ class Custate:
         position or limit, a position past the last record written, or a malformed glob is
         a `QueryError`."""
         globs = _check_feed(after, paths, limit)
-        feed = self._ready().changes
+        rm = self._ready()
+        if not rm.generations.feed_on():
+            raise QueryError(
+                "the change feed is off for this store: custate.open(url, change_feed=True) "
+                "or `custate changes --enable` turns it on (records start from then)"
+            )
+        feed = rm.changes
         pruned = feed.pruned_upto()
         if after < pruned:
             raise ChangesPrunedError(after, pruned)
@@ -758,12 +779,18 @@ def open(
     *,
     catch_up_reads: bool = False,
     partitions: int | None = None,
+    change_feed: bool = False,
 ) -> Custate:
     """Open (creating if needed) the store at `url`: `sqlite:///PATH` or `postgresql://...`
     (None: $CUSTATE_STORE, else ./custate.db). A URL that names no usable store, or a store
     that cannot be reached, is a `StoreError`. `catch_up_reads`: see `Custate`; `partitions`:
-    the partition count of a store created now (`adapters.readmodel.partitions`)."""
-    return Custate(parts=bootstrap.build(url, clock, partitions), catch_up_reads=catch_up_reads)
+    the partition count of a store created now (`adapters.readmodel.partitions`);
+    `change_feed=True` makes the store keep a change feed from now on (`enable_change_feed`)."""
+    return Custate(
+        parts=bootstrap.build(url, clock, partitions),
+        catch_up_reads=catch_up_reads,
+        change_feed=change_feed,
+    )
 
 
 def _check_feed(after: int, paths: Sequence[str] | None, limit: int) -> list[str] | None:

@@ -61,12 +61,24 @@ def changes(
             help="Retention: delete the records recorded before TIME (ISO-8601 or a date).",
         ),
     ] = None,
+    enable: Annotated[
+        bool,
+        typer.Option(
+            "--enable",
+            help="Make the store keep a change feed from now on (off by default: it costs "
+            "catch-up throughput).",
+        ),
+    ] = False,
 ) -> None:
     """Print the change records of derived state (one a line; NDJSON with --json), after
     a position; with --follow, keep printing them as they are written (Ctrl-C ends)."""
     cs = open_store(store)
     out = sys.stdout
     try:
+        if enable:
+            cs.enable_change_feed()
+            print("the store keeps a change feed from now on", file=sys.stderr)
+            return
         if prune_before is not None:
             when = cut(prune_before, "--prune-before")
             assert when is not None

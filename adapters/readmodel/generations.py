@@ -37,6 +37,23 @@ class Generations:
             )
             return int(self._get(c, "partitions") or n)
 
+    def feed_on(self) -> bool:
+        """Whether the store keeps a change feed (off until `enable_feed`)."""
+        with self.engine.connect() as c:
+            return self._get(c, "change_feed") == "on"
+
+    def enable_feed(self) -> None:
+        """Keep a change feed from now on, for every projector of the store."""
+        with self.engine.begin() as c:
+            if self._get(c, "change_feed") is None:
+                c.execute(
+                    insert_or_ignore(self.engine, self._meta).values(name="change_feed", value="on")
+                )
+            else:
+                c.execute(
+                    update(self._meta).where(self._meta.c.name == "change_feed").values(value="on")
+                )
+
     def active(self) -> int:
         """The generation that answers (1 until a rebuild swapped another in)."""
         with self.engine.begin() as c:

@@ -27,7 +27,7 @@ def rebuild(
     building = active.generations.building(active.t.generation)
     fresh = ReadModel(store, generation=building, interval=interval)
     report = fresh.catch_up(batch_size, progress)
-    records = _differences(active, fresh)
+    records = _differences(active, fresh) if active.feed else []
     active.generations.activate(building, lambda c: active.changes.insert(c, records))
     active.t.metadata.drop_all(store.engine)
     return report

@@ -271,6 +271,7 @@ class Runner:
         if not mine:
             return report
         recorder = view.store.recorder
+        feed = view.feed  # asked once a catch-up: the store's setting
 
         def fresh() -> Overlay:
             return Overlay(view, {p: at for p, at in view.positions().items() if p in mine})
@@ -328,7 +329,7 @@ class Runner:
             # A late activity re-folds its customer's recent tail: keep what was just
             # decoded, so that tail is not read and decoded again.
             view.keep_parsed(batch)
-            changes = plan(batch, overlay, view, view.interval, self._states, feed=view.feed)
+            changes = plan(batch, overlay, view, view.interval, self._states, feed=feed)
             overlay.add(changes, len(batch), last_id, inputs_at)
             self._states.update(changes.states)
             if progress is not None:

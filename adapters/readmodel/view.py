@@ -100,13 +100,20 @@ class ReadModel(TrackingRecorder):
         self._activities = CachedActivities(store)
         self._queries = Queries(self.engine, self.t)
         self._runner = Runner(self)
-        # The change feed is written by the active generation's catch-ups (None: when no
-        # `generation` is given); a rebuild's new generation writes none while it builds.
-        self.feed = generation is None if feed is None else feed
+        # The change feed is written by the active generation's catch-ups, when the store
+        # keeps one (`feed_on`; None: ask the store at each catch-up); a rebuild's new
+        # generation writes none while it builds.
+        self._feed = False if generation is not None and feed is None else feed
         self.changes = ChangeFeed(self.engine)
 
     def active_generation(self) -> int:
         return self.generations.active()
+
+    @property
+    def feed(self) -> bool:
+        """Whether this generation's catch-ups write change records (docs/CHANGES.md):
+        when the store keeps a change feed, unless told at construction."""
+        return self.generations.feed_on() if self._feed is None else self._feed
 
     # -- TrackingRecorder ----------------------------------------------------------------
 

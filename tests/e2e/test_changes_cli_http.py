@@ -36,7 +36,7 @@ def tier(aid: str, second: int, kind: str, tid: str, customer: str = "cust_1") -
 
 
 def test_cli_prints_ndjson_and_plain_lines_with_filters(store_url: str, tmp_path: Path) -> None:
-    with custate.open(store_url) as cs:
+    with custate.open(store_url, change_feed=True) as cs:
         cs.ingest([tier("a1", 10, "joined", "ltr_s", LONG_ID), tier("a2", 30, "upgraded", "ltr_g")])
         cs.ingest([tier("late", 5, "upgraded", "ltr_p", LONG_ID)])
         every = [r.to_json() for r in cs.changes().records]
@@ -82,7 +82,7 @@ def test_cli_prints_ndjson_and_plain_lines_with_filters(store_url: str, tmp_path
 
 
 def test_get_changes_pages_and_long_polls(server: Server) -> None:  # noqa: F811
-    with custate.open(server.store) as cs:
+    with custate.open(server.store, change_feed=True) as cs:
         cs.ingest([tier("a1", 10, "joined", "ltr_s")])
         first = httpx.get(f"{server.url}/changes", timeout=10).json()
         assert [r["position"] for r in first["records"]] == [
@@ -137,7 +137,7 @@ def test_get_changes_pages_and_long_polls(server: Server) -> None:  # noqa: F811
 
 
 def test_cli_prunes_and_then_refuses_a_pruned_position(store_url: str, tmp_path: Path) -> None:
-    with custate.open(store_url) as cs:
+    with custate.open(store_url, change_feed=True) as cs:
         cs.ingest([tier("a1", 10, "joined", "ltr_s")])
         n = len(cs.changes().records)
     ran = invoke("changes", "--store", store_url, "--prune-before", "2999-01-01", "--json")

@@ -46,7 +46,7 @@ def flat_now(state: custate.CustomerState) -> dict[str, Any]:
 
 
 def test_in_order_and_late_activities_give_records_and_corrections(store_url: str) -> None:
-    with custate.open(store_url) as cs:
+    with custate.open(store_url, change_feed=True) as cs:
         cs.ingest([tier_record("a1", "10", "joined", SILVER)])
         cs.ingest([tier_record("a2", "30", "upgraded", GOLD)])
         first = cs.changes()
@@ -77,7 +77,7 @@ def test_in_order_and_late_activities_give_records_and_corrections(store_url: st
 
 
 def test_filters_and_bad_input(store_url: str) -> None:
-    with custate.open(store_url) as cs:
+    with custate.open(store_url, change_feed=True) as cs:
         cs.ingest(generate(300, 5, seed=3))
         every = cs.changes(limit=100_000).records
         assert every
@@ -105,7 +105,7 @@ def test_filters_and_bad_input(store_url: str) -> None:
 def test_records_that_hold_now_replay_to_every_customers_state(store_url: str) -> None:
     records = generate(400, 6, seed=11)
     random.Random(5).shuffle(records)  # many late activities
-    with custate.open(store_url) as cs:
+    with custate.open(store_url, change_feed=True) as cs:
         for i in range(0, len(records), 37):
             cs.ingest(records[i : i + 37])
         replayed: dict[str, dict[str, Any]] = {}
@@ -127,18 +127,18 @@ def test_a_follower_sees_every_position_once_in_order_during_concurrent_catch_up
     store_url: str,
 ) -> None:
     records = generate(600, 40, seed=21)
-    with custate.open(store_url) as setup:
+    with custate.open(store_url, change_feed=True) as setup:
         setup.ingest(records[:1], project=False)
     seen: list[int] = []
     done = threading.Event()
 
     def follow() -> None:
-        with custate.open(store_url) as cs:
+        with custate.open(store_url, change_feed=True) as cs:
             for r in cs.follow_changes(0, poll=0.01, should_stop=done.is_set):
                 seen.append(r.position)
 
     def ingest(part: list[dict[str, Any]]) -> None:
-        with custate.open(store_url) as cs:
+        with custate.open(store_url, change_feed=True) as cs:
             for i in range(0, len(part), 20):
                 cs.ingest(part[i : i + 20])
 
@@ -149,7 +149,7 @@ def test_a_follower_sees_every_position_once_in_order_during_concurrent_catch_up
         w.start()
     for w in writers:
         w.join()
-    with custate.open(store_url) as cs:
+    with custate.open(store_url, change_feed=True) as cs:
         cs.project()
         done.set()
         follower.join(timeout=60)
@@ -177,12 +177,12 @@ def test_a_catch_up_killed_part_way_then_rerun_writes_each_record_once(
     records = delivered(3000, 250, seed=14)  # 20% late, 10% delivered twice
     reference = f"sqlite:///{tmp_path / 'reference.db'}"
     _ingest_file(reference, records, tmp_path / "ref.ndjson")
-    with custate.open(reference) as ref:
+    with custate.open(reference, change_feed=True) as ref:
         ref.project()
         expected = _feed(ref)
     assert any(k[8] for k in expected)  # corrections among them
     _ingest_file(store_url, records, tmp_path / "big.ndjson")
-    with custate.open(store_url) as cs:
+    with custate.open(store_url, change_feed=True) as cs:
         rm = cs.readmodel
         proc = _project(store_url, 400)  # a transaction per 400 activities
         _wait(lambda: rm.position() > 0, proc, "a batch committed")
@@ -201,7 +201,7 @@ def test_a_catch_up_killed_part_way_then_rerun_writes_each_record_once(
 
 def test_the_async_follower_yields_records_as_they_are_written(store_url: str) -> None:
     async def run() -> list[custate.ChangeRecord]:
-        with custate.open(store_url) as cs:
+        with custate.open(store_url, change_feed=True) as cs:
             cs.ingest([tier_record("a1", "10", "joined", SILVER)])
             start = cs.changes().next
             got: list[custate.ChangeRecord] = []
@@ -225,7 +225,7 @@ def test_the_async_follower_yields_records_as_they_are_written(store_url: str) -
 
 
 def test_pruned_positions_are_refused_not_skipped(store_url: str) -> None:
-    with custate.open(store_url) as cs:
+    with custate.open(store_url, change_feed=True) as cs:
         cs.ingest(generate(200, 4, seed=9))
         every = cs.changes(limit=100_000).records
         assert cs.prune_changes("2000-01-01") == (0, 0)  # nothing that old
@@ -247,7 +247,7 @@ def test_a_rebuild_publishes_only_what_a_changed_fold_changed(
     from custate.domain import Activity, CustomerState
     from custate.projections import catchup
 
-    with custate.open(store_url) as cs:
+    with custate.open(store_url, change_feed=True) as cs:
         cs.ingest(generate(300, 5, seed=8))
         last = cs.changes(limit=1_000_000).next
         cs.rebuild()  # the same fold: nothing to publish
@@ -276,3 +276,19 @@ def test_a_rebuild_publishes_only_what_a_changed_fold_changed(
                     else:
                         flat[r.path] = r.after
             assert flat == flat_now(cs.state(cid)), cid
+
+
+def test_the_feed_is_off_until_asked_and_says_so(store_url: str) -> None:
+    records = generate(60, 3, seed=31)
+    with custate.open(store_url) as cs:
+        assert cs.ingest(records[:30]).ok
+        assert not cs.change_feed
+        with pytest.raises(custate.QueryError, match="change feed is off"):
+            cs.changes()
+        cs.enable_change_feed()
+        assert cs.change_feed
+        assert cs.changes().records == []  # nothing from before it was on
+        assert cs.ingest(records[30:]).ok
+        found = cs.changes(limit=100_000).records
+        assert found
+        assert {r.activity_id for r in found} <= {r["id"] for r in records[30:]}

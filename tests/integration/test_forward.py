@@ -97,7 +97,7 @@ def test_forward_retries_failures_and_timeouts_then_resumes_from_its_cursor(
     store_url: str, receiver_factory: Any
 ) -> None:
     rx = receiver_factory([500, "slow", 503, 200])
-    with custate.open(store_url) as cs:
+    with custate.open(store_url, change_feed=True) as cs:
         cs.ingest(generate(150, 5, seed=4))
         every = [r.position for r in cs.changes(limit=100_000).records]
         fw = cs.forwarder(rx.url, secret=SECRET, batch=100, timeout=0.3, backoff=0.01)
@@ -123,7 +123,7 @@ def test_a_refused_batch_is_a_dead_letter_listed_and_replayed(
     store_url: str, receiver_factory: Any, tmp_path: Path
 ) -> None:
     rx = receiver_factory([422])
-    with custate.open(store_url) as cs:
+    with custate.open(store_url, change_feed=True) as cs:
         cs.ingest(generate(60, 3, seed=5))
         every = [r.position for r in cs.changes(limit=100_000).records]
     ran = invoke(
@@ -155,7 +155,7 @@ def test_a_refused_batch_is_a_dead_letter_listed_and_replayed(
 def test_an_unreachable_url_stops_with_a_clear_error_and_keeps_the_cursor(
     store_url: str, tmp_path: Path
 ) -> None:
-    with custate.open(store_url) as cs:
+    with custate.open(store_url, change_feed=True) as cs:
         cs.ingest(generate(30, 2, seed=6))
     url = "http://127.0.0.1:9/nothing-listens"
     ran = invoke(
@@ -166,6 +166,6 @@ def test_an_unreachable_url_stops_with_a_clear_error_and_keeps_the_cursor(
     err = ran.stderr.decode()
     assert "unreachable" in err
     assert "after 2 attempts" in err
-    with custate.open(store_url) as cs:
+    with custate.open(store_url, change_feed=True) as cs:
         fw = cs.forwarder(url)
         assert fw.store.cursor(fw.name) is None  # nothing was marked as sent
