@@ -27,7 +27,14 @@ import sqlalchemy as sa
 from custate.adapters import bootstrap
 from custate.adapters.bootstrap import DEFAULT_STORE, Parts, store_file, store_url
 from custate.adapters.cursors import PullCursors
-from custate.adapters.eventstore import Encoded, EventStore, StoredActivity, StoreError
+from custate.adapters.eventstore import (
+    Encoded,
+    EventStore,
+    StoredActivity,
+    StoreError,
+    StoreUnavailableError,
+    store_fault,
+)
 from custate.adapters.ingest import (
     DEFAULT_BATCH,
     Clock,
@@ -50,6 +57,7 @@ from custate.adapters.readmodel import (
 )
 from custate.adapters.rejects import Reject, RejectStore, StoredReject
 from custate.domain import CustomerState, fold, format_time, parse_cut
+from custate.domain.activity import INT_MAX, INT_MIN
 from custate.domain.errors import Error
 from custate.projections import audit
 from custate.projections.keys import as_of_bound
@@ -75,12 +83,14 @@ __all__ = [
     "Source",
     "StaleReadError",
     "StoreError",
+    "StoreUnavailableError",
     "StoredActivity",
     "StoredReject",
     "UnknownCustomerError",
     "Worker",
     "WorkerEvent",
     "open",
+    "store_fault",
     "store_file",
     "store_url",
     "utc_now",
@@ -159,6 +169,32 @@ def _cut(value: datetime | str | None, name: str) -> datetime | None:
             raise QueryError(f"{name}: a datetime without a zone is ambiguous")
         return value
     return parse_cut(value, name)
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
+    """`value` an int within [low, high], else a `QueryError` naming the argument: the
+    same bounds as the HTTP query parameters (points and positions within 64 bits)."""
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise QueryError(f"{name}: {value!r} is not an integer")
+    if value < low or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise QueryError(f"{name}: {value} is out of range; it must be {bounds}")
+
+
+def _check_filters(filters: CustomerFilters) -> None:
+    for name in ("min_points", "max_points"):
+        _check_int(name, filters.get(name), INT_MIN, INT_MAX)
+    for name in ("segment", "tier", "campaign", "status", "order_status"):
+        key = filters.get(name)
+        if key is not None and (not isinstance(key, str) or "\x00" in key):
+            raise QueryError(f"{name}: {key!r} is not a string without NUL")
+
+
+def _check_wait(wait: float | None) -> None:
+    if wait is not None and not (isinstance(wait, (int, float)) and 0 <= wait < float("inf")):
+        raise QueryError(f"wait: {wait!r} must be a number of seconds, at least 0")
 
 
 class Custate:
@@ -254,6 +290,7 @@ class Custate:
     ) -> IngestReport:
         """Store records as the readers give them (or already encoded), then project
         (unless `project=False`)."""
+        _check_int("batch_size", batch_size, 1)
         report = ingest(self.store, self.rejects_store, items, batch_size, self.clock, progress)
         report.position = self.store.head()
         if project:
@@ -277,6 +314,7 @@ class Custate:
     ) -> CatchUpReport:
         """Fold what was stored since the last catch-up into the read model; `should_stop`
         is asked between batches (a follower's Ctrl-C)."""
+        _check_int("batch_size", batch_size, 1)
         return self.readmodel.catch_up(batch_size, progress, should_stop)
 
     def rebuild(
@@ -285,6 +323,7 @@ class Custate:
         progress: Callable[[int], None] | None = None,
     ) -> CatchUpReport:
         """Rebuild the read model from the store, blue/green (queries keep working)."""
+        _check_int("batch_size", batch_size, 1)
         report = rebuild(self.store, batch_size, progress)
         self._readmodel = None
         return report
@@ -360,8 +399,8 @@ class Custate:
         `customer_id`'s partition, if given: the position that customer's reads need), or
         raise `StaleReadError` after `wait` seconds (default `DEFAULT_WAIT`). A position
         past the store's head is a `QueryError`."""
-        if min_position < 0:
-            raise QueryError(f"min_position: {min_position} is negative")
+        _check_int("min_position", min_position, 0, INT_MAX)
+        _check_wait(wait)
         rm = self.readmodel
         part = None if customer_id is None else rm.partition_of(customer_id)
         if rm.position(part) >= min_position:
@@ -575,7 +614,10 @@ class Custate:
         """Customers matching every filter given (`segment`, `tier`, `campaign`,
         `min_points`, `max_points`, `status`, `order_status`), from the read model's indexes
         (no fold), in customer id order; `after` (the last id of the previous page) and
-        `limit` page through them."""
+        `limit` page through them. An argument out of range (`limit` below 1, points
+        beyond 64 bits) is a `QueryError` naming it."""
+        _check_int("limit", limit, 1)
+        _check_filters(filters)
         rm = self._ready(None, min_position, wait)
         return rm.customers(CustomerQuery(**filters), after, limit)
 
@@ -587,6 +629,7 @@ class Custate:
         **filters: Unpack[CustomerFilters],
     ) -> int:
         """How many customers match every filter given (as `customers`, unpaged)."""
+        _check_filters(filters)
         return self._ready(None, min_position, wait).count(CustomerQuery(**filters))
 
     def rejects(self, include_resolved: bool = False) -> list[StoredReject]:

@@ -90,6 +90,41 @@ class StoreError(Error):
     """A store URL that cannot be used, or a store that cannot be reached."""
 
 
+class StoreUnavailableError(StoreError):
+    """The store is there but cannot be used: unreachable, refused, read-only or full."""
+
+
+def store_fault(e: BaseException) -> str | None:
+    """What a user should read when a database error reached the top of a command, or None
+    if `e` is not a store fault: the store is read-only, full, or failed (its first line,
+    password masked). The CLI exits with its store-failed code on any of them."""
+    import sqlite3
+
+    from sqlalchemy.exc import DBAPIError
+
+    from custate.adapters.report import mask_password
+
+    if isinstance(e, StoreUnavailableError):
+        return str(e)
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, (sqlite3.Error, DBAPIError)) or type(cause).__module__.startswith(
+            "psycopg"
+        ):
+            break
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    text = str(getattr(cause, "orig", None) or cause).strip()
+    first = mask_password(text.splitlines()[0] if text else type(cause).__name__)
+    low = text.lower()
+    if "readonly" in low or "read-only" in low or "read only" in low:
+        return f"the store is read-only ({first}); reads work, writes need a writable store"
+    if "database or disk is full" in low or "no space left" in low or "disk full" in low:
+        return f"the store is full ({first}); nothing of the failed write was kept"
+    return f"the store failed: {first}"
+
+
 def customer_stream(customer_id: str) -> str:
     return f"customer:{customer_id}"
 
@@ -168,6 +203,9 @@ class StoreUrl:
     events_table: str
 
 
+DEFAULT_CONNECT_TIMEOUT = 5  # seconds to reach PostgreSQL; ?connect_timeout=N overrides
+
+
 def parse_store_url(url: str) -> StoreUrl:
     """`sqlite:///PATH` or `postgresql://user[:password]@host[:port]/db[?schema=S]`; a bare
     path (no `://`) is an SQLite file."""
@@ -191,6 +229,8 @@ def parse_store_url(url: str) -> StoreUrl:
     if backend in ("postgresql", "postgres"):
         schema = u.query.get("schema")
         schema = schema if isinstance(schema, str) else None
+        timeout = u.query.get("connect_timeout")
+        timeout = timeout if isinstance(timeout, str) else str(DEFAULT_CONNECT_TIMEOUT)
         env = {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": u.database or "postgres",
@@ -200,9 +240,14 @@ def parse_store_url(url: str) -> StoreUrl:
             "POSTGRES_PASSWORD": u.password or "",
             "POSTGRES_SCHEMA": schema or "",
             "POSTGRES_LOCK_TIMEOUT": "60",
+            "POSTGRES_CONNECT_TIMEOUT": timeout,
             "ORIGINATOR_ID_TYPE": "text",
         }
-        sa = u.set(drivername="postgresql+psycopg").difference_update_query(["schema"])
+        sa = (
+            u.set(drivername="postgresql+psycopg")
+            .difference_update_query(["schema"])
+            .update_query_dict({"connect_timeout": timeout})
+        )
         table = f"{schema}.{APP_NAME}_events" if schema else f"{APP_NAME}_events"
         return StoreUrl(
             url, "postgresql", env, sa.render_as_string(hide_password=False), schema, table
@@ -279,7 +324,24 @@ class EventStore:
         except _CREATION_RACE:
             raise
         except Exception as e:
-            raise StoreError(f"{url}: cannot open the event store: {e}") from e
+            raise StoreUnavailableError(self._cannot_open(e)) from e
+
+    def _cannot_open(self, e: Exception) -> str:
+        """Why the store did not open, with its password masked and, on PostgreSQL, the
+        host and port it could not reach."""
+        from custate.adapters.report import mask_password
+
+        where = mask_password(self.url.url)
+        if self.url.kind == "postgresql":
+            env = self.url.env
+            host = f"{env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}"
+            timeout = env["POSTGRES_CONNECT_TIMEOUT"]
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return (
+                f"{where}: cannot reach PostgreSQL at {host} (connect timeout {timeout} s, "
+                f"set ?connect_timeout=N in the URL): {mask_password(first)}"
+            )
+        return f"{where}: cannot open the event store: {e}"
 
     def close(self) -> None:
         if self._lock_file is not None:

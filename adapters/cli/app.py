@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 
 import typer
 
@@ -17,6 +18,7 @@ app = typer.Typer(
 EXIT_OK = 0
 EXIT_BAD_RECORDS = 1
 EXIT_USAGE = 2
+EXIT_STORE = 3  # the store failed: unreachable, read-only, full
 
 # Collect the youngest generation every this many allocations, not CPython's 700: ingest,
 # catch-up and audits of long histories allocate hundreds of thousands of short-lived,
@@ -31,7 +33,16 @@ def main() -> None:
     from custate.adapters.cli import commands  # noqa: F401  (registers the commands)
 
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
-    app()
+    try:
+        app()
+    except Exception as e:
+        from custate.adapters.api import store_fault
+
+        message = store_fault(e)
+        if message is None:
+            raise
+        print(f"custate: {message}", file=sys.stderr)
+        sys.exit(EXIT_STORE)
 
 
 @app.callback()

@@ -11,8 +11,14 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from custate.adapters.api import CatchUpReport, Custate, StoreError, UnknownCustomerError
-from custate.adapters.cli.app import EXIT_BAD_RECORDS, EXIT_USAGE
+from custate.adapters.api import (
+    CatchUpReport,
+    Custate,
+    StoreError,
+    StoreUnavailableError,
+    UnknownCustomerError,
+)
+from custate.adapters.cli.app import EXIT_BAD_RECORDS, EXIT_STORE, EXIT_USAGE
 from custate.domain import ActivityError, parse_cut
 
 
@@ -39,7 +45,7 @@ def open_store(url: str | None) -> Custate:
     try:
         return Custate(url)
     except StoreError as e:
-        fail(str(e))
+        fail(str(e), EXIT_STORE if isinstance(e, StoreUnavailableError) else EXIT_USAGE)
         raise  # unreachable
 
 
