@@ -238,6 +238,18 @@ class Custate:
     def close(self) -> None:
         self._parts.close()
 
+    @property
+    def read_only(self) -> bool:
+        """Opened read-only (`sqlite:///PATH?mode=ro`, `open(url, read_only=True)`)."""
+        return self.store.url.read_only
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreUnavailableError(
+                f"{self.store.url.url}: the store is read-only (opened with ?mode=ro); "
+                "reads work, writes need a writable store"
+            )
+
     def __enter__(self) -> Custate:
         return self
 
@@ -291,6 +303,7 @@ class Custate:
         """Store records as the readers give them (or already encoded), then project
         (unless `project=False`)."""
         _check_int("batch_size", batch_size, 1)
+        self._writable()
         report = ingest(self.store, self.rejects_store, items, batch_size, self.clock, progress)
         report.position = self.store.head()
         if project:
@@ -315,6 +328,7 @@ class Custate:
         """Fold what was stored since the last catch-up into the read model; `should_stop`
         is asked between batches (a follower's Ctrl-C)."""
         _check_int("batch_size", batch_size, 1)
+        self._writable()
         return self.readmodel.catch_up(batch_size, progress, should_stop)
 
     def rebuild(
@@ -324,6 +338,7 @@ class Custate:
     ) -> CatchUpReport:
         """Rebuild the read model from the store, blue/green (queries keep working)."""
         _check_int("batch_size", batch_size, 1)
+        self._writable()
         report = rebuild(self.store, batch_size, progress)
         self._readmodel = None
         return report
@@ -647,12 +662,26 @@ def open(
     *,
     catch_up_reads: bool = False,
     partitions: int | None = None,
+    read_only: bool = False,
 ) -> Custate:
     """Open (creating if needed) the store at `url`: `sqlite:///PATH` or `postgresql://...`
     (None: $CUSTATE_STORE, else ./custate.db). A URL that names no usable store, or a store
     that cannot be reached, is a `StoreError`. `catch_up_reads`: see `Custate`; `partitions`:
-    the partition count of a store created now (`adapters.readmodel.partitions`)."""
+    the partition count of a store created now (`adapters.readmodel.partitions`).
+    `read_only` (SQLite; the same as `?mode=ro` in the URL): reads work, whatever the
+    file's permissions, nothing is created and every write is a `StoreUnavailableError`
+    saying the store is read-only."""
+    if read_only:
+        url = _read_only_url(store_url(url))
     return Custate(parts=bootstrap.build(url, clock, partitions), catch_up_reads=catch_up_reads)
+
+
+def _read_only_url(url: str) -> str:
+    if url.startswith(("postgresql:", "postgres:")):
+        raise StoreError(f"{url}: read_only is for SQLite stores; on PostgreSQL use a role")
+    if "://" not in url:
+        url = f"sqlite:///{url}"
+    return url + ("&" if "?" in url else "?") + "mode=ro"
 
 
 def _items(sources: Iterable[Source], customer_id: str | None) -> Iterable[Item]:

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
+from urllib.parse import quote
 
 import msgspec
 import orjson
@@ -125,6 +126,14 @@ def store_fault(e: BaseException) -> str | None:
     return f"the store failed: {first}"
 
 
+def store_wide(e: BaseException) -> bool:
+    """Whether `e` fails every write, not one record: the store is read-only or full."""
+    message = store_fault(e)
+    return message is not None and message.startswith(
+        ("the store is read-only", "the store is full")
+    )
+
+
 def customer_stream(customer_id: str) -> str:
     return f"customer:{customer_id}"
 
@@ -201,6 +210,7 @@ class StoreUrl:
     sqlalchemy_url: str
     schema: str | None
     events_table: str
+    read_only: bool = False  # `sqlite:///PATH?mode=ro`: reads only, no table created
 
 
 DEFAULT_CONNECT_TIMEOUT = 5  # seconds to reach PostgreSQL; ?connect_timeout=N overrides
@@ -219,13 +229,24 @@ def parse_store_url(url: str) -> StoreUrl:
     if backend == "sqlite":
         if not u.database or u.database == ":memory:":
             raise StoreError(f"{url}: an SQLite store needs a file path: sqlite:///PATH")
+        mode = u.query.get("mode")
+        if mode not in (None, "ro", "rw"):
+            raise StoreError(f"{url}: mode={mode!r}; an SQLite store takes ?mode=ro or ?mode=rw")
+        read_only = mode == "ro"
+        path = u.database
+        # Read-only: SQLite's own `mode=ro` (an URI filename), so no write is ever tried,
+        # whatever the file's permissions say (root ignores them).
+        name = f"file:{quote(path)}?mode=ro" if read_only else path
         env = {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            "SQLITE_DBNAME": u.database,
+            "SQLITE_DBNAME": name,
             "SQLITE_LOCK_TIMEOUT": "60",
             "ORIGINATOR_ID_TYPE": "text",
         }
-        return StoreUrl(url, "sqlite", env, f"sqlite:///{u.database}", None, "stored_events")
+        if read_only:
+            env["CREATE_TABLE"] = "false"
+        sa_url = f"sqlite:///{name}&uri=true" if read_only else f"sqlite:///{path}"
+        return StoreUrl(url, "sqlite", env, sa_url, None, "stored_events", read_only)
     if backend in ("postgresql", "postgres"):
         schema = u.query.get("schema")
         schema = schema if isinstance(schema, str) else None
@@ -367,6 +388,11 @@ class EventStore:
     def append_encoded(
         self, items: Sequence[Encoded], recorded_at: datetime | None = None
     ) -> AppendResult:
+        if self.url.read_only:
+            raise StoreUnavailableError(
+                "the store is read-only (opened with ?mode=ro); reads work, writes need a "
+                "writable store"
+            )
         when = recorded_at or datetime.now(UTC)
         batch: dict[str, Encoded] = {}
         result = AppendResult()
