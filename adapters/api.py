@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Unpack
+from typing import Any, TypeVar, Unpack
 
 import sqlalchemy as sa
 
@@ -163,6 +163,9 @@ class Freshness:
         }
 
 
+_T = TypeVar("_T")
+
+
 def _cut(value: datetime | str | None, name: str) -> datetime | None:
     if value is None or isinstance(value, datetime):
         if isinstance(value, datetime) and value.tzinfo is None:
@@ -237,6 +240,19 @@ class Custate:
 
     def close(self) -> None:
         self._parts.close()
+
+    def _on_active(self, use: Callable[[ReadModel], _T]) -> _T:
+        """`use(read model)`, once more on the new active generation if it failed because a
+        rebuild retired (and dropped) the one it used meanwhile: `no such table` is then a
+        swap, not a fault."""
+        rm = self.readmodel
+        try:
+            return use(rm)
+        except Exception:
+            if rm.t.generation == rm.active_generation():
+                raise
+            self._readmodel = None
+            return use(self.readmodel)
 
     @property
     def read_only(self) -> bool:
@@ -326,10 +342,13 @@ class Custate:
         should_stop: Callable[[], bool] | None = None,
     ) -> CatchUpReport:
         """Fold what was stored since the last catch-up into the read model; `should_stop`
-        is asked between batches (a follower's Ctrl-C)."""
+        is asked between batches (a follower's Ctrl-C). On a read-only store it projects
+        nothing: reads answer from the read model as it stands."""
         _check_int("batch_size", batch_size, 1)
-        self._writable()
-        return self.readmodel.catch_up(batch_size, progress, should_stop)
+        if self.read_only:
+            # reads answer from the read model as it stands; nothing can be written to it
+            return CatchUpReport(position=self.readmodel.position())
+        return self._on_active(lambda rm: rm.catch_up(batch_size, progress, should_stop))
 
     def rebuild(
         self,
@@ -496,7 +515,10 @@ class Custate:
             state = fold((a for a, _ in pairs), customer_id, as_of=t)
             state.known_at = k
             return state
-        rm = self._ready(customer_id, min_position, wait)
+        self._ready(customer_id, min_position, wait)
+        return self._on_active(lambda rm: self._state_from(rm, customer_id, t))
+
+    def _state_from(self, rm: ReadModel, customer_id: str, t: datetime | None) -> CustomerState:
         last_key = rm.last_key(customer_id)
         if last_key is None:
             raise UnknownCustomerError(customer_id)
@@ -633,8 +655,8 @@ class Custate:
         beyond 64 bits) is a `QueryError` naming it."""
         _check_int("limit", limit, 1)
         _check_filters(filters)
-        rm = self._ready(None, min_position, wait)
-        return rm.customers(CustomerQuery(**filters), after, limit)
+        self._ready(None, min_position, wait)
+        return self._on_active(lambda rm: rm.customers(CustomerQuery(**filters), after, limit))
 
     def count_customers(
         self,
@@ -645,7 +667,8 @@ class Custate:
     ) -> int:
         """How many customers match every filter given (as `customers`, unpaged)."""
         _check_filters(filters)
-        return self._ready(None, min_position, wait).count(CustomerQuery(**filters))
+        self._ready(None, min_position, wait)
+        return self._on_active(lambda rm: rm.count(CustomerQuery(**filters)))
 
     def rejects(self, include_resolved: bool = False) -> list[StoredReject]:
         """The rejected records, oldest first; resolved ones too with `include_resolved`."""
