@@ -101,6 +101,7 @@ def _error(status: int, error: str, field: str | None = None, **extra: Any) -> J
     return JSONResponse({"error": error, "field": field, **extra}, status_code=status)
 
 
+DEFAULT_BODY_TIMEOUT = 10.0  # seconds for a request body to arrive whole (a slow client: 408)
 _REQUEST_ID: ContextVar[str] = ContextVar("custate_request_id", default="-")
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -350,12 +351,14 @@ def create_app(
     project: bool = True,
     ready_lag: int = DEFAULT_READY_LAG,
     ready_timeout: float = 1.0,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> FastAPI:
     """The application. `store` is a store URL (opened here, closed at shutdown), an open
     `Custate` (left open), or None ($CUSTATE_STORE, else ./custate.db). `secret` defaults
     to $CUSTATE_WEBHOOK_SECRET (unset or empty: signatures are not checked). `project`: run
     a projector worker in this process. `/readyz` is 503 from `ready_lag` activities behind,
-    or when the store does not answer within `ready_timeout` seconds."""
+    or when the store does not answer within `ready_timeout` seconds. A request body that
+    has not arrived whole within `body_timeout` seconds is a 408."""
     cs = store if isinstance(store, Custate) else Custate(store)
     service = Service(cs, owned=not isinstance(store, Custate), project=project)
     key = secret if secret is not None else os.environ.get(ENV_SECRET, "")
@@ -387,10 +390,14 @@ def create_app(
             if size > limit:
                 return _error(413, f"the body is over the limit of {limit} bytes", "body")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                return _error(413, f"the body is over the limit of {limit} bytes", "body")
+        try:
+            async with asyncio.timeout(body_timeout):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:
+                        return _error(413, f"the body is over the limit of {limit} bytes", "body")
+        except TimeoutError:
+            return _error(408, f"the body did not arrive within {body_timeout:g} s", "body")
         return bytes(body)
 
     async def store_and_wait(records: list[Record], bad: list[Reject]) -> list[str] | Response:

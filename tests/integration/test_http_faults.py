@@ -69,3 +69,42 @@ def test_a_store_failure_is_a_generic_503_with_the_request_id_logged(
         assert r.headers["x-request-id"] != "bad id\twith spaces"
         assert len(r.headers["x-request-id"]) == 32
         assert client.get("/healthz").headers["x-request-id"]
+
+
+def test_a_body_that_never_arrives_whole_is_a_408_after_the_bound(tmp_path: Path) -> None:
+    import asyncio
+    from typing import Any
+
+    app = create_app(f"sqlite:///{tmp_path / 's.db'}", secret="", project=False, body_timeout=0.2)
+    sent: list[dict[str, Any]] = []
+    parts = [{"type": "http.request", "body": DELIVERY[:20], "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        if parts:
+            return parts.pop()
+        await asyncio.sleep(3600)  # the rest of the body never comes
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "path": "/webhooks/voucherify",
+        "raw_path": b"/webhooks/voucherify",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "scheme": "http",
+        "root_path": "",
+    }
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), timeout=60))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 408
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert json.loads(body)["field"] == "body"
+    assert any(k == b"x-request-id" for k, _ in start["headers"])
