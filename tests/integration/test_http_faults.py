@@ -73,10 +73,11 @@ def test_a_store_failure_is_a_generic_503_with_the_request_id_logged(
 
 def test_a_body_that_never_arrives_whole_is_a_408_after_the_bound(tmp_path: Path) -> None:
     import asyncio
+    from collections.abc import MutableMapping
     from typing import Any
 
     app = create_app(f"sqlite:///{tmp_path / 's.db'}", secret="", project=False, body_timeout=0.2)
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
     parts = [{"type": "http.request", "body": DELIVERY[:20], "more_body": True}]
 
     async def receive() -> dict[str, Any]:
@@ -85,7 +86,7 @@ def test_a_body_that_never_arrives_whole_is_a_408_after_the_bound(tmp_path: Path
         await asyncio.sleep(3600)  # the rest of the body never comes
         raise AssertionError("unreachable")
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     scope = {
