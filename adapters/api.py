@@ -22,14 +22,21 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Unpack
+from typing import Any, TypeVar, Unpack
 
 import sqlalchemy as sa
 
 from custate.adapters import bootstrap
 from custate.adapters.bootstrap import DEFAULT_STORE, Parts, store_file, store_url
 from custate.adapters.cursors import PullCursors, PullListings
-from custate.adapters.eventstore import Encoded, EventStore, StoredActivity, StoreError
+from custate.adapters.eventstore import (
+    Encoded,
+    EventStore,
+    StoredActivity,
+    StoreError,
+    StoreUnavailableError,
+    store_fault,
+)
 from custate.adapters.forward import DeadLetter, Forwarder, ForwardError, ForwardReport
 from custate.adapters.ingest import (
     DEFAULT_BATCH,
@@ -54,6 +61,7 @@ from custate.adapters.readmodel import (
 from custate.adapters.readmodel.feed import Page
 from custate.adapters.rejects import Reject, RejectStore, StoredReject
 from custate.domain import ActivityError, CustomerState, fold, format_time, parse_cut
+from custate.domain.activity import INT_MAX, INT_MIN
 from custate.domain.errors import Error
 from custate.projections import audit
 from custate.projections.changes import ChangeRecord
@@ -88,12 +96,14 @@ __all__ = [
     "Source",
     "StaleReadError",
     "StoreError",
+    "StoreUnavailableError",
     "StoredActivity",
     "StoredReject",
     "UnknownCustomerError",
     "Worker",
     "WorkerEvent",
     "open",
+    "store_fault",
     "store_file",
     "store_url",
     "utc_now",
@@ -183,6 +193,9 @@ class Freshness:
         }
 
 
+_T = TypeVar("_T")
+
+
 def _cut(value: datetime | str | None, name: str) -> datetime | None:
     if value is None or isinstance(value, datetime):
         if isinstance(value, datetime) and value.tzinfo is None:
@@ -194,6 +207,32 @@ def _cut(value: datetime | str | None, name: str) -> datetime | None:
         raise QueryError(
             f"{name}: {e.message}; use an ISO-8601 date-time with a zone, or a date"
         ) from None
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
+    """`value` an int within [low, high], else a `QueryError` naming the argument: the
+    same bounds as the HTTP query parameters (points and positions within 64 bits)."""
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise QueryError(f"{name}: {value!r} is not an integer")
+    if value < low or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise QueryError(f"{name}: {value} is out of range; it must be {bounds}")
+
+
+def _check_filters(filters: CustomerFilters) -> None:
+    for name in ("min_points", "max_points"):
+        _check_int(name, filters.get(name), INT_MIN, INT_MAX)
+    for name in ("segment", "tier", "campaign", "status", "order_status"):
+        key = filters.get(name)
+        if key is not None and (not isinstance(key, str) or "\x00" in key):
+            raise QueryError(f"{name}: {key!r} is not a string without NUL")
+
+
+def _check_wait(wait: float | None) -> None:
+    if wait is not None and not (isinstance(wait, (int, float)) and 0 <= wait < float("inf")):
+        raise QueryError(f"wait: {wait!r} must be a number of seconds, at least 0")
 
 
 class Custate:
@@ -239,6 +278,31 @@ class Custate:
 
     def close(self) -> None:
         self._parts.close()
+
+    def _on_active(self, use: Callable[[ReadModel], _T]) -> _T:
+        """`use(read model)`, once more on the new active generation if it failed because a
+        rebuild retired (and dropped) the one it used meanwhile: `no such table` is then a
+        swap, not a fault."""
+        rm = self.readmodel
+        try:
+            return use(rm)
+        except Exception:
+            if rm.t.generation == rm.active_generation():
+                raise
+            self._readmodel = None
+            return use(self.readmodel)
+
+    @property
+    def read_only(self) -> bool:
+        """Opened read-only (`sqlite:///PATH?mode=ro`, `open(url, read_only=True)`)."""
+        return self.store.url.read_only
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreUnavailableError(
+                f"{self.store.url.url}: the store is read-only (opened with ?mode=ro); "
+                "reads work, writes need a writable store"
+            )
 
     def __enter__(self) -> Custate:
         return self
@@ -295,6 +359,8 @@ class Custate:
     ) -> IngestReport:
         """Store records as the readers give them (or already encoded), then project
         (unless `project=False`)."""
+        _check_int("batch_size", batch_size, 1)
+        self._writable()
         report = ingest(self.store, self.rejects_store, items, batch_size, self.clock, progress)
         report.position = self.store.head()
         if project:
@@ -317,8 +383,13 @@ class Custate:
         should_stop: Callable[[], bool] | None = None,
     ) -> CatchUpReport:
         """Fold what was stored since the last catch-up into the read model; `should_stop`
-        is asked between batches (a follower's Ctrl-C)."""
-        return self.readmodel.catch_up(batch_size, progress, should_stop)
+        is asked between batches (a follower's Ctrl-C). On a read-only store it projects
+        nothing: reads answer from the read model as it stands."""
+        _check_int("batch_size", batch_size, 1)
+        if self.read_only:
+            # reads answer from the read model as it stands; nothing can be written to it
+            return CatchUpReport(position=self.readmodel.position())
+        return self._on_active(lambda rm: rm.catch_up(batch_size, progress, should_stop))
 
     def rebuild(
         self,
@@ -326,6 +397,8 @@ class Custate:
         progress: Callable[[int], None] | None = None,
     ) -> CatchUpReport:
         """Rebuild the read model from the store, blue/green (queries keep working)."""
+        _check_int("batch_size", batch_size, 1)
+        self._writable()
         report = rebuild(self.store, batch_size, progress)
         self._readmodel = None
         return report
@@ -401,8 +474,8 @@ class Custate:
         `customer_id`'s partition, if given: the position that customer's reads need), or
         raise `StaleReadError` after `wait` seconds (default `DEFAULT_WAIT`). A position
         past the store's head is a `QueryError`."""
-        if min_position < 0:
-            raise QueryError(f"min_position: {min_position} is negative")
+        _check_int("min_position", min_position, 0, INT_MAX)
+        _check_wait(wait)
         rm = self.readmodel
         part = None if customer_id is None else rm.partition_of(customer_id)
         if rm.position(part) >= min_position:
@@ -612,7 +685,10 @@ class Custate:
             state = fold((a for a, _ in pairs), customer_id, as_of=t)
             state.known_at = k
             return state
-        rm = self._ready(customer_id, min_position, wait)
+        self._ready(customer_id, min_position, wait)
+        return self._on_active(lambda rm: self._state_from(rm, customer_id, t))
+
+    def _state_from(self, rm: ReadModel, customer_id: str, t: datetime | None) -> CustomerState:
         last_key = rm.last_key(customer_id)
         if last_key is None:
             raise UnknownCustomerError(customer_id)
@@ -745,9 +821,12 @@ class Custate:
         """Customers matching every filter given (`segment`, `tier`, `campaign`,
         `min_points`, `max_points`, `status`, `order_status`), from the read model's indexes
         (no fold), in customer id order; `after` (the last id of the previous page) and
-        `limit` page through them."""
-        rm = self._ready(None, min_position, wait)
-        return rm.customers(CustomerQuery(**filters), after, limit)
+        `limit` page through them. An argument out of range (`limit` below 1, points
+        beyond 64 bits) is a `QueryError` naming it."""
+        _check_int("limit", limit, 1)
+        _check_filters(filters)
+        self._ready(None, min_position, wait)
+        return self._on_active(lambda rm: rm.customers(CustomerQuery(**filters), after, limit))
 
     def count_customers(
         self,
@@ -757,7 +836,9 @@ class Custate:
         **filters: Unpack[CustomerFilters],
     ) -> int:
         """How many customers match every filter given (as `customers`, unpaged)."""
-        return self._ready(None, min_position, wait).count(CustomerQuery(**filters))
+        _check_filters(filters)
+        self._ready(None, min_position, wait)
+        return self._on_active(lambda rm: rm.count(CustomerQuery(**filters)))
 
     def rejects(self, include_resolved: bool = False) -> list[StoredReject]:
         """The rejected records, oldest first; resolved ones too with `include_resolved`."""
@@ -780,12 +861,18 @@ def open(
     catch_up_reads: bool = False,
     partitions: int | None = None,
     change_feed: bool = False,
+    read_only: bool = False,
 ) -> Custate:
     """Open (creating if needed) the store at `url`: `sqlite:///PATH` or `postgresql://...`
     (None: $CUSTATE_STORE, else ./custate.db). A URL that names no usable store, or a store
     that cannot be reached, is a `StoreError`. `catch_up_reads`: see `Custate`; `partitions`:
     the partition count of a store created now (`adapters.readmodel.partitions`);
-    `change_feed=True` makes the store keep a change feed from now on (`enable_change_feed`)."""
+    `change_feed=True` makes the store keep a change feed from now on (`enable_change_feed`).
+    `read_only` (SQLite; the same as `?mode=ro` in the URL): reads work, whatever the
+    file's permissions, nothing is created and every write is a `StoreUnavailableError`
+    saying the store is read-only."""
+    if read_only:
+        url = _read_only_url(store_url(url))
     return Custate(
         parts=bootstrap.build(url, clock, partitions),
         catch_up_reads=catch_up_reads,
@@ -809,6 +896,14 @@ def _check_feed(after: int, paths: Sequence[str] | None, limit: int) -> list[str
                 "'segments.*' or 'loyalty.tiers.*.tier_id')"
             )
     return list(paths) or None
+
+
+def _read_only_url(url: str) -> str:
+    if url.startswith(("postgresql:", "postgres:")):
+        raise StoreError(f"{url}: read_only is for SQLite stores; on PostgreSQL use a role")
+    if "://" not in url:
+        url = f"sqlite:///{url}"
+    return url + ("&" if "?" in url else "?") + "mode=ro"
 
 
 def _items(sources: Iterable[Source], customer_id: str | None) -> Iterable[Item]:

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
+from urllib.parse import quote
 
 import msgspec
 import orjson
@@ -94,6 +95,49 @@ class ActivityLog(Application[Any]):
 
 class StoreError(Error):
     """A store URL that cannot be used, or a store that cannot be reached."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store is there but cannot be used: unreachable, refused, read-only or full."""
+
+
+def store_fault(e: BaseException) -> str | None:
+    """What a user should read when a database error reached the top of a command, or None
+    if `e` is not a store fault: the store is read-only, full, or failed (its first line,
+    password masked). The CLI exits with its store-failed code on any of them."""
+    import sqlite3
+
+    from sqlalchemy.exc import DBAPIError
+
+    from custate.adapters.report import mask_password
+
+    if isinstance(e, StoreUnavailableError):
+        return str(e)
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, (sqlite3.Error, DBAPIError)) or type(cause).__module__.startswith(
+            "psycopg"
+        ):
+            break
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    text = str(getattr(cause, "orig", None) or cause).strip()
+    first = mask_password(text.splitlines()[0] if text else type(cause).__name__)
+    low = text.lower()
+    if "readonly" in low or "read-only" in low or "read only" in low:
+        return f"the store is read-only ({first}); reads work, writes need a writable store"
+    if "database or disk is full" in low or "no space left" in low or "disk full" in low:
+        return f"the store is full ({first}); nothing of the failed write was kept"
+    return f"the store failed: {first}"
+
+
+def store_wide(e: BaseException) -> bool:
+    """Whether `e` fails every write, not one record: the store is read-only or full."""
+    message = store_fault(e)
+    return message is not None and message.startswith(
+        ("the store is read-only", "the store is full")
+    )
 
 
 def customer_stream(customer_id: str) -> str:
@@ -172,6 +216,10 @@ class StoreUrl:
     sqlalchemy_url: str
     schema: str | None
     events_table: str
+    read_only: bool = False  # `sqlite:///PATH?mode=ro`: reads only, no table created
+
+
+DEFAULT_CONNECT_TIMEOUT = 5  # seconds to reach PostgreSQL; ?connect_timeout=N overrides
 
 
 def parse_store_url(url: str) -> StoreUrl:
@@ -187,13 +235,24 @@ def parse_store_url(url: str) -> StoreUrl:
     if backend == "sqlite":
         if not u.database or u.database == ":memory:":
             raise StoreError(f"{url}: an SQLite store needs a file path: sqlite:///PATH")
+        mode = u.query.get("mode")
+        if mode not in (None, "ro", "rw"):
+            raise StoreError(f"{url}: mode={mode!r}; an SQLite store takes ?mode=ro or ?mode=rw")
+        read_only = mode == "ro"
+        path = u.database
+        # Read-only: SQLite's own `mode=ro` (an URI filename), so no write is ever tried,
+        # whatever the file's permissions say (root ignores them).
+        name = f"file:{quote(path)}?mode=ro" if read_only else path
         env = {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            "SQLITE_DBNAME": u.database,
+            "SQLITE_DBNAME": name,
             "SQLITE_LOCK_TIMEOUT": "60",
             "ORIGINATOR_ID_TYPE": "text",
         }
-        return StoreUrl(url, "sqlite", env, f"sqlite:///{u.database}", None, "stored_events")
+        if read_only:
+            env["CREATE_TABLE"] = "false"
+        sa_url = f"sqlite:///{name}&uri=true" if read_only else f"sqlite:///{path}"
+        return StoreUrl(url, "sqlite", env, sa_url, None, "stored_events", read_only)
     if backend in ("postgresql", "postgres"):
         try:
             import psycopg  # noqa: F401  (the driver, an extra: custate[postgres])
@@ -204,6 +263,8 @@ def parse_store_url(url: str) -> StoreUrl:
             ) from None
         schema = u.query.get("schema")
         schema = schema if isinstance(schema, str) else None
+        timeout = u.query.get("connect_timeout")
+        timeout = timeout if isinstance(timeout, str) else str(DEFAULT_CONNECT_TIMEOUT)
         env = {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": u.database or "postgres",
@@ -213,9 +274,14 @@ def parse_store_url(url: str) -> StoreUrl:
             "POSTGRES_PASSWORD": u.password or "",
             "POSTGRES_SCHEMA": schema or "",
             "POSTGRES_LOCK_TIMEOUT": "60",
+            "POSTGRES_CONNECT_TIMEOUT": timeout,
             "ORIGINATOR_ID_TYPE": "text",
         }
-        sa = u.set(drivername="postgresql+psycopg").difference_update_query(["schema"])
+        sa = (
+            u.set(drivername="postgresql+psycopg")
+            .difference_update_query(["schema"])
+            .update_query_dict({"connect_timeout": timeout})
+        )
         table = f"{schema}.{APP_NAME}_events" if schema else f"{APP_NAME}_events"
         return StoreUrl(
             url, "postgresql", env, sa.render_as_string(hide_password=False), schema, table
@@ -292,7 +358,24 @@ class EventStore:
         except _CREATION_RACE:
             raise
         except Exception as e:
-            raise StoreError(f"{url}: cannot open the event store: {e}") from e
+            raise StoreUnavailableError(self._cannot_open(e)) from e
+
+    def _cannot_open(self, e: Exception) -> str:
+        """Why the store did not open, with its password masked and, on PostgreSQL, the
+        host and port it could not reach."""
+        from custate.adapters.report import mask_password
+
+        where = mask_password(self.url.url)
+        if self.url.kind == "postgresql":
+            env = self.url.env
+            host = f"{env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}"
+            timeout = env["POSTGRES_CONNECT_TIMEOUT"]
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return (
+                f"{where}: cannot reach PostgreSQL at {host} (connect timeout {timeout} s, "
+                f"set ?connect_timeout=N in the URL): {mask_password(first)}"
+            )
+        return f"{where}: cannot open the event store: {e}"
 
     def close(self) -> None:
         if self._lock_file is not None:
@@ -318,6 +401,11 @@ class EventStore:
     def append_encoded(
         self, items: Sequence[Encoded], recorded_at: datetime | None = None
     ) -> AppendResult:
+        if self.url.read_only:
+            raise StoreUnavailableError(
+                "the store is read-only (opened with ?mode=ro); reads work, writes need a "
+                "writable store"
+            )
         when = recorded_at or datetime.now(UTC)
         batch: dict[str, Encoded] = {}
         result = AppendResult()

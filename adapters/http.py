@@ -32,10 +32,13 @@ import hmac
 import logging
 import os
 import queue
+import re
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
@@ -54,6 +57,7 @@ from custate.adapters.api import (
     UnknownCustomerError,
     Worker,
     WorkerEvent,
+    store_fault,
 )
 from custate.adapters.readers import BadRecord, Record, records_from_value
 from custate.domain import ActivityError, parse_cut
@@ -96,6 +100,68 @@ def signature_ok(body: bytes, given: str | None, secret: str) -> bool:
 
 def _error(status: int, error: str, field: str | None = None, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": error, "field": field, **extra}, status_code=status)
+
+
+DEFAULT_BODY_TIMEOUT = 10.0  # seconds for a request body to arrive whole (a slow client: 408)
+_REQUEST_ID: ContextVar[str] = ContextVar("custate_request_id", default="-")
+_SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class RequestIds:
+    """ASGI middleware: every response carries `X-Request-ID` (the client's, if it sent a
+    sane one, else a new one); an exception that reached it is logged with that id and
+    answered with a generic body, no exception text: 503 `the store is unavailable` for a
+    store fault, else 500 `internal error`."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _SANE_ID.fullmatch(given) else uuid.uuid4().hex
+        token = _REQUEST_ID.set(rid)
+        started = False
+
+        async def send_with_id(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as e:
+            _log.exception(
+                "request %s %s failed (request id %s)", scope.get("method"), scope.get("path"), rid
+            )
+            if started:
+                raise
+            fault = store_fault(e) is not None
+            status = 503 if fault else 500
+            body = orjson.dumps(
+                {
+                    "error": "the store is unavailable" if fault else "internal error",
+                    "request_id": rid,
+                }
+            )
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send_with_id({"type": "http.response.body", "body": body})
+        finally:
+            _REQUEST_ID.reset(token)
 
 
 def _json(value: Any, status: int = 200) -> Response:
@@ -286,12 +352,14 @@ def create_app(
     project: bool = True,
     ready_lag: int = DEFAULT_READY_LAG,
     ready_timeout: float = 1.0,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> FastAPI:
     """The application. `store` is a store URL (opened here, closed at shutdown), an open
     `Custate` (left open), or None ($CUSTATE_STORE, else ./custate.db). `secret` defaults
     to $CUSTATE_WEBHOOK_SECRET (unset or empty: signatures are not checked). `project`: run
     a projector worker in this process. `/readyz` is 503 from `ready_lag` activities behind,
-    or when the store does not answer within `ready_timeout` seconds."""
+    or when the store does not answer within `ready_timeout` seconds. A request body that
+    has not arrived whole within `body_timeout` seconds is a 408."""
     cs = store if isinstance(store, Custate) else Custate(store)
     service = Service(cs, owned=not isinstance(store, Custate), project=project)
     key = secret if secret is not None else os.environ.get(ENV_SECRET, "")
@@ -311,6 +379,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    app.add_middleware(RequestIds)
 
     async def read_body(request: Request) -> bytes | JSONResponse:
         declared = request.headers.get("content-length")
@@ -322,17 +391,23 @@ def create_app(
             if size > limit:
                 return _error(413, f"the body is over the limit of {limit} bytes", "body")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                return _error(413, f"the body is over the limit of {limit} bytes", "body")
+        try:
+            async with asyncio.timeout(body_timeout):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:
+                        return _error(413, f"the body is over the limit of {limit} bytes", "body")
+        except TimeoutError:
+            return _error(408, f"the body did not arrive within {body_timeout:g} s", "body")
         return bytes(body)
 
     async def store_and_wait(records: list[Record], bad: list[Reject]) -> list[str] | Response:
         try:
             return await asyncio.wrap_future(service.submit(records, bad))
-        except Exception as e:
-            return _error(503, f"the store is unavailable: {e}", None)
+        except Exception:
+            rid = _REQUEST_ID.get()
+            _log.exception("request id %s: the store failed a write", rid)
+            return _error(503, "the store is unavailable", None, request_id=rid)
 
     @app.post(
         "/webhooks/voucherify",

@@ -19,7 +19,14 @@ from typing import Any
 
 import orjson
 
-from custate.adapters.eventstore import AppendResult, Conflict, Encoded, EventStore, StoreError
+from custate.adapters.eventstore import (
+    AppendResult,
+    Conflict,
+    Encoded,
+    EventStore,
+    StoreError,
+    store_wide,
+)
 from custate.adapters.readers import (
     BadRecord,
     Item,
@@ -196,8 +203,8 @@ def _append(
         return store.append_encoded(batch, now), []
     except StoreError:
         raise
-    except Exception:
-        if not store.reachable():
+    except Exception as e:
+        if store_wide(e) or not store.reachable():
             raise
     return _split(store, batch, now)
 
@@ -211,7 +218,7 @@ def _split(
         except StoreError:
             raise
         except Exception as e:
-            if not store.reachable():
+            if store_wide(e) or not store.reachable():
                 raise
             return AppendResult(), [(batch[0], e)]
     result = AppendResult()
@@ -223,7 +230,9 @@ def _split(
             part = store.append_encoded(half, now)
         except StoreError:
             raise
-        except Exception:
+        except Exception as e:
+            if store_wide(e):
+                raise
             part, bad = _split(store, half, now)
         result.accepted += part.accepted
         result.duplicates += part.duplicates

@@ -10,10 +10,12 @@ and other 4xx answers are not retried. A 429 pauses every request made through t
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,6 +49,30 @@ class VoucherifyError(Error):
 
 class ConfigError(VoucherifyError):
     pass
+
+
+class PlainHttpCredentialsWarning(UserWarning):
+    """The API credentials are about to cross the network unencrypted."""
+
+
+def plain_http_warning(base_url: str) -> str | None:
+    """What to warn of when `base_url` would carry X-App-Id/X-App-Token over plain http://
+    to a host that is not loopback (None: https, or this machine)."""
+    url = httpx.URL(base_url)
+    if url.scheme != "http":
+        return None
+    host = url.host
+    if host == "localhost" or host.endswith(".localhost"):
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (
+        f"{base_url} is plain http:// to {host}: the Voucherify credentials "
+        "(X-App-Id, X-App-Token) will cross the network unencrypted; use https://"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +182,10 @@ class VoucherifyClient:
         page_limit: int = PAGE_LIMIT,
     ) -> None:
         self.config = config
+        insecure = plain_http_warning(config.base_url)
+        if insecure is not None:
+            # the default filter shows it once, on stderr
+            warnings.warn(insecure, PlainHttpCredentialsWarning, stacklevel=2)
         self.max_attempts = max(1, max_attempts)
         self.backoff = backoff
         self.max_delay = max_delay

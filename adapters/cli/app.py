@@ -23,6 +23,7 @@ app = typer.Typer(
 EXIT_OK = 0
 EXIT_BAD_RECORDS = 1
 EXIT_USAGE = 2
+EXIT_STORE = 3  # the store failed: unreachable, read-only, full
 
 # Collect the youngest generation every this many allocations, not CPython's 700: ingest,
 # catch-up and audits of long histories allocate hundreds of thousands of short-lived,
@@ -47,6 +48,14 @@ def main() -> None:
         raise
     except BrokenPipeError:  # raised past typer's own handling
         _reader_left()
+    except Exception as e:
+        from custate.adapters.api import store_fault
+
+        message = store_fault(e)
+        if message is None:
+            raise
+        print(f"custate: {message}", file=sys.stderr)
+        sys.exit(EXIT_STORE)
 
 
 def _reader_left() -> NoReturn:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from custate.adapters.cli.app import EXIT_BAD_RECORDS, EXIT_USAGE
+from custate.adapters.cli.app import EXIT_BAD_RECORDS, EXIT_STORE, EXIT_USAGE
 
 # The store and the domain are imported by the commands that run, never at start-up:
 # `custate --help` loads neither (bench/README.md, CLI start-up).
@@ -50,7 +50,13 @@ def open_store(url: str | None, *, existing: bool = False) -> Custate:
     """The store `url` names (None: $CUSTATE_STORE, else ./custate.db). With `existing`
     (the read commands), an SQLite file that is not there is exit 2 with what to do, rather
     than a new, empty store whose answers would all be empty."""
-    from custate.adapters.api import Custate, StoreError, store_file, store_url
+    from custate.adapters.api import (
+        Custate,
+        StoreError,
+        StoreUnavailableError,
+        store_file,
+        store_url,
+    )
 
     try:
         if existing:
@@ -59,7 +65,7 @@ def open_store(url: str | None, *, existing: bool = False) -> Custate:
                 fail(f"no store at {path}; ingest something first (or give --store)")
         return Custate(url)
     except StoreError as e:
-        fail(str(e))
+        fail(str(e), EXIT_STORE if isinstance(e, StoreUnavailableError) else EXIT_USAGE)
         raise  # unreachable
 
 
