@@ -60,6 +60,12 @@ from custate.adapters.api import (
     store_fault,
 )
 from custate.adapters.readers import BadRecord, Record, records_from_value
+from custate.adapters.serving import (
+    DEFAULT_HEADER_TIMEOUT,
+    ENV_HEADER_TIMEOUT,
+    PROTOCOL,
+    HeaderTimeoutProtocol,
+)
 from custate.domain import ActivityError, parse_cut
 from custate.domain.activity import INT_MAX, INT_MIN, MAX_ID_BYTES
 
@@ -739,11 +745,15 @@ def serve(
     *,
     workers: int = 1,
     project: bool = True,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
 ) -> None:
     """Run the app under uvicorn until interrupted: `workers` processes (each its own group
-    commit and, with `project`, its own projector worker)."""
+    commit and, with `project`, its own projector worker). A connection whose request
+    headers have not arrived within `header_timeout` seconds is closed (`serving`)."""
     import uvicorn
 
+    HeaderTimeoutProtocol.header_timeout = header_timeout
+    os.environ[ENV_HEADER_TIMEOUT] = str(header_timeout)  # for --workers processes
     if log is not None:
         log(f"custate serve: http://{host}:{port} (docs at /docs)")
     if workers == 1:
@@ -751,6 +761,7 @@ def serve(
             create_app(store, project=project),
             host=host,
             port=port,
+            http=PROTOCOL,
             access_log=False,
             log_level="warning",
         )
@@ -765,6 +776,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        http=PROTOCOL,
         access_log=False,
         log_level="warning",
     )

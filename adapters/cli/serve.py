@@ -31,6 +31,15 @@ def serve(
     workers: Annotated[
         int, typer.Option("--workers", min=1, max=64, help="Server processes (uvicorn workers).")
     ] = 1,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout",
+            min=0.1,
+            help="Seconds a client may take to send a request's headers; then the "
+            "connection is closed.",
+        ),
+    ] = 10.0,
     project: Annotated[
         bool,
         typer.Option(
@@ -57,6 +66,14 @@ def serve(
 
     sys.setswitchinterval(SWITCH_INTERVAL)  # this process is the server: see SWITCH_INTERVAL
     try:
-        run(store, host, port, log=warn, workers=workers, project=project)
+        run(
+            store,
+            host,
+            port,
+            log=warn,
+            workers=workers,
+            project=project,
+            header_timeout=header_timeout,
+        )
     except StoreError as e:
         fail(str(e))
