@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 
-from custate.adapters.api import ChangeRecord, QueryError
 from custate.adapters.cli.app import app
 from custate.adapters.cli.common import cut, fail, open_store
 from custate.adapters.cli.store_options import JsonOption, StoreOption
+
+if TYPE_CHECKING:
+    from custate.adapters.api import ChangeRecord
 
 
 def line(r: ChangeRecord) -> str:
@@ -72,6 +74,8 @@ def changes(
 ) -> None:
     """Print the change records of derived state (one a line; NDJSON with --json), after
     a position; with --follow, keep printing them as they are written (Ctrl-C ends)."""
+    from custate.adapters.api import QueryError
+
     cs = open_store(store)
     out = sys.stdout
     try:

@@ -10,7 +10,6 @@ from typing import Annotated
 import orjson
 import typer
 
-from custate.adapters.api import ForwardError, QueryError
 from custate.adapters.cli.app import app
 from custate.adapters.cli.common import fail, open_store
 from custate.adapters.cli.store_options import JsonOption, StoreOption
@@ -52,6 +51,8 @@ def forward(
 ) -> None:
     """POST the change records after this forward's stored cursor to URL, in batches,
     signed, retried with backoff; a batch the receiver refuses (4xx) becomes a dead letter."""
+    from custate.adapters.api import ForwardError, QueryError
+
     cs = open_store(store)
     stop = False
 

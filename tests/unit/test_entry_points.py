@@ -23,6 +23,7 @@ ALLOWED = (
     "custate.adapters.api",  # the service layer
     "custate.adapters.cli",  # the CLI's own modules
     "custate.adapters.http",  # `custate serve` runs it
+    "custate.adapters.serving",  # the server's connection protocol (no store)
     "custate.adapters.pull",  # `custate pull` runs it
     "custate.adapters.voucherify",  # the Voucherify API client pull reads with
     "custate.adapters.readers",  # input formats: bytes and files to records
