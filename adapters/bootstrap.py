@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from custate.adapters.cursors import PullCursors, PullListings
 from custate.adapters.eventstore import EventStore, parse_store_url
@@ -31,7 +32,12 @@ def store_file(url: str) -> Path | None:
     """The file an SQLite store URL names; None for a PostgreSQL store. A URL that names
     no usable store is a `StoreError`."""
     target = parse_store_url(url)
-    return Path(target.env["SQLITE_DBNAME"]) if target.kind == "sqlite" else None
+    if target.kind != "sqlite":
+        return None
+    name = target.env["SQLITE_DBNAME"]
+    if target.read_only:  # SQLite's URI filename: file:PATH?mode=ro
+        name = unquote(name.removeprefix("file:").rsplit("?", 1)[0])
+    return Path(name)
 
 
 @dataclass(slots=True)
