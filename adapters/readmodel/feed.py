@@ -33,6 +33,7 @@ from sqlalchemy import (
     select,
 )
 
+from custate.adapters.readmodel.sql import insert_rows
 from custate.adapters.sqlschema import create_all
 from custate.domain import format_time, parse_time
 from custate.projections.changes import ChangeRecord
@@ -140,25 +141,33 @@ class ChangeFeed:
         if self.postgresql:
             c.exec_driver_sql(f"LOCK TABLE {CHANGES_TABLE} IN EXCLUSIVE MODE")
         top = max(self._max(c), self.pruned_upto(c))
-        rows = []
-        for i, r in enumerate(records, start=int(top) + 1):
-            rows.append(
-                {
-                    "position": i,
-                    "customer_id": r.customer_id,
-                    "path": r.path,
-                    "op": r.op,
-                    "before": orjson.dumps(r.before).decode(),
-                    "after": orjson.dumps(r.after).decode(),
-                    "activity_id": r.activity_id,
-                    "effective_at": format_time(r.effective_at),
-                    "until": None if r.until is None else format_time(r.until),
-                    "recorded_at": None if r.recorded_at is None else format_time(r.recorded_at),
-                    "correction": r.correction,
-                    "cause": r.cause,
-                }
+        dumps = orjson.dumps
+        times: dict[datetime, str] = {}  # the records of one activity share their times
+
+        def fmt(t: datetime) -> str:
+            text = times.get(t)
+            if text is None:
+                text = times[t] = format_time(t)
+            return text
+
+        rows = [
+            (
+                i,
+                r.customer_id,
+                r.path,
+                r.op,
+                dumps(r.before).decode(),
+                dumps(r.after).decode(),
+                r.activity_id,
+                fmt(r.effective_at),
+                None if r.until is None else fmt(r.until),
+                None if r.recorded_at is None else fmt(r.recorded_at),
+                r.correction,
+                r.cause,
             )
-        c.execute(self.t.insert(), rows)
+            for i, r in enumerate(records, start=int(top) + 1)
+        ]
+        insert_rows(c, self.t, rows)
         return int(top) + len(records)
 
     def last(self) -> int:
