@@ -95,10 +95,7 @@ def from_step(
     """The records of an in-order activity `a`, from what its fold step changed."""
     aid, at = a.id, a.created_at
     return [
-        ChangeRecord(
-            customer_id, c.path, c.op, c.before, c.after, aid, at, None, False, "activity", 0,
-            recorded_at,
-        )
+        ChangeRecord(customer_id, c.path, c.op, c.before, c.after, aid, at, recorded_at=recorded_at)
         for c in changes
         if _reported(c.path)
     ]
@@ -158,9 +155,7 @@ def corrections(
                 since,
                 until,
                 correction,
-                "activity",
-                0,
-                recorded_at,
+                recorded_at=recorded_at,
             )
         )
 
