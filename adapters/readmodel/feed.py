@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 
 from custate.adapters.readmodel.sql import insert_rows
-from custate.adapters.sqlschema import create_all
+from custate.adapters.sqlschema import create_all, driver
 from custate.domain import format_time, parse_time
 from custate.projections.changes import ChangeRecord
 
@@ -84,8 +84,11 @@ def _time(value: str | None) -> datetime | None:
 class ChangeFeed:
     """The feed's table on one store's engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, channel: str | None = None) -> None:
+        """`channel`: on PostgreSQL, where each write of records is announced (`NOTIFY`,
+        sent when the write commits) to the followers listening."""
         self.engine = engine
+        self.channel = channel
         self.postgresql = engine.dialect.name == "postgresql"
         self.metadata = MetaData()
         self.t = changes_table(self.metadata)
@@ -168,7 +171,10 @@ class ChangeFeed:
             for i, r in enumerate(records, start=int(top) + 1)
         ]
         insert_rows(c, self.t, rows)
-        return int(top) + len(records)
+        last = int(top) + len(records)
+        if self.postgresql and self.channel is not None:
+            driver(c).execute("SELECT pg_notify(%s, %s)", (self.channel, str(last)))
+        return last
 
     def last(self) -> int:
         """The highest position written (0: none), pruned ones included."""
