@@ -164,9 +164,7 @@ def test_serve_metrics_count_what_was_sent_and_logs_say_it(json_server: Proc) ->
     assert value(m, ingested, result="conflict") == 1
     assert value(m, ingested, result="invalid") == 2  # the malformed body, the untyped one
     webhooks = "custate_webhook_deliveries_total"
-    by_status = {
-        dict(labels)["status"]: v for (name, labels), v in m.items() if name == webhooks
-    }
+    by_status = {dict(labels)["status"]: v for (name, labels), v in m.items() if name == webhooks}
     assert by_status == {"200": 7, "409": 1, "400": 1, "422": 1, "401": 1}
     assert value(m, "custate_catchup_activities_total") == 5
     assert value(m, "custate_store_up") == 1
