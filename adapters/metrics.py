@@ -263,26 +263,31 @@ class ObserveRequests:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
             self.metrics.request(route, status, seconds)
-            raw = scope.get("raw_path")
-            path = raw.decode("latin-1") if isinstance(raw, bytes) else str(scope.get("path"))
-            method = scope.get("method", "-")
-            ms = round(seconds * 1000, 3)
-            _access.info(
-                "%s %s %d %.1f ms (request id %s)",
-                method,
-                path,
-                status,
-                ms,
-                rid,
-                extra={
-                    "method": method,
-                    "route": route,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": ms,
-                    "request_id": rid,
-                },
-            )
+            if _access.isEnabledFor(logging.INFO):
+                _log_access(scope, route, status, seconds, rid)
+
+
+def _log_access(scope: Any, route: str, status: int, seconds: float, rid: str) -> None:
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes) else str(scope.get("path"))
+    method = scope.get("method", "-")
+    ms = round(seconds * 1000, 3)
+    _access.info(
+        "%s %s %d %.1f ms (request id %s)",
+        method,
+        path,
+        status,
+        ms,
+        rid,
+        extra={
+            "method": method,
+            "route": route,
+            "path": path,
+            "status": status,
+            "duration_ms": ms,
+            "request_id": rid,
+        },
+    )
 
 
 def start_metrics_server(
