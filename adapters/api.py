@@ -47,7 +47,7 @@ from custate.adapters.ingest import (
     utc_now,
     write_batch,
 )
-from custate.adapters.notify import Listener
+from custate.adapters.notify import Bell, Listener
 from custate.adapters.projector import Worker, WorkerEvent
 from custate.adapters.readers import Item, Record, read_path, read_text, records_from_value
 from custate.adapters.readmodel import (
@@ -625,6 +625,14 @@ class Custate:
                     if should_stop is not None and should_stop():
                         return
                     listener.wait(poll)
+
+    def changes_bell(self) -> Bell:
+        """What asyncio code waits on for the next write of change records (`bell.start()`
+        first, `bell.stop()` at the end): one `LISTEN` connection in a thread, shared by
+        every waiter; on SQLite it never rings and a wait is a pause."""
+        store = self.store
+        channel = store.changes_channel
+        return Bell(store.conninfo if channel is not None else None, channel)
 
     def _listener(self) -> Listener:
         store = self.store

@@ -382,12 +382,17 @@ def create_app(
     key = secret if secret is not None else os.environ.get(ENV_SECRET, "")
     limit = _max_body(max_body_bytes)
 
+    # The long polls of `/changes` are woken by the feed's NOTIFY on PostgreSQL.
+    bell = cs.changes_bell()
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         service.start()
+        bell.start()
         try:
             yield
         finally:
+            await asyncio.to_thread(bell.stop)
             await asyncio.to_thread(service.stop)
 
     app = FastAPI(
@@ -689,7 +694,7 @@ def create_app(
         never blocks the event loop (each look runs in a worker thread)."""
         deadline = asyncio.get_running_loop().time() + wait
         position = after
-        pause = 0.01
+        pause = 0.01  # between looks without NOTIFY (SQLite), doubling up to 0.1 s
         while True:
             try:
                 page = await asyncio.to_thread(cs.changes, position, customer, path, limit)
@@ -702,8 +707,8 @@ def create_app(
             if page.records or now >= deadline:
                 return _json(page.to_json())
             position = page.next
-            await asyncio.sleep(min(pause, deadline - now))
-            pause = min(pause * 2, 0.1)
+            await bell.wait(min(pause, deadline - now))
+            pause = min(pause * 2, 1.0 if bell.live else 0.1)
 
     @app.get("/metrics", summary="Prometheus metrics of this process (text format)")
     def get_metrics() -> Response:

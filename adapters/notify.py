@@ -12,7 +12,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
-__all__ = ["Listener"]
+__all__ = ["Bell", "Listener"]
 
 
 class Listener:
@@ -76,3 +76,56 @@ class Listener:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+
+class Bell:
+    """One `Listener` in a thread of its own, ringing for any number of asyncio waiters (the
+    HTTP long polls of one process share one `LISTEN` connection). `channel` None: it never
+    rings, and `wait` is a plain pause."""
+
+    def __init__(self, conninfo: str | None, channel: str | None, poll: float = 1.0) -> None:
+        self._listener = Listener(conninfo, channel)
+        self.live = channel is not None and conninfo is not None
+        self._poll = poll
+        self._waiters: set[tuple[Any, Any]] = set()  # (loop, asyncio.Event)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.live and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="custate-bell", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self._poll + 5)
+            self._thread = None
+        self._listener.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._listener.wait(self._poll):
+                with self._lock:
+                    waiters = list(self._waiters)
+                for loop, event in waiters:
+                    loop.call_soon_threadsafe(event.set)
+
+    async def wait(self, timeout: float) -> None:
+        """Until the next notification or `timeout` seconds, whichever comes first."""
+        import asyncio
+
+        if not self.live or self._thread is None:
+            await asyncio.sleep(timeout)
+            return
+        item = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._waiters.add(item)
+        try:
+            await asyncio.wait_for(item[1].wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                self._waiters.discard(item)
