@@ -15,7 +15,14 @@ from custate.adapters.cli.store_options import StoreOption
 # switch interval keeps each hand-off from waiting out CPython's default (docs/DECISIONS.md).
 SWITCH_INTERVAL = 0.0005
 # What `pip install 'custate[server]'` adds (and what they bring).
-SERVER_EXTRA = ("fastapi", "uvicorn", "starlette", "pydantic")
+SERVER_EXTRA = (
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "pydantic",
+    "pydantic_settings",
+    "fastapi_offline",
+)
 
 
 @app.command(
@@ -48,17 +55,34 @@ def serve(
             "`custate project --follow` workers).",
         ),
     ] = True,
+    api_tokens_file: Annotated[
+        str | None,
+        typer.Option(
+            "--api-tokens-file",
+            help="A file of bearer tokens, one a line, that the reads require (besides "
+            "CUSTATE_API_TOKENS).",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve a non-loopback --host without API tokens or a webhook secret.",
+        ),
+    ] = False,
 ) -> None:
     """Serve POST /webhooks/voucherify, GET /customers/{id}/state, /customers,
     /customers/{id}/history, /healthz and /readyz (docs at /docs).
 
     Any number of serve processes may share one store; reads never wait for a catch-up.
-    CUSTATE_WEBHOOK_SECRET: verify x-voucherify-signature; CUSTATE_MAX_BODY_BYTES: the
-    body limit (default 1 MiB)."""
+    CUSTATE_WEBHOOK_SECRET: verify x-voucherify-signature; CUSTATE_API_TOKENS: bearer
+    tokens (comma-separated) the reads require; CUSTATE_MAX_BODY_BYTES: the body limit
+    (default 1MiB). Beyond loopback, tokens and a secret are required (or --insecure)."""
     from custate.adapters.api import StoreError
 
     try:
         from custate.adapters.http import serve as run
+        from custate.adapters.settings import SettingsError
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] not in SERVER_EXTRA:
             raise
@@ -74,6 +98,10 @@ def serve(
             workers=workers,
             project=project,
             header_timeout=header_timeout,
+            api_tokens_file=api_tokens_file,
+            insecure=insecure,
         )
     except StoreError as e:
+        fail(str(e))
+    except SettingsError as e:  # a CUSTATE_* setting, or what exposing the host needs
         fail(str(e))
