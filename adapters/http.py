@@ -63,13 +63,13 @@ from custate.adapters.auth import Tokens, require_token
 from custate.adapters.httpdocs import error_response, install_docs, install_error_handlers
 from custate.adapters.readers import BadRecord, Record, records_from_value
 from custate.adapters.schemas import (
+    CardGapOut,
     ChangesPage,
     CountOut,
     CustomerRow,
     DiffOut,
     ErrorOut,
     ExplainOut,
-    GapOut,
     HealthOut,
     HistoryEntry,
     ReadyOut,
@@ -746,7 +746,7 @@ def create_app(
         "/gaps",
         summary="Balance breaks per card: activities missing upstream",
         dependencies=reads,
-        responses=_answers(list[GapOut], *_READ),
+        responses=_answers(list[CardGapOut], *_READ),
     )
     def get_gaps(
         consistency: Annotated[_Consistency, Depends()], customer_id: Key = None

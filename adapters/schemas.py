@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ActivityRef",
+    "CardGapOut",
     "ChangeRecordOut",
     "ChangesPage",
     "CountOut",
@@ -121,22 +122,23 @@ class Activities(BaseModel):
     unrecognized: int
 
 
+GAP = {
+    "card_id": "v_1",
+    "kind": "loyalty_card",
+    "activity_id": "evcus_9",
+    "at": T,
+    "previous_activity_id": "evcus_7",
+    "previous_balance": 100,
+    "delta": 10,
+    "balance": 150,
+    "missing": 40,
+}
+
+
 class GapOut(BaseModel):
     """A balance break on a card: an activity missing upstream."""
 
-    model_config = _example(
-        {
-            "card_id": "v_1",
-            "kind": "loyalty_card",
-            "activity_id": "evcus_9",
-            "at": T,
-            "previous_activity_id": "evcus_7",
-            "previous_balance": 100,
-            "delta": 10,
-            "balance": 150,
-            "missing": 40,
-        }
-    )
+    model_config = _example(GAP)
     card_id: str
     kind: str
     activity_id: str
@@ -146,6 +148,13 @@ class GapOut(BaseModel):
     delta: int
     balance: int
     missing: int
+
+
+class CardGapOut(GapOut):
+    """A balance break, with the customer whose card it is (`/gaps`)."""
+
+    model_config = _example({"customer_id": "cust_1", **GAP})
+    customer_id: str
 
 
 _STATE_EXAMPLE: dict[str, Any] = {
