@@ -17,7 +17,9 @@
   with its position and lag in `X-Custate-*` headers (and `read_model` in the JSON of
   state and count); `?min_position=N&wait=S` waits for position N, 503 after S seconds.
 - `GET /healthz` is liveness (no database), `GET /readyz` readiness (store answers, lag
-  under a bound); OpenAPI docs at /docs.
+  under a bound); OpenAPI docs at /docs (assets served here, `httpdocs`).
+- With API tokens configured ($CUSTATE_API_TOKENS), every read needs
+  `Authorization: Bearer <token>` (`auth.require_token`); every error is `{"error", "field"}`.
 
 Any number of processes may serve one store (`serve --workers N`, other hosts): each has
 its own group commit, and their projector workers share the partitions
@@ -109,14 +111,18 @@ def signature(body: bytes, secret: str) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-# A JSON string (escapes and all, kept byte for byte) or a run of JSON whitespace.
-_STRING_OR_SPACE = re.compile(rb'"(?:[^"\\]|\\.)*"|[ \t\n\r]+', re.DOTALL)
+# A JSON string, escapes and all (the unrolled form: no alternation per character).
+_STRING = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")', re.DOTALL)
+_JSON_SPACE = b" \t\n\r"
 
 
 def strip_whitespace(body: bytes) -> bytes:
     """`body` without the whitespace outside its JSON strings; everything else, the
-    strings' escapes (`\\u00eb`) included, byte for byte as it was."""
-    return _STRING_OR_SPACE.sub(lambda m: m[0] if m[0][:1] == b'"' else b"", body)
+    strings' escapes (`\\u00eb`) included, byte for byte as it was. Linear: the strings
+    are split out by one regex, the rest stripped by `bytes.translate`."""
+    parts = _STRING.split(body)
+    parts[::2] = [p.translate(None, _JSON_SPACE) for p in parts[::2]]
+    return b"".join(parts)
 
 
 def signature_ok(body: bytes, given: str | None, secret: str) -> bool:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from custate.adapters.cli.app import app, examples
+from custate.adapters.cli.app import EXIT_STORE, EXIT_USAGE, app, examples
 from custate.adapters.cli.common import fail, warn
 from custate.adapters.cli.store_options import StoreOption
 
@@ -78,7 +78,7 @@ def serve(
     CUSTATE_WEBHOOK_SECRET: verify x-voucherify-signature; CUSTATE_API_TOKENS: bearer
     tokens (comma-separated) the reads require; CUSTATE_MAX_BODY_BYTES: the body limit
     (default 1MiB). Beyond loopback, tokens and a secret are required (or --insecure)."""
-    from custate.adapters.api import StoreError
+    from custate.adapters.api import StoreError, StoreUnavailableError
 
     try:
         from custate.adapters.http import serve as run
@@ -101,7 +101,7 @@ def serve(
             api_tokens_file=api_tokens_file,
             insecure=insecure,
         )
-    except StoreError as e:
-        fail(str(e))
+    except StoreError as e:  # unreachable, full, read-only: exit 3, like the other commands
+        fail(str(e), EXIT_STORE if isinstance(e, StoreUnavailableError) else EXIT_USAGE)
     except SettingsError as e:  # a CUSTATE_* setting, or what exposing the host needs
         fail(str(e))

@@ -338,7 +338,7 @@ def test_an_unreachable_postgresql_is_named_with_its_password_masked() -> None:
         port = s.getsockname()[1]  # closed once the block ends: nothing listens
     url = f"postgresql://reader:pa55word@127.0.0.1:{port}/custate"
     r = run_serve("--port", str(free_port()), "--store", url)
-    assert r.returncode != 0
+    assert r.returncode == 3  # the store failed
     assert "pa55word" not in r.stderr + r.stdout
     assert f"reader:***@127.0.0.1:{port}" in r.stderr
     assert f"cannot reach PostgreSQL at 127.0.0.1:{port}" in r.stderr
