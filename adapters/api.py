@@ -921,7 +921,11 @@ def _check_feed(after: int, paths: Sequence[str] | None, limit: int) -> list[str
 
 def _read_only_url(url: str) -> str:
     if url.startswith(("postgresql:", "postgres:")):
-        raise StoreError(f"{url}: read_only is for SQLite stores; on PostgreSQL use a role")
+        from custate.adapters.report import mask_password
+
+        raise StoreError(
+            f"{mask_password(url)}: read_only is for SQLite stores; on PostgreSQL use a role"
+        )
     if "://" not in url:
         url = f"sqlite:///{url}"
     return url + ("&" if "?" in url else "?") + "mode=ro"

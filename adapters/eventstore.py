@@ -286,7 +286,11 @@ def parse_store_url(url: str) -> StoreUrl:
         return StoreUrl(
             url, "postgresql", env, sa.render_as_string(hide_password=False), schema, table
         )
-    raise StoreError(f"{url}: unsupported store; use sqlite:///PATH or postgresql://...")
+    from custate.adapters.report import mask_password
+
+    raise StoreError(
+        f"{mask_password(url)}: unsupported store; use sqlite:///PATH or postgresql://..."
+    )
 
 
 def make_engine(store: StoreUrl) -> Engine:

@@ -218,9 +218,11 @@ class Forwarder:
             except httpx.TransportError as e:
                 status, error = 0, f"unreachable: {type(e).__name__}: {e}"
             if not forever and tries >= self.attempts:
+                from custate.adapters.report import mask_password
+
                 what = f"HTTP {status}" if status else error
                 raise ForwardError(
-                    f"forward to {self.url}: {what} after {tries} attempts; "
+                    f"forward to {mask_password(self.url)}: {what} after {tries} attempts; "
                     "the cursor stays at the last batch delivered"
                 )
             report.retries += 1

@@ -18,7 +18,10 @@
   state and count); `?min_position=N&wait=S` waits for position N, 503 after S seconds.
 - `GET /healthz` is liveness (no database), `GET /readyz` readiness (store answers, lag
   under a bound), `GET /metrics` Prometheus metrics (`adapters.metrics`); OpenAPI docs at
-  /docs. Each request is logged on `custate.http.access` (`adapters.logs`).
+  /docs (assets served here, `httpdocs`). Each request is logged on `custate.http.access`
+  (`adapters.logs`).
+- With API tokens configured ($CUSTATE_API_TOKENS), every read (and `/metrics`) needs
+  `Authorization: Bearer <token>` (`auth.require_token`); every error is `{"error", "field"}`.
 
 Any number of processes may serve one store (`serve --workers N`, other hosts): each has
 its own group commit, and their projector workers share the partitions
@@ -37,7 +40,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
@@ -60,13 +63,34 @@ from custate.adapters.api import (
     WorkerEvent,
     store_fault,
 )
+from custate.adapters.auth import Tokens, require_token
+from custate.adapters.httpdocs import error_response, install_docs, install_error_handlers
 from custate.adapters.metrics import CONTENT_TYPE, Metrics, ObserveRequests
 from custate.adapters.readers import BadRecord, Record, records_from_value
+from custate.adapters.schemas import (
+    CardGapOut,
+    ChangesPage,
+    CountOut,
+    CustomerRow,
+    DiffOut,
+    ErrorOut,
+    ExplainOut,
+    HealthOut,
+    HistoryEntry,
+    ReadyOut,
+    StateOut,
+    WebhookOut,
+)
 from custate.adapters.serving import (
     DEFAULT_HEADER_TIMEOUT,
     ENV_HEADER_TIMEOUT,
     PROTOCOL,
     HeaderTimeoutProtocol,
+)
+from custate.adapters.settings import (
+    ENV_API_TOKENS_FILE,
+    check_exposure,
+    load_settings,
 )
 from custate.domain import ActivityError, parse_cut
 from custate.domain.activity import INT_MAX, INT_MIN, MAX_ID_BYTES
@@ -90,24 +114,45 @@ def signature(body: bytes, secret: str) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+# A JSON string, escapes and all (the unrolled form: no alternation per character).
+_STRING = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")', re.DOTALL)
+_JSON_SPACE = b" \t\n\r"
+
+
+def strip_whitespace(body: bytes) -> bytes:
+    """`body` without the whitespace outside its JSON strings; everything else, the
+    strings' escapes (`\\u00eb`) included, byte for byte as it was. Linear: the strings
+    are split out by one regex, the rest stripped by `bytes.translate`."""
+    parts = _STRING.split(body)
+    parts[::2] = [p.translate(None, _JSON_SPACE) for p in parts[::2]]
+    return b"".join(parts)
+
+
 def signature_ok(body: bytes, given: str | None, secret: str) -> bool:
-    """The signature of the raw body; failing that, of the body re-serialised compactly
-    (`JSON.stringify` of the parsed payload), which is what some Voucherify senders sign
-    (docs/DECISIONS.md). Both need the secret; comparisons take constant time."""
+    """The signature of the raw body; failing that, of the body with the whitespace outside
+    its strings removed (what Voucherify signs: a pretty-printed delivery's escapes stay as
+    they were) or of the body re-serialised compactly (`JSON.stringify` of the parsed
+    payload, what some receivers compute; docs/DECISIONS.md). All need the secret;
+    comparisons take constant time."""
     if not given:
         return False
     given = given.strip().lower()
     if hmac.compare_digest(signature(body, secret), given):
         return True
+    compact = strip_whitespace(body)
+    if compact != body and hmac.compare_digest(signature(compact, secret), given):
+        return True
     try:
-        compact = orjson.dumps(orjson.loads(body))
+        reserialised = orjson.dumps(orjson.loads(body))
     except orjson.JSONDecodeError:
         return False
-    return compact != body and hmac.compare_digest(signature(compact, secret), given)
+    return reserialised not in (body, compact) and hmac.compare_digest(
+        signature(reserialised, secret), given
+    )
 
 
 def _error(status: int, error: str, field: str | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": error, "field": field, **extra}, status_code=status)
+    return error_response(status, error, field, **extra)
 
 
 DEFAULT_BODY_TIMEOUT = 10.0  # seconds for a request body to arrive whole (a slow client: 408)
@@ -348,12 +393,26 @@ class _CustomerFilters(CustomerQuery):
 
 # -- the app ----------------------------------------------------------------------------------
 
+_ERRORS = {
+    400: "a cut or parameter that does not parse (the field named)",
+    401: "missing or wrong bearer token (when API tokens are configured)",
+    404: "unknown customer",
+    410: "records after that position were pruned",
+    422: "a parameter out of range (the field named)",
+    503: "min_position not reached within wait, or the store unavailable: retry",
+}
 
-def _max_body(value: int | None) -> int:
-    if value is not None:
-        return value
-    env = os.environ.get(ENV_MAX_BODY)
-    return int(env) if env else DEFAULT_MAX_BODY
+
+def _answers(model: Any, *codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of a read: `model` on 200, the error shape on `codes`."""
+    out: dict[int | str, dict[str, Any]] = {200: {"model": model}}
+    for c in codes:
+        out[c] = {"model": ErrorOut, "description": _ERRORS[c]}
+    return out
+
+
+_READ = (400, 401, 422, 503)
+_CUSTOMER_READ = (400, 401, 404, 422, 503)
 
 
 def _cut_or_none(value: str | None, name: str) -> Any:
@@ -369,18 +428,24 @@ def create_app(
     ready_lag: int = DEFAULT_READY_LAG,
     ready_timeout: float = 1.0,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    api_tokens: Sequence[str] | None = None,
 ) -> FastAPI:
     """The application. `store` is a store URL (opened here, closed at shutdown), an open
     `Custate` (left open), or None ($CUSTATE_STORE, else ./custate.db). `secret` defaults
     to $CUSTATE_WEBHOOK_SECRET (unset or empty: signatures are not checked). `project`: run
     a projector worker in this process. `/readyz` is 503 from `ready_lag` activities behind,
     or when the store does not answer within `ready_timeout` seconds. A request body that
-    has not arrived whole within `body_timeout` seconds is a 408."""
+    has not arrived whole within `body_timeout` seconds is a 408. `api_tokens` (default:
+    $CUSTATE_API_TOKENS and $CUSTATE_API_TOKENS_FILE's): the bearer tokens every read
+    requires (none: reads are open; `adapters.auth`). Bad CUSTATE_* settings raise
+    `SettingsError` naming the variable (`adapters.settings`)."""
+    settings = load_settings()
+    tokens = Tokens(api_tokens if api_tokens is not None else settings.tokens())
+    key = secret if secret is not None else settings.webhook_secret.get_secret_value()
+    limit = max_body_bytes if max_body_bytes is not None else settings.max_body_bytes
     cs = store if isinstance(store, Custate) else Custate(store)
     service = Service(cs, owned=not isinstance(store, Custate), project=project)
     metrics = service.metrics = Metrics(service.freshness)
-    key = secret if secret is not None else os.environ.get(ENV_SECRET, "")
-    limit = _max_body(max_body_bytes)
 
     # The long polls of `/changes` are woken by the feed's NOTIFY on PostgreSQL.
     bell = cs.changes_bell()
@@ -399,10 +464,16 @@ def create_app(
         title="custate",
         summary="Voucherify customer activities in; customer state, as of any time, out.",
         lifespan=lifespan,
+        docs_url=None,  # install_docs: served from local assets, not a CDN
+        redoc_url=None,
     )
     app.state.service = service
+    app.state.api_tokens = tokens
     app.add_middleware(RequestIds)
     app.add_middleware(ObserveRequests, metrics=metrics)  # outermost: sees every answer
+    install_error_handlers(app)
+    install_docs(app, "custate")
+    reads = [Depends(require_token)]
 
     async def read_body(request: Request) -> bytes | JSONResponse:
         declared = request.headers.get("content-length")
@@ -436,13 +507,20 @@ def create_app(
         "/webhooks/voucherify",
         summary="Receive a Voucherify webhook delivery (v2024-01-01 envelope)",
         responses={
-            200: {"description": "stored (or already stored): durable"},
-            400: {"description": "malformed JSON (kept as a reject)"},
-            401: {"description": "bad or missing x-voucherify-signature (nothing kept)"},
-            409: {"description": "same activity id, other content (kept as a reject)"},
-            413: {"description": "body over the limit"},
-            422: {"description": "not a valid activity (kept as a reject)"},
-            503: {"description": "store unavailable: retry"},
+            200: {"model": WebhookOut, "description": "stored (or already stored): durable"},
+            400: {"model": ErrorOut, "description": "malformed JSON (kept as a reject)"},
+            401: {
+                "model": ErrorOut,
+                "description": "bad or missing x-voucherify-signature (nothing kept)",
+            },
+            408: {"model": ErrorOut, "description": "the body did not arrive in time"},
+            409: {
+                "model": ErrorOut,
+                "description": "same activity id, other content (kept as a reject)",
+            },
+            413: {"model": ErrorOut, "description": "body over the limit"},
+            422: {"model": ErrorOut, "description": "not a valid activity (kept as a reject)"},
+            503: {"model": ErrorOut, "description": "store unavailable: retry"},
         },
         openapi_extra={
             "requestBody": {
@@ -555,7 +633,12 @@ def create_app(
         out.headers.update(fresh.headers())
         return out
 
-    @app.get("/customers/{customer_id}/state", summary="A customer's state, as of any time")
+    @app.get(
+        "/customers/{customer_id}/state",
+        summary="A customer's state, as of any time",
+        dependencies=reads,
+        responses=_answers(StateOut, *_CUSTOMER_READ),
+    )
     def get_state(
         customer_id: CustomerId,
         after: Annotated[_Consistency, Depends()],
@@ -573,7 +656,12 @@ def create_app(
             embed=True,
         )
 
-    @app.get("/customers", summary="Customers matching every filter given (read model)")
+    @app.get(
+        "/customers",
+        summary="Customers matching every filter given (read model)",
+        dependencies=reads,
+        responses=_answers(list[CustomerRow], *_READ),
+    )
     def get_customers(
         filters: Annotated[_CustomerFilters, Depends()],
         consistency: Annotated[_Consistency, Depends()],
@@ -594,14 +682,24 @@ def create_app(
             consistency,
         )
 
-    @app.get("/customers/count", summary="How many customers match every filter given")
+    @app.get(
+        "/customers/count",
+        summary="How many customers match every filter given",
+        dependencies=reads,
+        responses=_answers(CountOut, *_READ),
+    )
     def get_customers_count(
         filters: Annotated[_CustomerFilters, Depends()],
         after: Annotated[_Consistency, Depends()],
     ) -> Response:
         return answer(lambda: {"count": cs.count_customers(**asdict(filters))}, after, embed=True)
 
-    @app.get("/customers/{customer_id}/history", summary="Each activity and what it changed")
+    @app.get(
+        "/customers/{customer_id}/history",
+        summary="Each activity and what it changed",
+        dependencies=reads,
+        responses=_answers(list[HistoryEntry], *_CUSTOMER_READ),
+    )
     def get_history(
         customer_id: CustomerId,
         consistency: Annotated[_Consistency, Depends()],
@@ -623,6 +721,8 @@ def create_app(
         description="`as_of` twice (and `known_at` at most once): what changed in business "
         "time. `as_of` at most once and `known_at` twice: what the activities recorded in "
         "between changed about that time (None: about now), the corrections an auditor sees.",
+        dependencies=reads,
+        responses=_answers(DiffOut, *_CUSTOMER_READ),
     )
     def get_diff(
         customer_id: CustomerId,
@@ -648,6 +748,8 @@ def create_app(
     @app.get(
         "/customers/{customer_id}/explain",
         summary="Which activity set a field's value, and the earlier values",
+        dependencies=reads,
+        responses=_answers(ExplainOut, *_CUSTOMER_READ),
     )
     def get_explain(
         customer_id: CustomerId,
@@ -664,7 +766,12 @@ def create_app(
             customer_id,
         )
 
-    @app.get("/gaps", summary="Balance breaks per card: activities missing upstream")
+    @app.get(
+        "/gaps",
+        summary="Balance breaks per card: activities missing upstream",
+        dependencies=reads,
+        responses=_answers(list[CardGapOut], *_READ),
+    )
     def get_gaps(
         consistency: Annotated[_Consistency, Depends()], customer_id: Key = None
     ) -> Response:
@@ -673,9 +780,13 @@ def create_app(
     @app.get(
         "/changes",
         summary="Change records of derived state after a position (long poll with wait)",
+        dependencies=reads,
         responses={
-            400: {"description": "a negative or future position, a malformed glob"},
-            410: {"description": "records after that position were pruned"},
+            **_answers(ChangesPage, 401, 410, 422, 503),
+            400: {
+                "model": ErrorOut,
+                "description": "a negative or future position, a malformed glob, the feed off",
+            },
         },
     )
     async def get_changes(
@@ -710,18 +821,29 @@ def create_app(
             await bell.wait(min(pause, deadline - now))
             pause = min(pause * 2, 1.0 if bell.live else 0.1)
 
-    @app.get("/metrics", summary="Prometheus metrics of this process (text format)")
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics of this process (text format)",
+        dependencies=reads,
+    )
     def get_metrics() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
-    @app.get("/healthz", summary="Liveness: the process answers (no database involved)")
+    @app.get(
+        "/healthz",
+        summary="Liveness: the process answers (no database involved)",
+        responses={200: {"model": HealthOut}},
+    )
     def healthz() -> Response:
         return _json({"status": "ok", "write_batches": service.batches})
 
     @app.get(
         "/readyz",
         summary="Readiness: the store answers and the read model's lag is under the bound",
-        responses={503: {"description": "store unreachable, or the lag over the bound"}},
+        responses={
+            200: {"model": ReadyOut},
+            503: {"model": ReadyOut, "description": "store unreachable, or the lag over the bound"},
+        },
     )
     async def readyz() -> Response:
         try:
@@ -755,7 +877,7 @@ ENV_PROJECT = "CUSTATE_SERVE_PROJECT"
 def app_from_env() -> FastAPI:
     """The application of one of `serve --workers N`'s processes: the store from
     $CUSTATE_STORE, a projector in-process unless $CUSTATE_SERVE_PROJECT is `0`."""
-    return create_app(None, project=os.environ.get(ENV_PROJECT, "1") != "0")
+    return create_app(None, project=load_settings().serve_project)
 
 
 def serve(
@@ -768,23 +890,35 @@ def serve(
     project: bool = True,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     log_config: dict[str, Any] | None = None,
+    api_tokens_file: str | None = None,
+    insecure: bool = False,
 ) -> None:
     """Run the app under uvicorn until interrupted: `workers` processes (each its own group
     commit and, with `project`, its own projector worker). A connection whose request
     headers have not arrived within `header_timeout` seconds is closed (`serving`).
     `log_config`: a `logging.config.dictConfig` dict uvicorn applies in each process
-    (`logs.uvicorn_config`); None leaves uvicorn's own."""
+    (`logs.uvicorn_config`); None leaves uvicorn's own. The CUSTATE_* settings are checked
+    first; beyond loopback, API tokens and a webhook secret are required unless `insecure`
+    (`settings.check_exposure`): SettingsError."""
     import uvicorn
 
-    logging_kw: dict[str, Any] = {} if log_config is None else {"log_config": log_config}
+    from custate.adapters.api import store_url
+    from custate.adapters.report import mask_password
 
+    logging_kw: dict[str, Any] = {} if log_config is None else {"log_config": log_config}
+    settings = load_settings(api_tokens_file=api_tokens_file)
+    say = log if log is not None else _log.warning
+    for warning in check_exposure(host, settings, insecure):
+        say(warning)
     HeaderTimeoutProtocol.header_timeout = header_timeout
     os.environ[ENV_HEADER_TIMEOUT] = str(header_timeout)  # for --workers processes
     if log is not None:
-        log(f"custate serve: http://{host}:{port} (docs at /docs)")
+        where = mask_password(store_url(store))
+        auth = f"{len(settings.tokens())} API token(s)" if settings.tokens() else "no API tokens"
+        log(f"custate serve: http://{host}:{port} (docs at /docs), store {where}, {auth}")
     if workers == 1:
         uvicorn.run(
-            create_app(store, project=project),
+            create_app(store, project=project, api_tokens=settings.tokens()),
             host=host,
             port=port,
             http=PROTOCOL,
@@ -796,6 +930,8 @@ def serve(
     # uvicorn starts each worker from an import string: the settings go by environment.
     if store is not None:
         os.environ["CUSTATE_STORE"] = store
+    if api_tokens_file is not None:
+        os.environ[ENV_API_TOKENS_FILE] = api_tokens_file
     os.environ[ENV_PROJECT] = "1" if project else "0"
     uvicorn.run(
         "custate.adapters.http:app_from_env",

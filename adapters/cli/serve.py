@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from custate.adapters.cli.app import app, examples
+from custate.adapters.cli.app import EXIT_STORE, EXIT_USAGE, app, examples
 from custate.adapters.cli.common import fail, warn
 from custate.adapters.cli.store_options import StoreOption
 
@@ -15,7 +15,15 @@ from custate.adapters.cli.store_options import StoreOption
 # switch interval keeps each hand-off from waiting out CPython's default (docs/DECISIONS.md).
 SWITCH_INTERVAL = 0.0005
 # What `pip install 'custate[server]'` adds (and what they bring).
-SERVER_EXTRA = ("fastapi", "uvicorn", "starlette", "pydantic", "prometheus_client")
+SERVER_EXTRA = (
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "pydantic",
+    "pydantic_settings",
+    "fastapi_offline",
+    "prometheus_client",
+)
 
 
 @app.command(
@@ -48,19 +56,37 @@ def serve(
             "`custate project --follow` workers).",
         ),
     ] = True,
+    api_tokens_file: Annotated[
+        str | None,
+        typer.Option(
+            "--api-tokens-file",
+            help="A file of bearer tokens, one a line, that the reads require (besides "
+            "CUSTATE_API_TOKENS).",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve a non-loopback --host without API tokens or a webhook secret.",
+        ),
+    ] = False,
 ) -> None:
     """Serve POST /webhooks/voucherify, GET /customers/{id}/state, /customers,
     /customers/{id}/history, /healthz and /readyz (docs at /docs).
 
     Any number of serve processes may share one store; reads never wait for a catch-up.
-    CUSTATE_WEBHOOK_SECRET: verify x-voucherify-signature; CUSTATE_MAX_BODY_BYTES: the
-    body limit (default 1 MiB). GET /metrics: Prometheus metrics of each process;
-    `custate --log-level info serve`: one log line per request."""
-    from custate.adapters.api import StoreError
+    CUSTATE_WEBHOOK_SECRET: verify x-voucherify-signature; CUSTATE_API_TOKENS: bearer
+    tokens (comma-separated) the reads require; CUSTATE_MAX_BODY_BYTES: the body limit
+    (default 1MiB). Beyond loopback, tokens and a secret are required (or --insecure).
+    GET /metrics: Prometheus metrics of each process; `custate --log-level info serve`:
+    one log line per request."""
+    from custate.adapters.api import StoreError, StoreUnavailableError
     from custate.adapters.cli.logging_options import uvicorn_config
 
     try:
         from custate.adapters.http import serve as run
+        from custate.adapters.settings import SettingsError
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] not in SERVER_EXTRA:
             raise
@@ -77,6 +103,10 @@ def serve(
             project=project,
             header_timeout=header_timeout,
             log_config=uvicorn_config(),
+            api_tokens_file=api_tokens_file,
+            insecure=insecure,
         )
-    except StoreError as e:
+    except StoreError as e:  # unreachable, full, read-only: exit 3, like the other commands
+        fail(str(e), EXIT_STORE if isinstance(e, StoreUnavailableError) else EXIT_USAGE)
+    except SettingsError as e:  # a CUSTATE_* setting, or what exposing the host needs
         fail(str(e))

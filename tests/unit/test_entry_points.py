@@ -24,6 +24,10 @@ ALLOWED = (
     "custate.adapters.cli",  # the CLI's own modules
     "custate.adapters.http",  # `custate serve` runs it
     "custate.adapters.serving",  # the server's connection protocol (no store)
+    "custate.adapters.settings",  # the server's CUSTATE_* settings (no store)
+    "custate.adapters.auth",  # the server's bearer tokens (no store)
+    "custate.adapters.httpdocs",  # the server's error shape and docs pages (no store)
+    "custate.adapters.schemas",  # the server's answer models, for OpenAPI (no store)
     "custate.adapters.pull",  # `custate pull` runs it
     "custate.adapters.voucherify",  # the Voucherify API client pull reads with
     "custate.adapters.readers",  # input formats: bytes and files to records
