@@ -1,0 +1,257 @@
+"""Erasure (GDPR Art. 17) on both backends: a customer's history of real-shaped Voucherify
+payloads carrying distinctive personal values is ingested, projected (with the change feed
+on, and rejects holding the values), then erased. Afterwards a byte search of the SQLite
+file and its WAL, or of the PostgreSQL schema's rows and relation files, finds none of the
+values, while another customer's values are still found; points, tiers, segments, orders
+and the audit are what they were; the profile reads as erased; an activity of the customer
+stored afterwards is erased on the way in, until the erasure is lifted."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import custate
+from custate.adapters.api import Custate
+from custate.domain import parse_time
+from custate.domain.erasure import ERASED, ERASED_METADATA
+
+Json = dict[str, Any]
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
+
+ZELDA = "cust_zelda_erasable"
+OTTO = "cust_otto_keeps"
+NAME = "Zelda Quixotic-Erasable"
+EMAIL = "zelda.quixotic@erasable.example"
+PHONE = "+44 7700 900461"
+NOTE = "ZQ-secret-note-4711"  # in the customer's metadata
+STREET = "17 Forgetme Lane"  # in the customer's address
+ERASED_VALUES = (NAME, EMAIL, PHONE, NOTE, STREET)
+OTTO_NAME = "Otto Keepsmydata-Intact"
+
+# The samples that make a loyalty history: points, a tier, a segment, orders, a redemption.
+HISTORY = [
+    "customer.created",
+    "customer.updated",
+    "customer.segment.entered",
+    "customer.loyalty.tier.joined",
+    "customer.voucher.loyalty_card.points_added",
+    "customer.order.created",
+    "customer.order.paid",
+    "customer.redemption.succeeded",
+    "customer.rewarded.loyalty_points",
+    "customer.loyalty.tier.upgraded",
+]
+
+
+def _retarget(node: Any, old: str, new: str) -> Any:
+    if isinstance(node, dict):
+        return {k: _retarget(v, old, new) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_retarget(v, old, new) for v in node]
+    return new if node == old else node
+
+
+def _history(customer: str, name: str, prefix: str) -> list[Json]:
+    """The samples as one customer's activities, its profile fields set to the values."""
+    out: list[Json] = []
+    for i, sample in enumerate(HISTORY):
+        data = json.loads((SAMPLES / f"{sample}.json").read_text())
+        data = _retarget(data, data["customer"]["id"], customer)
+        profile: Json = {"name": name}
+        if customer == ZELDA:
+            profile |= {
+                "email": EMAIL,
+                "phone": PHONE,
+                "metadata": {"note": NOTE, "region": "EMEA"},
+                "address": {"line_1": STREET, "city": "Nottingham"},
+            }
+        data["customer"] = {**data["customer"], **profile}
+        if "order" in data:  # the name again, in a free-text field of the order
+            data["order"] = copy.deepcopy(data["order"])
+            data["order"].setdefault("metadata", {})["gift_message"] = f"For {name}, with love"
+        out.append(
+            {
+                "id": f"{prefix}_{i}",
+                "type": sample,
+                "created_at": f"2024-03-{10 + i:02d}T10:00:00Z",
+                "customer_id": customer,
+                "data": data,
+            }
+        )
+    return out
+
+
+def _without_profile(state: custate.CustomerState) -> Json:
+    j = state.to_json()
+    j.pop("profile")
+    return j
+
+
+@pytest.fixture
+def erased_store(store_url: str) -> Iterator[tuple[Custate, Json, Json]]:
+    """A store with Zelda's and Otto's histories projected (change feed on) and two
+    rejects holding Zelda's values; yields it with Zelda's state and history before."""
+    cs = custate.open(store_url, change_feed=True)
+    try:
+        zelda = _history(ZELDA, NAME, "evz")
+        # One at a time: the rows are rewritten after each, leaving old versions behind.
+        assert sum(cs.ingest([a]).accepted for a in zelda) == len(HISTORY)
+        assert cs.ingest(_history(OTTO, OTTO_NAME, "evo")).accepted == len(HISTORY)
+        conflicting = copy.deepcopy(zelda[0])  # same id, other content: a conflict reject
+        conflicting["data"]["customer"]["description"] = "changed"
+        invalid = copy.deepcopy(zelda[1])  # unreadable time: an invalid reject
+        invalid["id"], invalid["created_at"] = "evz_bad", "not a time"
+        report = cs.ingest([conflicting, invalid])
+        assert (report.conflicts, report.rejected) == (1, 1)
+        before = cs.state(ZELDA)
+        assert before.profile.name == NAME
+        assert before.points > 0
+        assert before.tiers
+        history = [e.to_json() for e in cs.history(ZELDA)]
+        yield cs, {"state": before}, {"history": history}
+    finally:
+        cs.close()
+
+
+def _sqlite_bytes(cs: Custate) -> bytes:
+    path = Path(cs.store.url.env["SQLITE_DBNAME"])
+    wal = path.with_name(path.name + "-wal")
+    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+def _postgres_bytes(cs: Custate) -> bytes:
+    """Every row of the schema's tables as text (bytea decoded), and every byte of their
+    relation files (heap, TOAST, indexes), read by the server after a checkpoint."""
+    schema = cs.store.url.schema
+    out: list[bytes] = []
+    with cs.store.engine.connect() as c:
+        c.execute(sa.text("CHECKPOINT"))
+        tables = c.execute(
+            sa.text("SELECT tablename FROM pg_tables WHERE schemaname = :s"), {"s": schema}
+        ).scalars()
+        for table in tables:
+            for (row,) in c.execute(sa.text(f'SELECT t::text FROM "{schema}"."{table}" t')):
+                out.append(row.encode())
+            cols = c.execute(
+                sa.text(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = :s AND table_name = :t AND data_type = 'bytea'"
+                ),
+                {"s": schema, "t": table},
+            ).scalars()
+            for col in cols:
+                for (blob,) in c.execute(sa.text(f'SELECT "{col}" FROM "{schema}"."{table}"')):
+                    if blob is not None:
+                        out.append(bytes(blob))
+        files = c.execute(
+            sa.text(
+                "SELECT pg_relation_filepath(c.oid) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname IN (:s, 'pg_toast') AND c.relkind IN ('r', 't', 'i') "
+                "AND (n.nspname = :s OR c.oid IN (SELECT reltoastrelid FROM pg_class k "
+                "JOIN pg_namespace m ON m.oid = k.relnamespace WHERE m.nspname = :s))"
+            ),
+            {"s": schema},
+        ).scalars()
+        for f in files:
+            if f is not None:
+                out.append(
+                    bytes(
+                        c.execute(sa.text("SELECT pg_read_binary_file(:f)"), {"f": f}).scalar_one()
+                    )
+                )
+    return b"\n".join(out)
+
+
+def _but_profile(entry: Json) -> Json:
+    """A history entry less its changes to the profile."""
+    changes = [c for c in entry["changes"] if not c["path"].startswith("profile")]
+    return {**entry, "changes": changes}
+
+
+def _all_bytes(cs: Custate) -> bytes:
+    return _sqlite_bytes(cs) if cs.store.url.kind == "sqlite" else _postgres_bytes(cs)
+
+
+def test_erasure_leaves_no_byte_and_keeps_points_tiers_segments(
+    erased_store: tuple[Custate, Json, Json],
+) -> None:
+    cs, before, history = erased_store
+    found = _all_bytes(cs)
+    assert all(v.encode() in found for v in (*ERASED_VALUES, OTTO_NAME))  # the search sees
+
+    report = cs.erase(ZELDA, by="dpo@shop.example")
+
+    assert report.activities == len(HISTORY)
+    assert report.refolded == len(HISTORY)
+    assert report.rejects == 2
+    assert report.changes > 0
+    assert report.erasure.erased_by == "dpo@shop.example"
+    assert report.erasure.active
+    j = report.to_json()
+    assert not any(v in json.dumps(j) for v in ERASED_VALUES)
+
+    found = _all_bytes(cs)
+    left = [v for v in ERASED_VALUES if v.encode() in found]
+    assert left == []
+    assert OTTO_NAME.encode() in found  # the other customer's data stays
+
+    after = cs.state(ZELDA)
+    assert _without_profile(after) == _without_profile(before["state"])
+    assert after.points == before["state"].points
+    assert after.tiers == before["state"].tiers
+    assert after.segments == before["state"].segments
+    assert after.profile.name == ERASED
+    assert after.profile.email == ERASED
+    assert after.profile.phone == ERASED
+    assert after.profile.metadata == ERASED_METADATA
+    # The read model is what folding the rewritten events gives.
+    assert _without_profile(cs.replay(ZELDA)) == _without_profile(after)
+    assert cs.replay(ZELDA).profile.to_json() == after.profile.to_json()
+    # The audit still works, and says the same but for the profile.
+    entries = [e.to_json() for e in cs.history(ZELDA)]
+    assert [_but_profile(e) for e in entries] == [_but_profile(e) for e in history["history"]]
+    assert not any(v in json.dumps(entries) for v in ERASED_VALUES)
+    mid = parse_time("2024-03-15T00:00:00Z", "as_of")
+    assert cs.state(ZELDA, as_of=mid).to_json() == cs.replay(ZELDA, as_of=mid).to_json()
+    assert cs.erasure(ZELDA) == report.erasure
+
+
+def test_later_activities_are_erased_on_the_way_in_until_lifted(
+    erased_store: tuple[Custate, Json, Json],
+) -> None:
+    cs, before, _ = erased_store
+    cs.erase(ZELDA)
+    zelda = _history(ZELDA, NAME, "evz")
+    # A redelivery of an erased activity is a duplicate of the stored (erased) one.
+    again = cs.ingest([zelda[0]])
+    assert (again.accepted, again.duplicates, again.conflicts) == (0, 1, 0)
+    later = copy.deepcopy(zelda[1])
+    later["id"], later["created_at"] = "evz_later", "2024-04-01T10:00:00Z"
+    assert cs.ingest([later]).accepted == 1
+    stored = cs.activities(ZELDA)[-1].activity
+    assert stored.id == "evz_later"
+    assert stored.data["customer"]["name"] == ERASED
+    assert cs.state(ZELDA).profile.name == ERASED
+    assert not [v for v in ERASED_VALUES if v.encode() in _all_bytes(cs)]
+
+    lifted = cs.lift_erasure(ZELDA, by="dpo")
+    assert not lifted.active
+    assert lifted.lifted_by == "dpo"
+    back = copy.deepcopy(zelda[1])
+    back["id"], back["created_at"] = "evz_back", "2024-04-02T10:00:00Z"
+    assert cs.ingest([back]).accepted == 1
+    assert cs.state(ZELDA).profile.name == NAME
+    assert cs.state(ZELDA).points == before["state"].points
+
+
+def test_lifting_a_customer_never_erased_is_an_unknown_customer(store_url: str) -> None:
+    with custate.open(store_url) as cs, pytest.raises(custate.UnknownCustomerError):
+        cs.lift_erasure("cust_never")
