@@ -46,6 +46,7 @@ import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from custate.adapters import bearer
 from custate.adapters.api import (
     ChangesPrunedError,
     Custate,
@@ -555,6 +556,24 @@ def create_app(
             customer_id,
             embed=True,
         )
+
+    api_tokens = bearer.tokens_from_env()
+
+    @app.delete(
+        "/customers/{customer_id}/personal-data",
+        summary="Erase a customer's personal data (GDPR Art. 17); needs a bearer token",
+    )
+    def delete_personal_data(
+        customer_id: CustomerId,
+        request: Request,
+        by: Annotated[str | None, Query(description="who asked for it, kept")] = None,
+    ) -> Response:
+        refused = bearer.refusal(request.headers.get("authorization"), api_tokens)
+        if refused is not None:
+            r = _error(401, refused, "authorization")
+            r.headers["WWW-Authenticate"] = "Bearer"
+            return r
+        return _json(cs.erase(customer_id, by).to_json())
 
     @app.get("/customers", summary="Customers matching every filter given (read model)")
     def get_customers(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,70 +23,21 @@ from custate.adapters.api import Custate
 from custate.domain import parse_time
 from custate.domain.erasure import ERASED, ERASED_METADATA
 
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # the shared history, by its full name (as test_pull does)
+    sys.path.insert(0, str(ROOT))
+
+from tests.e2e.personal import (  # noqa: E402
+    ERASED_VALUES,
+    HISTORY,
+    NAME,
+    OTTO,
+    OTTO_NAME,
+    ZELDA,
+    history,
+)
+
 Json = dict[str, Any]
-SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
-
-ZELDA = "cust_zelda_erasable"
-OTTO = "cust_otto_keeps"
-NAME = "Zelda Quixotic-Erasable"
-EMAIL = "zelda.quixotic@erasable.example"
-PHONE = "+44 7700 900461"
-NOTE = "ZQ-secret-note-4711"  # in the customer's metadata
-STREET = "17 Forgetme Lane"  # in the customer's address
-ERASED_VALUES = (NAME, EMAIL, PHONE, NOTE, STREET)
-OTTO_NAME = "Otto Keepsmydata-Intact"
-
-# The samples that make a loyalty history: points, a tier, a segment, orders, a redemption.
-HISTORY = [
-    "customer.created",
-    "customer.updated",
-    "customer.segment.entered",
-    "customer.loyalty.tier.joined",
-    "customer.voucher.loyalty_card.points_added",
-    "customer.order.created",
-    "customer.order.paid",
-    "customer.redemption.succeeded",
-    "customer.rewarded.loyalty_points",
-    "customer.loyalty.tier.upgraded",
-]
-
-
-def _retarget(node: Any, old: str, new: str) -> Any:
-    if isinstance(node, dict):
-        return {k: _retarget(v, old, new) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_retarget(v, old, new) for v in node]
-    return new if node == old else node
-
-
-def _history(customer: str, name: str, prefix: str) -> list[Json]:
-    """The samples as one customer's activities, its profile fields set to the values."""
-    out: list[Json] = []
-    for i, sample in enumerate(HISTORY):
-        data = json.loads((SAMPLES / f"{sample}.json").read_text())
-        data = _retarget(data, data["customer"]["id"], customer)
-        profile: Json = {"name": name}
-        if customer == ZELDA:
-            profile |= {
-                "email": EMAIL,
-                "phone": PHONE,
-                "metadata": {"note": NOTE, "region": "EMEA"},
-                "address": {"line_1": STREET, "city": "Nottingham"},
-            }
-        data["customer"] = {**data["customer"], **profile}
-        if "order" in data:  # the name again, in a free-text field of the order
-            data["order"] = copy.deepcopy(data["order"])
-            data["order"].setdefault("metadata", {})["gift_message"] = f"For {name}, with love"
-        out.append(
-            {
-                "id": f"{prefix}_{i}",
-                "type": sample,
-                "created_at": f"2024-03-{10 + i:02d}T10:00:00Z",
-                "customer_id": customer,
-                "data": data,
-            }
-        )
-    return out
 
 
 def _without_profile(state: custate.CustomerState) -> Json:
@@ -100,10 +52,10 @@ def erased_store(store_url: str) -> Iterator[tuple[Custate, Json, Json]]:
     rejects holding Zelda's values; yields it with Zelda's state and history before."""
     cs = custate.open(store_url, change_feed=True)
     try:
-        zelda = _history(ZELDA, NAME, "evz")
+        zelda = history(ZELDA, NAME, "evz")
         # One at a time: the rows are rewritten after each, leaving old versions behind.
         assert sum(cs.ingest([a]).accepted for a in zelda) == len(HISTORY)
-        assert cs.ingest(_history(OTTO, OTTO_NAME, "evo")).accepted == len(HISTORY)
+        assert cs.ingest(history(OTTO, OTTO_NAME, "evo")).accepted == len(HISTORY)
         conflicting = copy.deepcopy(zelda[0])  # same id, other content: a conflict reject
         conflicting["data"]["customer"]["description"] = "changed"
         invalid = copy.deepcopy(zelda[1])  # unreadable time: an invalid reject
@@ -114,8 +66,8 @@ def erased_store(store_url: str) -> Iterator[tuple[Custate, Json, Json]]:
         assert before.profile.name == NAME
         assert before.points > 0
         assert before.tiers
-        history = [e.to_json() for e in cs.history(ZELDA)]
-        yield cs, {"state": before}, {"history": history}
+        entries = [e.to_json() for e in cs.history(ZELDA)]
+        yield cs, {"state": before}, {"history": entries}
     finally:
         cs.close()
 
@@ -183,7 +135,7 @@ def _all_bytes(cs: Custate) -> bytes:
 def test_erasure_leaves_no_byte_and_keeps_points_tiers_segments(
     erased_store: tuple[Custate, Json, Json],
 ) -> None:
-    cs, before, history = erased_store
+    cs, before, audit = erased_store
     found = _all_bytes(cs)
     assert all(v.encode() in found for v in (*ERASED_VALUES, OTTO_NAME))  # the search sees
 
@@ -217,7 +169,7 @@ def test_erasure_leaves_no_byte_and_keeps_points_tiers_segments(
     assert cs.replay(ZELDA).profile.to_json() == after.profile.to_json()
     # The audit still works, and says the same but for the profile.
     entries = [e.to_json() for e in cs.history(ZELDA)]
-    assert [_but_profile(e) for e in entries] == [_but_profile(e) for e in history["history"]]
+    assert [_but_profile(e) for e in entries] == [_but_profile(e) for e in audit["history"]]
     assert not any(v in json.dumps(entries) for v in ERASED_VALUES)
     mid = parse_time("2024-03-15T00:00:00Z", "as_of")
     assert cs.state(ZELDA, as_of=mid).to_json() == cs.replay(ZELDA, as_of=mid).to_json()
@@ -229,7 +181,7 @@ def test_later_activities_are_erased_on_the_way_in_until_lifted(
 ) -> None:
     cs, before, _ = erased_store
     cs.erase(ZELDA)
-    zelda = _history(ZELDA, NAME, "evz")
+    zelda = history(ZELDA, NAME, "evz")
     # A redelivery of an erased activity is a duplicate of the stored (erased) one.
     again = cs.ingest([zelda[0]])
     assert (again.accepted, again.duplicates, again.conflicts) == (0, 1, 0)

@@ -29,6 +29,7 @@ ALLOWED = (
     "custate.adapters.readers",  # input formats: bytes and files to records
     "custate.adapters.foldfiles",  # `custate fold`: files to states, with no store
     "custate.adapters.report",  # the HTML report
+    "custate.adapters.bearer",  # bearer tokens of the HTTP endpoints (no store)
 )
 # The service's parts (attributes kept for tests and tools): entry points call its methods.
 PARTS = {"store", "rejects_store", "readmodel", "clock", "_parts", "engine"}
