@@ -26,6 +26,7 @@ a value that appears in a free-text field of another activity goes too."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -338,6 +339,30 @@ def _rm_tables(view: ReadModel) -> list[Any]:
     ]
 
 
+HORIZON_WAIT = 60.0
+"""Seconds a PostgreSQL erasure waits for the transactions that started before it to end:
+VACUUM cannot remove a row version an open snapshot may still see."""
+
+
+def _wait_for_horizon(c: Connection, timeout: float) -> list[int]:
+    """Wait until no other session of this database holds a snapshot or transaction older
+    than now (this moment's transaction id); the pids still holding one after `timeout`
+    seconds (none: every old row version the erasure left is removable)."""
+    xid = int(c.exec_driver_sql("SELECT txid_current()").scalar_one()) % 2**32
+    older = text(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND ("
+        "(backend_xmin IS NOT NULL AND age(backend_xmin) > age(CAST(CAST(:x AS text) AS xid))) "
+        "OR (backend_xid IS NOT NULL AND age(backend_xid) > age(CAST(CAST(:x AS text) AS xid))))"
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = [int(p) for p in c.execute(older, {"x": xid}).scalars()]
+        if not pids or time.monotonic() >= deadline:
+            return pids
+        time.sleep(0.1)
+
+
 def _purge(store: EventStore, report: ErasureReport, tables: list[str], full: bool) -> None:
     """Make the database drop the old bytes (see the module's docstring). Without `full`,
     SQLite is not vacuumed and PostgreSQL gets a plain VACUUM: that frees the old rows'
@@ -363,6 +388,13 @@ def _purge(store: EventStore, report: ErasureReport, tables: list[str], full: bo
                     "free space left by earlier writes may hold old bytes until VACUUM"
                 )
             return
+        holding = _wait_for_horizon(c, HORIZON_WAIT)
+        if holding:
+            report.warnings.append(
+                f"transactions older than the erasure were still open after {HORIZON_WAIT:.0f} s "
+                f"(pids {', '.join(map(str, holding))}): VACUUM keeps the old rows they may "
+                "still see; erase again once they have ended"
+            )
         have = set(inspect(c).get_table_names())
         for name in tables:
             if name.rsplit(".", 1)[-1] not in have:

@@ -74,13 +74,20 @@ class ErasureRecords:
         create_all(engine, self.metadata)
 
     def record(self, customer_id: str, at: datetime, by: str | None) -> Erasure:
-        """Record (or renew, if lifted) the customer's erasure."""
+        """Record the customer's erasure (anew, if it was lifted); an active one is kept as
+        it is (erasing again only purges again)."""
         t = self.table
         values = {"erased_at": at, "erased_by": by, "lifted_at": None, "lifted_by": None}
         with self.engine.begin() as c:
             c.execute(insert_or_ignore(self.engine, t).values(customer_id=customer_id, **values))
-            c.execute(update(t).where(t.c.customer_id == customer_id).values(**values))
-        return Erasure(customer_id, at, by)
+            c.execute(
+                update(t)
+                .where(t.c.customer_id == customer_id, t.c.lifted_at.is_not(None))
+                .values(**values)
+            )
+        found = self.get(customer_id)
+        assert found is not None
+        return found
 
     def lift(self, customer_id: str, at: datetime, by: str | None) -> Erasure | None:
         """Lift the customer's erasure: its activities are stored as they come again (what

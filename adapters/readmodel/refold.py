@@ -5,7 +5,7 @@ rows, pages, keys with their fold inputs, checkpoints) and writes them again fro
 activities as the event store now holds them, in the transaction of the connection given.
 Only the activities the read model had projected are folded (its `keys` rows: their keys
 as stored), so the tracking positions stay where they are and the runner neither misses
-nor repeats one. The change feed is not written: the erasure rewrites the feed's records
+nor repeats one. The row is written under a head no process remembers (`_unremembered`). The change feed is not written: the erasure rewrites the feed's records
 itself (`adapters.erase`)."""
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def refold_customer(view: ReadModel, c: Connection, customer_id: str) -> int:
     `c`; the number of activities folded (0: the read model had not projected any). The
     view's memories of earlier writes are dropped."""
     keys = view._sql.keys_between(c, customer_id, None, None)
+    before = view._rows.heads(c, [customer_id]).get(customer_id)
     t = view.t
     for table in (
         t.customers,
@@ -70,6 +71,8 @@ def refold_customer(view: ReadModel, c: Connection, customer_id: str) -> int:
     batch = [Projected(found[v].activity, v, k, found[v].recorded_at) for k, v in keys]
     nothing = _Nothing()
     changes = plan(batch, nothing, nothing, view.interval, None, feed=False)
+    state, head = changes.states[customer_id]
+    changes.states[customer_id] = (state, Head(head.last_key, _unremembered(head, before)))
     view._rows.write(c, changes, {})
     view._sql.insert(
         c,
@@ -84,6 +87,20 @@ def refold_customer(view: ReadModel, c: Connection, customer_id: str) -> int:
     )
     forget(view)
     return len(batch)
+
+
+def _unremembered(head: Head, before: Head | None) -> int:
+    """The last version to write the re-folded row under: one no process remembers a
+    state, rows or checkpoints under. Every process's memory of a customer is keyed by the
+    head it wrote or read (`Runner`, `CustomerRows`, `CheckpointMemory`), and the re-fold
+    ends at the same key and version, so another process would fold its next activity on
+    what it remembers, the erased data. The version negated (one less than the stored one
+    if that is negative already: erased twice) is a head no fold ever wrote; `last_version`
+    is used as nothing else, and the next activity folded writes the true one back
+    (`plan` takes the highest version)."""
+    if before is not None and before.last_version < 0:
+        return before.last_version - 1
+    return -head.last_version
 
 
 def forget(view: ReadModel) -> None:

@@ -207,3 +207,22 @@ def test_later_activities_are_erased_on_the_way_in_until_lifted(
 def test_lifting_a_customer_never_erased_is_an_unknown_customer(store_url: str) -> None:
     with custate.open(store_url) as cs, pytest.raises(custate.UnknownCustomerError):
         cs.lift_erasure("cust_never")
+
+
+def test_another_process_projecting_after_the_erasure_does_not_bring_the_data_back(
+    store_url: str,
+) -> None:
+    """Two services on one store (two processes' memories): the other one projected the
+    customer, so it keeps her state, rows and checkpoints in memory; after this one erases
+    her, the other one's next catch-up of her must fold on the erased state, not on what it
+    remembers."""
+    zelda = history(ZELDA, NAME, "evz")
+    with custate.open(store_url) as eraser, custate.open(store_url) as other:
+        for a in zelda[:-1]:
+            other.ingest([a])  # `other` projects, and remembers what it wrote
+        eraser.erase(ZELDA)
+        other.ingest([zelda[-1]])
+        state = other.state(ZELDA)
+        assert state.profile.name == ERASED
+        assert state.points == eraser.replay(ZELDA).points
+        assert not [v for v in ERASED_VALUES if v.encode() in _all_bytes(eraser)]
