@@ -62,12 +62,33 @@ MIN_VALUE_CHARS = 4
 """A personal value shorter than this is erased where it is a profile field, but not
 searched for inside other strings (a two-letter country code would match everywhere)."""
 
-# Keys whose values the fold reads as identifiers, kinds or times: never rewritten by value.
-_PROTECTED = frozenset({"id", "object", "type", "code", "status", "ids"})
+# The keys whose values the fold reads as identifiers or kinds (`payload._KEYS` and the
+# views' other fields), and times: never rewritten by value, so the state keeps its keys.
+# Other identifiers (`tracking_id`, an order's `source_id`) are rewritten when they hold a
+# personal value: Voucherify's tracking id is often the customer's source id.
+_PROTECTED = frozenset(
+    {
+        "id",
+        "object",
+        "type",
+        "code",
+        "status",
+        "customer_id",
+        "campaign_id",
+        "voucher_id",
+        "vouchers_id",
+        "order_id",
+        "reward_id",
+        "redeemable_id",
+        "holder_role",
+        "activates_at",
+        "expiration_date",
+    }
+)
 
 
 def _protected(key: str) -> bool:
-    return key in _PROTECTED or key.endswith(("_id", "_ids", "_at"))
+    return key in _PROTECTED or key.endswith("_at")
 
 
 def erased_value(field: str, value: Any) -> Any:
