@@ -26,7 +26,7 @@ ME = "cust_me"
 
 
 def test_profile_fields_of_her_customer_objects_are_erased_everywhere() -> None:
-    data = {
+    data: dict[str, Any] = {
         "customer": {
             "id": ME,
             "name": "Ann Lee",
