@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 import custate
 from custate.adapters.api import Custate
+from custate.adapters.readmodel import ReadModel
 from custate.domain import parse_time
 from custate.domain.erasure import ERASED, ERASED_METADATA
 
@@ -226,3 +227,22 @@ def test_another_process_projecting_after_the_erasure_does_not_bring_the_data_ba
         assert state.profile.name == ERASED
         assert state.points == eraser.replay(ZELDA).points
         assert not [v for v in ERASED_VALUES if v.encode() in _all_bytes(eraser)]
+
+
+def test_a_rebuild_left_unfinished_is_erased_too(store_url: str) -> None:
+    """A rebuild interrupted part-way leaves a generation with the customer's rows; the
+    erasure re-folds it too, and the rebuild, finished later, answers erased."""
+    with custate.open(store_url) as cs:
+        cs.ingest(history(ZELDA, NAME, "evz"))
+        before = cs.state(ZELDA)
+        active = cs.readmodel
+        building = active.generations.building(active.t.generation)
+        ReadModel(cs.store, generation=building).catch_up()  # then killed: not swapped in
+        assert NAME.encode() in _all_bytes(cs)
+        report = cs.erase(ZELDA)
+        assert report.refolded == 2 * len(HISTORY)  # both generations
+        assert not [v for v in ERASED_VALUES if v.encode() in _all_bytes(cs)]
+        cs.rebuild()
+        after = cs.state(ZELDA)
+        assert after.profile.name == ERASED
+        assert _without_profile(after) == _without_profile(before)
