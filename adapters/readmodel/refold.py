@@ -108,5 +108,5 @@ def forget(view: ReadModel) -> None:
     after an erasure, what it kept may hold the erased values."""
     view._rows.forget()
     view.checkpoints.clear()
-    view._activities = CachedActivities(view.store)
+    view._activities = CachedActivities(view.store, erased_at=view.erased_at)
     view._runner._states.clear()

@@ -218,13 +218,21 @@ def test_another_process_projecting_after_the_erasure_does_not_bring_the_data_ba
     her, the other one's next catch-up of her must fold on the erased state, not on what it
     remembers."""
     zelda = history(ZELDA, NAME, "evz")
+    mid = parse_time("2024-03-13T00:00:00Z", "as_of")
     with custate.open(store_url) as eraser, custate.open(store_url) as other:
         for a in zelda[:-1]:
             other.ingest([a])  # `other` projects, and remembers what it wrote
+        assert other.state(ZELDA, as_of=mid).profile.name == NAME  # and keeps what it read
         eraser.erase(ZELDA)
-        other.ingest([zelda[-1]])
+        assert other.state(ZELDA, as_of=mid).profile.name == ERASED
+        other.ingest([zelda[-1]])  # in order: folded on the state it remembered
+        late = copy.deepcopy(zelda[1])  # late: re-folds from the start, over what it read
+        late["id"], late["type"] = "evz_late", "customer.custom_event"
+        late["data"]["event"] = {"type": "late_visit"}
+        other.ingest([late])
         state = other.state(ZELDA)
         assert state.profile.name == ERASED
+        assert state.custom_events["late_visit"].count == 1
         assert state.points == eraser.replay(ZELDA).points
         assert not [v for v in ERASED_VALUES if v.encode() in _all_bytes(eraser)]
 
