@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import OperationalError
 
 from custate.adapters.erasures import Erasure, scrub_content
 from custate.adapters.eventstore import EventStore, customer_stream, marker_stream
@@ -102,7 +103,7 @@ def erase_customer(
     with store.write_lock():
         erasure = store.erasures.record(customer_id, at, by)
         report = ErasureReport(erasure)
-        with _connection(store, sqlite) as c:
+        with _ErasureConnection(store, sqlite) as c:
             events = _customer_events(c, store, customer_id)
             values: set[str] = set()
             for _, state in events:
@@ -110,7 +111,12 @@ def erase_customer(
             values |= _reject_values(c, rejects, customer_id)
             report.activities = _rewrite_events(c, store, customer_id, events, values)
             c.commit()
-    with _connection(store, sqlite) as c:
+        if not events:
+            report.warnings.append(
+                "the store holds no activity of this customer: the erasure is recorded, and "
+                "the ones stored from now on are erased on the way in"
+            )
+    with _ErasureConnection(store, sqlite) as c:
         for view in views:
             report.refolded += refold_customer(view, c, customer_id)
         c.commit()
@@ -131,7 +137,7 @@ def erase_customer(
     return report
 
 
-class _connection:
+class _ErasureConnection:
     """A connection of the store's engine for the erasure's writes: on SQLite with
     `secure_delete` on (freed cells and pages are zeroed), set back off after."""
 
@@ -374,7 +380,14 @@ def _purge(store: EventStore, report: ErasureReport, tables: list[str], full: bo
             if full:
                 steps += ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"]
             for step in steps:
-                result = c.exec_driver_sql(step)
+                try:
+                    result = c.exec_driver_sql(step)
+                except OperationalError as e:  # VACUUM: another connection is writing
+                    report.warnings.append(
+                        f"{step} could not run ({str(e.orig).strip()}): run the erasure "
+                        "again when the store is less busy"
+                    )
+                    continue
                 row = result.first() if result.returns_rows else None
                 if row is not None and row[0]:  # busy: a reader held the WAL
                     report.warnings.append(
