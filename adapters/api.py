@@ -49,6 +49,7 @@ from custate.adapters.ingest import (
     utc_now,
     write_batch,
 )
+from custate.adapters.notify import Bell, Listener
 from custate.adapters.projector import Worker, WorkerEvent
 from custate.adapters.readers import Item, Record, read_path, read_text, records_from_value
 from custate.adapters.readmodel import (
@@ -601,6 +602,7 @@ class Custate:
             timeout=timeout,
             attempts=attempts,
             backoff=backoff,
+            listener=self._listener,
         )
 
     def follow_changes(
@@ -613,18 +615,33 @@ class Custate:
         limit: int = 1000,
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[ChangeRecord]:
-        """The change records after `after`, then each one as it is written (blocking,
-        polling every `poll` seconds), until `should_stop()` is true (checked between
-        polls) or the caller stops iterating."""
+        """The change records after `after`, then each one as it is written (blocking),
+        until `should_stop()` is true (checked between waits) or the caller stops
+        iterating. On PostgreSQL a follower is told of each write (`LISTEN`) and reads at
+        once; `poll` seconds bound each wait (on SQLite it is the pause between reads)."""
         position = after
-        while True:
-            page = self.changes(position, customer, paths, limit)
-            position = page.next
-            yield from page.records
-            if len(page.records) < limit:
-                if should_stop is not None and should_stop():
-                    return
-                time.sleep(poll)
+        with self._listener() as listener:
+            while True:
+                page = self.changes(position, customer, paths, limit)
+                position = page.next
+                yield from page.records
+                if len(page.records) < limit:
+                    if should_stop is not None and should_stop():
+                        return
+                    listener.wait(poll)
+
+    def changes_bell(self) -> Bell:
+        """What asyncio code waits on for the next write of change records (`bell.start()`
+        first, `bell.stop()` at the end): one `LISTEN` connection in a thread, shared by
+        every waiter; on SQLite it never rings and a wait is a pause."""
+        store = self.store
+        channel = store.changes_channel
+        return Bell(store.conninfo if channel is not None else None, channel)
+
+    def _listener(self) -> Listener:
+        store = self.store
+        channel = store.changes_channel
+        return Listener(store.conninfo if channel is not None else None, channel)
 
     async def afollow_changes(
         self,
@@ -635,16 +652,20 @@ class Custate:
         poll: float = 0.5,
         limit: int = 1000,
     ) -> AsyncIterator[ChangeRecord]:
-        """`follow_changes` for asyncio: each page is read in a worker thread, and the
-        pauses never block the event loop."""
+        """`follow_changes` for asyncio: each page is read, and each wait made, in a worker
+        thread; the event loop is never blocked."""
         position = after
-        while True:
-            page = await asyncio.to_thread(self.changes, position, customer, paths, limit)
-            position = page.next
-            for r in page.records:
-                yield r
-            if len(page.records) < limit:
-                await asyncio.sleep(poll)
+        listener = await asyncio.to_thread(self._listener().__enter__)
+        try:
+            while True:
+                page = await asyncio.to_thread(self.changes, position, customer, paths, limit)
+                position = page.next
+                for r in page.records:
+                    yield r
+                if len(page.records) < limit:
+                    await asyncio.to_thread(listener.wait, poll)
+        finally:
+            listener.close()
 
     def worker(
         self, *, poll: float = 0.5, on_event: Callable[[WorkerEvent], None] | None = None

@@ -456,12 +456,28 @@ class EventStore:
     def channel(self) -> str | None:
         """The PostgreSQL channel told of every append (`LISTEN`), one per store (schema);
         None on SQLite."""
+        return self._channel("custate_events_")
+
+    @property
+    def changes_channel(self) -> str | None:
+        """The PostgreSQL channel told of every write of change records (the change feed's
+        followers `LISTEN`), one per store (schema); None on SQLite."""
+        return self._channel("custate_changes_")
+
+    def _channel(self, prefix: str) -> str | None:
         if self.url.kind != "postgresql":
             return None
-        name = f"custate_events_{self.url.schema or 'public'}"
+        name = f"{prefix}{self.url.schema or 'public'}"
         if len(name.encode()) > 63:  # identifiers are cut at 63 bytes
-            name = "custate_events_" + hashlib.sha256(name.encode()).hexdigest()[:32]
+            name = prefix + hashlib.sha256(name.encode()).hexdigest()[:32]
         return name
+
+    @property
+    def conninfo(self) -> str:
+        """The driver's connection string (password included: never print it), for a
+        connection of its own outside SQLAlchemy's pool (`LISTEN`)."""
+        url = make_url(self.url.sqlalchemy_url).set(drivername="postgresql")
+        return url.render_as_string(hide_password=False)
 
     def activity_notes(self, after: int, limit: int) -> list[tuple[int, str]]:
         """(notification id, stream id) of the first `limit` activities stored after the

@@ -24,6 +24,7 @@ import httpx
 import orjson
 from sqlalchemy import BigInteger, Column, Engine, Integer, MetaData, String, Table, Text, select
 
+from custate.adapters.notify import Listener
 from custate.adapters.readmodel.feed import Page
 from custate.adapters.sqlschema import create_all
 from custate.domain import format_time
@@ -177,8 +178,12 @@ class Forwarder:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         client: httpx.Client | None = None,
+        listener: Callable[[], Listener] | None = None,
     ) -> None:
+        """`listener`: makes what a follow waits on between pages (told of each write on
+        PostgreSQL); None: a plain pause."""
         self.store = _Store(engine)
+        self._listener = listener or (lambda: Listener(None, None))
         self.read = read
         self.url = url
         self.secret = secret
@@ -235,26 +240,27 @@ class Forwarder:
         stored = self.store.cursor(self.name)
         cursor = stored if stored is not None else (after or 0)
         report.cursor = cursor
-        while True:
-            page = self.read(cursor, self.batch)
-            if page.records:
-                body = orjson.dumps(page.to_json())
-                status, error = self._post(body, report, forever=follow)
-                if status >= 400:
-                    first, last = page.records[0].position, page.records[-1].position
-                    self.store.bury(self.name, first, last, status, error, body)
-                    report.dead += 1
-                else:
-                    report.batches += 1
-                    report.records += len(page.records)
-            if page.next != cursor:
-                cursor = page.next
-                self.store.move(self.name, cursor)
-                report.cursor = cursor
-            if len(page.records) < self.batch:
-                if not follow or (should_stop is not None and should_stop()):
-                    return report
-                time.sleep(poll)
+        with self._listener() as listener:
+            while True:
+                page = self.read(cursor, self.batch)
+                if page.records:
+                    body = orjson.dumps(page.to_json())
+                    status, error = self._post(body, report, forever=follow)
+                    if status >= 400:
+                        first, last = page.records[0].position, page.records[-1].position
+                        self.store.bury(self.name, first, last, status, error, body)
+                        report.dead += 1
+                    else:
+                        report.batches += 1
+                        report.records += len(page.records)
+                if page.next != cursor:
+                    cursor = page.next
+                    self.store.move(self.name, cursor)
+                    report.cursor = cursor
+                if len(page.records) < self.batch:
+                    if not follow or (should_stop is not None and should_stop()):
+                        return report
+                    listener.wait(poll)
 
     def dead_letters(self, all_names: bool = False) -> list[DeadLetter]:
         return self.store.letters(None if all_names else self.name)

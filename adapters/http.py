@@ -17,7 +17,8 @@
   with its position and lag in `X-Custate-*` headers (and `read_model` in the JSON of
   state and count); `?min_position=N&wait=S` waits for position N, 503 after S seconds.
 - `GET /healthz` is liveness (no database), `GET /readyz` readiness (store answers, lag
-  under a bound); OpenAPI docs at /docs.
+  under a bound), `GET /metrics` Prometheus metrics (`adapters.metrics`); OpenAPI docs at
+  /docs. Each request is logged on `custate.http.access` (`adapters.logs`).
 
 Any number of processes may serve one store (`serve --workers N`, other hosts): each has
 its own group commit, and their projector workers share the partitions
@@ -60,6 +61,7 @@ from custate.adapters.api import (
     WorkerEvent,
     store_fault,
 )
+from custate.adapters.metrics import CONTENT_TYPE, Metrics, ObserveRequests
 from custate.adapters.readers import BadRecord, Record, records_from_value
 from custate.adapters.serving import (
     DEFAULT_HEADER_TIMEOUT,
@@ -198,6 +200,7 @@ class Service:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.worker: Worker | None = None
+        self.metrics: Metrics | None = None
         self.batches = 0
         self.head = 0  # the store's position after this process's last write
         self._fresh: dict[int | None, tuple[float, Freshness]] = {}
@@ -208,7 +211,7 @@ class Service:
         self._stop.clear()
         targets = [(self._writer, "custate-writer")]
         if self.project_here:
-            self.worker = self.cs.worker(on_event=_log_worker_event)
+            self.worker = self.cs.worker(on_event=self._worker_event)
             targets.append((self._project, "custate-proj"))
         for target, name in targets:
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -267,12 +270,19 @@ class Service:
                 j.future.set_exception(e)
             return
         self.batches += 1
+        if self.metrics is not None:
+            self.metrics.written(outcomes, len(bad))
         start = 0
         for j in jobs:
             j.future.set_result(outcomes[start : start + len(j.records)])
             start += len(j.records)
         if records and self.worker is not None:
             self.worker.wake()
+
+    def _worker_event(self, e: WorkerEvent) -> None:
+        _log_worker_event(e)
+        if self.metrics is not None:
+            self.metrics.worker_event(e)
 
     def _project(self) -> None:
         assert self.worker is not None
@@ -369,15 +379,21 @@ def create_app(
     has not arrived whole within `body_timeout` seconds is a 408."""
     cs = store if isinstance(store, Custate) else Custate(store)
     service = Service(cs, owned=not isinstance(store, Custate), project=project)
+    metrics = service.metrics = Metrics(service.freshness)
     key = secret if secret is not None else os.environ.get(ENV_SECRET, "")
     limit = _max_body(max_body_bytes)
+
+    # The long polls of `/changes` are woken by the feed's NOTIFY on PostgreSQL.
+    bell = cs.changes_bell()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         service.start()
+        bell.start()
         try:
             yield
         finally:
+            await asyncio.to_thread(bell.stop)
             await asyncio.to_thread(service.stop)
 
     app = FastAPI(
@@ -387,6 +403,7 @@ def create_app(
     )
     app.state.service = service
     app.add_middleware(RequestIds)
+    app.add_middleware(ObserveRequests, metrics=metrics)  # outermost: sees every answer
 
     async def read_body(request: Request) -> bytes | JSONResponse:
         declared = request.headers.get("content-length")
@@ -696,7 +713,7 @@ def create_app(
         never blocks the event loop (each look runs in a worker thread)."""
         deadline = asyncio.get_running_loop().time() + wait
         position = after
-        pause = 0.01
+        pause = 0.01  # between looks without NOTIFY (SQLite), doubling up to 0.1 s
         while True:
             try:
                 page = await asyncio.to_thread(cs.changes, position, customer, path, limit)
@@ -709,8 +726,12 @@ def create_app(
             if page.records or now >= deadline:
                 return _json(page.to_json())
             position = page.next
-            await asyncio.sleep(min(pause, deadline - now))
-            pause = min(pause * 2, 0.1)
+            await bell.wait(min(pause, deadline - now))
+            pause = min(pause * 2, 1.0 if bell.live else 0.1)
+
+    @app.get("/metrics", summary="Prometheus metrics of this process (text format)")
+    def get_metrics() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     @app.get("/healthz", summary="Liveness: the process answers (no database involved)")
     def healthz() -> Response:
@@ -765,11 +786,16 @@ def serve(
     workers: int = 1,
     project: bool = True,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    log_config: dict[str, Any] | None = None,
 ) -> None:
     """Run the app under uvicorn until interrupted: `workers` processes (each its own group
     commit and, with `project`, its own projector worker). A connection whose request
-    headers have not arrived within `header_timeout` seconds is closed (`serving`)."""
+    headers have not arrived within `header_timeout` seconds is closed (`serving`).
+    `log_config`: a `logging.config.dictConfig` dict uvicorn applies in each process
+    (`logs.uvicorn_config`); None leaves uvicorn's own."""
     import uvicorn
+
+    logging_kw: dict[str, Any] = {} if log_config is None else {"log_config": log_config}
 
     HeaderTimeoutProtocol.header_timeout = header_timeout
     os.environ[ENV_HEADER_TIMEOUT] = str(header_timeout)  # for --workers processes
@@ -783,6 +809,7 @@ def serve(
             http=PROTOCOL,
             access_log=False,
             log_level="warning",
+            **logging_kw,
         )
         return
     # uvicorn starts each worker from an import string: the settings go by environment.
@@ -798,4 +825,5 @@ def serve(
         http=PROTOCOL,
         access_log=False,
         log_level="warning",
+        **logging_kw,
     )

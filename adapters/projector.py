@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,17 +45,41 @@ DEFAULT_HEARTBEAT = 2.0
 # activities, and leaves the database to the writers in between (bench/README.md).
 DEFAULT_SETTLE = 0.05
 
+_log = logging.getLogger("custate.projector")
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerEvent:
     """What a worker tells its caller: `kind` is `projected` (with the report), `waiting`
     (another projector holds the SQLite store), `leases` (the partitions it holds changed)
-    or `error` (a failed catch-up, retried)."""
+    or `error` (a failed catch-up, retried). `seconds`: how long a `projected` catch-up
+    took."""
 
     kind: str
     message: str
     report: CatchUpReport | None = None
     partitions: tuple[int, ...] = ()
+    seconds: float = 0.0
+
+
+def _caught_up(r: CatchUpReport, seconds: float, worker: str) -> None:
+    """The log line of one catch-up that projected something."""
+    ms = round(seconds * 1000, 3)
+    _log.info(
+        "projected %d activities (%d late) to position %d in %.1f ms",
+        r.activities,
+        r.late,
+        r.position,
+        ms,
+        extra={
+            "activities": r.activities,
+            "late": r.late,
+            "batches": r.batches,
+            "position": r.position,
+            "duration_ms": ms,
+            "worker": worker,
+        },
+    )
 
 
 class Worker:
@@ -115,6 +141,7 @@ class Worker:
                     self._changed.clear()
                     try:
                         self._busy = True
+                        began = time.perf_counter()
                         try:
                             r = self.cs.readmodel.catch_up(
                                 should_stop=lambda: stop() or self._changed.is_set(),
@@ -140,7 +167,11 @@ class Worker:
                     total.late += r.late
                     total.position = r.position
                     if r.activities:
-                        self.on_event(WorkerEvent("projected", "", r, tuple(sorted(held))))
+                        took = time.perf_counter() - began
+                        _caught_up(r, took, self.name)
+                        self.on_event(
+                            WorkerEvent("projected", "", r, tuple(sorted(held)), seconds=took)
+                        )
                     if self._changed.is_set():
                         continue
                     if r.activities and self.settle:

@@ -8,6 +8,7 @@ in cleanly is marked resolved."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,8 @@ from sqlalchemy import (
 from custate.adapters.readers import RAW_KEEP_BYTES, BadRecord
 from custate.adapters.sqlschema import create_all, insert_or_ignore
 from custate.domain.activity import MAX_ID_BYTES
+
+_log = logging.getLogger("custate.rejects")
 
 
 def rejects_table(metadata: MetaData) -> Table:
@@ -184,6 +187,27 @@ def activity_id_of(raw: str) -> str | None:
     return None
 
 
+def _logged(r: Reject) -> None:
+    """The log line of one record kept as a reject: where it was, its id, field, reason."""
+    _log.info(
+        "rejected %s record at %s (%s)%s: %s: %s",
+        r.kind,
+        r.location,
+        r.source,
+        f", activity {r.activity_id}" if r.activity_id else "",
+        r.field,
+        r.reason,
+        extra={
+            "kind": r.kind,
+            "source": r.source,
+            "location": r.location,
+            "activity_id": r.activity_id,
+            "field": r.field,
+            "reason": r.reason,
+        },
+    )
+
+
 class RejectStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -192,12 +216,18 @@ class RejectStore:
         create_all(engine, self.metadata)
 
     def add(self, rejects: Iterable[Reject], at: datetime) -> int:
-        rows = [_row(r, at) for r in rejects]
+        """Keep `rejects` (a record seen before is kept once); each is logged at INFO on
+        `custate.rejects` once written."""
+        kept = list(rejects)
+        rows = [_row(r, at) for r in kept]
         if not rows:
             return 0
         stmt = insert_or_ignore(self.engine, self.table)
         with self.engine.begin() as c:
             c.execute(stmt, rows)
+        if _log.isEnabledFor(logging.INFO):
+            for r in kept:
+                _logged(r)
         return len(rows)
 
     def resolve(self, activity_ids: Iterable[str], at: datetime) -> int:

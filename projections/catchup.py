@@ -12,7 +12,7 @@ transaction by the port."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Protocol
@@ -143,12 +143,14 @@ def plan(
             ):  # in order, the common case: one fold
                 step = _feed_step(cid, state, changes.feed, arrived)
             else:
-                found = records_for(
-                    state,
-                    [(p.key, p.activity) for p in tail],
-                    [(p.key, p.activity) for p in arrived],
+                changes.feed.extend(
+                    records_for(
+                        state,
+                        [(p.key, p.activity) for p in tail],
+                        [(p.key, p.activity) for p in arrived],
+                        _recorded(arrived),
+                    )
                 )
-                changes.feed.extend(_stamped(found, arrived))
         last_key = _fold(state, todo, interval, changes, keep=refold, step=step)
         if head is not None and head.last_key > last_key:
             last_key = head.last_key
@@ -181,11 +183,6 @@ def _recorded(arrived: list[Projected]) -> dict[str, datetime | None]:
     return {p.activity.id: p.recorded_at for p in arrived}
 
 
-def _stamped(found: list[ChangeRecord], arrived: list[Projected]) -> list[ChangeRecord]:
-    at = _recorded(arrived)
-    return [replace(r, recorded_at=at.get(r.activity_id)) for r in found]
-
-
 def _feed_step(
     cid: str, state: CustomerState, out: list[ChangeRecord], arrived: list[Projected]
 ) -> Callable[[Activity], object]:
@@ -194,8 +191,7 @@ def _feed_step(
     at = _recorded(arrived)
 
     def step(a: Activity) -> None:
-        recorded = at.get(a.id)
-        out.extend(replace(r, recorded_at=recorded) for r in from_step(cid, tracker.step(a), a))
+        out.extend(from_step(cid, tracker.step(a), a, at.get(a.id)))
 
     return step
 

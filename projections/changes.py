@@ -15,10 +15,11 @@ The `activities` counters are never reported: every activity moves them."""
 from __future__ import annotations
 
 from bisect import insort
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from custate.domain import Activity, CustomerState, apply, format_time
 from custate.projections.audit.changes import ABSENT, Flat, changed
@@ -42,10 +43,11 @@ Keyed = tuple[str, Activity]
 CAUSES = ("activity", "rebuild", "erasure")
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeRecord:
+class ChangeRecord(msgspec.Struct, frozen=True):
     """One change of a customer's derived state at one flattened path (docs/CHANGES.md).
-    `position` and `recorded_at` are 0 and None until the record is written."""
+    `position` and `recorded_at` are 0 and None until the record is written. (A msgspec
+    Struct: a catch-up makes several an activity, and a frozen dataclass cost 20 times as
+    much to construct.)"""
 
     customer_id: str
     path: str
@@ -77,17 +79,23 @@ class ChangeRecord:
         }
 
     def stamped(self, position: int, recorded_at: datetime | None) -> ChangeRecord:
-        return replace(self, position=position, recorded_at=recorded_at)
+        return msgspec.structs.replace(self, position=position, recorded_at=recorded_at)
 
 
 def _reported(path: str) -> bool:
     return not (path == "activities" or path.startswith("activities."))
 
 
-def from_step(customer_id: str, changes: Iterable[FieldChange], a: Activity) -> list[ChangeRecord]:
+def from_step(
+    customer_id: str,
+    changes: Iterable[FieldChange],
+    a: Activity,
+    recorded_at: datetime | None = None,
+) -> list[ChangeRecord]:
     """The records of an in-order activity `a`, from what its fold step changed."""
+    aid, at = a.id, a.created_at
     return [
-        ChangeRecord(customer_id, c.path, c.op, c.before, c.after, a.id, a.created_at)
+        ChangeRecord(customer_id, c.path, c.op, c.before, c.after, aid, at, recorded_at=recorded_at)
         for c in changes
         if _reported(c.path)
     ]
@@ -105,7 +113,12 @@ def _same(a: Any, b: Any) -> bool:
     return a is b or (a == b and type(a) is type(b))
 
 
-def corrections(start: CustomerState, history: Sequence[Keyed], new: Keyed) -> list[ChangeRecord]:
+def corrections(
+    start: CustomerState,
+    history: Sequence[Keyed],
+    new: Keyed,
+    recorded_at: datetime | None = None,
+) -> list[ChangeRecord]:
     """The records of `new` arriving after `history` (in key order, folded on `start`, a
     state that sorts before `new`): the history without `new` against the history with it,
     over business time from `new`'s created_at. `start` is left as it is. An activity that
@@ -142,6 +155,7 @@ def corrections(start: CustomerState, history: Sequence[Keyed], new: Keyed) -> l
                 since,
                 until,
                 correction,
+                recorded_at=recorded_at,
             )
         )
 
@@ -191,14 +205,19 @@ def corrections(start: CustomerState, history: Sequence[Keyed], new: Keyed) -> l
 
 
 def records_for(
-    start: CustomerState, history: Sequence[Keyed], new: Sequence[Keyed]
+    start: CustomerState,
+    history: Sequence[Keyed],
+    new: Sequence[Keyed],
+    recorded: Mapping[str, datetime | None] | None = None,
 ) -> list[ChangeRecord]:
     """The records of `new` (in arrival order) arriving one by one after `history` (in key
-    order, folded on `start`); `start` is left as it is. A run of arrivals that each sort
+    order, folded on `start`); `start` is left as it is. `recorded`: each new activity's
+    `recorded_at`, by id. A run of arrivals that each sort
     after everything before them is folded once, through one `Tracker`."""
     seen = list(history)
     out: list[ChangeRecord] = []
     cid = start.customer_id
+    at = recorded or {}
     tracker: Tracker | None = None  # on the state after `seen`, while arrivals are in order
     for n in new:
         if not seen or n[0] > seen[-1][0]:
@@ -207,10 +226,10 @@ def records_for(
                 for _, a in seen:
                     apply(state, a)
                 tracker = Tracker(cid, start=state, counters=False, lazy=True)
-            out.extend(from_step(cid, tracker.step(n[1]), n[1]))
+            out.extend(from_step(cid, tracker.step(n[1]), n[1], at.get(n[1].id)))
             seen.append(n)
             continue
-        out.extend(corrections(start, seen, n))
+        out.extend(corrections(start, seen, n, at.get(n[1].id)))
         insort(seen, n, key=lambda k: k[0])
         tracker = None
     return out

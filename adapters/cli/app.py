@@ -11,6 +11,7 @@ from typing import Annotated, NoReturn
 import typer
 
 import custate
+from custate.adapters.cli.logging_options import LogFormatOption, LogLevelOption, setup_logging
 
 app = typer.Typer(
     name="custate",
@@ -87,5 +88,8 @@ def _root(
             "--version", callback=_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
+    log_format: LogFormatOption = "text",
+    log_level: LogLevelOption = "warning",
 ) -> None:
     """Customer state from Voucherify customer activities: now, as of any time, and why."""
+    setup_logging(log_format, log_level)

@@ -43,6 +43,15 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
 
 
 def warn(message: str) -> None:
+    """A line for the user on stderr; with `--log-format json`, a log record (WARNING,
+    `custate.cli`), so that stderr holds JSON lines only."""
+    from custate.adapters.cli.logging_options import log_format
+
+    if log_format() == "json":
+        import logging
+
+        logging.getLogger("custate.cli").warning("%s", message)
+        return
     print(message, file=sys.stderr)
 
 

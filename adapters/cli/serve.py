@@ -15,7 +15,7 @@ from custate.adapters.cli.store_options import StoreOption
 # switch interval keeps each hand-off from waiting out CPython's default (docs/DECISIONS.md).
 SWITCH_INTERVAL = 0.0005
 # What `pip install 'custate[server]'` adds (and what they bring).
-SERVER_EXTRA = ("fastapi", "uvicorn", "starlette", "pydantic")
+SERVER_EXTRA = ("fastapi", "uvicorn", "starlette", "pydantic", "prometheus_client")
 
 
 @app.command(
@@ -54,8 +54,10 @@ def serve(
 
     Any number of serve processes may share one store; reads never wait for a catch-up.
     CUSTATE_WEBHOOK_SECRET: verify x-voucherify-signature; CUSTATE_MAX_BODY_BYTES: the
-    body limit (default 1 MiB)."""
+    body limit (default 1 MiB). GET /metrics: Prometheus metrics of each process;
+    `custate --log-level info serve`: one log line per request."""
     from custate.adapters.api import StoreError
+    from custate.adapters.cli.logging_options import uvicorn_config
 
     try:
         from custate.adapters.http import serve as run
@@ -74,6 +76,7 @@ def serve(
             workers=workers,
             project=project,
             header_timeout=header_timeout,
+            log_config=uvicorn_config(),
         )
     except StoreError as e:
         fail(str(e))

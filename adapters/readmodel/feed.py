@@ -33,7 +33,8 @@ from sqlalchemy import (
     select,
 )
 
-from custate.adapters.sqlschema import create_all
+from custate.adapters.readmodel.sql import insert_rows
+from custate.adapters.sqlschema import create_all, driver
 from custate.domain import format_time, parse_time
 from custate.projections.changes import ChangeRecord
 
@@ -83,8 +84,11 @@ def _time(value: str | None) -> datetime | None:
 class ChangeFeed:
     """The feed's table on one store's engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, channel: str | None = None) -> None:
+        """`channel`: on PostgreSQL, where each write of records is announced (`NOTIFY`,
+        sent when the write commits) to the followers listening."""
         self.engine = engine
+        self.channel = channel
         self.postgresql = engine.dialect.name == "postgresql"
         self.metadata = MetaData()
         self.t = changes_table(self.metadata)
@@ -140,26 +144,37 @@ class ChangeFeed:
         if self.postgresql:
             c.exec_driver_sql(f"LOCK TABLE {CHANGES_TABLE} IN EXCLUSIVE MODE")
         top = max(self._max(c), self.pruned_upto(c))
-        rows = []
-        for i, r in enumerate(records, start=int(top) + 1):
-            rows.append(
-                {
-                    "position": i,
-                    "customer_id": r.customer_id,
-                    "path": r.path,
-                    "op": r.op,
-                    "before": orjson.dumps(r.before).decode(),
-                    "after": orjson.dumps(r.after).decode(),
-                    "activity_id": r.activity_id,
-                    "effective_at": format_time(r.effective_at),
-                    "until": None if r.until is None else format_time(r.until),
-                    "recorded_at": None if r.recorded_at is None else format_time(r.recorded_at),
-                    "correction": r.correction,
-                    "cause": r.cause,
-                }
+        dumps = orjson.dumps
+        times: dict[datetime, str] = {}  # the records of one activity share their times
+
+        def fmt(t: datetime) -> str:
+            text = times.get(t)
+            if text is None:
+                text = times[t] = format_time(t)
+            return text
+
+        rows = [
+            (
+                i,
+                r.customer_id,
+                r.path,
+                r.op,
+                dumps(r.before).decode(),
+                dumps(r.after).decode(),
+                r.activity_id,
+                fmt(r.effective_at),
+                None if r.until is None else fmt(r.until),
+                None if r.recorded_at is None else fmt(r.recorded_at),
+                r.correction,
+                r.cause,
             )
-        c.execute(self.t.insert(), rows)
-        return int(top) + len(records)
+            for i, r in enumerate(records, start=int(top) + 1)
+        ]
+        insert_rows(c, self.t, rows)
+        last = int(top) + len(records)
+        if self.postgresql and self.channel is not None:
+            driver(c).execute("SELECT pg_notify(%s, %s)", (self.channel, str(last)))
+        return last
 
     def last(self) -> int:
         """The highest position written (0: none), pruned ones included."""

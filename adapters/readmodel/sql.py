@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from custate.adapters.readmodel.tables import INPUT_COLUMN, Tables
 from custate.adapters.sqlschema import driver, retry_creation
 
-__all__ = ["CHUNK", "Statements", "add_input_column", "chunks"]
+__all__ = ["CHUNK", "Statements", "add_input_column", "chunks", "insert_rows"]
 
 # Customer ids per `IN (...)` list.
 CHUNK = 500
@@ -48,6 +48,27 @@ def add_input_column(engine: Engine, t: Tables) -> None:
             c.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {INPUT_COLUMN} {kind}")
 
     retry_creation(add, (DBAPIError,))
+
+
+def insert_rows(c: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert `rows` (all columns, in column order) into `table`, in the transaction of `c`:
+    COPY on PostgreSQL, the driver's executemany elsewhere (faster than SQLAlchemy's per-row
+    parameter processing, and, on PostgreSQL, than psycopg's executemany)."""
+    if not rows:
+        return
+    quote = c.dialect.identifier_preparer.quote
+    cols = ", ".join(quote(col.name) for col in table.columns)
+    if c.dialect.name == "postgresql":
+        with (
+            driver(c).cursor() as cur,
+            cur.copy(f"COPY {table.name} ({cols}) FROM STDIN") as cp,
+        ):
+            for r in rows:
+                cp.write_row(r)
+        return
+    mark = "?" if c.dialect.paramstyle == "qmark" else "%s"
+    marks = ", ".join(mark for _ in table.columns)
+    c.exec_driver_sql(f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", list(rows))
 
 
 class Statements:
@@ -154,20 +175,8 @@ class Statements:
         )
 
     def insert(self, c: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Insert `rows` (all columns, in column order) into `table`, in the transaction of
-        `c`: COPY on PostgreSQL, the driver's executemany elsewhere (faster than SQLAlchemy's
-        per-row parameter processing, and, on PostgreSQL, than psycopg's executemany)."""
-        cols = ", ".join(col.name for col in table.columns)
-        if self.postgresql:
-            with (
-                driver(c).cursor() as cur,
-                cur.copy(f"COPY {table.name} ({cols}) FROM STDIN") as cp,
-            ):
-                for r in rows:
-                    cp.write_row(r)
-            return
-        marks = self.marks(len(table.columns))
-        c.exec_driver_sql(f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", list(rows))
+        """Insert `rows` (all columns, in column order) into `table` (`insert_rows`)."""
+        insert_rows(c, table, rows)
 
     # -- large maps' pages ---------------------------------------------------------------
 

@@ -106,7 +106,7 @@ class ReadModel(TrackingRecorder):
         # keeps one (`feed_on`; None: ask the store at each catch-up); a rebuild's new
         # generation writes none while it builds.
         self._feed = False if generation is not None and feed is None else feed
-        self.changes = ChangeFeed(self.engine)
+        self.changes = ChangeFeed(self.engine, store.changes_channel)
 
     def active_generation(self) -> int:
         return self.generations.active()

@@ -292,3 +292,40 @@ def test_the_feed_is_off_until_asked_and_says_so(store_url: str) -> None:
         found = cs.changes(limit=100_000).records
         assert found
         assert {r.activity_id for r in found} <= {r["id"] for r in records[30:]}
+
+
+def test_on_postgresql_followers_are_woken_by_the_write_not_their_poll(store_url: str) -> None:
+    """With a poll of 60 s, the records of a write still reach the library's follower and
+    the async one within seconds: the write's NOTIFY wakes them (LISTEN)."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("NOTIFY is PostgreSQL's: on SQLite a follower polls")
+    with custate.open(store_url, change_feed=True) as cs:
+        cs.ingest([tier_record("a1", "10", "joined", SILVER)])
+        start = cs.changes().next
+        got: list[custate.ChangeRecord] = []
+        done = threading.Event()
+
+        def follow() -> None:
+            for r in cs.follow_changes(start, poll=60, should_stop=done.is_set):
+                got.append(r)
+                if r.path.endswith("tier_id"):
+                    done.set()
+                    return
+
+        async def afollow() -> str:
+            async for r in cs.afollow_changes(start, poll=60):
+                if r.path.endswith("tier_id"):
+                    return str(r.after)
+            raise AssertionError("the feed ended")
+
+        async def both() -> str:
+            task = asyncio.create_task(afollow())
+            await asyncio.sleep(1.0)  # both followers have read to the end and wait
+            await asyncio.to_thread(cs.ingest, [tier_record("a2", "30", "upgraded", GOLD)])
+            return await asyncio.wait_for(task, 20)
+
+        t = threading.Thread(target=follow, daemon=True)
+        t.start()
+        assert asyncio.run(both()) == "ltr_g"
+        assert done.wait(20), "the library's follower was not woken by the write"
+        assert [r.after for r in got if r.path.endswith("tier_id")] == ["ltr_g"]

@@ -11,7 +11,16 @@ import textwrap
 from custate.adapters.cli import store_options
 from custate.adapters.cli.audit import ADDED, REMOVED
 
-HEAVY = ("fastapi", "uvicorn", "sqlalchemy", "eventsourcing", "httpx", "psycopg", "msgspec")
+HEAVY = (
+    "fastapi",
+    "uvicorn",
+    "sqlalchemy",
+    "eventsourcing",
+    "httpx",
+    "psycopg",
+    "msgspec",
+    "prometheus_client",
+)
 COMMANDS = (
     "demo",
     "ingest",

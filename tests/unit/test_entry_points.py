@@ -29,6 +29,8 @@ ALLOWED = (
     "custate.adapters.readers",  # input formats: bytes and files to records
     "custate.adapters.foldfiles",  # `custate fold`: files to states, with no store
     "custate.adapters.report",  # the HTML report
+    "custate.adapters.logs",  # log line formats (no store)
+    "custate.adapters.metrics",  # Prometheus metrics: reads the store only through api
     "custate.adapters.bearer",  # bearer tokens of the HTTP endpoints (no store)
 )
 # The service's parts (attributes kept for tests and tools): entry points call its methods.

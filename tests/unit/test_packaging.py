@@ -125,7 +125,11 @@ def test_the_core_install_leaves_the_server_and_postgres_to_extras() -> None:
     project = _project()
     core = {_requirement_name(d) for d in project["dependencies"]}
     extras = project["optional-dependencies"]
-    assert {_requirement_name(d) for d in extras["server"]} == {"fastapi", "uvicorn"}
+    assert {_requirement_name(d) for d in extras["server"]} == {
+        "fastapi",
+        "uvicorn",
+        "prometheus-client",
+    }
     assert any(d.startswith("uvicorn[standard]") for d in extras["server"])
     assert extras["postgres"] == ["psycopg[binary,pool]>=3.2,<4"]
     assert core.isdisjoint({"fastapi", "uvicorn", "psycopg"})
@@ -138,6 +142,8 @@ def test_the_core_install_leaves_the_server_and_postgres_to_extras() -> None:
         got = {_distribution(m) for m in _imports_of(source)}
         if source.name not in ("http.py", "serving.py"):
             assert got.isdisjoint({"fastapi", "uvicorn"}), source
+        if source.name not in ("http.py", "metrics.py"):
+            assert "prometheus-client" not in got, source
     for folder in ("domain", "projections"):
         got = {_distribution(m) for m in _third_party_imports((folder,))}
         assert got.isdisjoint({"fastapi", "uvicorn", "psycopg", "httpx"}), folder
