@@ -29,6 +29,8 @@ import sqlalchemy as sa
 from custate.adapters import bootstrap
 from custate.adapters.bootstrap import DEFAULT_STORE, Parts, store_file, store_url
 from custate.adapters.cursors import PullCursors, PullListings
+from custate.adapters.erase import ErasureReport, erase_customer
+from custate.adapters.erasures import Erasure
 from custate.adapters.eventstore import (
     Encoded,
     EventStore,
@@ -84,6 +86,8 @@ __all__ = [
     "CustomerRow",
     "CustomerState",
     "DeadLetter",
+    "Erasure",
+    "ErasureReport",
     "Error",
     "ForwardError",
     "ForwardReport",
@@ -864,6 +868,42 @@ class Custate:
     def rejects(self, include_resolved: bool = False) -> list[StoredReject]:
         """The rejected records, oldest first; resolved ones too with `include_resolved`."""
         return list(self.rejects_store.list(include_resolved))
+
+    # -- erasure (GDPR Art. 17; adapters/erase.py) ---------------------------------------
+
+    def erase(
+        self, customer_id: str, by: str | None = None, *, vacuum: bool = True
+    ) -> ErasureReport:
+        """Erase the customer's personal data (profile fields in every payload) from every
+        place the store keeps it, and the old bytes from the database files; balances,
+        tiers, segments, orders and the audit keep working, profile fields read as erased.
+        The erasure is recorded (customer, when, `by`), and the customer's activities
+        stored from now on are erased on the way in until `lift_erasure`. `vacuum`: rewrite
+        the database files so no old byte stays (SQLite `VACUUM`, PostgreSQL `VACUUM (FULL)`
+        of the rewritten tables, which locks each while it runs); False leaves that to you
+        (the report's warnings say what may remain)."""
+        self._writable()
+        if not isinstance(customer_id, str) or not customer_id:
+            raise QueryError(f"customer_id: {customer_id!r} is not a customer id")
+        report = erase_customer(
+            self.store, self.rejects_store, self.readmodel, customer_id, self.clock(), by, vacuum
+        )
+        self._readmodel = None  # what it kept in memory may hold the erased values
+        return report
+
+    def lift_erasure(self, customer_id: str, by: str | None = None) -> Erasure:
+        """Store the customer's activities as they come again (what was erased stays
+        erased); the record stays, with when it was lifted. `UnknownCustomerError` if the
+        customer was never erased."""
+        self._writable()
+        found = self.store.erasures.lift(customer_id, self.clock(), by)
+        if found is None:
+            raise UnknownCustomerError(customer_id)
+        return found
+
+    def erasure(self, customer_id: str) -> Erasure | None:
+        """The customer's erasure record, if it was ever erased."""
+        return self.store.erasures.get(customer_id)
 
     def pull_cursors(self) -> PullCursors:
         """Where each customer's pull from the Voucherify API stands (`adapters.pull`)."""

@@ -19,7 +19,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-__all__ = ["AuthError", "Tokens", "require_token"]
+__all__ = ["AuthError", "Tokens", "require_configured_token", "require_token"]
 
 
 class AuthError(Exception):
@@ -82,3 +82,15 @@ def require_token(
         raise AuthError("missing Authorization: Bearer <token>")
     if not tokens.accepts(credentials.credentials):
         raise AuthError("the bearer token is not valid")
+
+
+def require_configured_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """FastAPI dependency of the endpoints that change data on request (erasure): as
+    `require_token`, but with no tokens configured every request is refused."""
+    tokens: Tokens | None = getattr(request.app.state, "api_tokens", None)
+    if not tokens:
+        raise AuthError("this endpoint needs API tokens configured (CUSTATE_API_TOKENS)")
+    require_token(request, credentials)

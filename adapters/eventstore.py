@@ -44,6 +44,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import InternalError as SAInternalError
 from sqlalchemy.exc import ProgrammingError as SAProgrammingError
 
+from custate.adapters.erasures import ErasureRecords
 from custate.adapters.sqlschema import driver, retry_creation
 from custate.domain import KNOWN_TYPES, Activity, parse_activity, parse_time
 from custate.domain.activity import LazyData
@@ -323,6 +324,7 @@ class EventStore:
         self.engine = make_engine(self.url)
         self._lock_file: IO[str] | None = None
         self._thread_lock = threading.Lock()
+        self._erasures: ErasureRecords | None = None  # made on the first append
         self.app = self._open(url)
         self.recorder = self.app.recorder
         table = self.url.events_table
@@ -426,6 +428,7 @@ class EventStore:
                 # Probe, stream heads and insert under one lock that every custate writer
                 # takes, so two writers never pick the same next version of a stream.
                 with self._write_lock():
+                    batch = self.erasures.on_the_way_in(batch)  # erased customers: scrubbed
                     todo = self._drop_stored(batch, result)
                     if not todo:
                         return result
@@ -438,6 +441,20 @@ class EventStore:
             result.accepted.extend(todo)
             return result
         raise StoreError("could not append a batch after repeated write conflicts")
+
+    @property
+    def erasures(self) -> ErasureRecords:
+        """The store's erasure records (`adapters.erasures`); the table is made on first use."""
+        if self._erasures is None:
+            self._erasures = ErasureRecords(self.engine)
+        return self._erasures
+
+    @contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Hold the lock every custate writer of this store takes to append: no activity is
+        appended, by this process or another, until the block ends."""
+        with self._write_lock():
+            yield
 
     @property
     def channel(self) -> str | None:

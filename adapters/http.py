@@ -63,7 +63,7 @@ from custate.adapters.api import (
     WorkerEvent,
     store_fault,
 )
-from custate.adapters.auth import Tokens, require_token
+from custate.adapters.auth import Tokens, require_configured_token, require_token
 from custate.adapters.httpdocs import error_response, install_docs, install_error_handlers
 from custate.adapters.metrics import CONTENT_TYPE, Metrics, ObserveRequests
 from custate.adapters.readers import BadRecord, Record, records_from_value
@@ -655,6 +655,18 @@ def create_app(
             customer_id,
             embed=True,
         )
+
+    @app.delete(
+        "/customers/{customer_id}/personal-data",
+        summary="Erase a customer's personal data (GDPR Art. 17); needs a bearer token",
+        dependencies=[Depends(require_configured_token)],
+        responses={401: {"model": ErrorOut, "description": "no or a wrong bearer token"}},
+    )
+    def delete_personal_data(
+        customer_id: CustomerId,
+        by: Annotated[str | None, Query(description="who asked for it, kept")] = None,
+    ) -> Response:
+        return _json(cs.erase(customer_id, by).to_json())
 
     @app.get(
         "/customers",

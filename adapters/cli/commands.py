@@ -4,6 +4,7 @@ from custate.adapters.cli import audit as audit
 from custate.adapters.cli import changes as changes
 from custate.adapters.cli import customers as customers
 from custate.adapters.cli import demo as demo
+from custate.adapters.cli import erase as erase
 from custate.adapters.cli import fold as fold
 from custate.adapters.cli import forward as forward
 from custate.adapters.cli import ingest as ingest

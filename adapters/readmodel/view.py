@@ -18,6 +18,7 @@ from eventsourcing.persistence import Tracking as LibTracking
 from eventsourcing.persistence import TrackingRecorder
 
 from custate.adapters.codecs import foldinput as inputs
+from custate.adapters.erasures import ERASURES_TABLE
 from custate.adapters.eventstore import ACTIVITY_TOPIC, EventStore, decode
 from custate.adapters.readmodel import pages as pages_module
 from custate.adapters.readmodel.activities import CachedActivities
@@ -48,7 +49,7 @@ from custate.adapters.readmodel.runner import (
 from custate.adapters.readmodel.sql import Statements, add_input_column
 from custate.adapters.readmodel.tables import Tables, tables
 from custate.adapters.readmodel.tracking import TrackingPosition
-from custate.adapters.sqlschema import create_all
+from custate.adapters.sqlschema import create_all, driver
 from custate.domain import Activity, CustomerState
 from custate.domain.activity import LazyData
 from custate.domain.state import Gap
@@ -97,7 +98,8 @@ class ReadModel(TrackingRecorder):
         self.checkpoints = CachedCheckpoints(
             self._checkpoint_store, self._connections, checkpoint_cache_bytes
         )
-        self._activities = CachedActivities(store)
+        self._erasures = _erasures_query(store)
+        self._activities = CachedActivities(store, erased_at=self.erased_at)
         self._queries = Queries(self.engine, self.t)
         self._runner = Runner(self)
         # The change feed is written by the active generation's catch-ups, when the store
@@ -223,6 +225,15 @@ class ReadModel(TrackingRecorder):
         """This thread's reads go through one connection until the block ends."""
         return self._connections.held()
 
+    def erased_at(self, customer_id: str) -> object:
+        """When the customer was erased (`adapters.erasures`), None if never: one primary-key
+        look, which the parsed-activity memory asks before answering from what it kept."""
+        if self._erasures is None:
+            return None
+        with self._connections.reading() as c:
+            row = driver(c).execute(self._erasures, (customer_id,)).fetchone()
+        return None if row is None else row[0]
+
     def keep_parsed(self, batch: Sequence[Projected]) -> None:
         """Keep the activities of `batch`, just decoded, for re-folds and points in time."""
         self._activities.keep(batch)
@@ -315,3 +326,17 @@ class ReadModel(TrackingRecorder):
     def all_customer_ids(self) -> Iterator[str]:
         """Every customer with a state, in customer id order."""
         return self._queries.all_customer_ids()
+
+
+def _erasures_query(store: EventStore) -> str | None:
+    """The driver's statement reading a customer's erasure time, None on a read-only store
+    that has no erasure records (nothing of it was ever erased)."""
+    if store.url.read_only:
+        from sqlalchemy import inspect
+
+        if not inspect(store.engine).has_table(ERASURES_TABLE):
+            return None
+    else:
+        _ = store.erasures  # made on first use
+    mark = "?" if store.engine.dialect.paramstyle == "qmark" else "%s"
+    return f"SELECT erased_at FROM {ERASURES_TABLE} WHERE customer_id = {mark}"

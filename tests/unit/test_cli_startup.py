@@ -38,6 +38,7 @@ COMMANDS = (
     "pull",
     "serve",
     "status",
+    "erase",
 )
 
 # In a fresh interpreter, as the console script starts: print the help of the program and of
