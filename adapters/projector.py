@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 
 from custate.adapters.readmodel import CatchUpReport
 from custate.adapters.readmodel.leases import LeaseLost, Leases
+from custate.adapters.upgrade import BackgroundRebuild
 
 if TYPE_CHECKING:
     from custate.adapters.api import Custate
@@ -47,8 +48,9 @@ DEFAULT_SETTLE = 0.05
 @dataclass(frozen=True, slots=True)
 class WorkerEvent:
     """What a worker tells its caller: `kind` is `projected` (with the report), `waiting`
-    (another projector holds the SQLite store), `leases` (the partitions it holds changed)
-    or `error` (a failed catch-up, retried)."""
+    (another projector holds the SQLite store), `leases` (the partitions it holds changed),
+    `rebuild` (a stale read model is being rebuilt: started, done, failed) or `error` (a
+    failed catch-up, retried)."""
 
     kind: str
     message: str
@@ -108,7 +110,11 @@ class Worker:
         def stop() -> bool:
             return self._stopping.is_set() or should_stop()
 
-        with self._partitions(stop) as leases, self._listener(stop):
+        # A read model built by an older fold is rebuilt beside the active generation,
+        # which this worker keeps catching up meanwhile (adapters.upgrade).
+        upgrade = BackgroundRebuild(self.cs, self.on_event, stop)
+        with self._partitions(stop) as leases, self._listener(stop), _joined(upgrade):
+            upgrade.start_if_stale()
             while not stop():
                 held = self._snapshot()
                 if held:
@@ -300,3 +306,12 @@ class Worker:
                             self._wake.set()
             except Exception:  # polling carries on; listen again after a pause
                 self._stopping.wait(self.poll)
+
+
+@contextlib.contextmanager
+def _joined(upgrade: BackgroundRebuild) -> Iterator[None]:
+    """Wait for the background rebuild (told to stop with the worker) before leaving."""
+    try:
+        yield
+    finally:
+        upgrade.join()
