@@ -29,6 +29,7 @@ COMMANDS = (
     "pull",
     "serve",
     "status",
+    "migrate",
 )
 
 # In a fresh interpreter, as the console script starts: print the help of the program and of
