@@ -116,6 +116,7 @@ class Worker:
         with self._partitions(stop) as leases, self._listener(stop), _joined(upgrade):
             upgrade.start_if_stale()
             while not stop():
+                upgrade.poll()
                 held = self._snapshot()
                 if held:
                     self._changed.clear()

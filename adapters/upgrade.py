@@ -19,18 +19,32 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import NoSuchTableError
 
 from custate.adapters.eventstore import EventStore
 from custate.adapters.migrations import schema_status
 from custate.adapters.readmodel import ReadModel, rebuild
+from custate.adapters.readmodel.tables import tables
 from custate.domain.fold import FOLD_VERSION
 
 if TYPE_CHECKING:
     from custate.adapters.api import Custate
     from custate.adapters.projector import WorkerEvent
 
-__all__ = ["BackgroundRebuild", "FoldStatus", "fold_status", "rebuild_lock", "upgrade_status"]
+__all__ = [
+    "RETRY_EVERY",
+    "BackgroundRebuild",
+    "FoldStatus",
+    "fold_status",
+    "missing_columns",
+    "rebuild_lock",
+    "upgrade_status",
+]
+
+# How often a worker looks again whether the read model is still stale and nobody is
+# rebuilding it (a rebuilding process that stopped or died hands the work on).
+RETRY_EVERY = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +55,9 @@ class FoldStatus:
     generation: int
     built_with: int | None
     current: int = FOLD_VERSION
+    # What its tables lack of this code's layout ("custate_rm1_customers.points"), looked
+    # at only when stale: a generation of an older release may be of an older layout.
+    missing: tuple[str, ...] = ()
 
     @property
     def stale(self) -> bool:
@@ -64,6 +81,12 @@ class FoldStatus:
                 f"the read model (generation {self.generation}) was built by {self.built_by()}; "
                 f"this code's fold is v{self.current}, so its states may be stale. "
                 "`custate rebuild` rebuilds it (serve and project --follow do on their own)"
+                + (
+                    f"; its tables are of an older layout (no column {', '.join(self.missing)}): "
+                    "reads that need those fail until then"
+                    if self.missing
+                    else ""
+                )
             )
         if self.newer:
             return (
@@ -86,9 +109,26 @@ def upgrade_status(store: EventStore) -> dict[str, Any]:
 
 
 def fold_status(rm: ReadModel) -> FoldStatus:
-    """The fold status of `rm`'s generation."""
-    g = rm.t.generation
-    return FoldStatus(g, rm.generations.fold_version(g))
+    """The fold status of the store's active generation (`rm` is any generation of it)."""
+    g, built_with = rm.generations.active_fold()
+    status = FoldStatus(g, built_with)
+    if not status.stale:
+        return status
+    return FoldStatus(g, built_with, missing=tuple(missing_columns(rm.engine, g)))
+
+
+def missing_columns(engine: Engine, generation: int) -> list[str]:
+    """The columns of this code's layout that the tables of `generation` lack, as
+    `table.column` (a table a rebuild has just dropped lacks nothing)."""
+    inspector = inspect(engine)
+    out: list[str] = []
+    for table in tables(generation).metadata.sorted_tables:
+        try:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+        except NoSuchTableError:
+            continue
+        out.extend(f"{table.name}.{c.name}" for c in table.columns if c.name not in have)
+    return out
 
 
 @contextlib.contextmanager
@@ -136,15 +176,26 @@ class BackgroundRebuild:
         self.on_event = on_event
         self.should_stop = should_stop
         self.thread: threading.Thread | None = None
+        self._looked = time.monotonic()
+        self._said_other = False
 
     def start_if_stale(self) -> bool:
-        """Start the rebuild if the read model is stale (and the store writable); whether
-        it started."""
+        """Start the rebuild if the read model is stale (and the store writable) and none
+        runs in this process; whether it started."""
+        self._looked = time.monotonic()
+        if self.thread is not None and self.thread.is_alive():
+            return False
         if self.cs.read_only or not fold_status(self.cs.readmodel).stale:
             return False
         self.thread = threading.Thread(target=self._run, name="custate-rebuild", daemon=True)
         self.thread.start()
         return True
+
+    def poll(self) -> None:
+        """Look again every `RETRY_EVERY` seconds: the process that was rebuilding may
+        have stopped or died, leaving the read model stale and the lock free."""
+        if time.monotonic() - self._looked >= RETRY_EVERY:
+            self.start_if_stale()
 
     def join(self, timeout: float | None = None) -> None:
         if self.thread is not None:
@@ -160,7 +211,9 @@ class BackgroundRebuild:
         try:
             with rebuild_lock(store) as got:
                 if not got:
-                    self._say("the read model is stale; another process is rebuilding it")
+                    if not self._said_other:
+                        self._say("the read model is stale; another process is rebuilding it")
+                        self._said_other = True
                     return
                 status = fold_status(self.cs.readmodel)
                 if not status.stale:  # another process rebuilt it meanwhile
@@ -176,7 +229,7 @@ class BackgroundRebuild:
                     self._say("rebuild stopped; it resumes at the next start")
                     return
                 self._say(
-                    f"rebuild done: generation {self.cs.readmodel.t.generation} answers, "
+                    f"rebuild done: generation {fold_status(self.cs.readmodel).generation} answers, "
                     f"built by fold v{FOLD_VERSION} from {report.activities:,} activities "
                     f"in {time.monotonic() - started:.1f} s"
                 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, MetaData, delete, insert, select, update
+from sqlalchemy.exc import DBAPIError
 
 from custate.adapters.readmodel.tables import meta_table
 from custate.adapters.readmodel.views import point_views
@@ -77,6 +78,19 @@ class Generations:
         c.execute(delete(self._meta).where(self._meta.c.name == name))
         c.execute(insert(self._meta).values(name=name, value=str(FOLD_VERSION)))
 
+    def active_fold(self) -> tuple[int, int | None]:
+        """The active generation and the fold version it was built with (see
+        `fold_version`), read in one statement: consistent while a rebuild swaps."""
+        meta = self._meta
+        q = select(meta.c.name, meta.c.value).where(
+            (meta.c.name == "active") | meta.c.name.like("fold_version:%")
+        )
+        with self.engine.connect() as c:
+            rows = {str(n): str(v) for n, v in c.execute(q)}
+        active = int(rows.get("active", 1))
+        version = rows.get(_fold_key(active))
+        return active, None if version is None else int(version)
+
     def fold_version(self, generation: int) -> int | None:
         """The fold version `generation` was built with; None when not recorded (a
         generation built before fold versions were: treated as older than any)."""
@@ -135,14 +149,19 @@ class Generations:
         another (or none: a store made before them). Under the write lock of the `active`
         row, so it never re-points them at a generation a rebuild has just retired."""
         meta = self._meta
-        with self.engine.begin() as c:
-            # A write first: SQLite's write lock, PostgreSQL's row lock, until the commit.
-            c.execute(update(meta).where(meta.c.name == "active").values(value=meta.c.value))
-            if self._get(c, "active") != str(generation) or self._get(c, "views") == str(
-                generation
-            ):
-                return
-            self._point_views(c, generation)
+        try:
+            with self.engine.begin() as c:
+                # A write first: SQLite's write lock, PostgreSQL's row lock, until the commit.
+                c.execute(update(meta).where(meta.c.name == "active").values(value=meta.c.value))
+                if self._get(c, "active") != str(generation) or self._get(c, "views") == str(
+                    generation
+                ):
+                    return
+                self._point_views(c, generation)
+        except DBAPIError:
+            # A generation of an older layout that the views cannot show (PostgreSQL checks
+            # their columns): it answers without them, and its rebuild makes them.
+            return
 
     def _point_views(self, c: Connection, generation: int) -> None:
         meta = self._meta

@@ -326,3 +326,35 @@ def test_head_is_the_newest_revision() -> None:
     script = ScriptDirectory(str(root), version_locations=[str(root / "versions")])
     assert script.get_heads() == [HEAD]
     assert HEAD in known_revisions()
+
+
+def test_a_generation_of_an_older_layout_says_so_and_a_rebuild_fixes_it(
+    store_url: str, tmp_path: Path
+) -> None:
+    with custate.open(store_url) as cs:
+        cs.ingest([write_ndjson(tmp_path / "a.ndjson", generate(100, 6, seed=24))])
+        before = _states(cs)
+    _sql(
+        store_url,
+        *(f"DROP VIEW {view}" for view in VIEWS),
+        "DELETE FROM custate_readmodel WHERE name = 'views' OR name LIKE 'fold_version:%'",
+        "DROP INDEX ix_custate_rm1_customers_points",
+        "ALTER TABLE custate_rm1_customers DROP COLUMN points",
+    )
+    # a real process: the store fault becomes exit 3 in the console script's main()
+    read = subprocess.run(
+        [str(CUSTATE), "customers", "--store", store_url], env=cli_env(), capture_output=True
+    )
+    assert read.returncode == 3, read.stderr
+    err = " ".join(read.stderr.decode().split())
+    assert "older layout (no column custate_rm1_customers.points)" in err
+    assert "`custate rebuild`" in err
+    assert "Traceback" not in err
+    rebuilt = invoke("rebuild", "--store", store_url)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    again = invoke("customers", "--store", store_url, "--format", "tsv")
+    assert again.returncode == 0, again.stderr
+    assert b"warning" not in again.stderr
+    with custate.open(store_url) as cs:
+        assert _states(cs) == before
+    assert set(VIEWS) <= _names(store_url)[1]

@@ -64,7 +64,7 @@ def test_the_fold_version_is_bumped_with_any_change_to_what_the_fold_does() -> N
         )
     recorded = json.loads(RECORDED.read_text())
     how = f"then re-record: {RECORD_ENV}=1 pytest {Path(__file__).name}"
-    if now != recorded["fingerprint"] and FOLD_VERSION == recorded["fold_version"]:
+    if now != recorded["fingerprint"] and recorded["fold_version"] == FOLD_VERSION:
         pytest.fail(
             "what the fold does changed (the corpus' states differ from those recorded) "
             f"but FOLD_VERSION is still {FOLD_VERSION}: bump it in custate/domain/fold.py so "
