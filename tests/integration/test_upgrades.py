@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
@@ -358,3 +359,66 @@ def test_a_generation_of_an_older_layout_says_so_and_a_rebuild_fixes_it(
     with custate.open(store_url) as cs:
         assert _states(cs) == before
     assert set(VIEWS) <= _names(store_url)[1]
+
+
+def test_serve_rebuilds_a_stale_read_model_while_it_answers(store_url: str, tmp_path: Path) -> None:
+    from tests.e2e.test_serve import start_server, stop
+
+    records = generate(300, 10, seed=25)
+    with custate.open(store_url) as cs:
+        cs.ingest([write_ndjson(tmp_path / "a.ndjson", records)])
+        before = _states(cs)
+    _sql(store_url, "UPDATE custate_readmodel SET value = '0' WHERE name = 'fold_version:1'")
+    server = start_server(store_url, tmp_path)
+    answered: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            for cid in before:
+                r = httpx.get(f"{server.url}/customers/{cid}/state", timeout=10)
+                answered.append(r.status_code)
+                assert r.status_code == 200, r.text
+                body = r.json()
+                body.pop("read_model")  # how fresh the answer is, beside the state
+                assert body == before[cid]
+            with custate.open(store_url) as cs:
+                if not cs.fold_status().stale:
+                    break
+            assert time.monotonic() < deadline, "serve did not rebuild"
+    finally:
+        stop(server)
+    _, err = server.proc.communicate()
+    said = " ".join(err.decode().split())
+    assert "rebuilding it into a new generation while generation 1 answers" in said
+    assert "rebuild done: generation 2 answers" in said
+    assert answered
+    with custate.open(store_url) as cs:
+        assert cs.status()["generation"] == 2
+        assert _states(cs) == before
+
+
+def test_processes_opening_an_old_store_at_once_migrate_it_once(
+    store_url: str, tmp_path: Path
+) -> None:
+    held = previous_release(store_url, tmp_path)
+    procs = [
+        subprocess.Popen(
+            [str(CUSTATE), "migrate", "--json", "--store", store_url],
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    said = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+        said.append(orjson.loads(out))
+    assert sorted(s["migrated"] for s in said) == [False, False, True]
+    assert all(s["to"] == HEAD for s in said)
+    with EventStore(store_url) as store, store.engine.connect() as c:
+        assert c.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").all() == [(HEAD,)]
+    with custate.open(store_url) as cs:
+        assert [r.to_json() for r in cs.rejects()] == held["rejects"]
+        assert cs.pull_cursors().get("cust_pulled") == "evcus_last_pulled"
