@@ -47,7 +47,7 @@ from custate.adapters.ingest import (
     utc_now,
     write_batch,
 )
-from custate.adapters.projector import Worker, WorkerEvent
+from custate.adapters.projector import Worker, WorkerEvent, sqlite_projector
 from custate.adapters.readers import Item, Record, read_path, read_text, records_from_value
 from custate.adapters.readmodel import (
     DEFAULT_CATCHUP_BATCH,
@@ -437,7 +437,8 @@ class Custate:
     def status(self) -> dict[str, Any]:
         """What `custate status` shows: the store (password masked), its schema revision,
         its partitions, the read model's generation, the fold version it was built with
-        (and this code's), position, head and lag, a rebuild in progress, and on
+        (and this code's), position, head and lag, a rebuild in progress, and the
+        projectors: on SQLite the one running (`projector`: "pid N on HOST", or None), on
         PostgreSQL each partition's lease (its worker, epoch, whether it is held now)."""
         from custate.adapters.readmodel.leases import Leases
         from custate.adapters.report import mask_password
@@ -455,6 +456,8 @@ class Custate:
             "read_model": self.freshness().to_json(),
             "positions": {str(p): at for p, at in rm.positions().items()},
         }
+        if self.store.url.kind == "sqlite" and not self.read_only:
+            out["projector"] = sqlite_projector(self.store.url.env["SQLITE_DBNAME"])
         if self.store.url.kind == "postgresql":
             leases = Leases(self.store.engine, rm.partitions, 0.0)
             out["leases"] = [

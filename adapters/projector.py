@@ -33,7 +33,7 @@ from custate.adapters.upgrade import BackgroundRebuild
 if TYPE_CHECKING:
     from custate.adapters.api import Custate
 
-__all__ = ["DEFAULT_HEARTBEAT", "DEFAULT_LEASE_TTL", "Worker", "WorkerEvent"]
+__all__ = ["DEFAULT_HEARTBEAT", "DEFAULT_LEASE_TTL", "Worker", "WorkerEvent", "sqlite_projector"]
 
 # Leases last 6 s from their last renewal, renewed every 2 s: a dead or hung worker's
 # partitions are taken over within ttl + heartbeat = 8 s (the issue's bound is 10 s).
@@ -316,3 +316,19 @@ def _joined(upgrade: BackgroundRebuild) -> Iterator[None]:
         yield
     finally:
         upgrade.join()
+
+
+def sqlite_projector(dbname: str) -> str | None:
+    """Who runs the projector of the SQLite store `dbname` now ("pid N on HOST", as its
+    lock file says), None when no projector holds its lock."""
+    path = dbname + ".projector.lock"
+    if not os.path.exists(path):
+        return None
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            return f.read().strip() or "another process"
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None

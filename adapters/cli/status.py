@@ -45,6 +45,7 @@ def status(store: StoreOption = None, as_json: JsonOption = False) -> None:
             f"{'about ' if lag['estimated'] else ''}{lag['activities']:,} activities, "
             f"{lag['seconds']:.1f} s",
         ),
+        *([("projector", s["projector"] or "none running")] if "projector" in s else []),
     ]:
         out.print(f"{name:<11} {value}", markup=False, highlight=False)
     leases = s.get("leases")

@@ -9,6 +9,7 @@ backends (real SQLite files, real PostgreSQL schemas)."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -190,6 +191,8 @@ def test_project_follow_rebuilds_a_read_model_of_an_older_fold_on_its_own(
         while True:
             status = invoke("status", "--store", store_url, "--json")
             s = orjson.loads(status.stdout)
+            if s.get("projector") is not None:  # SQLite: the follower holds its lock
+                assert s["projector"] == f"pid {follower.pid} on {socket.gethostname()}"
             if not s["fold_version"]["stale"]:
                 break
             assert follower.poll() is None, follower.communicate()
@@ -209,6 +212,7 @@ def test_project_follow_rebuilds_a_read_model_of_an_older_fold_on_its_own(
     assert s["generation"] == 2
     with custate.open(store_url) as cs:
         assert _states(cs) == before
+        assert cs.status().get("projector") is None  # stopped
 
 
 def test_a_read_model_of_a_newer_fold_is_left_alone(store_url: str, tmp_path: Path) -> None:
