@@ -50,7 +50,7 @@ from custate.adapters.ingest import (
     write_batch,
 )
 from custate.adapters.notify import Bell, Listener
-from custate.adapters.projector import Worker, WorkerEvent
+from custate.adapters.projector import Worker, WorkerEvent, sqlite_projector
 from custate.adapters.readers import Item, Record, read_path, read_text, records_from_value
 from custate.adapters.readmodel import (
     DEFAULT_CATCHUP_BATCH,
@@ -63,6 +63,7 @@ from custate.adapters.readmodel import (
 )
 from custate.adapters.readmodel.feed import Page
 from custate.adapters.rejects import Reject, RejectStore, StoredReject
+from custate.adapters.upgrade import FoldStatus, fold_status, upgrade_status
 from custate.domain import ActivityError, CustomerState, fold, format_time, parse_cut
 from custate.domain.activity import INT_MAX, INT_MIN
 from custate.domain.errors import Error
@@ -89,6 +90,7 @@ __all__ = [
     "Erasure",
     "ErasureReport",
     "Error",
+    "FoldStatus",
     "ForwardError",
     "ForwardReport",
     "Forwarder",
@@ -438,8 +440,10 @@ class Custate:
         return Freshness(position, head, n, round(seconds, 3), estimated)
 
     def status(self) -> dict[str, Any]:
-        """What `custate status` shows: the store (password masked), its partitions, the
-        read model's generation, position, head and lag, a rebuild in progress, and on
+        """What `custate status` shows: the store (password masked), its schema revision,
+        its partitions, the read model's generation, the fold version it was built with
+        (and this code's), position, head and lag, a rebuild in progress, and the
+        projectors: on SQLite the one running (`projector`: "pid N on HOST", or None), on
         PostgreSQL each partition's lease (its worker, epoch, whether it is held now)."""
         from custate.adapters.readmodel.leases import Leases
         from custate.adapters.report import mask_password
@@ -452,9 +456,13 @@ class Custate:
             "partitions": rm.partitions,
             "generation": rm.t.generation,
             "rebuild_in_progress": rm.generations.building_now(),
+            "fold_version": self.fold_status().to_json(),
+            **upgrade_status(self.store),
             "read_model": self.freshness().to_json(),
             "positions": {str(p): at for p, at in rm.positions().items()},
         }
+        if self.store.url.kind == "sqlite" and not self.read_only:
+            out["projector"] = sqlite_projector(self.store.url.env["SQLITE_DBNAME"])
         if self.store.url.kind == "postgresql":
             leases = Leases(self.store.engine, rm.partitions, 0.0)
             out["leases"] = [
@@ -462,6 +470,18 @@ class Custate:
                 for p, w, e, held in leases.table()
             ]
         return out
+
+    def migration(self) -> dict[str, Any]:
+        """The schema migration opening the store ran (migrations run on open, under the
+        store's write lock): the revision it found (None: none recorded, a store of the
+        release before migrations or a new one) and the one it is at now."""
+        before, after = self._parts.migration
+        return {"from": before, "to": after, "migrated": before != after}
+
+    def fold_status(self) -> FoldStatus:
+        """Which fold version built the active generation, and this code's: `stale` when
+        older (a rebuild brings it up to date; `serve` and `project --follow` start one)."""
+        return fold_status(self.readmodel)
 
     def partition_of(self, customer_id: str) -> int:
         """The partition `customer_id` falls in (of the store's `partitions`)."""

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 from custate.adapters.cursors import PullCursors, PullListings
 from custate.adapters.eventstore import EventStore, parse_store_url
 from custate.adapters.ingest import Clock, utc_now
+from custate.adapters.migrations import migrate
 from custate.adapters.readmodel import ReadModel
 from custate.adapters.rejects import RejectStore
 
@@ -49,6 +50,8 @@ class Parts:
     rejects: RejectStore
     clock: Clock
     partitions: int | None = None  # for a store created now (None: the backend's default)
+    # The schema revision the store was at when opened, and the one it is at now.
+    migration: tuple[str | None, str | None] = (None, None)
 
     def readmodel(self) -> ReadModel:
         """The read model's active generation, opened now."""
@@ -66,6 +69,13 @@ class Parts:
 
 def build(url: str | None = None, clock: Clock = utc_now, partitions: int | None = None) -> Parts:
     """The parts of the store at `url` (see `store_url`), created if needed (with
-    `partitions` partitions, if given; `readmodel.partitions`)."""
+    `partitions` partitions, if given; `readmodel.partitions`), its own tables migrated to
+    this code's schema (`adapters.migrations`; a store of a newer custate is refused)."""
     store = EventStore(store_url(url))
-    return Parts(store, RejectStore(store.engine), clock, partitions)
+    try:
+        # the store's own tables to this code's schema (adapters.migrations)
+        migration = migrate(store)
+    except BaseException:
+        store.close()
+        raise
+    return Parts(store, RejectStore(store.engine), clock, partitions, migration)

@@ -20,7 +20,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -546,6 +546,12 @@ class EventStore:
         except Exception:
             return False
         return True
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """The lock every custate writer of this store takes (threads of this process, then
+        other processes): held by a schema migration, so processes opening a store at
+        once migrate it once."""
+        return self._write_lock()
 
     @contextmanager
     def _write_lock(self) -> Iterator[None]:

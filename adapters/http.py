@@ -357,7 +357,7 @@ class Service:
 
 
 def _log_worker_event(e: WorkerEvent) -> None:
-    if e.kind in ("waiting", "error", "leases"):
+    if e.kind in ("waiting", "error", "leases", "rebuild"):
         _log.warning("projector: %s", e.message)
 
 

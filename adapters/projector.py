@@ -30,11 +30,12 @@ from sqlalchemy.engine import make_url
 
 from custate.adapters.readmodel import CatchUpReport
 from custate.adapters.readmodel.leases import LeaseLost, Leases
+from custate.adapters.upgrade import BackgroundRebuild
 
 if TYPE_CHECKING:
     from custate.adapters.api import Custate
 
-__all__ = ["DEFAULT_HEARTBEAT", "DEFAULT_LEASE_TTL", "Worker", "WorkerEvent"]
+__all__ = ["DEFAULT_HEARTBEAT", "DEFAULT_LEASE_TTL", "Worker", "WorkerEvent", "sqlite_projector"]
 
 # Leases last 6 s from their last renewal, renewed every 2 s: a dead or hung worker's
 # partitions are taken over within ttl + heartbeat = 8 s (the issue's bound is 10 s).
@@ -51,9 +52,9 @@ _log = logging.getLogger("custate.projector")
 @dataclass(frozen=True, slots=True)
 class WorkerEvent:
     """What a worker tells its caller: `kind` is `projected` (with the report), `waiting`
-    (another projector holds the SQLite store), `leases` (the partitions it holds changed)
-    or `error` (a failed catch-up, retried). `seconds`: how long a `projected` catch-up
-    took."""
+    (another projector holds the SQLite store), `leases` (the partitions it holds changed),
+    `rebuild` (a stale read model is being rebuilt: started, done, failed) or `error` (a
+    failed catch-up, retried). `seconds`: how long a `projected` catch-up took."""
 
     kind: str
     message: str
@@ -134,8 +135,13 @@ class Worker:
         def stop() -> bool:
             return self._stopping.is_set() or should_stop()
 
-        with self._partitions(stop) as leases, self._listener(stop):
+        # A read model built by an older fold is rebuilt beside the active generation,
+        # which this worker keeps catching up meanwhile (adapters.upgrade).
+        upgrade = BackgroundRebuild(self.cs, self.on_event, stop)
+        with self._partitions(stop) as leases, self._listener(stop), _joined(upgrade):
+            upgrade.start_if_stale()
             while not stop():
+                upgrade.poll()
                 held = self._snapshot()
                 if held:
                     self._changed.clear()
@@ -331,3 +337,28 @@ class Worker:
                             self._wake.set()
             except Exception:  # polling carries on; listen again after a pause
                 self._stopping.wait(self.poll)
+
+
+@contextlib.contextmanager
+def _joined(upgrade: BackgroundRebuild) -> Iterator[None]:
+    """Wait for the background rebuild (told to stop with the worker) before leaving."""
+    try:
+        yield
+    finally:
+        upgrade.join()
+
+
+def sqlite_projector(dbname: str) -> str | None:
+    """Who runs the projector of the SQLite store `dbname` now ("pid N on HOST", as its
+    lock file says), None when no projector holds its lock."""
+    path = dbname + ".projector.lock"
+    if not os.path.exists(path):
+        return None
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            return f.read().strip() or "another process"
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None

@@ -11,11 +11,12 @@ from custate.domain.activity import (
     parse_time,
 )
 from custate.domain.activity_types import KNOWN_TYPES, ActivityType, rank
-from custate.domain.fold import EFFECTS, apply, fold, fold_all, ordered
+from custate.domain.fold import EFFECTS, FOLD_VERSION, apply, fold, fold_all, ordered
 from custate.domain.state import CustomerState
 
 __all__ = [
     "EFFECTS",
+    "FOLD_VERSION",
     "KNOWN_TYPES",
     "Activity",
     "ActivityError",

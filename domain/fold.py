@@ -29,6 +29,12 @@ from custate.domain.state import CustomerState
 
 _T = TypeVar("_T")
 
+# The fold's version: bump it with any change to what an activity does (an effect, the
+# table below, the state's fields), so that read models built by an older fold are rebuilt
+# (docs/DECISIONS.md, Upgrades). tests/unit/test_fold_version.py fails when the states of
+# a fixed corpus change and this number does not.
+FOLD_VERSION = 1
+
 EFFECTS: dict[str, tuple[Effect, ...]] = {
     T.CREATED: (profile.created,),
     T.UPDATED: (profile.updated,),

@@ -8,6 +8,7 @@ from custate.adapters.cli import erase as erase
 from custate.adapters.cli import fold as fold
 from custate.adapters.cli import forward as forward
 from custate.adapters.cli import ingest as ingest
+from custate.adapters.cli import migrate as migrate
 from custate.adapters.cli import project as project
 from custate.adapters.cli import pull as pull
 from custate.adapters.cli import rejects as rejects

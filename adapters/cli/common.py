@@ -72,7 +72,12 @@ def open_store(url: str | None, *, existing: bool = False) -> Custate:
             path = store_file(store_url(url))
             if path is not None and not path.exists():
                 fail(f"no store at {path}; ingest something first (or give --store)")
-        return Custate(url)
+        cs = Custate(url)
+        if existing:  # a read: say when its answers come from an older fold's states
+            stale = cs.fold_status().warning()
+            if stale is not None:
+                warn(f"custate: warning: {stale}")
+        return cs
     except StoreError as e:
         fail(str(e), EXIT_STORE if isinstance(e, StoreUnavailableError) else EXIT_USAGE)
         raise  # unreachable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import orjson
 from rich.console import Console
@@ -34,7 +35,9 @@ def status(store: StoreOption = None, as_json: JsonOption = False) -> None:
         ("backend", s["backend"]),
         ("activities", f"{s['activities']:,}"),
         ("partitions", str(s["partitions"])),
+        ("schema", _schema(s["schema"])),
         ("generation", str(s["generation"])),
+        ("fold", _fold(s["fold_version"])),
         ("rebuild", "none" if rebuild is None else f"building generation {rebuild}"),
         ("position", f"{rm['position']:,} of {rm['head']:,}"),
         (
@@ -42,6 +45,7 @@ def status(store: StoreOption = None, as_json: JsonOption = False) -> None:
             f"{'about ' if lag['estimated'] else ''}{lag['activities']:,} activities, "
             f"{lag['seconds']:.1f} s",
         ),
+        *([("projector", s["projector"] or "none running")] if "projector" in s else []),
     ]:
         out.print(f"{name:<11} {value}", markup=False, highlight=False)
     leases = s.get("leases")
@@ -61,3 +65,17 @@ def status(store: StoreOption = None, as_json: JsonOption = False) -> None:
                 f"{s['positions'][str(row['partition'])]:,}",
             )
         out.print(t)
+
+
+def _schema(schema: dict[str, Any]) -> str:
+    if schema["current"]:
+        return f"revision {schema['revision']} (current)"
+    return f"revision {schema['revision'] or 'none'}; this custate's is {schema['head']}"
+
+
+def _fold(fold: dict[str, Any]) -> str:
+    built = "unrecorded" if fold["built_with"] is None else f"v{fold['built_with']}"
+    said = f"built with {built}, current v{fold['current']}"
+    return said + (
+        " (stale: custate rebuild, or serve/project --follow do it)" if fold["stale"] else ""
+    )

@@ -5,11 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, MetaData, delete, insert, select, update
+from sqlalchemy.exc import DBAPIError
 
 from custate.adapters.readmodel.tables import meta_table
+from custate.adapters.readmodel.views import point_views
 from custate.adapters.sqlschema import create_all, insert_or_ignore
+from custate.domain.fold import FOLD_VERSION
 
 __all__ = ["Generations"]
+
+
+def _fold_key(generation: int) -> str:
+    return f"fold_version:{generation}"
 
 
 class Generations:
@@ -60,8 +67,36 @@ class Generations:
             value = self._get(c, "active")
             if value is not None:
                 return int(value)
+            # A new store: its first generation is built by this fold from the start.
             c.execute(insert_or_ignore(self.engine, self._meta).values(name="active", value="1"))
+            self._stamp(c, 1)
             return int(self._get(c, "active") or 1)
+
+    def _stamp(self, c: Connection, generation: int) -> None:
+        """Record that `generation` is built by this code's fold (`FOLD_VERSION`)."""
+        name = _fold_key(generation)
+        c.execute(delete(self._meta).where(self._meta.c.name == name))
+        c.execute(insert(self._meta).values(name=name, value=str(FOLD_VERSION)))
+
+    def active_fold(self) -> tuple[int, int | None]:
+        """The active generation and the fold version it was built with (see
+        `fold_version`), read in one statement: consistent while a rebuild swaps."""
+        meta = self._meta
+        q = select(meta.c.name, meta.c.value).where(
+            (meta.c.name == "active") | meta.c.name.like("fold_version:%")
+        )
+        with self.engine.connect() as c:
+            rows = {str(n): str(v) for n, v in c.execute(q)}
+        active = int(rows.get("active", 1))
+        version = rows.get(_fold_key(active))
+        return active, None if version is None else int(version)
+
+    def fold_version(self, generation: int) -> int | None:
+        """The fold version `generation` was built with; None when not recorded (a
+        generation built before fold versions were: treated as older than any)."""
+        with self.engine.connect() as c:
+            value = self._get(c, _fold_key(generation))
+        return None if value is None else int(value)
 
     def building_now(self) -> int | None:
         """The generation a rebuild is building (or left unfinished), if any."""
@@ -77,7 +112,17 @@ class Generations:
             if building is None:
                 building = str(active + 1)
                 c.execute(insert(self._meta).values(name="building", value=building))
+                self._stamp(c, int(building))
         return int(building)
+
+    def abandon(self, generation: int) -> None:
+        """Forget the unfinished build of `generation` (its tables are the caller's to
+        drop): a rebuild left by another fold version is started again, not resumed."""
+        meta = self._meta
+        with self.engine.begin() as c:
+            if self._get(c, "building") == str(generation):
+                c.execute(delete(meta).where(meta.c.name == "building"))
+                c.execute(delete(meta).where(meta.c.name == _fold_key(generation)))
 
     def activate(self, generation: int, also: Callable[[Connection], object] | None = None) -> None:
         """Make `generation` the active one, in one transaction with the end of its build
@@ -86,5 +131,40 @@ class Generations:
         with self.engine.begin() as c:
             if also is not None:
                 also(c)
+            old = self._get(c, "active")
             c.execute(update(meta).where(meta.c.name == "active").values(value=str(generation)))
             c.execute(delete(meta).where(meta.c.name == "building"))
+            if old is not None and int(old) != generation:
+                c.execute(delete(meta).where(meta.c.name == _fold_key(int(old))))
+            self._point_views(c, generation)
+
+    def views_on(self) -> int | None:
+        """The generation the stable views (`views.VIEWS`) show; None: not made yet."""
+        with self.engine.connect() as c:
+            value = self._get(c, "views")
+        return None if value is None else int(value)
+
+    def ensure_views(self, generation: int) -> None:
+        """Point the stable views at `generation` if it is the active one and they show
+        another (or none: a store made before them). Under the write lock of the `active`
+        row, so it never re-points them at a generation a rebuild has just retired."""
+        meta = self._meta
+        try:
+            with self.engine.begin() as c:
+                # A write first: SQLite's write lock, PostgreSQL's row lock, until the commit.
+                c.execute(update(meta).where(meta.c.name == "active").values(value=meta.c.value))
+                if self._get(c, "active") != str(generation) or self._get(c, "views") == str(
+                    generation
+                ):
+                    return
+                self._point_views(c, generation)
+        except DBAPIError:
+            # A generation of an older layout that the views cannot show (PostgreSQL checks
+            # their columns): it answers without them, and its rebuild makes them.
+            return
+
+    def _point_views(self, c: Connection, generation: int) -> None:
+        meta = self._meta
+        point_views(c, generation)
+        c.execute(delete(meta).where(meta.c.name == "views"))
+        c.execute(insert(meta).values(name="views", value=str(generation)))

@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 
 from custate.adapters.eventstore import EventStore
 from custate.adapters.readmodel.runner import DEFAULT_CATCHUP_BATCH, CatchUpReport
+from custate.adapters.readmodel.tables import tables
 from custate.adapters.readmodel.view import ReadModel
+from custate.domain.fold import FOLD_VERSION
 from custate.projections.catchup import DEFAULT_CHECKPOINT_INTERVAL
 from custate.projections.changes import ChangeRecord, differences
 
@@ -19,16 +21,27 @@ def rebuild(
     batch_size: int = DEFAULT_CATCHUP_BATCH,
     progress: Callable[[int], None] | None = None,
     interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+    should_stop: Callable[[], bool] | None = None,
 ) -> CatchUpReport:
     """Blue/green: a new generation of tables catches up from the start while the active
     one keeps answering; then one transaction makes it the active one, and the old tables
-    are dropped. An interrupted rebuild resumes where its generation's tracking stands."""
+    are dropped. An interrupted rebuild resumes where its generation's tracking stands
+    (under the same fold version; one left by another is started again). `should_stop()`
+    is asked between batches: True leaves the rebuild unfinished, to resume later."""
     active = ReadModel(store, interval=interval)
-    building = active.generations.building(active.t.generation)
+    generations = active.generations
+    building = generations.building(active.t.generation)
+    if generations.fold_version(building) != FOLD_VERSION:
+        # Left unfinished by another fold: what it projected is not this fold's.
+        generations.abandon(building)
+        tables(building).metadata.drop_all(store.engine)
+        building = generations.building(active.t.generation)
     fresh = ReadModel(store, generation=building, interval=interval)
-    report = fresh.catch_up(batch_size, progress)
+    report = fresh.catch_up(batch_size, progress, should_stop)
+    if should_stop is not None and should_stop():
+        return report
     records = _differences(active, fresh) if active.feed else []
-    active.generations.activate(building, lambda c: active.changes.insert(c, records))
+    generations.activate(building, lambda c: active.changes.insert(c, records))
     active.t.metadata.drop_all(store.engine)
     return report
 

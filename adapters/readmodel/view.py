@@ -90,6 +90,9 @@ class ReadModel(TrackingRecorder):
         self.t: Tables = tables(generation if generation is not None else self.active_generation())
         create_all(self.engine, self.t.metadata)
         add_input_column(self.engine, self.t)
+        stable = generation is None and not store.url.read_only
+        if stable and self.generations.views_on() != self.t.generation:
+            self.generations.ensure_views(self.t.generation)
         sql = self._sql = Statements(self.t, self.engine)
         self._connections = Connections(self.engine)
         self._tracking = TrackingPosition(self.engine, self.t, sql, self.partitions)

@@ -36,6 +36,7 @@ COMMANDS = (
     "pull",
     "serve",
     "status",
+    "migrate",
 )
 
 
@@ -151,6 +152,7 @@ def test_the_library_calls_a_bad_cut_a_query_error(loaded: str) -> None:
         ["explain", "cust_1", "loyalty.points"],
         ["customers"],
         ["status"],
+        ["migrate"],
         ["rejects"],
         ["gaps"],
     ],

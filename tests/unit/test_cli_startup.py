@@ -39,6 +39,7 @@ COMMANDS = (
     "serve",
     "status",
     "erase",
+    "migrate",
 )
 
 # In a fresh interpreter, as the console script starts: print the help of the program and of

@@ -1,0 +1,1 @@
+"""The revisions of custate's own tables, one module each (`migrations`)."""
