@@ -16,6 +16,7 @@ from functools import partial
 
 from eventsourcing.persistence import Tracking as LibTracking
 from eventsourcing.persistence import TrackingRecorder
+from sqlalchemy import Engine
 
 from custate.adapters.codecs import foldinput as inputs
 from custate.adapters.eventstore import ACTIVITY_TOPIC, EventStore, decode
@@ -73,9 +74,12 @@ class ReadModel(TrackingRecorder):
         paged_from: int | None = None,
         partitions: int | None = None,
         feed: bool | None = None,
+        engine: Engine | None = None,
     ) -> None:
         self.store = store
-        self.engine = store.engine
+        # `engine`: where the tables are, when not beside the events (a parallel rebuild's
+        # scratch database, `parallel`).
+        self.engine = store.engine if engine is None else engine
         self.interval = interval
         self.paged_from = pages_module.PAGED_FROM if paged_from is None else paged_from
         self.generations = Generations(self.engine)
@@ -98,7 +102,8 @@ class ReadModel(TrackingRecorder):
             self._checkpoint_store, self._connections, checkpoint_cache_bytes
         )
         self._activities = CachedActivities(store)
-        self._queries = Queries(self.engine, self.t)
+        # The active generation's queries check, in their own statement, that it still is.
+        self._queries = Queries(self.engine, self.t, guarded=generation is None)
         self._runner = Runner(self)
         # The change feed is written by the active generation's catch-ups, when the store
         # keeps one (`feed_on`; None: ask the store at each catch-up); a rebuild's new
@@ -214,10 +219,14 @@ class ReadModel(TrackingRecorder):
         should_stop: Callable[[], bool] | None = None,
         partitions: Sequence[int] | None = None,
         fence: Fence | None = None,
+        share: tuple[int, int] | None = None,
+        upto: int | None = None,
     ) -> CatchUpReport:
         """Project everything stored since the tracking positions of `partitions` (None:
-        all; see `runner.Runner`)."""
-        return self._runner.catch_up(batch_size, progress, should_stop, partitions, fence)
+        all; `share`, `upto`: see `runner.Runner`)."""
+        return self._runner.catch_up(
+            batch_size, progress, should_stop, partitions, fence, share, upto
+        )
 
     def one_connection(self) -> AbstractContextManager[None]:
         """This thread's reads go through one connection until the block ends."""
