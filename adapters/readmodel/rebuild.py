@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from custate.adapters.eventstore import EventStore
+from custate.adapters.readmodel.parallel import parallel_catch_up, processes_for
 from custate.adapters.readmodel.runner import DEFAULT_CATCHUP_BATCH, CatchUpReport
 from custate.adapters.readmodel.view import ReadModel
 from custate.projections.catchup import DEFAULT_CHECKPOINT_INTERVAL
@@ -19,14 +21,30 @@ def rebuild(
     batch_size: int = DEFAULT_CATCHUP_BATCH,
     progress: Callable[[int], None] | None = None,
     interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+    processes: int | None = 1,
 ) -> CatchUpReport:
     """Blue/green: a new generation of tables catches up from the start while the active
     one keeps answering; then one transaction makes it the active one, and the old tables
-    are dropped. An interrupted rebuild resumes where its generation's tracking stands."""
+    are dropped. An interrupted rebuild resumes where its generation's tracking stands.
+    `processes`: how many processes decode and fold (`parallel`; None: one per core for a
+    store of `parallel.PARALLEL_FROM` activities or more); the tables they build are the
+    ones one process builds."""
+    if processes is not None and (isinstance(processes, bool) or processes < 1):
+        raise ValueError(f"processes: {processes!r} must be a whole number, at least 1")
     active = ReadModel(store, interval=interval)
     building = active.generations.building(active.t.generation)
     fresh = ReadModel(store, generation=building, interval=interval)
+    n = processes_for(processes, store.count() if processes is None else 0, os.cpu_count())
+    split = parallel_catch_up(fresh, n, batch_size, interval, progress) if n > 1 else None
+    # What was stored since the split started, or everything (one process).
     report = fresh.catch_up(batch_size, progress)
+    if split is not None:
+        report = CatchUpReport(
+            activities=split.activities + report.activities,
+            batches=split.batches + report.batches,
+            late=split.late + report.late,
+            position=report.position,
+        )
     records = _differences(active, fresh) if active.feed else []
     active.generations.activate(building, lambda c: active.changes.insert(c, records))
     active.t.metadata.drop_all(store.engine)
