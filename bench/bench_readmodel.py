@@ -283,7 +283,9 @@ def bench_rebuild(url: str, repeats: int) -> dict[str, Any]:
     custate_bin = str(Path(sys.executable).parent / "custate")
     walls, rsss = [], []
     for _ in range(repeats):
-        wall, rss, out = _time_v([custate_bin, "rebuild", "--json", "--store", url])
+        wall, rss, out = _time_v(
+            [custate_bin, "rebuild", "--json", "--processes", "1", "--store", url]
+        )
         walls.append(wall)
         rsss.append(rss)
         _log(f"  rebuild: {wall:.1f} s, {rss:.0f} MB peak RSS ({out.strip()})")
@@ -307,6 +309,69 @@ def bench_rebuild(url: str, repeats: int) -> dict[str, Any]:
         "target_s": REBUILD_TARGET_S,
         "target_rss_mb": REBUILD_RSS_TARGET_MB,
         "met": wall <= REBUILD_TARGET_S and rss < REBUILD_RSS_TARGET_MB,
+    }
+
+
+def _tree_peak_rss(cmd: list[str]) -> tuple[float, float, str]:
+    """Run `cmd`; its wall time, the sum over it and every process it started of each
+    one's peak RSS (VmHWM, MB, sampled every 50 ms from /proc until each ends), and its
+    stdout."""
+    peaks: dict[int, int] = {}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def sample() -> None:
+        todo = [proc.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks[pid] = max(peaks.get(pid, 0), int(line.split()[1]))
+            todo += [int(k) for k in kids]
+
+    while proc.poll() is None:
+        sample()
+        time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd} exited {proc.returncode}")
+    return wall, sum(peaks.values()) / 1024, out
+
+
+def bench_rebuild_processes(url: str, repeats: int) -> dict[str, Any]:
+    """`custate rebuild --processes 1` and `--processes 2`, alternating (1 first, then 2
+    first, ...): wall time and the sum of every process's peak RSS."""
+    with Custate(url) as cs:
+        n = cs.store.count()
+    custate_bin = str(Path(sys.executable).parent / "custate")
+    runs: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
+    for i in range(repeats):
+        for procs in (1, 2) if i % 2 == 0 else (2, 1):
+            cmd = [custate_bin, "rebuild", "--json", "--processes", str(procs), "--store", url]
+            wall, rss, out = _tree_peak_rss(cmd)
+            runs[procs].append((wall, rss))
+            _log(f"  rebuild --processes {procs}: {wall:.1f} s, {rss:.0f} MB ({out.strip()})")
+    with Custate(url) as cs:
+        checked = check_equal_to_fold(cs, cs.readmodel, 10)
+    one = _median([w for w, _ in runs[1]])
+    two = _median([w for w, _ in runs[2]])
+    return {
+        "activities": n,
+        "one_process_wall_s": one,
+        "two_processes_wall_s": two,
+        "speedup": one / two,
+        "one_process_rss_mb": max(r for _, r in runs[1]),
+        "two_processes_rss_sum_mb": max(r for _, r in runs[2]),
+        "runs": {str(k): v for k, v in runs.items()},
+        "checked_customers": checked,
+        "target_speedup": 1.6,
+        "met": one / two >= 1.6,
     }
 
 
@@ -562,7 +627,16 @@ def _machine() -> dict[str, Any]:
     }
 
 
-SECTIONS = ("catchup", "catchup-late", "catchup-pg", "rebuild", "asof", "late", "segment")
+SECTIONS = (
+    "catchup",
+    "catchup-late",
+    "catchup-pg",
+    "rebuild",
+    "rebuild-processes",
+    "asof",
+    "late",
+    "segment",
+)
 
 
 def run(only: list[str], repeats: int, quick: bool) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -585,6 +659,10 @@ def run(only: list[str], repeats: int, quick: bool) -> Iterator[tuple[str, dict[
         rn, rm_ = (100_000, 2_000) if quick else (1_000_000, 20_000)
         url = sqlite_store(f"rb_{rn}_{rm_}", dataset(f"rb_{rn}_{rm_}", rn, rm_, 1))
         yield "rebuild", bench_rebuild(url, 1 if not quick else repeats)
+    if "rebuild-processes" in only:
+        rn, rm_ = (200_000, 4_000)
+        url = sqlite_store(f"rb_{rn}_{rm_}", dataset(f"rb_{rn}_{rm_}", rn, rm_, 1))
+        yield "rebuild_processes", bench_rebuild_processes(url, repeats)
     if "asof" in only or "late" in only:
         url, cid = heavy_store()
         if "asof" in only:

@@ -5,14 +5,16 @@ Each process reads the same notification windows a one-process catch-up reads (s
 customer's batches, late re-folds and checkpoints are the same) and projects only its
 share of the customers:
 
-- PostgreSQL, with a store of several partitions: a process per group of partitions, each
-  writing the new generation's tables through its own connection, as projector workers
-  do (the partitions' tracking positions keep them apart).
-- SQLite (one writer, one partition): customers are split by CRC-32 of their id modulo
-  the process count; each process writes its customers' rows into a scratch database of
-  its own beside the store, and the parent copies them all into the new generation in one
-  transaction (`INSERT ... SELECT` from the attached scratch files), through its one
-  connection, then removes them.
+- A store of several partitions (PostgreSQL's default): a process per group of
+  partitions, each writing the new generation's tables through its own connection, as
+  projector workers do (the partitions' tracking positions keep them apart).
+- A store of one partition (SQLite's): customers are split by CRC-32 of their id modulo
+  the process count, and each process keeps its position in a tracking row of its own
+  (`share_row`). They too write through their own connections; on SQLite one write
+  transaction at a time (its lock, waited for) while the others decode and fold. Once
+  all are done the parent moves the store's tracking row to where they stopped and
+  deletes theirs, in one transaction. A rebuild interrupted before that leaves share
+  rows: the next one builds that generation again from empty (`unfinished`).
 
 Every process stops at the store's head as it was when the rebuild started; the parent
 catches the rest up itself. The processes are started with the "spawn" method, from a
@@ -22,19 +24,17 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
-import tempfile
 import traceback
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import delete, select, update
 
-from custate.adapters.eventstore import EventStore, make_engine, parse_store_url
+from custate.adapters.eventstore import APP_NAME, EventStore
 from custate.adapters.readmodel.runner import CatchUpReport
 from custate.adapters.readmodel.view import ReadModel
 
-__all__ = ["PARALLEL_FROM", "parallel_catch_up", "processes_for"]
+__all__ = ["PARALLEL_FROM", "parallel_catch_up", "processes_for", "share_row", "unfinished"]
 
 # With `processes=None`, stores of fewer activities than this are rebuilt in one process:
 # starting processes costs more than they would save.
@@ -59,28 +59,38 @@ def parallel_catch_up(
     progress: Callable[[int], None] | None = None,
 ) -> CatchUpReport | None:
     """Catch the (empty) generation `fresh` up to the store's head with `processes`
-    processes; None when it cannot be split (a PostgreSQL store of one partition, or a
-    generation an interrupted rebuild left partly built: the caller catches it up in one
-    process). What is stored after the head it started from is left to the caller."""
+    processes; None when it cannot be split (a generation an interrupted one-process
+    rebuild left partly built: the caller catches it up in one process). What is stored after the head it started from is left to the caller."""
     store = fresh.store
     if processes < 2 or any(fresh.positions().values()):
         return None
     upto = store.head()
     if upto == 0:
         return None
-    if store.url.kind == "sqlite":
-        return _sqlite(fresh, processes, batch_size, interval, upto, progress)
     if fresh.partitions < 2:
-        return None
+        return _shares(fresh, processes, batch_size, interval, upto, progress)
     groups = [list(range(fresh.partitions))[g::processes] for g in range(processes)]
-    jobs = [
-        {"partitions": g, "share": None, "scratch": None} for g in groups if g
-    ]  # no more processes than partitions
+    # no more processes than partitions
+    jobs = [{"partitions": g, "share": None} for g in groups if g]
     reports = _run(store.url.url, fresh.t.generation, batch_size, interval, upto, jobs, progress)
     return _sum(reports)
 
 
-def _sqlite(
+def share_row(group: int, of: int) -> str:
+    """The tracking row of share `group` of `of` of a parallel SQLite rebuild."""
+    return f"{APP_NAME}:share{group}of{of}"
+
+
+def unfinished(fresh: ReadModel) -> bool:
+    """Whether `fresh`'s tables hold an interrupted parallel SQLite rebuild's rows (share
+    tracking rows): they cannot be resumed, and must be built again from empty."""
+    tr = fresh.t.tracking
+    with fresh.engine.connect() as c:
+        names = c.execute(select(tr.c.application_name)).scalars().all()
+    return any(str(n).startswith(f"{APP_NAME}:share") for n in names)
+
+
+def _shares(
     fresh: ReadModel,
     processes: int,
     batch_size: int,
@@ -89,56 +99,19 @@ def _sqlite(
     progress: Callable[[int], None] | None,
 ) -> CatchUpReport:
     store = fresh.store
-    db = Path(store.url.env["SQLITE_DBNAME"])
-    with tempfile.TemporaryDirectory(prefix=f".{db.name}.rebuild-", dir=db.parent) as tmp:
-        scratch = [str(Path(tmp) / f"part{g}.db") for g in range(processes)]
-        jobs = [
-            {"partitions": None, "share": (g, processes), "scratch": scratch[g]}
-            for g in range(processes)
-        ]
-        reports = _run(
-            store.url.url, fresh.t.generation, batch_size, interval, upto, jobs, progress
+    jobs = [{"partitions": None, "share": (g, processes)} for g in range(processes)]
+    reports = _run(store.url.url, fresh.t.generation, batch_size, interval, upto, jobs, progress)
+    positions = {r.position for r in reports}
+    if len(positions) != 1:
+        raise RuntimeError(f"rebuild processes stopped at different positions: {positions}")
+    position = positions.pop()
+    tr = fresh.t.tracking
+    with fresh.engine.begin() as c:
+        c.execute(
+            update(tr).where(tr.c.application_name == APP_NAME).values(notification_id=position)
         )
-        positions = {r.position for r in reports}
-        if len(positions) != 1:
-            raise RuntimeError(f"rebuild processes stopped at different positions: {positions}")
-        _merge(fresh, scratch, positions.pop())
+        c.execute(delete(tr).where(tr.c.application_name.like(f"{APP_NAME}:share%")))
     return _sum(reports)
-
-
-def _merge(fresh: ReadModel, scratch: Sequence[str], position: int) -> None:
-    """Copy every scratch database's rows into `fresh`'s tables and set its tracking
-    position, in one transaction."""
-    t = fresh.t
-    tables = [x for x in t.metadata.sorted_tables if x.name != t.tracking.name]
-    raw = fresh.engine.raw_connection()
-    try:
-        cur = raw.cursor()
-        names = [f"scratch{i}" for i in range(len(scratch))]
-        for name, path in zip(names, scratch, strict=True):
-            cur.execute(f"ATTACH DATABASE ? AS {name}", (path,))
-        try:
-            cur.execute("BEGIN IMMEDIATE")
-            for table in tables:
-                cols = ", ".join(f'"{c.name}"' for c in table.columns)
-                for name in names:
-                    cur.execute(
-                        f'INSERT INTO main."{table.name}" ({cols}) '
-                        f'SELECT {cols} FROM {name}."{table.name}"'
-                    )
-            tr = t.tracking
-            sql = update(tr).values(notification_id=position).compile(dialect=fresh.engine.dialect)
-            cur.execute(sql.string, tuple(sql.params[k] for k in sql.positiontup or ()))
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        finally:
-            for name in names:
-                cur.execute(f"DETACH DATABASE {name}")
-            cur.close()
-    finally:
-        raw.close()
 
 
 def _sum(reports: Sequence[CatchUpReport]) -> CatchUpReport:
@@ -218,21 +191,17 @@ def _work(
     messages: Any,
 ) -> None:
     """One process of a parallel rebuild: catch generation `generation` up to `upto` for
-    its partitions or share of the customers, into the store or into its scratch file."""
+    its partitions or share of the customers."""
     try:
         store = EventStore(url)
         try:
-            engine = None
-            if job["scratch"] is not None:
-                engine = make_engine(parse_store_url(f"sqlite:///{job['scratch']}"))
+            share = job["share"]
             view = ReadModel(
                 store,
                 generation=generation,
                 interval=interval,
-                partitions=1 if engine is not None else None,
-                engine=engine,
+                tracking_row=None if share is None else share_row(*share),
             )
-            share = job["share"]
             report = view.catch_up(
                 batch_size,
                 lambda n: messages.put(("progress", n)),
@@ -240,8 +209,6 @@ def _work(
                 share=None if share is None else tuple(share),
                 upto=upto,
             )
-            if engine is not None:
-                engine.dispose()
         finally:
             store.close()
         messages.put(

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from custate.adapters.eventstore import EventStore
-from custate.adapters.readmodel.parallel import parallel_catch_up, processes_for
+from custate.adapters.readmodel.parallel import parallel_catch_up, processes_for, unfinished
 from custate.adapters.readmodel.runner import DEFAULT_CATCHUP_BATCH, CatchUpReport
 from custate.adapters.readmodel.view import ReadModel
 from custate.projections.catchup import DEFAULT_CHECKPOINT_INTERVAL
@@ -34,6 +34,10 @@ def rebuild(
     active = ReadModel(store, interval=interval)
     building = active.generations.building(active.t.generation)
     fresh = ReadModel(store, generation=building, interval=interval)
+    if unfinished(fresh):
+        # An interrupted parallel rebuild's rows, which no tracking position covers.
+        fresh.t.metadata.drop_all(store.engine)
+        fresh = ReadModel(store, generation=building, interval=interval)
     n = processes_for(processes, store.count() if processes is None else 0, os.cpu_count())
     split = parallel_catch_up(fresh, n, batch_size, interval, progress) if n > 1 else None
     # What was stored since the split started, or everything (one process).

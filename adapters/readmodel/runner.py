@@ -285,13 +285,26 @@ class Runner:
         def fresh() -> Overlay:
             return Overlay(view, {p: at for p, at in view.positions().items() if p in mine})
 
+        def in_share(stream: str) -> bool:
+            return share is None or partition_of_stream(stream, share[1]) == share[0]
+
         overlay = fresh()
         last = False  # the last select found less than a batch: nothing more was stored
         while True:
             notes: Sequence[Notification] = ()
             read_to = overlay.position  # the last notification id read
             if not last and (should_stop is None or not should_stop()):
-                if count > 1 or share is not None:
+                if share is not None and count == 1:
+                    # A parallel rebuild's share of one partition: the window, and its rows.
+                    listed_n, read_to, notes = view.store.activity_window(
+                        overlay.position, batch_size, upto, in_share
+                    )
+                    last = listed_n < batch_size
+                    overlay.read += listed_n
+                    if listed_n and not notes:
+                        overlay.position = read_to
+                        continue
+                elif count > 1 or share is not None:
                     # Ids and streams first, then only this worker's rows: the others'
                     # partitions cost a row id each, not their state.
                     listed = view.store.activity_notes(overlay.position, batch_size)

@@ -75,10 +75,10 @@ class ReadModel(TrackingRecorder):
         partitions: int | None = None,
         feed: bool | None = None,
         engine: Engine | None = None,
+        tracking_row: str | None = None,
     ) -> None:
         self.store = store
-        # `engine`: where the tables are, when not beside the events (a parallel rebuild's
-        # scratch database, `parallel`).
+        # `engine`: where the tables are, when not beside the events.
         self.engine = store.engine if engine is None else engine
         self.interval = interval
         self.paged_from = pages_module.PAGED_FROM if paged_from is None else paged_from
@@ -95,7 +95,8 @@ class ReadModel(TrackingRecorder):
         add_input_column(self.engine, self.t)
         sql = self._sql = Statements(self.t, self.engine)
         self._connections = Connections(self.engine)
-        self._tracking = TrackingPosition(self.engine, self.t, sql, self.partitions)
+        # `tracking_row`: a parallel rebuild's process keeps its position in a row of its own.
+        self._tracking = TrackingPosition(self.engine, self.t, sql, self.partitions, tracking_row)
         self._rows = CustomerRows(sql, self.t, PageStore(sql), self.paged_from)
         self._checkpoint_store = CheckpointStore(sql)
         self.checkpoints = CachedCheckpoints(

@@ -43,8 +43,13 @@ def every_row(cs: custate.Custate) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-def test_two_processes_build_the_same_rows_as_one(store_url: str) -> None:
-    with custate.open(store_url) as cs:
+@pytest.mark.parametrize("split", ["default", "other"])
+def test_two_processes_build_the_same_rows_as_one(store_url: str, split: str) -> None:
+    """`default`: the backend's partitions (SQLite 1: shares by customer hash; PostgreSQL
+    16: groups of partitions); `other`: the other way (SQLite with 4 partitions,
+    PostgreSQL with 1)."""
+    partitions = None if split == "default" else 4 if store_url.startswith("sqlite") else 1
+    with custate.open(store_url, partitions=partitions) as cs:
         report = cs.ingest(shuffled_history(), project=False)
         assert report.accepted == 3000
         one = rebuild(cs.store, batch_size=100, interval=10, processes=1)
