@@ -299,6 +299,22 @@ class Custate:
             self._readmodel = None
             return use(self.readmodel)
 
+    def _on_kept(self, use: Callable[[ReadModel], _T]) -> _T:
+        """`use(read model)` on the generation this object last used, without asking which
+        is active: for the customers queries, whose statements check that themselves and
+        raise (`queries.GenerationMoved`) rather than answer from a retired one; then once
+        more on the new active generation, as `_on_active`."""
+        rm = self._readmodel
+        if rm is None:
+            return self._on_active(use)
+        try:
+            return use(rm)
+        except Exception:
+            if rm.t.generation == rm.active_generation():
+                raise
+            self._readmodel = None
+            return use(self.readmodel)
+
     @property
     def read_only(self) -> bool:
         """Opened read-only (`sqlite:///PATH?mode=ro`, `open(url, read_only=True)`)."""
@@ -402,11 +418,15 @@ class Custate:
         self,
         batch_size: int = DEFAULT_CATCHUP_BATCH,
         progress: Callable[[int], None] | None = None,
+        processes: int | None = 1,
     ) -> CatchUpReport:
-        """Rebuild the read model from the store, blue/green (queries keep working)."""
+        """Rebuild the read model from the store, blue/green (queries keep working).
+        `processes`: how many processes decode and fold, each its own customers (None: one
+        per core, for a store of 20,000 activities or more); the result is the same."""
         _check_int("batch_size", batch_size, 1)
+        _check_int("processes", processes, 1)
         self._writable()
-        report = rebuild(self.store, batch_size, progress)
+        report = rebuild(self.store, batch_size, progress, processes=processes)
         self._readmodel = None
         return report
 
@@ -870,8 +890,9 @@ class Custate:
         beyond 64 bits) is a `QueryError` naming it."""
         _check_int("limit", limit, 1)
         _check_filters(filters)
-        self._ready(None, min_position, wait)
-        return self._on_active(lambda rm: rm.customers(CustomerQuery(**filters), after, limit))
+        if self.catch_up_reads or min_position is not None:
+            self._ready(None, min_position, wait)
+        return self._on_kept(lambda rm: rm.customers(CustomerQuery(**filters), after, limit))
 
     def count_customers(
         self,
@@ -882,8 +903,9 @@ class Custate:
     ) -> int:
         """How many customers match every filter given (as `customers`, unpaged)."""
         _check_filters(filters)
-        self._ready(None, min_position, wait)
-        return self._on_active(lambda rm: rm.count(CustomerQuery(**filters)))
+        if self.catch_up_reads or min_position is not None:
+            self._ready(None, min_position, wait)
+        return self._on_kept(lambda rm: rm.count(CustomerQuery(**filters)))
 
     def rejects(self, include_resolved: bool = False) -> list[StoredReject]:
         """The rejected records, oldest first; resolved ones too with `include_resolved`."""

@@ -19,7 +19,7 @@ import hashlib
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -497,6 +497,41 @@ class EventStore:
                 {"p": after, "t": ACTIVITY_TOPIC, "n": limit},
             ).all()
         return [(int(i), str(o)) for i, o in rows]
+
+    def activity_window(
+        self, after: int, limit: int, upto: int | None, mine: Callable[[str], bool]
+    ) -> tuple[int, int, list[Notification]]:
+        """The first `limit` activities stored after the notification `after` (none after
+        `upto`): how many there are, the last one's id (`after` if none), and those of
+        them whose stream id `mine` accepts, in id order. One statement through the
+        driver: a parallel rebuild's process reads the same windows a one-process rebuild
+        reads, and skipping the others' rows in Python costs less than listing them first
+        and fetching its own by id (a third of its time)."""
+        column = "rowid" if self.url.kind == "sqlite" else "notification_id"
+        mark = "?" if self.url.kind == "sqlite" else "%s"
+        bound = f" AND {column} <= {mark}" if upto is not None else ""
+        sql = (
+            f"SELECT {column}, originator_id, originator_version, topic, state "
+            f"FROM {self.url.events_table} WHERE {column} > {mark} AND topic = {mark}{bound} "
+            f"ORDER BY {column} LIMIT {mark}"
+        )
+        params = (after, ACTIVITY_TOPIC, *(() if upto is None else (upto,)), limit)
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute(sql, params)
+            rows = cur.fetchall()
+            cur.close()
+        finally:
+            raw.close()
+        out = [
+            Notification(
+                originator_id=o, originator_version=int(v), topic=t, state=bytes(st), id=int(n)
+            )
+            for n, o, v, t, st in rows
+            if mine(o)
+        ]
+        return len(rows), (int(rows[-1][0]) if rows else after), out
 
     def notifications(self, ids: Sequence[int]) -> list[Notification]:
         """The notifications with these ids, in id order."""

@@ -140,7 +140,19 @@ def _serve_metrics(cs: Custate, host: str, port: int) -> tuple[Metrics, Callable
 
 
 @app.command(epilog=examples("custate rebuild"))
-def rebuild(store: StoreOption = None, as_json: JsonOption = False) -> None:
+def rebuild(
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--processes",
+            min=1,
+            help="processes that decode and fold, each its own customers (default: one "
+            "per core; 1: this process only)",
+        ),
+    ] = None,
+) -> None:
     """Rebuild the read model from the store, blue/green; an interrupted rebuild resumes.
 
     The old tables keep answering until the new ones have caught up; then they swap in one
@@ -153,9 +165,9 @@ def rebuild(store: StoreOption = None, as_json: JsonOption = False) -> None:
         if err.is_terminal and not as_json:
             with progress_bar(err) as bar:
                 task = bar.add_task("rebuilding", total=total)
-                r = cs.rebuild(progress=lambda n: bar.advance(task, n))
+                r = cs.rebuild(progress=lambda n: bar.advance(task, n), processes=processes)
         else:
-            r = cs.rebuild()
+            r = cs.rebuild(processes=processes)
     finally:
         cs.close()
     if as_json:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from custate.adapters.eventstore import EventStore
+from custate.adapters.readmodel.parallel import parallel_catch_up, processes_for, unfinished
 from custate.adapters.readmodel.runner import DEFAULT_CATCHUP_BATCH, CatchUpReport
 from custate.adapters.readmodel.tables import tables
 from custate.adapters.readmodel.view import ReadModel
@@ -22,12 +24,18 @@ def rebuild(
     progress: Callable[[int], None] | None = None,
     interval: int = DEFAULT_CHECKPOINT_INTERVAL,
     should_stop: Callable[[], bool] | None = None,
+    processes: int | None = 1,
 ) -> CatchUpReport:
     """Blue/green: a new generation of tables catches up from the start while the active
     one keeps answering; then one transaction makes it the active one, and the old tables
     are dropped. An interrupted rebuild resumes where its generation's tracking stands
     (under the same fold version; one left by another is started again). `should_stop()`
-    is asked between batches: True leaves the rebuild unfinished, to resume later."""
+    is asked between batches: True leaves the rebuild unfinished, to resume later.
+    `processes`: how many processes decode and fold (`parallel`; None: one per core for a
+    store of `parallel.PARALLEL_FROM` activities or more); the tables they build are the
+    ones one process builds."""
+    if processes is not None and (isinstance(processes, bool) or processes < 1):
+        raise ValueError(f"processes: {processes!r} must be a whole number, at least 1")
     active = ReadModel(store, interval=interval)
     generations = active.generations
     building = generations.building(active.t.generation)
@@ -37,7 +45,21 @@ def rebuild(
         tables(building).metadata.drop_all(store.engine)
         building = generations.building(active.t.generation)
     fresh = ReadModel(store, generation=building, interval=interval)
+    if unfinished(fresh):
+        # An interrupted parallel rebuild's rows, which no tracking position covers.
+        fresh.t.metadata.drop_all(store.engine)
+        fresh = ReadModel(store, generation=building, interval=interval)
+    n = processes_for(processes, store.count() if processes is None else 0, os.cpu_count())
+    split = parallel_catch_up(fresh, n, batch_size, interval, progress) if n > 1 else None
+    # What was stored since the split started, or everything (one process).
     report = fresh.catch_up(batch_size, progress, should_stop)
+    if split is not None:
+        report = CatchUpReport(
+            activities=split.activities + report.activities,
+            batches=split.batches + report.batches,
+            late=split.late + report.late,
+            position=report.position,
+        )
     if should_stop is not None and should_stop():
         return report
     records = _differences(active, fresh) if active.feed else []

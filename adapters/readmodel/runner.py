@@ -242,14 +242,21 @@ class Runner:
         should_stop: Callable[[], bool] | None = None,
         partitions: Collection[int] | None = None,
         fence: Fence | None = None,
+        share: tuple[int, int] | None = None,
+        upto: int | None = None,
     ) -> CatchUpReport:
         """Project everything stored since the tracking positions of `partitions` (None:
         all), `batch_size` activities read at a time, `WRITE_EVERY` written a transaction;
         `progress(n)` after each batch planned; `should_stop()` before each read: True ends
-        the catch-up after writing what was planned. `fence` runs first in every write."""
+        the catch-up after writing what was planned. `fence` runs first in every write.
+        `share=(g, n)`: only the customers whose CRC-32 modulo `n` is `g` (one process of
+        a parallel rebuild; the batches are the same notification windows as without it).
+        `upto`: read no notification after this id."""
         with self.view.one_connection():
             try:
-                return self._catch_up(batch_size, progress, should_stop, partitions, fence)
+                return self._catch_up(
+                    batch_size, progress, should_stop, partitions, fence, share, upto
+                )
             except BaseException:
                 # `plan` folds on from kept states in place: after a failure they may hold
                 # activities that were never written, under heads that still match.
@@ -263,6 +270,8 @@ class Runner:
         should_stop: Callable[[], bool] | None,
         partitions: Collection[int] | None,
         fence: Fence | None,
+        share: tuple[int, int] | None = None,
+        upto: int | None = None,
     ) -> CatchUpReport:
         view = self.view
         count = view.partitions
@@ -276,17 +285,33 @@ class Runner:
         def fresh() -> Overlay:
             return Overlay(view, {p: at for p, at in view.positions().items() if p in mine})
 
+        def in_share(stream: str) -> bool:
+            return share is None or partition_of_stream(stream, share[1]) == share[0]
+
         overlay = fresh()
         last = False  # the last select found less than a batch: nothing more was stored
         while True:
             notes: Sequence[Notification] = ()
             read_to = overlay.position  # the last notification id read
             if not last and (should_stop is None or not should_stop()):
-                if count > 1:
+                if share is not None and count == 1:
+                    # A parallel rebuild's share of one partition: the window, and its rows.
+                    listed_n, read_to, notes = view.store.activity_window(
+                        overlay.position, batch_size, upto, in_share
+                    )
+                    last = listed_n < batch_size
+                    overlay.read += listed_n
+                    if listed_n and not notes:
+                        overlay.position = read_to
+                        continue
+                elif count > 1 or share is not None:
                     # Ids and streams first, then only this worker's rows: the others'
                     # partitions cost a row id each, not their state.
                     listed = view.store.activity_notes(overlay.position, batch_size)
                     last = len(listed) < batch_size
+                    if upto is not None and listed and listed[-1][0] > upto:
+                        listed = [x for x in listed if x[0] <= upto]
+                        last = True
                     if listed:
                         read_to = listed[-1][0]
                         previous = overlay.previous
@@ -294,6 +319,7 @@ class Runner:
                             i
                             for i, stream in listed
                             if i > previous.get(partition_of_stream(stream, count), i)
+                            and (share is None or partition_of_stream(stream, share[1]) == share[0])
                         ]
                         notes = view.store.notifications(ids)
                         overlay.read += len(listed)
@@ -308,6 +334,9 @@ class Runner:
                         inclusive_of_start=False,
                     )
                     last = len(notes) < batch_size
+                    if upto is not None and notes and notes[-1].id > upto:
+                        notes = [n for n in notes if n.id <= upto]
+                        last = True
                     if notes:
                         read_to = notes[-1].id
                         overlay.read += len(notes)

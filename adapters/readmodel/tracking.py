@@ -25,10 +25,23 @@ __all__ = ["TrackingPosition"]
 class TrackingPosition:
     """The positions of one generation's `partitions`, in its `tracking` table (a row each)."""
 
-    def __init__(self, engine: Engine, t: Tables, sql: Statements, partitions: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        t: Tables,
+        sql: Statements,
+        partitions: int,
+        row: str | None = None,
+    ) -> None:
+        """`row`: the one row to keep the position in, instead of the store's (one
+        partition): a parallel rebuild's process (`parallel`)."""
         self.sql = sql
         self.partitions = partitions
         self._names = [tracking_name(p, partitions) for p in range(partitions)]
+        if row is not None:
+            if partitions != 1:
+                raise ValueError(f"row: {row!r} needs a store of one partition")
+            self._names = [row]
         with engine.begin() as c:
             have = sql.positions(c)
             missing = [n for n in self._names if n not in have]

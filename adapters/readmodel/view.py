@@ -16,6 +16,7 @@ from functools import partial
 
 from eventsourcing.persistence import Tracking as LibTracking
 from eventsourcing.persistence import TrackingRecorder
+from sqlalchemy import Engine
 
 from custate.adapters.codecs import foldinput as inputs
 from custate.adapters.erasures import ERASURES_TABLE
@@ -74,9 +75,12 @@ class ReadModel(TrackingRecorder):
         paged_from: int | None = None,
         partitions: int | None = None,
         feed: bool | None = None,
+        engine: Engine | None = None,
+        tracking_row: str | None = None,
     ) -> None:
         self.store = store
-        self.engine = store.engine
+        # `engine`: where the tables are, when not beside the events.
+        self.engine = store.engine if engine is None else engine
         self.interval = interval
         self.paged_from = pages_module.PAGED_FROM if paged_from is None else paged_from
         self.generations = Generations(self.engine)
@@ -95,7 +99,8 @@ class ReadModel(TrackingRecorder):
             self.generations.ensure_views(self.t.generation)
         sql = self._sql = Statements(self.t, self.engine)
         self._connections = Connections(self.engine)
-        self._tracking = TrackingPosition(self.engine, self.t, sql, self.partitions)
+        # `tracking_row`: a parallel rebuild's process keeps its position in a row of its own.
+        self._tracking = TrackingPosition(self.engine, self.t, sql, self.partitions, tracking_row)
         self._rows = CustomerRows(sql, self.t, PageStore(sql), self.paged_from)
         self._checkpoint_store = CheckpointStore(sql)
         self.checkpoints = CachedCheckpoints(
@@ -103,7 +108,8 @@ class ReadModel(TrackingRecorder):
         )
         self._erasures = _erasures_query(store)
         self._activities = CachedActivities(store, erased_at=self.erased_at)
-        self._queries = Queries(self.engine, self.t)
+        # The active generation's queries check, in their own statement, that it still is.
+        self._queries = Queries(self.engine, self.t, guarded=generation is None)
         self._runner = Runner(self)
         # The change feed is written by the active generation's catch-ups, when the store
         # keeps one (`feed_on`; None: ask the store at each catch-up); a rebuild's new
@@ -219,10 +225,14 @@ class ReadModel(TrackingRecorder):
         should_stop: Callable[[], bool] | None = None,
         partitions: Sequence[int] | None = None,
         fence: Fence | None = None,
+        share: tuple[int, int] | None = None,
+        upto: int | None = None,
     ) -> CatchUpReport:
         """Project everything stored since the tracking positions of `partitions` (None:
-        all; see `runner.Runner`)."""
-        return self._runner.catch_up(batch_size, progress, should_stop, partitions, fence)
+        all; `share`, `upto`: see `runner.Runner`)."""
+        return self._runner.catch_up(
+            batch_size, progress, should_stop, partitions, fence, share, upto
+        )
 
     def one_connection(self) -> AbstractContextManager[None]:
         """This thread's reads go through one connection until the block ends."""

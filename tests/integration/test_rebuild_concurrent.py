@@ -55,3 +55,47 @@ def test_ingest_and_reads_keep_working_while_rebuilds_run(tmp_path: Path) -> Non
         cs.project()
         # every activity is reflected, whichever generation folded it
         assert sum(cs.state(f"cust_{c}").activities.count for c in range(7)) == 600
+
+
+def test_customer_queries_answer_from_the_generation_a_rebuild_swapped_in(
+    store_url: str,
+) -> None:
+    """A `Custate` keeps the generation it last used for its customers queries (no query
+    of which is active per call); after another one rebuilt, a page and a count answer from
+    the new generation, never the retired one: both when the rebuild dropped the old
+    tables, and when they are still there (a rebuild stopped between its swap and the
+    drop)."""
+    from custate.adapters.readmodel import ReadModel
+    from custate.adapters.readmodel.generations import Generations
+
+    with custate.open(store_url) as reader, custate.open(store_url) as other:
+        reader.ingest([activity(i) for i in range(7)])
+        assert [r.customer_id for r in reader.customers(limit=100)] == [
+            f"cust_{c}" for c in range(7)
+        ]
+        assert reader.count_customers() == 7
+        # A new customer the read model has not seen, then a whole rebuild elsewhere.
+        other.ingest([_new_customer("new_a")], project=False)
+        other.rebuild()
+        assert "new_a" in [r.customer_id for r in reader.customers(limit=100)]
+        assert reader.count_customers() == 8
+        # Another one, and a new generation swapped in with the old tables left in place.
+        other.ingest([_new_customer("new_b")], project=False)
+        gens = Generations(other.store.engine)
+        active = gens.active()
+        fresh = ReadModel(other.store, generation=gens.building(active))
+        fresh.catch_up()
+        gens.activate(fresh.t.generation)
+        assert ReadModel(other.store, generation=active).count(custate.CustomerQuery()) == 8
+        assert reader.count_customers() == 9
+        assert [r.customer_id for r in reader.customers(limit=2, after="new_a")] == ["new_b"]
+        assert reader.customers(status="no such status") == []
+
+
+def _new_customer(cid: str) -> dict[str, object]:
+    return {
+        "id": f"act_{cid}",
+        "type": "customer.created",
+        "created_at": "2024-02-01T00:00:00Z",
+        "data": {"customer": {"id": cid}},
+    }
