@@ -468,19 +468,23 @@ class Custate:
         from custate.adapters.readmodel.leases import Leases
         from custate.adapters.report import mask_password
 
+        def read(rm: ReadModel) -> dict[str, Any]:
+            return {
+                "store": mask_password(self.store.url.url),
+                "backend": self.store.url.kind,
+                "activities": self.store.count(),
+                "partitions": rm.partitions,
+                "generation": rm.t.generation,
+                "rebuild_in_progress": rm.generations.building_now(),
+                "fold_version": self.fold_status().to_json(),
+                **upgrade_status(self.store),
+                "read_model": self.freshness().to_json(),
+                "positions": {str(p): at for p, at in rm.positions().items()},
+            }
+
+        # A rebuild swapping generations meanwhile: read again on the new one.
+        out = self._on_active(read)
         rm = self.readmodel
-        out: dict[str, Any] = {
-            "store": mask_password(self.store.url.url),
-            "backend": self.store.url.kind,
-            "activities": self.store.count(),
-            "partitions": rm.partitions,
-            "generation": rm.t.generation,
-            "rebuild_in_progress": rm.generations.building_now(),
-            "fold_version": self.fold_status().to_json(),
-            **upgrade_status(self.store),
-            "read_model": self.freshness().to_json(),
-            "positions": {str(p): at for p, at in rm.positions().items()},
-        }
         if self.store.url.kind == "sqlite" and not self.read_only:
             out["projector"] = sqlite_projector(self.store.url.env["SQLITE_DBNAME"])
         if self.store.url.kind == "postgresql":
