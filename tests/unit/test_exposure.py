@@ -8,6 +8,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
+# The server extra's modules: the unit run at the lowest versions installs the core only.
+pytest.importorskip("fastapi", reason="needs the server extra: pip install 'custate[server]'")
+pytest.importorskip("pydantic_settings", reason="needs the server extra")
+
 import custate
 from custate.adapters.api import StoreError
 from custate.adapters.auth import Tokens
