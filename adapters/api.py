@@ -290,14 +290,7 @@ class Custate:
         """`use(read model)`, once more on the new active generation if it failed because a
         rebuild retired (and dropped) the one it used meanwhile: `no such table` is then a
         swap, not a fault."""
-        rm = self.readmodel
-        try:
-            return use(rm)
-        except Exception:
-            if rm.t.generation == rm.active_generation():
-                raise
-            self._readmodel = None
-            return use(self.readmodel)
+        return self._retrying(self.readmodel, use)
 
     def _on_kept(self, use: Callable[[ReadModel], _T]) -> _T:
         """`use(read model)` on the generation this object last used, without asking which
@@ -305,8 +298,9 @@ class Custate:
         raise (`queries.GenerationMoved`) rather than answer from a retired one; then once
         more on the new active generation, as `_on_active`."""
         rm = self._readmodel
-        if rm is None:
-            return self._on_active(use)
+        return self._on_active(use) if rm is None else self._retrying(rm, use)
+
+    def _retrying(self, rm: ReadModel, use: Callable[[ReadModel], _T]) -> _T:
         try:
             return use(rm)
         except Exception:

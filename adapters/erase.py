@@ -131,7 +131,7 @@ def erase_customer(
         rejects.table.name,
         CHANGES_TABLE,
         PULL_QUEUE_TABLE,
-        *(t.name for view in views for t in _rm_tables(view)),
+        *(t.name for view in views for t in view.t.per_customer),
     ]
     _purge(store, report, tables, vacuum)
     return report
@@ -328,21 +328,6 @@ def _rewrite_queue(c: Connection, store: EventStore, customer_id: str, values: s
             )
             n += 1
     return n
-
-
-def _rm_tables(view: ReadModel) -> list[Any]:
-    t = view.t
-    return [
-        t.customers,
-        t.keys,
-        t.checkpoints,
-        t.segments,
-        t.tiers,
-        t.cards,
-        t.gift_cards,
-        t.orders,
-        t.pages,
-    ]
 
 
 HORIZON_WAIT = 60.0

@@ -23,11 +23,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from sqlalchemy import Connection
-from sqlalchemy.engine import make_url
 
+from custate.adapters.notify import Listener
 from custate.adapters.readmodel import CatchUpReport
 from custate.adapters.readmodel.leases import LeaseLost, Leases
 from custate.adapters.upgrade import BackgroundRebuild
@@ -323,20 +323,11 @@ class Worker:
             t.join(timeout=self.poll + 5)
 
     def _listen(self, channel: str, stop: Callable[[], bool]) -> None:
-        import psycopg
-
-        url = make_url(self.cs.store.url.sqlalchemy_url).set(drivername="postgresql")
-        conninfo = url.render_as_string(hide_password=False)
-        while not stop():
-            try:
-                conn: Any = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
-                with conn:
-                    conn.execute(f'LISTEN "{channel}"')
-                    while not stop():
-                        for _ in conn.notifies(timeout=self.poll, stop_after=1):
-                            self._wake.set()
-            except Exception:  # polling carries on; listen again after a pause
-                self._stopping.wait(self.poll)
+        # A dropped connection is made again at the next wait; polling carries on meanwhile.
+        with Listener(self.cs.store.conninfo, channel) as listener:
+            while not stop():
+                if listener.wait(self.poll):
+                    self._wake.set()
 
 
 @contextlib.contextmanager

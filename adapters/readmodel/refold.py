@@ -51,18 +51,7 @@ def refold_customer(view: ReadModel, c: Connection, customer_id: str) -> int:
     view's memories of earlier writes are dropped."""
     keys = view._sql.keys_between(c, customer_id, None, None)
     before = view._rows.heads(c, [customer_id]).get(customer_id)
-    t = view.t
-    for table in (
-        t.customers,
-        t.keys,
-        t.checkpoints,
-        t.segments,
-        t.tiers,
-        t.cards,
-        t.gift_cards,
-        t.orders,
-        t.pages,
-    ):
+    for table in view.t.per_customer:
         c.execute(delete(table).where(table.c.customer_id == customer_id))
     forget(view)
     if not keys:
@@ -76,7 +65,7 @@ def refold_customer(view: ReadModel, c: Connection, customer_id: str) -> int:
     view._rows.write(c, changes, {})
     view._sql.insert(
         c,
-        t.keys,
+        view.t.keys,
         [
             (customer_id, p.key, p.version, inputs.dump(p.activity, found[p.version].recorded_at))
             for p in batch

@@ -59,6 +59,22 @@ class Tables:
     orders: Table
     pages: Table
 
+    @property
+    def per_customer(self) -> tuple[Table, ...]:
+        """The tables holding rows of each customer (all but tracking), keyed by
+        `customer_id`."""
+        return (
+            self.customers,
+            self.keys,
+            self.checkpoints,
+            self.segments,
+            self.tiers,
+            self.cards,
+            self.gift_cards,
+            self.orders,
+            self.pages,
+        )
+
 
 # Fold keys compare as bytes: the fold's order is Python's string order. A PostgreSQL
 # database with a linguistic collation (en_US, ICU) would sort "|~" (the as-of bound)
