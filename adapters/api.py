@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar, Unpack
+from typing import Any, NamedTuple, TypeVar, Unpack
 
 import sqlalchemy as sa
 
@@ -164,6 +164,14 @@ class StaleReadError(Error, TimeoutError):
 
 # Seconds a read with `min_position` waits for the read model at most, unless told.
 DEFAULT_WAIT = 5.0
+
+
+class StoredRecords(NamedTuple):
+    """What one `Custate.store_records` write did: an outcome per record, in order, and the
+    position a read waits for to see them all (`min_position`)."""
+
+    outcomes: list[str]
+    position: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,14 +392,15 @@ class Custate:
             self.project()
         return report
 
-    def store_records(self, records: list[Record], rejects: list[Reject]) -> list[str]:
+    def store_records(self, records: list[Record], rejects: list[Reject]) -> StoredRecords:
         """Store `records` and keep `rejects` in one write, now, in the caller's thread
-        (the webhook group commit); the read model is left to `project()`. Returns what
+        (the webhook group commit); the read model is left to `project()`. Says what
         became of each record, in order: `stored`, `duplicate`, `conflict` or `refused`
-        (the database could not hold it; the others are stored all the same). A conflict
-        and a refusal are kept as rejects too."""
+        (the database could not hold it; the others are stored all the same), and the
+        position a read waits for to see them (`min_position`). A conflict and a refusal
+        are kept as rejects too."""
         result, _ = write_batch(self.store, self.rejects_store, records, rejects, self.clock)
-        return [o.status for o in result.outcomes]
+        return StoredRecords([o.status for o in result.outcomes], result.position)
 
     def project(
         self,

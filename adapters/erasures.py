@@ -15,7 +15,17 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import orjson
-from sqlalchemy import Column, DateTime, Engine, MetaData, Table, Text, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    MetaData,
+    Table,
+    Text,
+    select,
+    update,
+)
 
 from custate.adapters.sqlschema import create_all, insert_or_ignore
 from custate.domain.erasure import scrub
@@ -121,29 +131,28 @@ class ErasureRecords:
             ids = [r[0] for r in c.execute(select(t.c.customer_id).order_by(t.c.customer_id))]
         return [e for e in (self.get(i) for i in ids) if e is not None]
 
-    def active(self, customer_ids: Sequence[str]) -> set[str]:
-        """Those of `customer_ids` whose erasure is active: one indexed look when no erasure
-        is (the common case, on every appended batch), one more when one is."""
+    def active(self, customer_ids: Sequence[str], c: Connection | None = None) -> set[str]:
+        """Those of `customer_ids` whose erasure is active: one indexed look (on every
+        appended batch, in its transaction `c` when given)."""
         if not customer_ids:
             return set()
+        if c is None:
+            with self.engine.connect() as own:
+                return self.active(customer_ids, own)
         t = self.table
-        with self.engine.connect() as c:
-            anyone = c.execute(select(t.c.customer_id).where(t.c.lifted_at.is_(None)).limit(1))
-            if anyone.first() is None:
-                return set()
-            out: set[str] = set()
-            ids = sorted(set(customer_ids))
-            for i in range(0, len(ids), 500):
-                q = select(t.c.customer_id).where(
-                    t.c.customer_id.in_(ids[i : i + 500]), t.c.lifted_at.is_(None)
-                )
-                out.update(r[0] for r in c.execute(q))
+        out: set[str] = set()
+        ids = sorted(set(customer_ids))
+        for i in range(0, len(ids), 500):
+            q = select(t.c.customer_id).where(
+                t.c.customer_id.in_(ids[i : i + 500]), t.c.lifted_at.is_(None)
+            )
+            out.update(r[0] for r in c.execute(q))
         return out
 
-    def on_the_way_in(self, batch: Mapping[str, _E]) -> dict[str, _E]:
+    def on_the_way_in(self, batch: Mapping[str, _E], c: Connection | None = None) -> dict[str, _E]:
         """`batch` (activity id -> encoded activity) with the activities of erased customers
-        scrubbed (content and digest)."""
-        erased = self.active([e.customer_id for e in batch.values()])
+        scrubbed (content and digest), looked up in the transaction `c` when given."""
+        erased = self.active([e.customer_id for e in batch.values()], c)
         if not erased:
             return dict(batch)
         out: dict[str, _E] = {}

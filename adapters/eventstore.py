@@ -38,7 +38,7 @@ from eventsourcing.persistence import (
     StoredEvent,
 )
 from eventsourcing.utils import register_topic
-from sqlalchemy import Engine, bindparam, create_engine, event, text
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import InternalError as SAInternalError
@@ -207,6 +207,15 @@ class AppendResult:
     accepted: list[Encoded] = field(default_factory=list)
     duplicates: list[Encoded] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
+    position: int = 0  # the store's head once the append committed: a read's min_position
+
+
+Then = Callable[["Connection", list[str]], None]
+
+# The PostgreSQL append's lock: the same key as `EventStore._process_lock`'s session-level
+# lock (the two conflict), held to the end of the append's transaction.
+_PG_XACT_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:k))")
+_PG_NOTIFY = text("SELECT pg_notify(:ch, '')")
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +353,21 @@ class EventStore:
             f"SELECT originator_version, state FROM {table} "
             "WHERE originator_id = :s AND originator_version IN :vs"
         ).bindparams(bindparam("vs", expanding=True))
+        column = "rowid" if self.url.kind == "sqlite" else "notification_id"
+        self._head_stmt = text(
+            f"SELECT {column} FROM {table} WHERE topic = :t ORDER BY {column} DESC LIMIT 1"
+        )
+        self._insert_pg = text(
+            f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:vs AS bigint[]), "
+            "CAST(:topics AS text[]), CAST(:states AS bytea[])) "
+            "RETURNING notification_id, topic = :t"
+        )
+        self._insert_sqlite = text(
+            f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
+            "VALUES (:i, :v, :t, :s)"
+        )
+        self._lock_key = f"custate:{self.url.schema or 'public'}"
         # In the driver's own parameter style: read through its cursor (`customer_activities`).
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         self._stream = (
@@ -405,8 +429,15 @@ class EventStore:
         return self.append_encoded([Encoded.of(a) for a in activities], recorded_at)
 
     def append_encoded(
-        self, items: Sequence[Encoded], recorded_at: datetime | None = None
+        self,
+        items: Sequence[Encoded],
+        recorded_at: datetime | None = None,
+        then: Then | None = None,
     ) -> AppendResult:
+        """Store each item once (see `append`). `then(connection, stored)` runs in the
+        append's own transaction, after the insert, with the ids of what the store now holds
+        of `items` (stored now or before): a caller's bookkeeping that must commit with it
+        (the webhook's resolved rejects)."""
         if self.url.read_only:
             raise StoreUnavailableError(
                 "the store is read-only (opened with ?mode=ro); reads work, writes need a "
@@ -424,23 +455,84 @@ class EventStore:
             else:
                 result.conflicts.append(Conflict(e, first.record()))
         for attempt in range(self.MAX_RETRIES):
+            attempt_result = AppendResult(
+                list(result.accepted), list(result.duplicates), list(result.conflicts)
+            )
             try:
-                # Probe, stream heads and insert under one lock that every custate writer
-                # takes, so two writers never pick the same next version of a stream.
-                with self._write_lock():
-                    batch = self.erasures.on_the_way_in(batch)  # erased customers: scrubbed
-                    todo = self._drop_stored(batch, result)
-                    if not todo:
-                        return result
-                    self.recorder.insert_events(self._events(todo, when))
-            except IntegrityError:
+                self._append_once(dict(batch), attempt_result, when, then)
+            except (IntegrityError, SAIntegrityError):
                 # another writer got there first: probe again and retry what is left, after a
                 # random pause so that two writers on the same streams stop colliding
                 time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
                 continue
-            result.accepted.extend(todo)
-            return result
+            return attempt_result
         raise StoreError("could not append a batch after repeated write conflicts")
+
+    def _append_once(
+        self, batch: dict[str, Encoded], result: AppendResult, when: datetime, then: Then | None
+    ) -> None:
+        """Probe, stream heads and insert under the lock every custate writer of this store
+        takes, so two writers never pick the same next version of a stream, and notification
+        ids become visible in the order they were given (a follower reading past a position
+        never misses one committed below it).
+
+        On PostgreSQL all of it is one transaction on one connection, the lock a
+        transaction-level advisory lock released by the commit (which also sends the
+        projectors' NOTIFY): one append batch is then one commit, not four (bench/README,
+        "Several processes on one PostgreSQL store")."""
+        if self.url.kind == "postgresql":
+            with self._thread_lock, self.engine.begin() as c:
+                c.execute(_PG_XACT_LOCK, {"k": self._lock_key})
+                self._append_in(c, batch, result, when, then)
+                if result.accepted:
+                    c.execute(_PG_NOTIFY, {"ch": self.channel})
+            return
+        with self._write_lock(), self.engine.begin() as c:
+            self._append_in(c, batch, result, when, then)
+
+    def _append_in(
+        self,
+        c: Connection,
+        batch: dict[str, Encoded],
+        result: AppendResult,
+        when: datetime,
+        then: Then | None,
+    ) -> None:
+        batch = self.erasures.on_the_way_in(batch, c)  # erased customers: scrubbed
+        todo = self._drop_stored(c, batch, result)
+        stored = [e.id for e in result.duplicates]
+        if todo:
+            last = self._insert(c, self._events(c, todo, when))
+            result.accepted.extend(todo)
+            stored += [e.id for e in todo]
+            result.position = last
+        else:
+            result.position = self._head(c)
+        if then is not None and stored:
+            then(c, stored)
+
+    def _insert(self, c: Connection, events: list[StoredEvent]) -> int:
+        """Insert stored events in one statement; the last activity's notification id."""
+        if self.url.kind == "postgresql":
+            rows = c.execute(
+                self._insert_pg,
+                {
+                    "ids": [e.originator_id for e in events],
+                    "vs": [e.originator_version for e in events],
+                    "topics": [e.topic for e in events],
+                    "states": [e.state for e in events],
+                    "t": ACTIVITY_TOPIC,
+                },
+            ).all()
+            return max((int(r[0]) for r in rows if r[1]), default=0)
+        c.execute(
+            self._insert_sqlite,
+            [
+                {"i": e.originator_id, "v": e.originator_version, "t": e.topic, "s": e.state}
+                for e in events
+            ],
+        )
+        return self._head(c)
 
     @property
     def erasures(self) -> ErasureRecords:
@@ -562,16 +654,11 @@ class EventStore:
         model must reach to reflect everything stored so far. (Markers are notifications
         too, but are not projected: the head is the last activity's, found by reading the
         notification index backwards past at most a marker or two.)"""
-        column = "rowid" if self.url.kind == "sqlite" else "notification_id"
         with self.engine.connect() as c:
-            found = c.execute(
-                text(
-                    f"SELECT {column} FROM {self.url.events_table} WHERE topic = :t "
-                    f"ORDER BY {column} DESC LIMIT 1"
-                ),
-                {"t": ACTIVITY_TOPIC},
-            ).scalar()
-        return int(found or 0)
+            return self._head(c)
+
+    def _head(self, c: Connection) -> int:
+        return int(c.execute(self._head_stmt, {"t": ACTIVITY_TOPIC}).scalar() or 0)
 
     def reachable(self) -> bool:
         """Whether the database answers at all (told apart from refusing one write)."""
@@ -606,7 +693,7 @@ class EventStore:
             finally:
                 fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             return
-        key = {"k": f"custate:{self.url.schema or 'public'}", "ch": self.channel}
+        key = {"k": self._lock_key, "ch": self.channel}
         with self.engine.connect() as c:
             c.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), key)
             try:
@@ -617,13 +704,14 @@ class EventStore:
                 c.execute(text("SELECT pg_advisory_unlock(hashtext(:k)), pg_notify(:ch, '')"), key)
                 c.commit()
 
-    def _drop_stored(self, batch: dict[str, Encoded], result: AppendResult) -> list[Encoded]:
+    def _drop_stored(
+        self, c: Connection, batch: dict[str, Encoded], result: AppendResult
+    ) -> list[Encoded]:
         """Remove from `batch` what the store already holds; sort those into the result."""
         if not batch:
             return []
         markers = {marker_stream(i): i for i in batch}
-        with self.engine.connect() as c:
-            rows = c.execute(self._probe, {"ids": list(markers)}).all()
+        rows = c.execute(self._probe, {"ids": list(markers)}).all()
         for originator_id, state in rows:
             e = batch.pop(markers[originator_id])
             marker = orjson.loads(bytes(state))
@@ -634,12 +722,9 @@ class EventStore:
                 result.conflicts.append(Conflict(e, stored))
         return list(batch.values())
 
-    def _events(self, todo: list[Encoded], when: datetime) -> list[StoredEvent]:
+    def _events(self, c: Connection, todo: list[Encoded], when: datetime) -> list[StoredEvent]:
         streams = sorted({customer_stream(e.customer_id) for e in todo})
-        with self.engine.connect() as c:
-            heads: dict[str, int] = {
-                r[0]: int(r[1]) for r in c.execute(self._heads, {"ids": streams})
-            }
+        heads: dict[str, int] = {r[0]: int(r[1]) for r in c.execute(self._heads, {"ids": streams})}
         stamp = {"_type_": "datetime_iso", "_data_": when.isoformat()}
         events: list[StoredEvent] = []
         for e in todo:

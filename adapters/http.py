@@ -305,10 +305,10 @@ class Service:
         records = [r for j in jobs for r in j.records]
         bad = [b for j in jobs for b in j.bad]
         try:
-            outcomes = self.cs.store_records(records, bad)
-            # What a read of these records waits for (`min_position`): the store's head now
-            # covers them, and a duplicate's first delivery, stored before.
-            self.head = self.cs.head() if records else self.head
+            outcomes, position = self.cs.store_records(records, bad)
+            # What a read of these records waits for (`min_position`): the store's head as
+            # the write committed covers them, and a duplicate's first delivery, stored before.
+            self.head = max(self.head, position) if records else self.head
         except Exception as e:
             for j in jobs:
                 j.future.set_exception(e)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from sqlalchemy import Connection
 
 from custate.adapters.eventstore import (
     AppendResult,
@@ -25,6 +26,7 @@ from custate.adapters.eventstore import (
     Encoded,
     EventStore,
     StoreError,
+    Then,
     store_wide,
 )
 from custate.adapters.readers import (
@@ -143,7 +145,15 @@ def _write(
     if not batch and not bad:
         return
     now = clock()
-    result, refused = _append(store, batch, now)
+    resolved = 0
+
+    def resolve(c: Connection, stored: list[str]) -> None:
+        # in the append's transaction: the rejects of what is stored now are resolved with it
+        nonlocal resolved
+        resolved += rejects.resolve(stored, now, c)
+
+    result, refused = _append(store, batch, now, resolve)
+    report.position = max(report.position, result.position)
     report.accepted += len(result.accepted)
     report.duplicates += len(result.duplicates)
     report.unrecognized += sum(1 for e in result.accepted if not e.recognized)
@@ -155,8 +165,7 @@ def _write(
     if bad:
         rejects.add(bad, now)
         report._note(bad)
-    settled = [e.id for e in result.accepted] + [e.id for e in result.duplicates]
-    report.resolved += rejects.resolve(settled, now)
+    report.resolved += resolved
     if progress is not None:
         progress(len(batch) + sum(1 for r in bad if r.kind == "invalid") - len(refusals))
     if outcomes is not None:
@@ -191,7 +200,7 @@ def _refusal(e: Encoded, error: Exception) -> Reject:
 
 
 def _append(
-    store: EventStore, batch: list[Encoded], now: datetime
+    store: EventStore, batch: list[Encoded], now: datetime, then: Then | None = None
 ) -> tuple[AppendResult, list[tuple[Encoded, Exception]]]:
     """Append a group; when it fails and the store is still there, find the members it
     cannot take by halving the group (each half in its own transaction), so one record the
@@ -200,21 +209,21 @@ def _append(
     if not batch:
         return AppendResult(), []
     try:
-        return store.append_encoded(batch, now), []
+        return store.append_encoded(batch, now, then), []
     except StoreError:
         raise
     except Exception as e:
         if store_wide(e) or not store.reachable():
             raise
-    return _split(store, batch, now)
+    return _split(store, batch, now, then)
 
 
 def _split(
-    store: EventStore, batch: list[Encoded], now: datetime
+    store: EventStore, batch: list[Encoded], now: datetime, then: Then | None
 ) -> tuple[AppendResult, list[tuple[Encoded, Exception]]]:
     if len(batch) == 1:
         try:
-            return store.append_encoded(batch, now), []
+            return store.append_encoded(batch, now, then), []
         except StoreError:
             raise
         except Exception as e:
@@ -227,16 +236,17 @@ def _split(
     for half in (batch[:mid], batch[mid:]):
         bad: list[tuple[Encoded, Exception]] = []
         try:
-            part = store.append_encoded(half, now)
+            part = store.append_encoded(half, now, then)
         except StoreError:
             raise
         except Exception as e:
             if store_wide(e):
                 raise
-            part, bad = _split(store, half, now)
+            part, bad = _split(store, half, now, then)
         result.accepted += part.accepted
         result.duplicates += part.duplicates
         result.conflicts += part.conflicts
+        result.position = max(result.position, part.position)
         refused += bad
     return result, refused
 
@@ -383,6 +393,7 @@ class BatchResult:
     duplicates: list[Activity] = field(default_factory=list)
     conflicts: list[ActivityConflict] = field(default_factory=list)
     refused: list[Activity] = field(default_factory=list)
+    position: int = 0  # the store's head once the batch committed: a read's min_position
 
 
 def write_batch(
@@ -406,7 +417,7 @@ def write_batch(
         next(stored) if isinstance(e, Encoded) else Outcome("refused", next(refusals))
         for e in items
     ]
-    out = BatchResult(outcomes)
+    out = BatchResult(outcomes, position=report.position)
     for r, o in zip(records, outcomes, strict=True):
         if o.status == "stored":
             out.accepted.append(r.activity)

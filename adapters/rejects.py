@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     Column,
+    Connection,
     DateTime,
     Engine,
     Integer,
@@ -230,21 +231,27 @@ class RejectStore:
                 _logged(r)
         return len(rows)
 
-    def resolve(self, activity_ids: Iterable[str], at: datetime) -> int:
+    def resolve(
+        self, activity_ids: Iterable[str], at: datetime, c: Connection | None = None
+    ) -> int:
+        """Mark the invalid rejects of these activities resolved (they are stored now), in
+        the transaction `c` when given (the append's own); how many were."""
         ids = list(activity_ids)
         if not ids:
             return 0
+        if c is None:
+            with self.engine.begin() as own:
+                return self.resolve(ids, at, own)
         t = self.table
         n = 0
-        with self.engine.begin() as c:
-            for i in range(0, len(ids), 500):
-                res = c.execute(
-                    update(t)
-                    .where(t.c.activity_id.in_(ids[i : i + 500]), t.c.resolved_at.is_(None))
-                    .where(t.c.kind == "invalid")
-                    .values(resolved_at=at)
-                )
-                n += res.rowcount or 0
+        for i in range(0, len(ids), 500):
+            res = c.execute(
+                update(t)
+                .where(t.c.activity_id.in_(ids[i : i + 500]), t.c.resolved_at.is_(None))
+                .where(t.c.kind == "invalid")
+                .values(resolved_at=at)
+            )
+            n += res.rowcount or 0
         return n
 
     def list(self, include_resolved: bool = False) -> Iterator[StoredReject]:
