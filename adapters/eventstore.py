@@ -40,12 +40,13 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import register_topic
 from sqlalchemy import Connection, Engine, bindparam, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import InternalError as SAInternalError
 from sqlalchemy.exc import ProgrammingError as SAProgrammingError
 
 from custate.adapters.erasures import ErasureRecords
-from custate.adapters.sqlschema import driver, retry_creation
+from custate.adapters.sqlschema import driver, reading, retry_creation
 from custate.domain import KNOWN_TYPES, Activity, parse_activity, parse_time
 from custate.domain.activity import LazyData
 from custate.domain.errors import Error
@@ -303,6 +304,13 @@ def parse_store_url(url: str) -> StoreUrl:
     )
 
 
+# Connections a process keeps open to a PostgreSQL store, and makes beyond them at peaks;
+# a connection unused this many seconds is pinged before use.
+POOL_SIZE = 16
+POOL_OVERFLOW = 32
+PING_IDLE = 1.0
+
+
 def make_engine(store: StoreUrl) -> Engine:
     """A SQLAlchemy engine on the same database, for probes, rejects and the read model."""
     if store.kind == "sqlite":
@@ -320,7 +328,42 @@ def make_engine(store: StoreUrl) -> Engine:
         return engine
     # `?schema=S`: the tables custate creates beside the events (rejects) go there too
     options = {"options": f"-csearch_path={store.schema}"} if store.schema else {}
-    return create_engine(store.sqlalchemy_url, pool_pre_ping=True, connect_args=options)
+    # Connections are kept, not made per read: a read waiting for a position, the writer,
+    # the projector and its heartbeat each hold one at times, and every connection made
+    # anew is a PostgreSQL backend forked (a few ms of CPU on both sides). Beyond
+    # `pool_size`, an overflow connection is closed when it comes back.
+    engine = create_engine(
+        store.sqlalchemy_url,
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_OVERFLOW,
+        connect_args=options,
+    )
+    _ping_when_idle(engine, PING_IDLE)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle: float) -> None:
+    """Ping a pooled connection as it is checked out, if it lay unused for `idle` seconds:
+    one that the server dropped meanwhile (a restart, an idle timeout) is replaced before
+    use. A connection back from use moments ago is not pinged (`pool_pre_ping` pinged every
+    checkout: a round trip added to each read); should the server have gone meanwhile, the
+    statement fails, SQLAlchemy sees the disconnect and empties the pool, and the next
+    checkout connects anew (SQLAlchemy's "Disconnect Handling - Pessimistic" with a custom
+    checkout ping)."""
+
+    @event.listens_for(engine, "checkin")
+    def _back(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < idle:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as e:
+            raise DisconnectionError(f"a pooled connection was dropped: {e}") from e
 
 
 class EventStore:
@@ -560,6 +603,13 @@ class EventStore:
         followers `LISTEN`), one per store (schema); None on SQLite."""
         return self._channel("custate_changes_")
 
+    @property
+    def projected_channel(self) -> str | None:
+        """The PostgreSQL channel told of every read-model write of the active generation
+        (a read waiting for `min_position` listens), one per store (schema); None on
+        SQLite."""
+        return self._channel("custate_projected_")
+
     def _channel(self, prefix: str) -> str | None:
         if self.url.kind != "postgresql":
             return None
@@ -580,7 +630,7 @@ class EventStore:
         notification `after`: what a projector worker holding some partitions reads first,
         to fetch only its own rows (`notifications`)."""
         column = "rowid" if self.url.kind == "sqlite" else "notification_id"
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             rows = c.execute(
                 text(
                     f"SELECT {column}, originator_id FROM {self.url.events_table} "
@@ -631,7 +681,7 @@ class EventStore:
             return []
         column = "rowid" if self.url.kind == "sqlite" else "notification_id"
         out: list[Notification] = []
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             for i in range(0, len(ids), 5000):
                 q = text(
                     f"SELECT {column}, originator_id, originator_version, topic, state "
@@ -654,7 +704,7 @@ class EventStore:
         model must reach to reflect everything stored so far. (Markers are notifications
         too, but are not projected: the head is the last activity's, found by reading the
         notification index backwards past at most a marker or two.)"""
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             return self._head(c)
 
     def _head(self, c: Connection) -> int:
@@ -772,7 +822,7 @@ class EventStore:
         # Straight from the table, not through the library's `select_events` (building its
         # event objects was a fifth of loading a long history, which an audit reads whole),
         # and through the driver's own cursor: SQLAlchemy's result rows were a tenth of it.
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             rows = (
                 driver(c)
                 .execute(self._stream, (customer_stream(customer_id), lte or 2**62))
@@ -790,7 +840,7 @@ class EventStore:
     ) -> dict[int, StoredActivity]:
         """The customer's stored activities at these stream versions, by version."""
         out: dict[int, StoredActivity] = {}
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             for i in range(0, len(versions), 500):
                 chunk = list(versions[i : i + 500])
                 rows = c.execute(
@@ -804,12 +854,12 @@ class EventStore:
         return bool(self.recorder.select_events(customer_stream(customer_id), limit=1))
 
     def customers(self) -> Iterator[str]:
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             for (originator_id,) in c.execute(self._customers):
                 yield originator_id.removeprefix("customer:")
 
     def count(self) -> int:
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             n = c.execute(
                 text(f"SELECT COUNT(*) FROM {self.url.events_table} WHERE topic = :t"),
                 {"t": ACTIVITY_TOPIC},

@@ -9,6 +9,7 @@ channel, `wait` just sleeps."""
 from __future__ import annotations
 
 import threading
+import time
 from types import TracebackType
 from typing import Any
 
@@ -79,9 +80,9 @@ class Listener:
 
 
 class Bell:
-    """One `Listener` in a thread of its own, ringing for any number of asyncio waiters (the
-    HTTP long polls of one process share one `LISTEN` connection). `channel` None: it never
-    rings, and `wait` is a plain pause."""
+    """One `Listener` in a thread of its own, ringing for any number of waiters, asyncio
+    (`wait`) or threads (`rings`, `wait_after`): the HTTP long polls of one process share one
+    `LISTEN` connection. `channel` None: it never rings, and a wait is a plain pause."""
 
     def __init__(self, conninfo: str | None, channel: str | None, poll: float = 1.0) -> None:
         self._listener = Listener(conninfo, channel)
@@ -91,9 +92,15 @@ class Bell:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._rang = threading.Condition(self._lock)
+        self.rings = 0  # notifications taken so far (several pending count once)
 
     def start(self) -> None:
-        if self.live and self._thread is None:
+        """Listen from now on: a notification sent after `start` returns is not missed."""
+        with self._lock:
+            if not self.live or self._thread is not None:
+                return
+            self._listener.__enter__()
             self._thread = threading.Thread(target=self._run, name="custate-bell", daemon=True)
             self._thread.start()
 
@@ -109,8 +116,20 @@ class Bell:
             if self._listener.wait(self._poll):
                 with self._lock:
                     waiters = list(self._waiters)
+                    self.rings += 1
+                    self._rang.notify_all()
                 for loop, event in waiters:
                     loop.call_soon_threadsafe(event.set)
+
+    def wait_after(self, seen: int, timeout: float) -> int:
+        """In a thread: until the bell has rung more than `seen` times (read `rings` before
+        looking at what it announces) or `timeout` seconds pass; the rings so far."""
+        if not self.live or self._thread is None:
+            time.sleep(timeout)
+            return self.rings
+        with self._lock:
+            self._rang.wait_for(lambda: self.rings > seen, timeout)
+            return self.rings
 
     async def wait(self, timeout: float) -> None:
         """Until the next notification or `timeout` seconds, whichever comes first."""

@@ -41,9 +41,10 @@ __all__ = ["DEFAULT_HEARTBEAT", "DEFAULT_LEASE_TTL", "Worker", "WorkerEvent", "s
 # partitions are taken over within ttl + heartbeat = 8 s (the issue's bound is 10 s).
 DEFAULT_LEASE_TTL = 6.0
 DEFAULT_HEARTBEAT = 2.0
-# After a catch-up that projected something, wait this long before the next: under a
-# stream of writes each catch-up then folds (and commits) a batch, not every few
-# activities, and leaves the database to the writers in between (bench/README.md).
+# After a catch-up that projected something, wait as long as it took, up to this long,
+# before the next: under a stream of writes each catch-up then folds (and commits) a
+# batch, not every few activities, and leaves the CPU and the database to the writers in
+# between; a lone activity is projected at once (bench/README.md).
 DEFAULT_SETTLE = 0.05
 
 _log = logging.getLogger("custate.projector")
@@ -181,7 +182,9 @@ class Worker:
                     if self._changed.is_set():
                         continue
                     if r.activities and self.settle:
-                        self._stopping.wait(self.settle)
+                        # at most as long as the catch-up took: under a stream of writes
+                        # the worker is busy half the time at most, and batches what came
+                        self._stopping.wait(min(self.settle, took))
                 self._wait(stop)
         return total
 

@@ -1,10 +1,12 @@
-"""Creating custate's own tables beside the events, safely when processes race."""
+"""Creating custate's own tables beside the events, safely when processes race; and
+reading from them in as few round trips as the driver allows."""
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, MetaData, Table
@@ -49,3 +51,15 @@ def driver(c: Connection) -> Any:
     through SQLAlchemy than the query itself (they skip its statement events; writes do
     not come here). Statements to it use the driver's parameter style."""
     return c.connection.driver_connection
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A pooled connection for reads that need no transaction of their own (one statement,
+    or statements that each stand alone): on PostgreSQL in autocommit, so a read is its one
+    round trip, without the BEGIN before it and the ROLLBACK when it goes back to the pool.
+    SQLite: a plain connection."""
+    with engine.connect() as c:
+        if engine.dialect.name == "postgresql":
+            c = c.execution_options(isolation_level="AUTOCOMMIT")
+        yield c

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
 
+from custate.adapters.sqlschema import reading
+
 __all__ = ["Connections"]
 
 
@@ -28,13 +30,13 @@ class Connections:
         if c is not None:
             yield c
             return
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             yield c
 
     @contextmanager
     def held(self) -> Iterator[None]:
         """Hold one connection for this thread's reads until the block ends."""
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             self._local.conn = c
             try:
                 yield

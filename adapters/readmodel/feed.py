@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 
 from custate.adapters.readmodel.sql import insert_rows
-from custate.adapters.sqlschema import create_all, driver
+from custate.adapters.sqlschema import create_all, driver, reading
 from custate.domain import format_time, parse_time
 from custate.projections.changes import ChangeRecord
 
@@ -103,7 +103,7 @@ class ChangeFeed:
     def pruned_upto(self, c: Connection | None = None) -> int:
         """The highest position pruned (0: none)."""
         if c is None:
-            with self.engine.connect() as c2:
+            with reading(self.engine) as c2:
                 return self.pruned_upto(c2)
         q = select(self.meta.c.value).where(self.meta.c.name == _PRUNED)
         value = c.execute(q).scalar_one_or_none()
@@ -178,7 +178,7 @@ class ChangeFeed:
 
     def last(self) -> int:
         """The highest position written (0: none), pruned ones included."""
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             return max(self._max(c), self.pruned_upto(c))
 
     def page(
@@ -196,7 +196,7 @@ class ChangeFeed:
         out: list[ChangeRecord] = []
         position = after
         chunk = max(limit, 1000) if paths else limit
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             while len(out) < limit:
                 q = select(t).where(t.c.position > position)
                 if customer is not None:

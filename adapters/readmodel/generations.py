@@ -9,7 +9,7 @@ from sqlalchemy.exc import DBAPIError
 
 from custate.adapters.readmodel.tables import meta_table
 from custate.adapters.readmodel.views import point_views
-from custate.adapters.sqlschema import create_all, insert_or_ignore
+from custate.adapters.sqlschema import create_all, insert_or_ignore, reading
 from custate.domain.fold import FOLD_VERSION
 
 __all__ = ["Generations"]
@@ -46,7 +46,7 @@ class Generations:
 
     def feed_on(self) -> bool:
         """Whether the store keeps a change feed (off until `enable_feed`)."""
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             return self._get(c, "change_feed") == "on"
 
     def enable_feed(self) -> None:
@@ -63,6 +63,10 @@ class Generations:
 
     def active(self) -> int:
         """The generation that answers (1 until a rebuild swapped another in)."""
+        with reading(self.engine) as c:  # one round trip, on every read
+            value = self._get(c, "active")
+        if value is not None:
+            return int(value)
         with self.engine.begin() as c:
             value = self._get(c, "active")
             if value is not None:
@@ -85,7 +89,7 @@ class Generations:
         q = select(meta.c.name, meta.c.value).where(
             (meta.c.name == "active") | meta.c.name.like("fold_version:%")
         )
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             rows = {str(n): str(v) for n, v in c.execute(q)}
         active = int(rows.get("active", 1))
         version = rows.get(_fold_key(active))
@@ -94,13 +98,13 @@ class Generations:
     def fold_version(self, generation: int) -> int | None:
         """The fold version `generation` was built with; None when not recorded (a
         generation built before fold versions were: treated as older than any)."""
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             value = self._get(c, _fold_key(generation))
         return None if value is None else int(value)
 
     def building_now(self) -> int | None:
         """The generation a rebuild is building (or left unfinished), if any."""
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             value = self._get(c, "building")
         return None if value is None else int(value)
 
@@ -140,7 +144,7 @@ class Generations:
 
     def views_on(self) -> int | None:
         """The generation the stable views (`views.VIEWS`) show; None: not made yet."""
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             value = self._get(c, "views")
         return None if value is None else int(value)
 

@@ -19,7 +19,7 @@ from collections.abc import Collection, Mapping
 
 from sqlalchemy import Connection, Engine, text
 
-from custate.adapters.sqlschema import retry_creation
+from custate.adapters.sqlschema import reading, retry_creation
 from custate.domain.errors import Error
 
 __all__ = ["LEASES_TABLE", "WORKERS_TABLE", "LeaseLost", "Leases"]
@@ -95,7 +95,7 @@ class Leases:
 
     def fair_share(self) -> int:
         """Partitions per live worker, rounded up."""
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             live = c.execute(
                 text(
                     f"SELECT count(*) FROM {WORKERS_TABLE} "
@@ -166,7 +166,7 @@ class Leases:
 
     def table(self) -> list[tuple[int, str | None, int, bool]]:
         """Each partition: (partition, owner, epoch, held now)."""
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             rows = c.execute(
                 text(
                     f"SELECT partition, owner, epoch, owner IS NOT NULL AND expires_at > now() "

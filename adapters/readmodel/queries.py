@@ -23,6 +23,7 @@ from sqlalchemy import (
 
 from custate.adapters.codecs import paged as paged_codec
 from custate.adapters.readmodel.tables import Tables, meta_table
+from custate.adapters.sqlschema import reading
 from custate.domain.state import Gap
 
 __all__ = ["CustomerFilters", "CustomerQuery", "CustomerRow", "GenerationMoved", "Queries"]
@@ -114,7 +115,7 @@ class Queries:
         """The fold key of the last activity folded into the customer's current state;
         None for a customer the read model has not seen."""
         cu = self.t.customers
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             row = c.execute(select(cu.c.last_key).where(cu.c.customer_id == customer_id)).first()
         return None if row is None else str(row[0])
 
@@ -186,7 +187,7 @@ class Queries:
         if not self.guarded:
             return
         meta = self._meta
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             row = c.execute(select(meta.c.value).where(meta.c.name == "active")).first()
         if row is not None and int(row[0]) != self.t.generation:
             raise GenerationMoved(f"generation {self.t.generation} is no longer active")
@@ -296,7 +297,7 @@ class Queries:
             .where(cu.c.state.like('%"gaps":[[%') | cu.c.state.like('%"gaps":[{%'))
             .order_by(cu.c.customer_id)
         )
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             for cid, state in c.execute(q):
                 gaps = paged_codec.load_row(state)[0].gaps
                 if gaps:
@@ -305,7 +306,7 @@ class Queries:
     def all_customer_ids(self) -> Iterator[str]:
         """Every customer with a state, in customer id order."""
         cu = self.t.customers
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             yield from (
                 r[0] for r in c.execute(select(cu.c.customer_id).order_by(cu.c.customer_id))
             )

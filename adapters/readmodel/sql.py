@@ -10,7 +10,7 @@ SQLAlchemy Core."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, inspect, text
@@ -90,10 +90,6 @@ class Statements:
         )
         self._position = f"SELECT notification_id FROM {tr} WHERE application_name = {m}"
         self._positions = f"SELECT application_name, notification_id FROM {tr}"
-        self._advance = (
-            f"UPDATE {tr} SET notification_id = {m} "
-            f"WHERE application_name = {m} AND notification_id = {m}"
-        )
         self._checkpoint_before = (
             f"SELECT cp.key, cu.last_key, cu.last_version FROM {cp} cp "
             f"JOIN {cu} cu ON cu.customer_id = cp.customer_id "
@@ -132,9 +128,17 @@ class Statements:
         """Every tracking row: name -> position."""
         return {str(n): int(p) for n, p in driver(c).execute(self._positions).fetchall()}
 
-    def advance(self, c: Connection, application: str, previous: int, new: int) -> bool:
-        """Compare and set: the position becomes `new` only where it is `previous`."""
-        return c.exec_driver_sql(self._advance, (new, application, previous)).rowcount == 1
+    def advance(self, c: Connection, previous: Mapping[str, int], new: int) -> bool:
+        """Compare and set, in one statement: each named position becomes `new` only where
+        it is what `previous` says; False unless all of them were (the caller rolls back)."""
+        if not previous:
+            return True
+        where = " OR ".join(
+            f"(application_name = {self.mark} AND notification_id = {self.mark})" for _ in previous
+        )
+        args = [new, *(v for pair in previous.items() for v in pair)]
+        sql = f"UPDATE {self.t.tracking.name} SET notification_id = {self.mark} WHERE {where}"
+        return c.exec_driver_sql(sql, tuple(args)).rowcount == len(previous)
 
     # -- customers' rows -----------------------------------------------------------------
 

@@ -71,7 +71,5 @@ class TrackingPosition:
         """Move each partition of `previous` from its position there to `new`, in the
         transaction of `c`; False if one is not where `previous` says (another projector
         moved it): the caller must then roll back what it wrote."""
-        for p, at in previous.items():
-            if at != new and not self.sql.advance(c, self._names[p], at, new):
-                return False
-        return True
+        moving = {self._names[p]: at for p, at in previous.items() if at != new}
+        return self.sql.advance(c, moving, new)

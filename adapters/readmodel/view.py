@@ -16,7 +16,7 @@ from functools import partial
 
 from eventsourcing.persistence import Tracking as LibTracking
 from eventsourcing.persistence import TrackingRecorder
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from custate.adapters.codecs import foldinput as inputs
 from custate.adapters.erasures import ERASURES_TABLE
@@ -50,7 +50,7 @@ from custate.adapters.readmodel.runner import (
 from custate.adapters.readmodel.sql import Statements, add_input_column
 from custate.adapters.readmodel.tables import Tables, tables
 from custate.adapters.readmodel.tracking import TrackingPosition
-from custate.adapters.sqlschema import create_all, driver
+from custate.adapters.sqlschema import create_all, driver, reading
 from custate.domain import Activity, CustomerState
 from custate.domain.activity import LazyData
 from custate.domain.state import Gap
@@ -58,6 +58,8 @@ from custate.projections.catchup import DEFAULT_CHECKPOINT_INTERVAL, Head, Proje
 from custate.projections.pointintime import state_as_of
 
 __all__ = ["ReadModel"]
+
+_NOTIFY = text("SELECT pg_notify(:ch, '')")
 
 
 class ReadModel(TrackingRecorder):
@@ -116,6 +118,8 @@ class ReadModel(TrackingRecorder):
         # generation writes none while it builds.
         self._feed = False if generation is not None and feed is None else feed
         self.changes = ChangeFeed(self.engine, store.changes_channel)
+        # Reads waiting for a position are told of the active generation's writes.
+        self._projected = store.projected_channel if generation is None else None
 
     def active_generation(self) -> int:
         return self.generations.active()
@@ -133,7 +137,7 @@ class ReadModel(TrackingRecorder):
             self._tracking.advance(c, self._tracking.read_all(c), tracking.notification_id)
 
     def max_tracking_id(self, application_name: str) -> int | None:
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             return self._tracking.read(c) or None
 
     def position(self, partition: int | None = None) -> int:
@@ -158,7 +162,7 @@ class ReadModel(TrackingRecorder):
             return self._rows.heads(c, customer_ids)
 
     def states(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             return self._rows.states(c, customer_ids)
 
     def checkpoint_before(self, customer_id: str, key: str) -> tuple[str, CustomerState] | None:
@@ -276,6 +280,8 @@ class ReadModel(TrackingRecorder):
             self._checkpoint_store.insert(
                 c, [*w.checkpoints, *((cid, key, stored) for cid, key, _, stored, _ in w.refolds)]
             )
+            if self._projected is not None:  # delivered when this commits
+                c.execute(_NOTIFY, {"ch": self._projected})
             # Last: on PostgreSQL it locks the feed's table until the commit.
             self.changes.insert(c, changes.feed)
         self._rows.committed(changes, written)
@@ -289,7 +295,7 @@ class ReadModel(TrackingRecorder):
         counted up to `at_most` if given. With several partitions that counts some
         projected already: a bound, exact when every partition is at the same position."""
         url = self.store.url
-        with self.engine.connect() as c:
+        with reading(self.engine) as c:
             position = self._tracking.read(c, partition)
             return self._sql.activities_after(
                 c, url.events_table, ACTIVITY_TOPIC, url.kind == "sqlite", position, at_most
