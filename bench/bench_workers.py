@@ -48,6 +48,7 @@ from custate.adapters.readmodel.tables import META_TABLE
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.generate import generate  # noqa: E402
+from bench.rawhttp import Pool  # noqa: E402
 
 CUSTATE = Path(sys.executable).parent / "custate"
 SECRET = "bench-secret"
@@ -204,30 +205,30 @@ def bench_webhooks(url: str, seconds: float, concurrency: int, out: Json, write:
         errors: dict[int, int] = {}
         next_i = 0
 
-        async def one(client: httpx.AsyncClient, stop_at: float) -> None:
+        async def one(pools: tuple[Pool, Pool], stop_at: float) -> None:
             nonlocal next_i
             while time.monotonic() < stop_at and next_i < len(bodies):
                 i = next_i
                 next_i += 1
                 aid, _, body, sig = bodies[i]
                 t0 = time.perf_counter()
-                r = await client.post(
-                    f"{(a, b)[i % 2]}/webhooks/voucherify",
-                    content=body,
-                    headers={"x-voucherify-signature": sig},
+                r = await pools[i % 2].request(
+                    "POST", "/webhooks/voucherify", body, {"x-voucherify-signature": sig}
                 )
                 latencies.append(time.perf_counter() - t0)
-                if r.status_code == 200:
+                if r.status == 200:
                     ok.append(aid)
                 else:
-                    errors[r.status_code] = errors.get(r.status_code, 0) + 1
+                    errors[r.status] = errors.get(r.status, 0) + 1
 
         async def run() -> float:
-            limits = httpx.Limits(max_connections=concurrency)
-            async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-                t0 = time.monotonic()
-                await asyncio.gather(*[one(client, t0 + seconds) for _ in range(concurrency)])
-                return time.monotonic() - t0
+            pools = (Pool(a, concurrency), Pool(b, concurrency))
+            t0 = time.monotonic()
+            await asyncio.gather(*[one(pools, t0 + seconds) for _ in range(concurrency)])
+            took = time.monotonic() - t0
+            for p in pools:
+                await p.close()
+            return took
 
         took = asyncio.run(run())
     with custate.open(url) as cs:
@@ -251,33 +252,35 @@ def bench_visibility(url: str, rate: float, seconds: float, out: Json, write: An
         delays: list[float] = []
         errors = 0
 
-        async def deliver(client: httpx.AsyncClient, item: tuple[str, str, bytes, str]) -> None:
+        async def deliver(pa: Pool, pb: Pool, item: tuple[str, str, bytes, str]) -> None:
             nonlocal errors
             _, cid, body, sig = item
-            r = await client.post(
-                f"{a}/webhooks/voucherify", content=body, headers={"x-voucherify-signature": sig}
+            r = await pa.request(
+                "POST", "/webhooks/voucherify", body, {"x-voucherify-signature": sig}
             )
-            if r.status_code != 200:
+            if r.status != 200:
                 errors += 1
                 return
             t = time.perf_counter()
-            q = await client.get(
-                f"{b}/customers/{cid}/state",
-                params={"min_position": r.json()["position"], "wait": 10},
+            position = orjson.loads(r.body)["position"]
+            q = await pb.request(
+                "GET", f"/customers/{cid}/state", params={"min_position": position, "wait": 10}
             )
-            if q.status_code != 200:
+            if q.status != 200:
                 errors += 1
                 return
             delays.append(time.perf_counter() - t)
 
         async def run() -> None:
-            async with httpx.AsyncClient(timeout=60) as client:
-                tasks = []
-                t0 = time.monotonic()
-                for i, item in enumerate(bodies):
-                    await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
-                    tasks.append(asyncio.create_task(deliver(client, item)))
-                await asyncio.gather(*tasks)
+            pa, pb = Pool(a, 256), Pool(b, 256)
+            tasks = []
+            t0 = time.monotonic()
+            for i, item in enumerate(bodies):
+                await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+                tasks.append(asyncio.create_task(deliver(pa, pb, item)))
+            await asyncio.gather(*tasks)
+            await pa.close()
+            await pb.close()
 
         asyncio.run(run())
     out["webhook_to_query"] = {
