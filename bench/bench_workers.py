@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import os
@@ -44,6 +45,7 @@ import sqlalchemy as sa
 
 import custate
 from custate.adapters.readmodel.tables import META_TABLE
+from custate.domain.fold import FOLD_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -113,6 +115,11 @@ def fresh_generation(cs: custate.Custate, generation: int) -> None:
     meta = sa.table(META_TABLE, sa.column("name"), sa.column("value"))
     with cs.store.engine.begin() as c:
         c.execute(sa.update(meta).where(meta.c.name == "active").values(value=str(generation)))
+        # built by this code's fold: else the workers would rebuild it (adapters.upgrade)
+        c.execute(sa.delete(meta).where(meta.c.name == f"fold_version:{generation}"))
+        c.execute(
+            sa.insert(meta).values(name=f"fold_version:{generation}", value=str(FOLD_VERSION))
+        )
     cs.readmodel.position()  # creates its tables, in this process, before the workers race
 
 
@@ -246,9 +253,18 @@ def bench_webhooks(url: str, seconds: float, concurrency: int, out: Json, write:
     write()
 
 
-def bench_visibility(url: str, rate: float, seconds: float, out: Json, write: Any) -> None:
+def bench_visibility(
+    url: str, rate: float, seconds: float, workers: int, out: Json, write: Any
+) -> None:
+    """`workers` 0: each serve process projects in-process (the default); N: two `serve
+    --no-project` and N `project --follow` workers (the production roles)."""
     bodies = _bodies(int(rate * seconds), seed=9)
-    with serve(url) as a, serve(url) as b:
+    extra = ("--no-project",) if workers else ()
+    with contextlib.ExitStack() as stack:
+        a = stack.enter_context(serve(url, *extra))
+        b = stack.enter_context(serve(url, *extra))
+        for _ in range(workers):
+            stack.enter_context(worker(url))
         delays: list[float] = []
         errors = 0
 
@@ -283,8 +299,9 @@ def bench_visibility(url: str, rate: float, seconds: float, out: Json, write: An
             await pb.close()
 
         asyncio.run(run())
-    out["webhook_to_query"] = {
+    out[f"webhook_to_query_{workers}_workers" if workers else "webhook_to_query"] = {
         "rate_per_s": rate,
+        "projectors": f"{workers} project --follow" if workers else "in each serve",
         "deliveries": len(bodies),
         "errors": errors,
         "p50_ms": _pct(delays, 0.5),
@@ -300,6 +317,12 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--rate", type=float, default=300)
+    p.add_argument(
+        "--visibility-workers",
+        type=int,
+        default=0,
+        help="0: serve projects in-process; N: serve --no-project and N project workers",
+    )
     p.add_argument("--only", choices=["catch_up", "webhooks", "visibility"], action="append")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
@@ -322,7 +345,10 @@ def main() -> None:
     sections: list[tuple[str, Callable[[str], None]]] = [
         ("catch_up", lambda u: bench_catch_up(u, args.activities, args.runs, out, write)),
         ("webhooks", lambda u: bench_webhooks(u, args.seconds, args.concurrency, out, write)),
-        ("visibility", lambda u: bench_visibility(u, args.rate, 10, out, write)),
+        (
+            "visibility",
+            lambda u: bench_visibility(u, args.rate, 10, args.visibility_workers, out, write),
+        ),
     ]
     for name, run in sections:
         if name not in only:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import random
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -392,3 +393,29 @@ def test_a_bare_path_is_an_sqlite_store(tmp_path: Path) -> None:
         assert cs.ingest([record("evcus_plain", "c1")]).accepted == 1
     with custate.open(f"sqlite:///{path}") as cs:
         assert cs.customer_ids() == ["c1"]
+
+
+@pytest.mark.postgres
+def test_a_store_whose_server_dropped_its_connections_answers_and_takes_writes(
+    store_url: str, tmp_path: Path, _postgres_admin: sa.Engine | None
+) -> None:
+    """A failover or restart drops the pool's connections; one that lay idle is pinged
+    before use and replaced, so the next read and the next write work."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("the pool and its pings are PostgreSQL's (SQLite opens a file)")
+    assert _postgres_admin is not None
+    records = generate(40, 4, seed=31)
+    with custate.open(store_url) as cs:
+        cs.ingest([write_ndjson(tmp_path / "a.ndjson", records[:20])])
+        cid = records[0]["data"]["customer"]["id"]
+        before = cs.state(cid)
+        engine = cs.store.engine
+        with engine.connect() as a, engine.connect() as b, engine.connect() as c:
+            pids = [x.execute(sa.text("SELECT pg_backend_pid()")).scalar_one() for x in (a, b, c)]
+        with _postgres_admin.begin() as admin:
+            for pid in pids:
+                admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        time.sleep(1.2)  # longer than the idle time after which a connection is pinged
+        assert cs.state(cid) == before
+        cs.ingest([write_ndjson(tmp_path / "b.ndjson", records[20:])])
+        assert cs.count_activities() == 40
