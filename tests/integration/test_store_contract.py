@@ -397,13 +397,14 @@ def test_a_bare_path_is_an_sqlite_store(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_a_store_whose_server_dropped_its_connections_answers_and_takes_writes(
-    store_url: str, tmp_path: Path, _postgres_admin: sa.Engine | None
+    store_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """A failover or restart drops the pool's connections; one that lay idle is pinged
     before use and replaced, so the next read and the next write work."""
     if not store_url.startswith("postgresql"):
         pytest.skip("the pool and its pings are PostgreSQL's (SQLite opens a file)")
-    assert _postgres_admin is not None
+    admin_engine: sa.Engine | None = request.getfixturevalue("_postgres_admin")
+    assert admin_engine is not None
     records = generate(40, 4, seed=31)
     with custate.open(store_url) as cs:
         cs.ingest([write_ndjson(tmp_path / "a.ndjson", records[:20])])
@@ -412,7 +413,7 @@ def test_a_store_whose_server_dropped_its_connections_answers_and_takes_writes(
         engine = cs.store.engine
         with engine.connect() as a, engine.connect() as b, engine.connect() as c:
             pids = [x.execute(sa.text("SELECT pg_backend_pid()")).scalar_one() for x in (a, b, c)]
-        with _postgres_admin.begin() as admin:
+        with admin_engine.begin() as admin:
             for pid in pids:
                 admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
         time.sleep(1.2)  # longer than the idle time after which a connection is pinged
