@@ -267,6 +267,7 @@ def bench_visibility(
             stack.enter_context(worker(url))
         delays: list[float] = []
         errors = 0
+        kinds: dict[str, int] = {}
 
         async def deliver(pa: Pool, pb: Pool, item: tuple[str, str, bytes, str]) -> None:
             nonlocal errors
@@ -276,6 +277,7 @@ def bench_visibility(
             )
             if r.status != 200:
                 errors += 1
+                kinds[f"POST {r.status}"] = kinds.get(f"POST {r.status}", 0) + 1
                 return
             t = time.perf_counter()
             position = orjson.loads(r.body)["position"]
@@ -284,6 +286,7 @@ def bench_visibility(
             )
             if q.status != 200:
                 errors += 1
+                kinds[f"GET {q.status}"] = kinds.get(f"GET {q.status}", 0) + 1
                 return
             delays.append(time.perf_counter() - t)
 
@@ -302,6 +305,7 @@ def bench_visibility(
     out[f"webhook_to_query_{workers}_workers" if workers else "webhook_to_query"] = {
         "rate_per_s": rate,
         "projectors": f"{workers} project --follow" if workers else "in each serve",
+        "error_kinds": kinds,
         "deliveries": len(bodies),
         "errors": errors,
         "p50_ms": _pct(delays, 0.5),
