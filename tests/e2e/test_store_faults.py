@@ -78,14 +78,18 @@ def test_a_read_only_store_answers_reads_and_refuses_writes_with_exit_3(tmp_path
     assert b"act_2" not in history
 
 
+# SQLAlchemy connects through `sqlite3.dbapi2.connect`, eventsourcing through `sqlite3.connect`:
+# both are patched.
 SITECUSTOMIZE = """
 import sqlite3
+import sqlite3.dbapi2
 _connect = sqlite3.connect
 def connect(*args, **kwargs):
     c = _connect(*args, **kwargs)
     c.execute("PRAGMA max_page_count = {pages}")
     return c
 sqlite3.connect = connect
+sqlite3.dbapi2.connect = connect
 """
 
 
