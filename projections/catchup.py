@@ -19,9 +19,19 @@ from typing import Protocol
 
 from custate.domain import Activity, CustomerState, apply
 from custate.projections.audit.tracker import Tracker
+from custate.projections.audit.units import name_entries
 from custate.projections.changes import ChangeRecord, from_step, records_for
 
 DEFAULT_CHECKPOINT_INTERVAL = 100
+# From this many entries in its maps (orders, vouchers, ...), a customer's batch says which
+# entries its activities can have written (`Changes.touched`): the port may then store its
+# checkpoints as what changed since an earlier one (a long history's state is megabytes,
+# and a checkpoint every `interval` activities stored whole made the first projection's
+# cost per activity grow with the history).
+TOUCHED_FROM = 256
+
+# Map attribute (`orders`, `vouchers`, ...) -> keys.
+Touched = dict[str, set[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +73,11 @@ class Changes:
     new: set[str] = field(default_factory=set)
     # The change feed's records of the batch (`projections.changes`), when asked for.
     feed: list[ChangeRecord] = field(default_factory=list)
+    # Per customer of at least `TOUCHED_FROM` map entries: the entries that the activities
+    # folded for it in this batch can have written (a re-fold's: from its start on). Every
+    # checkpoint of the batch differs from the one before it (a re-fold's, from its start)
+    # in these entries at most; a customer absent was not tracked.
+    touched: dict[str, Touched] = field(default_factory=dict)
 
 
 class ReadModelPort(Protocol):
@@ -151,7 +166,10 @@ def plan(
                         _recorded(arrived),
                     )
                 )
-        last_key = _fold(state, todo, interval, changes, keep=refold, step=step)
+        touched: Touched | None = None
+        if _entries(state) >= TOUCHED_FROM:
+            touched = changes.touched[cid] = {}
+        last_key = _fold(state, todo, interval, changes, keep=refold, step=step, touched=touched)
         if head is not None and head.last_key > last_key:
             last_key = head.last_key
         changes.states[cid] = (state, Head(last_key, last_version))
@@ -196,6 +214,10 @@ def _feed_step(
     return step
 
 
+def _entries(s: CustomerState) -> int:
+    return len(s.orders) + len(s.vouchers) + len(s.reward_redemptions) + len(s.cards)
+
+
 def _fold(
     state: CustomerState,
     todo: list[Projected],
@@ -203,10 +225,13 @@ def _fold(
     changes: Changes,
     keep: bool,
     step: Callable[[Activity], object],
+    touched: Touched | None = None,
 ) -> str:
     last = ""
     for p in todo:
         step(p.activity)
+        if touched is not None:
+            name_entries(p.activity, touched)
         last = p.key
         if state.activities.count % interval == 0:
             if keep:

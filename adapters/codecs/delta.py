@@ -3,10 +3,13 @@ full (a `Base`), its large maps hold only the entries that differ from the base'
 
 A late activity's re-fold starts from a checkpoint and changes few of a long history's
 thousands of orders; the checkpoints it makes are stored this way (docs/DECISIONS.md,
-Read model). Read back with `load_delta`, then `rebase` onto the base."""
+Read model). So are the in-order checkpoints of a long history, against the last one
+stored whole, until what differs grows past a bound and the next is stored whole again
+(`adapters.readmodel.runner`). Read back with `load_delta`, then `rebase` onto the base."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +23,17 @@ from custate.adapters.codecs.state import (
 )
 from custate.domain.state import CustomerState
 
-__all__ = ["DELTA_FORMAT", "Base", "Delta", "dump_text", "is_delta", "load_delta", "rebase"]
+__all__ = [
+    "DELTA_FORMAT",
+    "Base",
+    "Delta",
+    "dump_counted",
+    "dump_text",
+    "is_delta",
+    "load_delta",
+    "rebase",
+    "rebase_maps",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +87,35 @@ def is_delta(stored: bytes | str) -> bool:
     return stored.startswith(head)  # type: ignore[arg-type]
 
 
-def dump_text(s: CustomerState, base: Base) -> str:
+def dump_text(
+    s: CustomerState, base: Base, touched: Mapping[str, Collection[str]] | None = None
+) -> str:
     """`s` stored against `base`: its large maps as what differs from the base's."""
-    return encode_text(_against(compact(s), base))
+    return dump_counted(s, base, touched)[0]
+
+
+def dump_counted(
+    s: CustomerState, base: Base, touched: Mapping[str, Collection[str]] | None = None
+) -> tuple[str, int]:
+    """`dump_text`, and how many entries of the large maps it holds (changed or gone).
+    `touched`: map -> keys, the only entries where `s` can differ from the state `base` was
+    made of (`Base.of`'s `s`, before anything was folded on it): then only those are looked
+    at, not every entry of a long history's maps (None: every entry)."""
+    form, held = _against(compact(s), base, touched)
+    return encode_text(form), held
+
+
+def rebase_maps(
+    partial: CustomerState, delta: Delta, maps: Mapping[str, Mapping[str, Any]]
+) -> CustomerState:
+    """`rebase`, from the large maps of the base state alone (a `Base`'s `maps`)."""
+    for name in LARGE_MAPS:
+        entries = dict(maps[name])
+        entries.update(getattr(partial, name))
+        for k in delta.removed.get(name, ()):
+            entries.pop(k, None)
+        setattr(partial, name, entries)
+    return partial
 
 
 def load_delta(stored: bytes | str) -> tuple[CustomerState, Delta | None]:
@@ -92,34 +131,38 @@ def load_delta(stored: bytes | str) -> tuple[CustomerState, Delta | None]:
 
 def rebase(partial: CustomerState, delta: Delta, base: CustomerState) -> CustomerState:
     """`partial` (from `load_delta`) made whole with the large maps of `base`, the state
-    stored under `delta.base`."""
-    for name in LARGE_MAPS:
-        entries = dict(getattr(base, name))
-        entries.update(getattr(partial, name))
-        for k in delta.removed.get(name, ()):
-            entries.pop(k, None)  # gone since the re-fold's start, which had it and the base not
-        setattr(partial, name, entries)
-    return partial
+    stored under `delta.base`. (A key removed that the base lacks: gone since the re-fold's
+    start, which had it.)"""
+    return rebase_maps(partial, delta, {name: getattr(base, name) for name in LARGE_MAPS})
 
 
-def _against(form: dict[str, Any], base: Base) -> dict[str, Any]:
+def _against(
+    form: dict[str, Any], base: Base, touched: Mapping[str, Collection[str]] | None
+) -> tuple[dict[str, Any], int]:
     removed: dict[str, list[str]] = {}
     out = {"format": DELTA_FORMAT, "base": base.key, **form}  # `is_delta` reads the head
     out["format"] = DELTA_FORMAT
+    held = 0
     for name in LARGE_MAPS:
         now: dict[str, Any] = form[name]
         was = base.maps[name]
         # The fold replaces entries and never changes one, and the re-fold's state shares
         # the base's: by identity is enough (an equal copy is only written again).
-        changed = {k: v for k, v in now.items() if was.get(k) is not v}
-        kept = len(now) - sum(1 for k in changed if k not in was)
-        gone = [k for k in was if k not in now] if kept < len(was) else []
+        if touched is None:
+            changed = {k: v for k, v in now.items() if was.get(k) is not v}
+            kept = len(now) - sum(1 for k in changed if k not in was)
+            gone = [k for k in was if k not in now] if kept < len(was) else []
+        else:
+            keys = touched.get(name, ())
+            changed = {k: now[k] for k in keys if k in now and was.get(k) is not now[k]}
+            gone = [k for k in keys if k in was and k not in now]
         for k in base.changed.get(name, ()):
             if k in now:
                 changed.setdefault(k, now[k])
         gone += [k for k in base.removed.get(name, ()) if k not in now]
         out[name] = changed
+        held += len(changed) + len(gone)
         if gone:
             removed[name] = gone
     out["removed"] = removed
-    return out
+    return out, held

@@ -98,4 +98,4 @@ def forget(view: ReadModel) -> None:
     view._rows.forget()
     view.checkpoints.clear()
     view._activities = CachedActivities(view.store, erased_at=view.erased_at)
-    view._runner._states.clear()
+    view._runner.forget()

@@ -8,8 +8,9 @@ is what the next batch's plan reads through."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from math import isqrt
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ from custate.adapters.codecs import state as state_codec
 from custate.adapters.eventstore import ACTIVITY_TOPIC, decode
 from custate.adapters.readmodel.partitions import partition_of_stream
 from custate.domain import CustomerState
-from custate.projections.catchup import Changes, Head, Projected, plan
+from custate.projections.catchup import Changes, Head, Projected, Touched, plan
 from custate.projections.keys import key_text
 
 if TYPE_CHECKING:
@@ -51,6 +52,36 @@ DEFAULT_CATCHUP_BATCH = 10_000
 WRITE_EVERY = 100_000
 # States this process wrote, kept for the next plan, of at most this many customers.
 _STATES_AT_MOST = 50_000
+# Chains of checkpoints kept from one write to the next, of at most this many customers
+# (each holds a copy of a long history's large maps).
+_CHAINS_AT_MOST = 1_000
+# A checkpoint stored against a base may always hold this many entries (`_most`).
+CHAIN_AT_LEAST = 256
+
+
+def _most(entries: int) -> int:
+    """How many entries a checkpoint stored against a base of `entries` entries may hold
+    before the next one is stored whole: about the square root of twice the entries a
+    whole checkpoint writes every `interval` activities, which keeps the entries written
+    per activity low at every length of history (docs/DECISIONS.md, Costs that do not
+    grow)."""
+    return max(CHAIN_AT_LEAST, isqrt(64 * entries))
+
+
+@dataclass(slots=True)
+class _Chain:
+    """A customer's checkpoint stored whole (`base`) that its later in-order checkpoints
+    are stored against, and the entries that the activities folded since can have written
+    (`touched`, from `Changes.touched`)."""
+
+    base: delta.Base
+    touched: Touched
+    entries: int  # the base's large maps' entries
+    head: Head | None = None  # kept from one write to the next: the head that write left
+
+
+def _entries(s: CustomerState) -> int:
+    return sum(len(getattr(s, name)) for name in state_codec.LARGE_MAPS)
 
 
 @dataclass(slots=True)
@@ -89,7 +120,14 @@ class Overlay:
     `projections.catchup.ReadModelPort` for the next batch's plan, through the view's
     public methods."""
 
-    def __init__(self, view: ReadModel, previous: Mapping[int, int]) -> None:
+    def __init__(
+        self,
+        view: ReadModel,
+        previous: Mapping[int, int],
+        chains: Mapping[str, _Chain] | None = None,
+    ) -> None:
+        """`chains`: the chains of checkpoints earlier writes of this process left, each
+        used only while the customer's head is the one it left (`_Chain.head`)."""
         self.view = view
         self.previous = dict(previous)  # partition -> its tracking position in the database
         self.start = min(previous.values())
@@ -98,8 +136,15 @@ class Overlay:
         self.changes = Changes()
         self.rows: list[tuple[str, str, str]] = []  # checkpoints, stored form, when planned
         self.refolds: list[tuple[str, str, CustomerState]] = []  # re-folds' checkpoints
-        # customer -> what its last re-fold's checkpoints are stored against
+        # customer -> what its last re-fold's checkpoints are stored against, and the
+        # entries its re-folds since that start can have written (None: not known)
         self.bases: dict[str, delta.Base] = {}
+        self.refold_touched: dict[str, Touched | None] = {}
+        # In-order checkpoints of long histories: each customer's chain (None: the next
+        # checkpoint is stored whole), and the base each planned row is stored against.
+        self.kept: Mapping[str, _Chain] = chains or {}
+        self.chains: dict[str, _Chain | None] = {}
+        self.row_bases: dict[tuple[str, str], delta.Base] = {}
         self.db_heads: dict[str, Head] = {}  # what the database had, as first read
         self.keys: dict[str, list[tuple[str, int]]] = {}  # customer -> (key, version)
         # The new activities' `keys` rows, each with its fold input (`codecs.foldinput`).
@@ -131,9 +176,7 @@ class Overlay:
             for cid, key in drops.items():
                 before = c.drop_checkpoints_from.get(cid)
                 c.drop_checkpoints_from[cid] = key if before is None else min(before, key)
-        self.rows.extend(
-            (cid, key, state_codec.dump_text(s)) for cid, key, s in changes.checkpoints
-        )
+        self._store_checkpoints(changes)
         self.refolds.extend(changes.refold_checkpoints)
         c.late += changes.late
         c.new |= changes.new
@@ -141,6 +184,65 @@ class Overlay:
         self.count += count
         self.batches += 1
         self.position = position
+
+    def _store_checkpoints(self, changes: Changes) -> None:
+        """The stored forms of the batch's in-order checkpoints: whole, or, for a long
+        history, against the last one stored whole (`_Chain`) while what differs stays
+        under `_most`; and what its re-folds' checkpoints may be stored against."""
+        drops, touched = changes.drop_checkpoints_from, changes.touched
+        for cid in changes.states:
+            if cid in drops or cid not in touched:
+                self.chains[cid] = None  # re-folded, or not tracked: the chain is broken
+        for cid in drops:
+            t = touched.get(cid)
+            held = self.refold_touched.get(cid, {})
+            if t is None or held is None:
+                self.refold_touched[cid] = None
+            else:
+                _add(held, t)
+                self.refold_touched[cid] = held
+        for cid, t in touched.items():
+            chain = None if cid in drops else self._chain(cid)
+            if chain is not None:
+                _add(chain.touched, t)
+        for cid, key, s in changes.checkpoints:
+            text: str | None = None
+            chain = self.chains.get(cid)
+            if chain is not None:
+                text, held_n = delta.dump_counted(s, chain.base, chain.touched)
+                if held_n > _most(chain.entries):
+                    text = None
+                else:
+                    self.row_bases[(cid, key)] = chain.base
+            if text is None:
+                text = state_codec.dump_text(s)
+                t = touched.get(cid)
+                if t is not None and cid not in drops:
+                    base = delta.Base.of(key, s, text, len(text))
+                    self.chains[cid] = _Chain(base, {m: set(k) for m, k in t.items()}, _entries(s))
+            self.rows.append((cid, key, text))
+
+    def _chain(self, cid: str) -> _Chain | None:
+        if cid in self.chains:
+            return self.chains[cid]
+        kept = self.kept.get(cid)
+        chain = None
+        if kept is not None and kept.head is not None and kept.head == self.db_heads.get(cid):
+            chain = _Chain(kept.base, {m: set(k) for m, k in kept.touched.items()}, kept.entries)
+        self.chains[cid] = chain
+        return chain
+
+    def keep_chains(self, into: MutableMapping[str, _Chain]) -> None:
+        """This overlay was written: leave its chains for the next one (`into`)."""
+        states = self.changes.states
+        for cid, chain in self.chains.items():
+            if chain is None:
+                into.pop(cid, None)
+            else:
+                chain.head = states[cid][1]
+                into[cid] = chain
+        if len(into) > _CHAINS_AT_MOST:
+            into.clear()
 
     # -- ReadModelPort -------------------------------------------------------------------
 
@@ -171,9 +273,17 @@ class Overlay:
         )
         if state is not None and k2 > k:
             return k2, state.copy()
+        self.refold_touched[customer_id] = {}
         if planned:
-            whole = state_codec.load(text)
-            self.bases[customer_id] = delta.Base.of(k, whole, text, len(text))
+            chained = self.row_bases.get((customer_id, k))
+            if chained is None:
+                whole = state_codec.load(text)
+                self.bases[customer_id] = delta.Base.of(k, whole, text, len(text))
+            else:
+                partial, against = delta.load_delta(text)
+                assert against is not None
+                whole = delta.rebase_maps(partial, against, chained.maps)
+                self.bases[customer_id] = delta.Base.of(k, whole, text, chained.size)
             return k, whole
         # The database's, less those a planned late activity drops.
         found = self.view.stored_checkpoint_before(
@@ -185,6 +295,8 @@ class Overlay:
             self.bases[customer_id] = delta.Base.of(
                 found.key, found.state, found.stored, found.size
             )
+        else:
+            self.refold_touched[customer_id] = None
         return found.key, found.state
 
     def keys_between(
@@ -212,7 +324,8 @@ class Overlay:
         for cid, key, state in self.refolds:
             base = self.bases.get(cid)
             if base is not None and base.key < key and base.key < drops.get(cid, key):
-                refolds.append((cid, key, state, delta.dump_text(state, base), base.size))
+                stored = delta.dump_text(state, base, self.refold_touched.get(cid))
+                refolds.append((cid, key, state, stored, base.size))
             else:
                 text = state_codec.dump_text(state)
                 refolds.append((cid, key, state, text, len(text)))
@@ -227,6 +340,15 @@ class Overlay:
         )
 
 
+def _add(into: Touched, more: Touched) -> None:
+    for m, keys in more.items():
+        held = into.get(m)
+        if held is None:
+            into[m] = set(keys)
+        else:
+            held |= keys
+
+
 class Runner:
     """Catches `view` up. Keeps the states this process wrote (or planned), for the next
     plan: an entry is used only while its head is the one in the database."""
@@ -234,6 +356,12 @@ class Runner:
     def __init__(self, view: ReadModel) -> None:
         self.view = view
         self._states: dict[str, tuple[CustomerState, Head]] = {}
+        self._chains: dict[str, _Chain] = {}  # checkpoints' chains (`Overlay`)
+
+    def forget(self) -> None:
+        """Keep nothing of earlier writes (what they held may be gone or erased)."""
+        self._states.clear()
+        self._chains.clear()
 
     def catch_up(
         self,
@@ -260,7 +388,7 @@ class Runner:
             except BaseException:
                 # `plan` folds on from kept states in place: after a failure they may hold
                 # activities that were never written, under heads that still match.
-                self._states.clear()
+                self.forget()
                 raise
 
     def _catch_up(
@@ -283,7 +411,8 @@ class Runner:
         feed = view.feed  # asked once a catch-up: the store's setting
 
         def fresh() -> Overlay:
-            return Overlay(view, {p: at for p, at in view.positions().items() if p in mine})
+            positions = view.positions()
+            return Overlay(view, {p: at for p, at in positions.items() if p in mine}, self._chains)
 
         def in_share(stream: str) -> bool:
             return share is None or partition_of_stream(stream, share[1]) == share[0]
@@ -368,7 +497,9 @@ class Runner:
                     overlay = fresh()
                     last = False
                     continue
-                overlay = Overlay(view, dict.fromkeys(overlay.previous, overlay.position))
+                overlay = Overlay(
+                    view, dict.fromkeys(overlay.previous, overlay.position), self._chains
+                )
         report.position = report.position or min(view.positions().values())
         return report
 
@@ -377,8 +508,9 @@ class Runner:
         a tracking position first (then nothing is written, and the kept states are
         dropped)."""
         if not self.view.write(overlay.as_write(), fence):
-            self._states.clear()
+            self.forget()
             return False
+        overlay.keep_chains(self._chains)
         states = self._states
         states.update(overlay.changes.states)
         if len(states) > _STATES_AT_MOST:

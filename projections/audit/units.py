@@ -21,14 +21,17 @@ from custate.domain.fold import STEPS
 Unit = tuple[str, str]  # (kind, entry id or "")
 
 # Units that are one entry of a map, by the entry kind the effects declare: (path of the
-# map, the map).
+# map, the state's attribute holding it), and (path, the map).
+ENTRY_MAPS: dict[str, tuple[str, str]] = {
+    "card": ("loyalty.cards", "cards"),
+    "order": ("orders", "orders"),
+    "gift": ("gift_cards", "gift_cards"),
+    "segment": ("segments", "segments"),
+    "reward_redemption": ("reward_redemptions", "reward_redemptions"),
+    "voucher": ("vouchers", "vouchers"),
+}
 ENTRIES: dict[str, tuple[str, Callable[[CustomerState], Mapping[str, Any]]]] = {
-    "card": ("loyalty.cards", attrgetter("cards")),
-    "order": ("orders", attrgetter("orders")),
-    "gift": ("gift_cards", attrgetter("gift_cards")),
-    "segment": ("segments", attrgetter("segments")),
-    "reward_redemption": ("reward_redemptions", attrgetter("reward_redemptions")),
-    "voucher": ("vouchers", attrgetter("vouchers")),
+    kind: (path, attrgetter(attr)) for kind, (path, attr) in ENTRY_MAPS.items()
 }
 
 # Units that are one object of the state: (path, the object).
@@ -158,6 +161,30 @@ def units_of(a: Activity, counters: bool = True) -> list[Unit]:
             for kind in kinds:
                 units.append((kind, key))
     return list(dict.fromkeys(units)) if repeats else units
+
+
+# Per type: per function of the payload that names entries, the attributes of their maps.
+_NAMERS: dict[str, tuple[tuple[Ids, tuple[str, ...]], ...]] = {
+    t: tuple((ids, tuple(ENTRY_MAPS[k][1] for k in kinds)) for ids, kinds, _ in plan[1])
+    for t, plan in _PLANS.items()
+}
+
+
+def name_entries(a: Activity, into: dict[str, set[str]]) -> None:
+    """Add to `into` (map attribute -> keys: `orders`, `vouchers`, ...) the entries of the
+    state's maps that folding `a` can write: what its effects declare, as `units_of`."""
+    namers = _NAMERS.get(a.type)
+    if not namers:
+        return
+    p = a.payload
+    for ids, maps in namers:
+        for key in ids(p):
+            for m in maps:
+                keys = into.get(m)
+                if keys is None:
+                    into[m] = {key}
+                else:
+                    keys.add(key)
 
 
 def unit_path(unit: Unit) -> str:

@@ -29,9 +29,10 @@ import custate
 from custate.adapters.api import Custate
 from custate.adapters.codecs import delta, paged
 from custate.adapters.eventstore import ACTIVITY_TOPIC, EventStore
-from custate.adapters.readmodel import CustomerRow, ReadModel
+from custate.adapters.readmodel import CustomerRow, ReadModel, runner
 from custate.adapters.readmodel import pages as readmodel_pages
 from custate.domain import Activity, CustomerState, apply, fold, ordered, parse_activity
+from custate.projections import catchup
 from custate.projections.keys import key_text
 
 from .histories import T0, record
@@ -41,14 +42,19 @@ ROOT = Path(__file__).resolve().parents[2]
 CUSTATE = Path(sys.executable).parent / "custate"
 
 
-@pytest.fixture(autouse=True, params=["long maps paged", "maps of 3 paged"])
+@pytest.fixture(autouse=True, params=["long maps paged", "maps of 3 paged and chained"])
 def paged_from(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Every test here runs twice: with the default (only long histories' large maps are
-    stored in pages, which these histories never reach) and with maps of 3 entries or more
-    stored in pages, so that customers cross from one form to the other as they grow."""
-    value = readmodel_pages.PAGED_FROM if request.param == "long maps paged" else 3
-    monkeypatch.setattr(readmodel_pages, "PAGED_FROM", value)
-    return value
+    """Every test here runs twice: with the defaults (only long histories' large maps are
+    stored in pages, and their checkpoints stored against earlier ones, which these
+    histories never reach) and with the thresholds of both at a few entries, so that
+    customers cross from one form to the other as they grow, and their checkpoints form
+    chains that start again every few entries changed."""
+    if request.param == "long maps paged":
+        return readmodel_pages.PAGED_FROM
+    monkeypatch.setattr(readmodel_pages, "PAGED_FROM", 3)
+    monkeypatch.setattr(catchup, "TOUCHED_FROM", 3)
+    monkeypatch.setattr(runner, "CHAIN_AT_LEAST", 4)
+    return 3
 
 
 # -- generated histories ----------------------------------------------------------------------
@@ -288,6 +294,60 @@ def test_read_model_state_is_the_replay_and_the_fold(store_url: str, paged_from:
         assert_consistent(cs, expected)
         stored_pages = count(cs.readmodel, cs.readmodel.t.pages)
         assert stored_pages > 100 if paged_from == 3 else stored_pages == 0
+
+
+def test_long_histories_checkpoints_read_back_whole_through_every_arrival_order(
+    store_url: str, paged_from: int
+) -> None:
+    """Customers whose maps grow to hundreds of entries, delivered in order in many small
+    ingest calls, then late, twice and out of order, caught up by two read models in turn
+    (as two processes would, each remembering its own writes): after each phase every
+    checkpoint read back is the fold up to its key, every state as of T the fold up to T.
+    (With the thresholds low, the checkpoints are stored against earlier ones, in chains
+    that start again as they grow.)"""
+    records = list(delivered(1500, 3, seed=17))
+    rng = random.Random(17)
+    # Most of it first, in business-time order (the chains grow from one write to the
+    # next), then the rest late, twice and out of order.
+    held_back = set(rng.sample(range(len(records)), len(records) // 4))
+    in_order = sorted(
+        (r for i, r in enumerate(records) if i not in held_back), key=lambda r: r["created_at"]
+    )
+    rest = [r for i, r in enumerate(records) if i in held_back]
+
+    def check(cs: Custate, so_far: list[Json]) -> int:
+        """Every checkpoint and state against the fold; how many are stored against another."""
+        histories = by_customer(so_far)
+        rm = ReadModel(cs.store, interval=7)
+        rm.catch_up()
+        for cid, acts in histories.items():
+            current = rm.current(cid)
+            assert current is not None
+            assert current.to_json() == fold(acts, cid).to_json(), cid
+        stored = checkpoints(rm)
+        assert len(stored) == sum(len(acts) // 7 for acts in histories.values())
+        for cid, acts in histories.items():
+            state = CustomerState(cid)
+            for a in acts:
+                apply(state, a)
+                if state.activities.count % 7 == 0:
+                    assert stored[(cid, key_text(a))] == state.to_json(), (cid, key_text(a))
+        for cid, t in random_cuts(histories, 20, seed=len(so_far)):
+            want = fold(histories[cid], cid, as_of=t).to_json()
+            assert ReadModel(cs.store, interval=7).as_of(cid, t).to_json() == want, (cid, t)
+        return stored_against_another(rm)
+
+    with custate.open(store_url) as cs:
+        models = [ReadModel(cs.store, interval=7), ReadModel(cs.store, interval=7)]
+        parts = [*chunks(in_order, 12, rng), *chunks(rest, 6, rng)]
+        for i, part in enumerate(parts):
+            assert cs.ingest(part, project=False).ok
+            models[0 if i < 8 else i % 2].catch_up(batch_size=rng.choice([5, 50, 400]))
+            if i == 11:
+                chained = check(cs, in_order)
+                if paged_from == 3:
+                    assert chained > 100
+        check(cs, records)
 
 
 def test_state_as_of_an_iso_string_and_a_date(store_url: str) -> None:
