@@ -32,6 +32,8 @@ TOUCHED_FROM = 256
 
 # Map attribute (`orders`, `vouchers`, ...) -> keys.
 Touched = dict[str, set[str]]
+# (customer, key, the state as it stands, the entries named so far or None) -> None
+KeepCheckpoint = Callable[[str, str, CustomerState, Touched | None], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,7 @@ class Changes:
     keys: list[tuple[str, str, int]] = field(default_factory=list)  # customer, key, version
     drop_checkpoints_from: dict[str, str] = field(default_factory=dict)  # customer -> key
     # Checkpoints of activities folded in order, as copies of the state (customer, key,
-    # state): the port stores them in full.
+    # state), when `plan` was given no `keep_checkpoint`: the port stores them.
     checkpoints: list[tuple[str, str, CustomerState]] = field(default_factory=list)
     # Checkpoints of late activities' re-folds, as copies of the state (customer, key,
     # state), for the port to store in a form of its choosing: it knows the checkpoint the
@@ -114,11 +116,16 @@ def plan(
     interval: int = DEFAULT_CHECKPOINT_INTERVAL,
     cache: dict[str, tuple[CustomerState, Head]] | None = None,
     feed: bool = False,
+    keep_checkpoint: KeepCheckpoint | None = None,
 ) -> Changes:
     """The changes that fold `batch` into the read model. `cache` holds states this process
     wrote itself; an entry is used only while its head still matches the stored one.
     `feed`: also the change records of the batch's activities, folded one by one in
-    arrival order (the batch's order)."""
+    arrival order (the batch's order). `keep_checkpoint(customer, key, state, named)`: called
+    at each checkpoint of activities folded in order, with the state as it stands (the fold
+    goes on with it right after: store it or copy it then) and, for a customer of at least
+    `TOUCHED_FROM` entries, the entries the batch's activities named so far; without it,
+    `Changes.checkpoints` holds copies (a copy of a long history's maps costs milliseconds)."""
     by_customer: dict[str, list[Projected]] = {}
     for p in batch:
         by_customer.setdefault(p.activity.customer_id, []).append(p)
@@ -169,7 +176,7 @@ def plan(
         touched: Touched | None = None
         if _entries(state) >= TOUCHED_FROM:
             touched = changes.touched[cid] = {}
-        last_key = _fold(state, todo, interval, changes, keep=refold, step=step, touched=touched)
+        last_key = _fold(state, todo, interval, changes, refold, step, touched, keep_checkpoint)
         if head is not None and head.last_key > last_key:
             last_key = head.last_key
         changes.states[cid] = (state, Head(last_key, last_version))
@@ -226,6 +233,7 @@ def _fold(
     keep: bool,
     step: Callable[[Activity], object],
     touched: Touched | None = None,
+    keep_checkpoint: KeepCheckpoint | None = None,
 ) -> str:
     last = ""
     for p in todo:
@@ -236,6 +244,8 @@ def _fold(
         if state.activities.count % interval == 0:
             if keep:
                 changes.refold_checkpoints.append((state.customer_id, p.key, state.copy()))
+            elif keep_checkpoint is not None:
+                keep_checkpoint(state.customer_id, p.key, state, touched)
             else:
                 changes.checkpoints.append((state.customer_id, p.key, state.copy()))
     return last

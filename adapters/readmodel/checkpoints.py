@@ -50,13 +50,15 @@ DEFAULT_CHECKPOINT_CACHE_BYTES = 32 * 1024 * 1024
 
 class Checkpoint(NamedTuple):
     """A checkpoint read back: its key, the whole state (the caller's to fold on), its
-    stored form when known (for a `delta.Base` of what a re-fold from it stores) and the
-    size memory counts it at."""
+    stored form when known (for a `delta.Base` of what a re-fold from it stores), the size
+    memory counts it at, and, when it came from memory, the remembered state it is a copy
+    of (never folded on: its maps can be referenced instead of copied again)."""
 
     key: str
     state: CustomerState
     stored: bytes | str | None
     size: int
+    original: CustomerState | None = None
 
 
 class CheckpointStore:
@@ -105,6 +107,13 @@ class CheckpointMemory:
     def current(self, customer_id: str, key: str, head: Head) -> CustomerState | None:
         """The checkpoint under `key` as a state to fold on, if it was known current while
         the customer's head was `head` (see the module's docstring); else None."""
+        found = self.current_of(customer_id, key, head)
+        return None if found is None else found[0]
+
+    def current_of(
+        self, customer_id: str, key: str, head: Head
+    ) -> tuple[CustomerState, CustomerState] | None:
+        """`current`, and the remembered state it is a copy of (not to be folded on)."""
         k = (customer_id, key)
         with self._lock:
             hit = self._entries.get(k)
@@ -112,7 +121,7 @@ class CheckpointMemory:
                 return None
             self._entries.move_to_end(k)
             self.hits += 1
-            return hit[1].copy()
+            return hit[1].copy(), hit[1]
 
     def held(self, customer_id: str, key: str) -> tuple[bytes | str, int] | None:
         """The stored bytes of the checkpoint held under `key`, if one is, and the size it
@@ -236,14 +245,12 @@ class CachedCheckpoints:
             if found is None:
                 return None
             at, head = found
-            cached = memory.current(customer_id, at, head)
-            if cached is not None:
+            pair = memory.current_of(customer_id, at, head)
+            if pair is not None:
                 held = memory.held(customer_id, at)
-                return (
-                    Checkpoint(at, cached, *held)
-                    if held is not None
-                    else Checkpoint(at, cached, None, 0)
-                )
+                if held is None:
+                    return Checkpoint(at, pair[0], None, 0)
+                return Checkpoint(at, pair[0], held[0], held[1], pair[1])
             stored = self.store.at(c, customer_id, at)
         if stored is None:  # dropped by a late activity since the first statement: look again
             return self.before(customer_id, key)

@@ -20,7 +20,7 @@ from custate.adapters.codecs import paged as paged_codec
 from custate.adapters.codecs import state as state_codec
 from custate.adapters.readmodel.sql import Statements, chunks
 from custate.domain import CustomerState
-from custate.projections.catchup import Head
+from custate.projections.catchup import Head, Touched
 
 __all__ = ["PAGED_FROM", "PageStore", "Paged", "paged_maps"]
 
@@ -68,6 +68,33 @@ def _touched(
     return touched
 
 
+_MISSING = object()
+
+
+def _touched_named(
+    held: Paged, now: Mapping[str, Any], keys: Collection[str]
+) -> tuple[bool, set[int]]:
+    """`_touched` over the entries `keys` alone, the only ones where `now` can differ from
+    `held.entries`; `held` is brought up to date in place. (Whether anything differs, the
+    pages touched.)"""
+    was, members = held.entries, held.members
+    touched: set[int] = set()
+    for k in keys:
+        old, new = was.get(k, _MISSING), now.get(k, _MISSING)
+        if old is new or (old is not _MISSING and new is not _MISSING and old == new):
+            continue
+        page = paged_codec.page_of(k)
+        touched.add(page)
+        if new is _MISSING:
+            del was[k]
+            members[page] = [m for m in members[page] if m != k]
+        else:
+            if old is _MISSING:
+                members[page] = [*members.get(page, ()), k]
+            was[k] = new
+    return bool(touched), touched
+
+
 class PageStore:
     """The `pages` table, on the connection the caller gives (and its transaction)."""
 
@@ -95,13 +122,18 @@ class PageStore:
         new: set[str],
         remembered: Mapping[str, Mapping[str, Paged]],
         written: dict[str, dict[str, Paged]] | None,
+        named: Mapping[str, Touched | None] | None = None,
     ) -> None:
         """Store the large maps `paged` names for each customer of `chunk` in pages, and
         drop the pages of maps no longer stored so. For a customer whose pages this process
         wrote last (`remembered`: customer -> map -> what was stored), only the pages
         holding entries that changed: a late activity or the next one of a long history
         changes a few of its thousands. `new`: customers with nothing stored yet.
-        `written`: where to put what was stored, to remember it."""
+        `written`: where to put what was stored, to remember it. `named`: per customer, the
+        entries of its maps where the state can differ from the remembered one
+        (`Changes.touched`, since this process last wrote it): then only those are compared,
+        and what is remembered is brought up to date in place (a failed write must make
+        the caller `forget`)."""
         wipe: list[str] = []  # customers whose stored pages are not known here
         dropped: list[tuple[str, str]] = []  # (customer, map) no longer stored in pages
         gone: list[tuple[str, str, int]] = []
@@ -115,9 +147,26 @@ class PageStore:
                 before = {}
             dropped += [(cid, name) for name in before if name not in names]
             after: dict[str, Paged] = {}
+            keys = named.get(cid) if named is not None else None
             for name in names:
                 now: dict[str, Any] = getattr(s, name)
                 held = before.get(name)
+                if held is not None and keys is not None:
+                    differs, pages = _touched_named(held, now, keys.get(name, ()))
+                    after[name] = held
+                    if not differs:
+                        continue
+                    kept = held.members
+                    gone += [(cid, name, page) for page in pages]
+                    rows += [
+                        (cid, name, page, paged_codec.dump_page({k: now[k] for k in kept[page]}))
+                        for page in pages
+                        if kept.get(page)
+                    ]
+                    for page in pages:
+                        if not kept.get(page):
+                            kept.pop(page, None)
+                    continue
                 if held is not None and held.entries == now:  # in C, by identity first
                     after[name] = held
                     continue

@@ -9,7 +9,7 @@ still has the head written with them) or else by reading them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
@@ -22,7 +22,7 @@ from custate.adapters.readmodel.pages import Paged, PageStore, paged_maps
 from custate.adapters.readmodel.sql import Statements, chunks
 from custate.adapters.readmodel.tables import Tables
 from custate.domain import CustomerState
-from custate.projections.catchup import Changes, Head
+from custate.projections.catchup import Changes, Head, Touched
 
 __all__ = ["INDEXES", "REMEMBER_ROWS_UPTO", "UPDATE_IN_PLACE_UPTO", "CustomerRows", "Index"]
 
@@ -117,6 +117,48 @@ class Written:
 
     rows: dict[str, dict[str, set[tuple[Any, ...]]]] | None  # None: too many to remember
     paged: dict[str, dict[str, Paged]]
+    # Customers whose remembered frozen maps were brought up to date in place (by the
+    # entries named since), not to be copied again.
+    updated: dict[str, _Written] | None = None
+
+
+_MISSING = object()
+
+
+def _row_of(index: Index) -> Callable[[str, str, Any], tuple[Any, ...]]:
+    """An index's row of one entry: (customer, key, entry) -> the row."""
+    cols = index.columns
+
+    def row(cid: str, k: str, v: Any) -> tuple[Any, ...]:
+        return tuple(cid if c == CUSTOMER else k if c == KEY else getattr(v, c) for c in cols)
+
+    return row
+
+
+def _named_changes(
+    index: Index, cid: str, was: Mapping[str, Any], now: Mapping[str, Any], keys: Collection[str]
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None:
+    """The rows of `index` to delete and insert for the entries `keys` alone, the only ones
+    where `now` can differ from `was`; None when none differ."""
+    row = _ROWS[index.table]
+    gone: list[tuple[Any, ...]] = []
+    new: list[tuple[Any, ...]] = []
+    for k in keys:
+        old, v = was.get(k, _MISSING), now.get(k, _MISSING)
+        if old is v or (old is not _MISSING and v is not _MISSING and old == v):
+            continue
+        if old is not _MISSING:
+            gone.append(row(cid, k, old))
+        if v is not _MISSING:
+            new.append(row(cid, k, v))
+    if not gone and not new:
+        return None
+    # An entry replaced by one with the same row (an order paid twice): neither.
+    both = set(gone) & set(new)
+    return [r for r in gone if r not in both], [r for r in new if r not in both]
+
+
+_ROWS = {x.table: _row_of(x) for x in INDEXES if x.frozen}
 
 
 def _remember(
@@ -167,17 +209,25 @@ class CustomerRows:
         return out
 
     def write(
-        self, c: Connection, changes: Changes, db_heads: Mapping[str, Head] | None
+        self,
+        c: Connection,
+        changes: Changes,
+        db_heads: Mapping[str, Head] | None,
+        named: Mapping[str, Touched | None] | None = None,
     ) -> Written:
         """Write the rows of every customer `changes.states` holds. `db_heads`: each
-        customer's head in the database when the write's plan read it. Once the transaction
-        commits, pass what this returns to `committed`."""
+        customer's head in the database when the write's plan read it. `named`: per
+        customer, the entries of its maps that the activities folded since its last write
+        can have written (None: not known); for a customer this process wrote last, only
+        those are compared, and what it remembers is brought up to date in place. Once the
+        transaction commits, pass what this returns to `committed`; if it does not, call
+        `forget`."""
         remember = len(changes.states) <= REMEMBER_ROWS_UPTO
-        written = Written({} if remember else None, {})
+        written = Written({} if remember else None, {}, {} if remember else None)
         # A few thousand customers at a time, so that their state text is never all in
         # memory at once.
         for chunk in chunks(sorted(changes.states.items()), 2000):
-            self._write_chunk(c, chunk, changes.new, db_heads, written)
+            self._write_chunk(c, chunk, changes.new, db_heads, written, named)
         return written
 
     def _write_chunk(
@@ -187,11 +237,21 @@ class CustomerRows:
         new: set[str],
         db_heads: Mapping[str, Head] | None,
         written: Written,
+        named: Mapping[str, Touched | None] | None = None,
     ) -> None:
         known = [cid for cid, _ in chunk if cid not in new]
         mine = self._remembered(known, db_heads)
         remembered = {cid: w.rows for cid, w in mine.items()}
-        same = self._unchanged(chunk, mine)
+        # Customers remembered whose changed entries are known: compared and written by
+        # those entries alone (a long history's thousands of orders are not looked at).
+        by_name = {}
+        if named is not None and written.updated is not None:
+            by_name = {cid: t for cid in mine if (t := named.get(cid)) is not None}
+        same = self._unchanged(chunk, {cid: w for cid, w in mine.items() if cid not in by_name})
+        for cid in by_name:
+            for x in self._frozen:
+                same.setdefault(x.table, set()).add(cid)  # their rows: below, by entry
+        self._write_named(c, chunk, by_name, mine, written)
         # One decision per customer for both: the row leaves out what the pages hold.
         paged = {cid: paged_maps(s, self.paged_from) for cid, (s, _) in chunk}
         self.pages.write(
@@ -201,6 +261,7 @@ class CustomerRows:
             new,
             {cid: w.paged for cid, w in mine.items()},
             written.paged if written.rows is not None else None,
+            by_name,
         )
         customers = [
             (
@@ -232,6 +293,52 @@ class CustomerRows:
             if rows:
                 self.sql.insert(c, table, rows)
 
+    def _write_named(
+        self,
+        c: Connection,
+        chunk: Sequence[tuple[str, tuple[CustomerState, Head]]],
+        by_name: Mapping[str, Touched],
+        mine: Mapping[str, _Written],
+        written: Written,
+    ) -> None:
+        """The frozen indexes' rows of the customers of `by_name`, by the entries named:
+        the rows of those that changed are deleted and inserted, and what this process
+        remembers of them is brought up to date in place."""
+        if not by_name:
+            return
+        assert written.rows is not None
+        assert written.updated is not None
+        gone: dict[str, list[tuple[Any, ...]]] = {}
+        new: dict[str, list[tuple[Any, ...]]] = {}
+        for cid, (s, _) in chunk:
+            keys = by_name.get(cid)
+            if keys is None:
+                continue
+            w = mine[cid]
+            for x in self._frozen:
+                was = w.sources[x.table]
+                now = getattr(s, x.source)
+                rows = w.rows.setdefault(x.table, set())
+                change = _named_changes(x, cid, was, now, keys.get(x.source, ()))
+                if change is not None:
+                    gone.setdefault(x.table, []).extend(change[0])
+                    new.setdefault(x.table, []).extend(change[1])
+                    rows.difference_update(change[0])
+                    rows.update(change[1])
+                    for k in keys.get(x.source, ()):
+                        v = now.get(k, _MISSING)
+                        if v is _MISSING:
+                            was.pop(k, None)
+                        else:
+                            was[k] = v
+                written.rows.setdefault(cid, {})[x.table] = rows
+            written.updated[cid] = w
+        for index, table in self._indexes:
+            if gone.get(index.table):
+                self.sql.delete_rows(c, table, gone[index.table])
+            if new.get(index.table):
+                self.sql.insert(c, table, new[index.table])
+
     def committed(self, changes: Changes, written: Written) -> None:
         """The write that returned `written` committed: remember what it stored."""
         memory = self._written
@@ -242,7 +349,14 @@ class CustomerRows:
         if len(memory) > _REMEMBER_AT_MOST:
             memory.clear()
         frozen = self._frozen
+        updated = written.updated or {}
         for cid, (state, head) in changes.states.items():
+            kept = updated.get(cid)
+            if kept is not None:  # brought up to date in place by the write
+                memory[cid] = _Written(
+                    head, written.rows.get(cid, {}), kept.sources, written.paged.get(cid, {})
+                )
+                continue
             copies = {x.table: dict(getattr(state, x.source)) for x in frozen}
             memory[cid] = _Written(
                 head, written.rows.get(cid, {}), copies, written.paged.get(cid, {})

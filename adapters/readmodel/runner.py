@@ -112,6 +112,9 @@ class Write:
     db_heads: Mapping[str, Head]
     # (customer, key, version, fold input) of each new activity
     keys: Sequence[tuple[str, str, int, bytes | None]]
+    # per customer written, the entries of its maps the activities folded since the write
+    # before can have written (`Changes.touched`, over every batch; None: not known)
+    touched: Mapping[str, Touched | None]
 
 
 class Overlay:
@@ -145,6 +148,7 @@ class Overlay:
         self.kept: Mapping[str, _Chain] = chains or {}
         self.chains: dict[str, _Chain | None] = {}
         self.row_bases: dict[tuple[str, str], delta.Base] = {}
+        self.touched: dict[str, Touched | None] = {}  # `Write.touched`
         self.db_heads: dict[str, Head] = {}  # what the database had, as first read
         self.keys: dict[str, list[tuple[str, int]]] = {}  # customer -> (key, version)
         # The new activities' `keys` rows, each with its fold input (`codecs.foldinput`).
@@ -178,6 +182,14 @@ class Overlay:
                 c.drop_checkpoints_from[cid] = key if before is None else min(before, key)
         self._store_checkpoints(changes)
         self.refolds.extend(changes.refold_checkpoints)
+        for cid in changes.states:
+            t = changes.touched.get(cid)
+            held = self.touched.get(cid, {})
+            if t is None or held is None:
+                self.touched[cid] = None
+            else:
+                _add(held, t)
+                self.touched[cid] = held
         c.late += changes.late
         c.new |= changes.new
         c.feed.extend(changes.feed)
@@ -186,9 +198,9 @@ class Overlay:
         self.position = position
 
     def _store_checkpoints(self, changes: Changes) -> None:
-        """The stored forms of the batch's in-order checkpoints: whole, or, for a long
-        history, against the last one stored whole (`_Chain`) while what differs stays
-        under `_most`; and what its re-folds' checkpoints may be stored against."""
+        """After a batch: the chains its re-folds and untracked customers break, the
+        entries its activities named added to the others, and what its re-folds'
+        checkpoints may be stored against."""
         drops, touched = changes.drop_checkpoints_from, changes.touched
         for cid in changes.states:
             if cid in drops or cid not in touched:
@@ -205,22 +217,34 @@ class Overlay:
             chain = None if cid in drops else self._chain(cid)
             if chain is not None:
                 _add(chain.touched, t)
+        # Checkpoints that `plan` copied (a port without `keep_checkpoint`): none here.
         for cid, key, s in changes.checkpoints:
-            text: str | None = None
-            chain = self.chains.get(cid)
-            if chain is not None:
-                text, held_n = delta.dump_counted(s, chain.base, chain.touched)
-                if held_n > _most(chain.entries):
-                    text = None
-                else:
-                    self.row_bases[(cid, key)] = chain.base
-            if text is None:
-                text = state_codec.dump_text(s)
-                t = touched.get(cid)
-                if t is not None and cid not in drops:
-                    base = delta.Base.of(key, s, text, len(text))
-                    self.chains[cid] = _Chain(base, {m: set(k) for m, k in t.items()}, _entries(s))
-            self.rows.append((cid, key, text))
+            self.keep_checkpoint(cid, key, s, None)
+
+    def keep_checkpoint(self, cid: str, key: str, s: CustomerState, named: Touched | None) -> None:
+        """`plan`'s hook for an in-order checkpoint: `s` as it stands now (the fold goes on
+        with it), stored at once, whole, or, for a long history (`named`: the entries its
+        activities of this batch named so far), against the last checkpoint stored whole
+        (`_Chain`) while what differs stays under `_most`. So a checkpoint costs what it
+        writes, not a copy of a long history's maps."""
+        text: str | None = None
+        chain = self._chain(cid) if named is not None else None
+        if chain is not None and named is not None:
+            candidates = {
+                m: chain.touched.get(m, set()) | named.get(m, set())
+                for m in chain.touched.keys() | named.keys()
+            }
+            text, held_n = delta.dump_counted(s, chain.base, candidates)
+            if held_n > _most(chain.entries):
+                text = None
+            else:
+                self.row_bases[(cid, key)] = chain.base
+        if text is None:
+            text = state_codec.dump_text(s)
+            if named is not None:
+                base = delta.Base.of(key, s, text, len(text))  # copies the maps
+                self.chains[cid] = _Chain(base, {m: set(k) for m, k in named.items()}, _entries(s))
+        self.rows.append((cid, key, text))
 
     def _chain(self, cid: str) -> _Chain | None:
         if cid in self.chains:
@@ -293,7 +317,7 @@ class Overlay:
             return None
         if found.stored is not None:
             self.bases[customer_id] = delta.Base.of(
-                found.key, found.state, found.stored, found.size
+                found.key, found.state, found.stored, found.size, found.original
             )
         else:
             self.refold_touched[customer_id] = None
@@ -337,6 +361,7 @@ class Overlay:
             refolds,
             self.db_heads,
             self.key_rows,
+            self.touched,
         )
 
 
@@ -487,7 +512,15 @@ class Runner:
             # A late activity re-folds its customer's recent tail: keep what was just
             # decoded, so that tail is not read and decoded again.
             view.keep_parsed(batch)
-            changes = plan(batch, overlay, view, view.interval, self._states, feed=feed)
+            changes = plan(
+                batch,
+                overlay,
+                view,
+                view.interval,
+                self._states,
+                feed=feed,
+                keep_checkpoint=overlay.keep_checkpoint,
+            )
             overlay.add(changes, len(batch), last_id, inputs_at)
             self._states.update(changes.states)
             if progress is not None:

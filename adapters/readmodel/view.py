@@ -261,29 +261,32 @@ class ReadModel(TrackingRecorder):
         and what this process remembers of its writes is dropped. `fence(c)` runs first in
         the transaction; what it raises ends the write the same way, and is raised."""
         changes = w.changes
-        with self.engine.begin() as c:
-            try:
+        try:
+            with self.engine.begin() as c:
                 if fence is not None:
                     fence(c)
-            except BaseException:
-                self._rows.forget()
-                raise
-            if not self._tracking.advance(c, w.previous, w.position):
-                c.rollback()
-                self._rows.forget()
-                return False
-            for cid, from_key in changes.drop_checkpoints_from.items():
-                self._checkpoint_store.drop_from(c, cid, from_key)
-            written = self._rows.write(c, changes, w.db_heads)
-            if w.keys:
-                self._sql.insert(c, self.t.keys, w.keys)
-            self._checkpoint_store.insert(
-                c, [*w.checkpoints, *((cid, key, stored) for cid, key, _, stored, _ in w.refolds)]
-            )
-            if self._projected is not None:  # delivered when this commits
-                c.execute(_NOTIFY, {"ch": self._projected})
-            # Last: on PostgreSQL it locks the feed's table until the commit.
-            self.changes.insert(c, changes.feed)
+                if not self._tracking.advance(c, w.previous, w.position):
+                    c.rollback()
+                    self._rows.forget()
+                    return False
+                for cid, from_key in changes.drop_checkpoints_from.items():
+                    self._checkpoint_store.drop_from(c, cid, from_key)
+                written = self._rows.write(c, changes, w.db_heads, w.touched)
+                if w.keys:
+                    self._sql.insert(c, self.t.keys, w.keys)
+                self._checkpoint_store.insert(
+                    c,
+                    [*w.checkpoints, *((cid, key, stored) for cid, key, _, stored, _ in w.refolds)],
+                )
+                if self._projected is not None:  # delivered when this commits
+                    c.execute(_NOTIFY, {"ch": self._projected})
+                # Last: on PostgreSQL it locks the feed's table until the commit.
+                self.changes.insert(c, changes.feed)
+        except BaseException:
+            # The rows' memory is brought up to date during the write: it no longer
+            # describes what the database holds.
+            self._rows.forget()
+            raise
         self._rows.committed(changes, written)
         self.checkpoints.written(
             w.db_heads, changes.states, changes.drop_checkpoints_from, w.refolds

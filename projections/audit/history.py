@@ -29,7 +29,9 @@ def history(
     only on those after it)."""
     todo = in_fold_order(pairs)
     late = late_flags(todo)  # over everything stored, also what sorts after `end`
-    tracker = Tracker(customer_id, checkpoint, counters=False)
+    # From a checkpoint, the entries of its large maps are looked at only when an activity
+    # names them: a long history's thousands of orders are not rendered for a tail's few.
+    tracker = Tracker(customer_id, checkpoint, counters=False, lazy=checkpoint is not None)
     out: list[HistoryEntry] = []
     for (a, r), is_late in zip(todo, late, strict=True):
         if end is not None and a.created_at > end:
