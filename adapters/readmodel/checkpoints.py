@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
@@ -46,6 +46,10 @@ __all__ = [
 # Budget in stored bytes: a decoded state takes roughly 4-5 times its stored size in
 # memory, so the default holds about 100-150 MB of states.
 DEFAULT_CHECKPOINT_CACHE_BYTES = 32 * 1024 * 1024
+# What a state made whole with a base held in memory adds, an entry of its large maps, in
+# the stored bytes the budget counts: its own dicts' slots (about 50 bytes an entry in
+# CPython, where a decoded state is 4-5 times its stored size).
+_MAP_ENTRY_BYTES = 12
 
 
 class Checkpoint(NamedTuple):
@@ -99,6 +103,11 @@ class CheckpointMemory:
             tuple[str, str], tuple[bytes | str, CustomerState, Head | None, int]
         ] = OrderedDict()
         self._keys: dict[str, set[str]] = {}  # customer -> keys held
+        # A state made whole with a base held here shares that base's entries, and is
+        # counted at what it adds: it is kept no longer than its base. (customer, key) ->
+        # the key of its base; (customer, base key) -> the keys made whole with it.
+        self._base_of: dict[tuple[str, str], str] = {}
+        self._on_base: dict[tuple[str, str], set[str]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
@@ -136,11 +145,12 @@ class CheckpointMemory:
         key: str,
         stored: bytes | str,
         head: Head | None = None,
-        load: Callable[[bytes | str], tuple[CustomerState, int]] | None = None,
+        load: Callable[[bytes | str], tuple[CustomerState, int, str | None]] | None = None,
     ) -> CustomerState:
         """The checkpoint `stored` (stored under `key`) as a state to fold on. `head`: the
         customer's head when `stored` was read, or earlier (never later). `load`: how to
-        decode `stored` and what to count it as (see `put`); `codecs.state.load` by default."""
+        decode `stored`, what to count it as and the key of the base it shares entries with
+        (see `put`); `codecs.state.load` by default."""
         k = (customer_id, key)
         with self._lock:
             hit = self._entries.get(k)
@@ -150,8 +160,12 @@ class CheckpointMemory:
                 self.hits += 1
                 return hit[1].copy()
         self.misses += 1
-        state, size = load(stored) if load is not None else (state_codec.load(stored), len(stored))
-        return state.copy() if self.put(customer_id, key, stored, state, head, size) else state
+        if load is None:
+            state, size, on = state_codec.load(stored), len(stored), None
+        else:
+            state, size, on = load(stored)
+        kept = self.put(customer_id, key, stored, state, head, size, on)
+        return state.copy() if kept else state
 
     def put(
         self,
@@ -161,35 +175,51 @@ class CheckpointMemory:
         state: CustomerState,
         head: Head | None = None,
         size: int | None = None,
+        on: str | None = None,
     ) -> bool:
         """Keep `state`, decoded from (or dumped as) `stored`, unless it is over the budget
         on its own; the caller folds on it no more once kept. `head`: the customer's head
         written with `stored`, or read with it. `size`: what to count it as, if not its
         stored size: a state stored against another (`codecs.delta.Base`) is a fraction of
-        the size of the whole state it decodes to."""
+        the size of the whole state it decodes to. `on`: the key of the checkpoint held
+        here whose entries `state` shares, when `size` counts only what it adds: then it
+        goes when that one goes (and is not kept if that one is not held)."""
         size = len(stored) if size is None else size
         k = (customer_id, key)
         with self._lock:
-            old = self._entries.pop(k, None)
-            if old is not None:  # whatever was kept under this key is not what it holds now
-                self._bytes -= old[3]
-                self._forget(customer_id, key)
-            if size > self.max_bytes:
+            if k in self._entries:  # whatever was kept under this key is not what it holds now
+                self._drop(customer_id, key)
+            if size > self.max_bytes or (on is not None and (customer_id, on) not in self._entries):
                 return False
             self._entries[k] = (stored, state, head, size)
             self._keys.setdefault(customer_id, set()).add(key)
+            if on is not None:
+                self._base_of[k] = on
+                self._on_base.setdefault((customer_id, on), set()).add(key)
             self._bytes += size
             while self._bytes > self.max_bytes:
-                (cid, gone_key), (_, _, _, gone) = self._entries.popitem(last=False)
-                self._bytes -= gone
-                self._forget(cid, gone_key)
+                cid, gone_key = next(iter(self._entries))
+                self._drop(cid, gone_key)
         return True
 
-    def _forget(self, customer_id: str, key: str) -> None:
+    def _drop(self, customer_id: str, key: str) -> None:
+        """Let go of the entry under `key`, and of those made whole with it (lock held)."""
+        k = (customer_id, key)
+        entry = self._entries.pop(k, None)
+        if entry is None:
+            return
+        self._bytes -= entry[3]
         held = self._keys[customer_id]
         held.discard(key)
         if not held:
             del self._keys[customer_id]
+        base = self._base_of.pop(k, None)
+        if base is not None:
+            on = self._on_base.get((customer_id, base))
+            if on is not None:
+                on.discard(key)
+        for dependent in self._on_base.pop(k, ()):
+            self._drop(customer_id, dependent)
 
     def advance(self, customer_id: str, old: Head, new: Head, below: str | None) -> None:
         """A write moved the customer's head from `old` to `new`, changing none of its
@@ -209,7 +239,13 @@ class CheckpointMemory:
         with self._lock:
             self._entries.clear()
             self._keys.clear()
+            self._base_of.clear()
+            self._on_base.clear()
             self._bytes = 0
+
+
+# (customer, its head) -> (key of a checkpoint stored whole, its large maps), or None
+KnownBases = Callable[[str, Head], "tuple[str, Mapping[str, Mapping[str, Any]]] | None"]
 
 
 class CachedCheckpoints:
@@ -221,10 +257,16 @@ class CachedCheckpoints:
         store: CheckpointStore,
         connections: Connections,
         max_bytes: int = DEFAULT_CHECKPOINT_CACHE_BYTES,
+        bases: KnownBases | None = None,
     ) -> None:
+        """`bases(customer, head)`: a checkpoint stored whole that this process holds the
+        large maps of, while the customer's head is `head` (the projector's chain, kept
+        outside this memory): a checkpoint stored against it is made whole with those maps
+        instead of decoding the base (a 1M-activity history's is 37 MB)."""
         self.store = store
         self.connections = connections
         self.memory = CheckpointMemory(max_bytes)
+        self.bases = bases
 
     @property
     def hits(self) -> int:
@@ -267,12 +309,21 @@ class CachedCheckpoints:
             stored = self.store.at(c, customer_id, key)
         return None if stored is None else self.load(customer_id, stored, head)[0]
 
-    def load(self, customer_id: str, stored: bytes | str, head: Head) -> tuple[CustomerState, int]:
+    def load(
+        self, customer_id: str, stored: bytes | str, head: Head
+    ) -> tuple[CustomerState, int, str | None]:
         """A stored checkpoint decoded, made whole with its base if it was stored against
-        one, and the size to count it as in memory (its base's, if it has one)."""
+        one, the size to count it as in memory and the key of the base it shares entries
+        with, if it shares them with one held in memory (then it counts what it adds: its
+        own bytes and its maps' tables, `_MAP_ENTRY_BYTES` an entry)."""
         state, against = delta.load_delta(stored)
         if against is None:
-            return state, len(stored)
+            return state, len(stored), None
+        known = self.bases(customer_id, head) if self.bases is not None else None
+        if known is not None and known[0] == against.base:
+            state = delta.rebase_maps(state, against, known[1])
+            entries = sum(len(getattr(state, name)) for name in state_codec.LARGE_MAPS)
+            return state, len(stored) + _MAP_ENTRY_BYTES * entries, None
         with self.connections.reading() as c:
             base = self.store.at(c, customer_id, against.base)
         if base is None:
@@ -280,7 +331,11 @@ class CachedCheckpoints:
             # checkpoints from a key on, in the same transaction: it cannot be gone.
             raise LookupError(f"checkpoint {customer_id!r} {against.base!r} is gone")
         whole = self.memory.state(customer_id, against.base, base, head)
-        return delta.rebase(state, against, whole), len(base)
+        state = delta.rebase(state, against, whole)
+        if self.memory.held(customer_id, against.base) is None:
+            return state, len(base), None
+        entries = sum(len(getattr(state, name)) for name in state_codec.LARGE_MAPS)
+        return state, len(stored) + _MAP_ENTRY_BYTES * entries, against.base
 
     def written(
         self,

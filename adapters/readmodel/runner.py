@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Mapping, MutableMapping, Seque
 from dataclasses import dataclass
 from math import isqrt
 from operator import itemgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import Notification
 
@@ -203,8 +203,8 @@ class Overlay:
         checkpoints may be stored against."""
         drops, touched = changes.drop_checkpoints_from, changes.touched
         for cid in changes.states:
-            if cid in drops or cid not in touched:
-                self.chains[cid] = None  # re-folded, or not tracked: the chain is broken
+            if cid not in touched or (cid in drops and not self._refolded_within(cid, drops)):
+                self.chains[cid] = None  # not tracked, or re-folded from before: broken
         for cid in drops:
             t = touched.get(cid)
             held = self.refold_touched.get(cid, {})
@@ -214,12 +214,27 @@ class Overlay:
                 _add(held, t)
                 self.refold_touched[cid] = held
         for cid, t in touched.items():
-            chain = None if cid in drops else self._chain(cid)
+            chain = self._chain(cid)
             if chain is not None:
                 _add(chain.touched, t)
         # Checkpoints that `plan` copied (a port without `keep_checkpoint`): none here.
         for cid, key, s in changes.checkpoints:
             self.keep_checkpoint(cid, key, s, None)
+
+    def _refolded_within(self, cid: str, drops: Mapping[str, str]) -> bool:
+        """Whether the customer's re-fold of this batch kept its chain: it started from the
+        chain's base or a checkpoint stored against it (so its checkpoints are stored
+        against that base too), and dropped none at or before the base. The state then
+        differs from the base in entries the chain or the re-fold named."""
+        chain = self._chain(cid)
+        base = self.bases.get(cid)
+        return (
+            chain is not None
+            and base is not None
+            and base.key == chain.base.key
+            and self.refold_touched.get(cid) is not None
+            and drops[cid] > chain.base.key
+        )
 
     def keep_checkpoint(self, cid: str, key: str, s: CustomerState, named: Touched | None) -> None:
         """`plan`'s hook for an in-order checkpoint: `s` as it stands now (the fold goes on
@@ -382,6 +397,17 @@ class Runner:
         self.view = view
         self._states: dict[str, tuple[CustomerState, Head]] = {}
         self._chains: dict[str, _Chain] = {}  # checkpoints' chains (`Overlay`)
+
+    def chain_base(
+        self, customer_id: str, head: Head
+    ) -> tuple[str, Mapping[str, Mapping[str, Any]]] | None:
+        """The key and large maps of the checkpoint stored whole that the customer's
+        chain of checkpoints is stored against, while `head` is the head this process's
+        last write of it left (`checkpoints.KnownBases`)."""
+        chain = self._chains.get(customer_id)
+        if chain is None or chain.head != head:
+            return None
+        return chain.base.key, chain.base.maps
 
     def forget(self) -> None:
         """Keep nothing of earlier writes (what they held may be gone or erased)."""

@@ -113,6 +113,7 @@ class ReadModel(TrackingRecorder):
         # The active generation's queries check, in their own statement, that it still is.
         self._queries = Queries(self.engine, self.t, guarded=generation is None)
         self._runner = Runner(self)
+        self.checkpoints.bases = self._runner.chain_base
         # The change feed is written by the active generation's catch-ups, when the store
         # keeps one (`feed_on`; None: ask the store at each catch-up); a rebuild's new
         # generation writes none while it builds.

@@ -307,16 +307,34 @@ def test_long_histories_checkpoints_read_back_whole_through_every_arrival_order(
     that start again as they grow.)"""
     records = list(delivered(1500, 3, seed=17))
     rng = random.Random(17)
-    # Most of it first, in business-time order (the chains grow from one write to the
-    # next), then the rest late, twice and out of order.
     held_back = set(rng.sample(range(len(records)), len(records) // 4))
-    in_order = sorted(
-        (r for i, r in enumerate(records) if i not in held_back), key=lambda r: r["created_at"]
-    )
-    rest = [r for i, r in enumerate(records) if i in held_back]
+    times = sorted(r["created_at"] for r in records)
+    t80, t90 = times[int(len(times) * 0.8)], times[int(len(times) * 0.9)]
 
-    def check(cs: Custate, so_far: list[Json]) -> int:
-        """Every checkpoint and state against the fold; how many are stored against another."""
+    def picked(late: bool, lo: str | None, hi: str | None) -> list[Json]:
+        return [
+            r
+            for i, r in enumerate(records)
+            if (i in held_back) == late
+            and (lo is None or r["created_at"] >= lo)
+            and (hi is None or r["created_at"] < hi)
+        ]
+
+    # 1. most of it in business-time order (the chains grow from one write to the next);
+    # 2. late ones near the end (their re-folds start inside the chains); 3. the rest in
+    # order (the chains go on after those re-folds); 4. the other late ones, twice and out
+    # of order, by both models in turn.
+    phases = [
+        sorted(picked(False, None, t90), key=lambda r: r["created_at"]),
+        picked(True, t80, t90),
+        sorted(picked(False, t90, None), key=lambda r: r["created_at"]),
+        picked(True, None, t80) + picked(True, t90, None),
+    ]
+    in_order = [r for p in phases[:3] for r in p]
+
+    def check(cs: Custate, so_far: list[Json], asker: ReadModel) -> int:
+        """Every checkpoint and state against the fold, states as of T also as `asker`
+        (a projector) answers them; how many checkpoints are stored against another."""
         histories = by_customer(so_far)
         rm = ReadModel(cs.store, interval=7)
         rm.catch_up()
@@ -335,19 +353,22 @@ def test_long_histories_checkpoints_read_back_whole_through_every_arrival_order(
         for cid, t in random_cuts(histories, 20, seed=len(so_far)):
             want = fold(histories[cid], cid, as_of=t).to_json()
             assert ReadModel(cs.store, interval=7).as_of(cid, t).to_json() == want, (cid, t)
+            assert asker.as_of(cid, t).to_json() == want, (cid, t)
         return stored_against_another(rm)
 
     with custate.open(store_url) as cs:
         models = [ReadModel(cs.store, interval=7), ReadModel(cs.store, interval=7)]
-        parts = [*chunks(in_order, 12, rng), *chunks(rest, 6, rng)]
-        for i, part in enumerate(parts):
-            assert cs.ingest(part, project=False).ok
-            models[0 if i < 8 else i % 2].catch_up(batch_size=rng.choice([5, 50, 400]))
-            if i == 11:
-                chained = check(cs, in_order)
+        for phase, records_of in enumerate(phases):
+            for i, part in enumerate(chunks(records_of, 8 if phase == 0 else 3, rng)):
+                assert cs.ingest(part, project=False).ok
+                turns = (phase == 0 and i >= 5) or phase == 3  # the last of phase 0: models[0]
+                model = models[(i + 1 - phase // 3) % 2] if turns else models[0]
+                model.catch_up(batch_size=rng.choice([5, 50, 400]))
+            if phase == 2:
+                chained = check(cs, in_order, models[0])
                 if paged_from == 3:
                     assert chained > 100
-        check(cs, records)
+        check(cs, records, models[0])
 
 
 def test_state_as_of_an_iso_string_and_a_date(store_url: str) -> None:
