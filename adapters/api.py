@@ -274,8 +274,13 @@ class Custate:
         catch_up_reads: bool = False,
         partitions: int | None = None,
         change_feed: bool = False,
+        checkpoint_cache_bytes: int | None = None,
     ) -> None:
-        self._parts = parts if parts is not None else bootstrap.build(url, clock, partitions)
+        self._parts = (
+            parts
+            if parts is not None
+            else bootstrap.build(url, clock, partitions, checkpoint_cache_bytes)
+        )
         self.catch_up_reads = catch_up_reads
         self.store: EventStore = self._parts.store
         self.rejects_store: RejectStore = self._parts.rejects
@@ -1019,6 +1024,7 @@ def open(
     partitions: int | None = None,
     change_feed: bool = False,
     read_only: bool = False,
+    checkpoint_cache_bytes: int | None = None,
 ) -> Custate:
     """Open (creating if needed) the store at `url`: `sqlite:///PATH` or `postgresql://...`
     (None: $CUSTATE_STORE, else ./custate.db). A URL that names no usable store, or a store
@@ -1027,11 +1033,14 @@ def open(
     `change_feed=True` makes the store keep a change feed from now on (`enable_change_feed`).
     `read_only` (SQLite; the same as `?mode=ro` in the URL): reads work, whatever the
     file's permissions, nothing is created and every write is a `StoreUnavailableError`
-    saying the store is read-only."""
+    saying the store is read-only. `checkpoint_cache_bytes`: the budget of decoded
+    checkpoints kept for points in time and late activities (None: $CUSTATE_CHECKPOINT_CACHE,
+    else 32 MiB; raise it for customers of hundreds of thousands of activities, whose
+    state alone is tens of MB)."""
     if read_only:
         url = _read_only_url(store_url(url))
     return Custate(
-        parts=bootstrap.build(url, clock, partitions),
+        parts=bootstrap.build(url, clock, partitions, checkpoint_cache_bytes),
         catch_up_reads=catch_up_reads,
         change_feed=change_feed,
     )

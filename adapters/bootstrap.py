@@ -13,15 +13,41 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from custate.adapters.cursors import PullCursors, PullListings
-from custate.adapters.eventstore import EventStore, parse_store_url
+from custate.adapters.eventstore import EventStore, StoreError, parse_store_url
+from custate.adapters.foldfiles import parse_size
 from custate.adapters.ingest import Clock, utc_now
 from custate.adapters.migrations import migrate
-from custate.adapters.readmodel import ReadModel
+from custate.adapters.readmodel import DEFAULT_CHECKPOINT_CACHE_BYTES, ReadModel
 from custate.adapters.rejects import RejectStore
 
-__all__ = ["DEFAULT_STORE", "Parts", "build", "store_file", "store_url"]
+__all__ = [
+    "DEFAULT_STORE",
+    "ENV_CHECKPOINT_CACHE",
+    "Parts",
+    "build",
+    "checkpoint_cache_bytes",
+    "store_file",
+    "store_url",
+]
 
 DEFAULT_STORE = "sqlite:///custate.db"
+ENV_CHECKPOINT_CACHE = "CUSTATE_CHECKPOINT_CACHE"
+
+
+def checkpoint_cache_bytes(value: int | None = None) -> int:
+    """The budget of decoded checkpoints a process keeps: the one given, else
+    $CUSTATE_CHECKPOINT_CACHE (`256MB`, `1G`, bytes), else 32 MiB. A customer whose state
+    is stored larger than it is never kept, and each point in time of it decodes its state
+    again (a 1M-activity history's is 37 MB)."""
+    if value is not None:
+        return value
+    text = os.environ.get(ENV_CHECKPOINT_CACHE)
+    if not text:
+        return DEFAULT_CHECKPOINT_CACHE_BYTES
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise StoreError(f"{ENV_CHECKPOINT_CACHE}: {e}") from None
 
 
 def store_url(url: str | None = None) -> str:
@@ -52,10 +78,15 @@ class Parts:
     partitions: int | None = None  # for a store created now (None: the backend's default)
     # The schema revision the store was at when opened, and the one it is at now.
     migration: tuple[str | None, str | None] = (None, None)
+    checkpoint_cache_bytes: int = DEFAULT_CHECKPOINT_CACHE_BYTES
 
     def readmodel(self) -> ReadModel:
         """The read model's active generation, opened now."""
-        return ReadModel(self.store, partitions=self.partitions)
+        return ReadModel(
+            self.store,
+            partitions=self.partitions,
+            checkpoint_cache_bytes=self.checkpoint_cache_bytes,
+        )
 
     def pull_cursors(self) -> PullCursors:
         return PullCursors(self.store.engine)
@@ -67,10 +98,17 @@ class Parts:
         self.store.close()
 
 
-def build(url: str | None = None, clock: Clock = utc_now, partitions: int | None = None) -> Parts:
+def build(
+    url: str | None = None,
+    clock: Clock = utc_now,
+    partitions: int | None = None,
+    cache_bytes: int | None = None,
+) -> Parts:
     """The parts of the store at `url` (see `store_url`), created if needed (with
     `partitions` partitions, if given; `readmodel.partitions`), its own tables migrated to
-    this code's schema (`adapters.migrations`; a store of a newer custate is refused)."""
+    this code's schema (`adapters.migrations`; a store of a newer custate is refused).
+    `cache_bytes`: the read model's budget of decoded checkpoints (`checkpoint_cache_bytes`)."""
+    budget = checkpoint_cache_bytes(cache_bytes)
     store = EventStore(store_url(url))
     try:
         # the store's own tables to this code's schema (adapters.migrations)
@@ -78,4 +116,4 @@ def build(url: str | None = None, clock: Clock = utc_now, partitions: int | None
     except BaseException:
         store.close()
         raise
-    return Parts(store, RejectStore(store.engine), clock, partitions, migration)
+    return Parts(store, RejectStore(store.engine), clock, partitions, migration, budget)
