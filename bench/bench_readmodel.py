@@ -660,7 +660,7 @@ def run(only: list[str], repeats: int, quick: bool) -> Iterator[tuple[str, dict[
         url = sqlite_store(f"rb_{rn}_{rm_}", dataset(f"rb_{rn}_{rm_}", rn, rm_, 1))
         yield "rebuild", bench_rebuild(url, 1 if not quick else repeats)
     if "rebuild-processes" in only:
-        rn, rm_ = (200_000, 4_000)
+        rn, rm_ = (200_000, 4_000) if quick else (1_000_000, 20_000)
         url = sqlite_store(f"rb_{rn}_{rm_}", dataset(f"rb_{rn}_{rm_}", rn, rm_, 1))
         yield "rebuild_processes", bench_rebuild_processes(url, repeats)
     if "asof" in only or "late" in only:
