@@ -462,9 +462,11 @@ class Custate:
         notification ids between the position and the head (an activity and its
         idempotency marker are two; `lag_estimated`), or counted exactly when there are at
         most `count_at_most` of them."""
-        rm = self.readmodel
+        rm = self._readmodel or self.readmodel
         part = None if customer_id is None else rm.partition_of(customer_id)
-        position = rm.position(part)
+        # The generation's check in the position's statement (`position_if_active`).
+        position = self._on_kept(lambda m: m.position_if_active(part))
+        rm = self._readmodel or rm
         head = self.store.head()
         if head <= position:
             return Freshness(position, head, 0, 0.0)
@@ -542,10 +544,11 @@ class Custate:
         past the store's head is a `QueryError`."""
         _check_int("min_position", min_position, 0, INT_MAX)
         _check_wait(wait)
-        rm = self.readmodel
+        rm = self._readmodel or self.readmodel
         part = None if customer_id is None else rm.partition_of(customer_id)
-        if rm.position(part) >= min_position:
+        if self._on_kept(lambda m: m.position_if_active(part)) >= min_position:
             return
+        rm = self.readmodel
         head = self.store.head()
         if min_position > head:
             raise QueryError(
@@ -804,7 +807,15 @@ class Custate:
             state = fold((a for a, _ in pairs), customer_id, as_of=t)
             state.known_at = k
             return state
-        self._ready(customer_id, min_position, wait)
+        if self.catch_up_reads or min_position is not None:
+            self._ready(customer_id, min_position, wait)
+        if t is None:
+            # One statement, which also checks that the generation it reads is the active
+            # one (the read every service makes most; `current_if_active`).
+            current = self._on_kept(lambda rm: rm.current_if_active(customer_id))
+            if current is None:
+                raise UnknownCustomerError(customer_id)
+            return current
         return self._on_active(lambda rm: self._state_from(rm, customer_id, t))
 
     def _state_from(self, rm: ReadModel, customer_id: str, t: datetime | None) -> CustomerState:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, inspect, text
 from sqlalchemy.exc import DBAPIError
 
-from custate.adapters.readmodel.tables import INPUT_COLUMN, Tables
+from custate.adapters.readmodel.tables import INPUT_COLUMN, META_TABLE, Tables
 from custate.adapters.sqlschema import driver, retry_creation
 
 __all__ = ["CHUNK", "Statements", "add_input_column", "chunks", "insert_rows"]
@@ -90,6 +90,14 @@ class Statements:
         )
         self._position = f"SELECT notification_id FROM {tr} WHERE application_name = {m}"
         self._positions = f"SELECT application_name, notification_id FROM {tr}"
+        # Reads that also say which generation is active, in the same statement (a read
+        # answers from a generation only while it is the active one).
+        active = f"(SELECT value FROM {META_TABLE} WHERE name = 'active')"
+        self._state_active = f"SELECT {active}, (SELECT state FROM {cu} WHERE customer_id = {m})"
+        self._positions_active = (
+            f"SELECT {active}, application_name, notification_id FROM {tr} "
+            f"UNION ALL SELECT {active}, NULL, NULL"
+        )
         self._checkpoint_before = (
             f"SELECT cp.key, cu.last_key, cu.last_version FROM {cp} cp "
             f"JOIN {cu} cu ON cu.customer_id = cp.customer_id "
@@ -123,6 +131,20 @@ class Statements:
     def position(self, c: Connection, application: str) -> int:
         (position,) = driver(c).execute(self._position, (application,)).fetchone()
         return int(position)
+
+    def state_and_active(self, c: Connection, customer_id: str) -> tuple[str | None, Any]:
+        """The active generation and the customer's stored state row (None: no row), in
+        one statement."""
+        active, state = driver(c).execute(self._state_active, (customer_id,)).fetchone()
+        return (None if active is None else str(active)), state
+
+    def positions_and_active(self, c: Connection) -> tuple[str | None, dict[str, int]]:
+        """The active generation and every tracking row, in one statement."""
+        rows = driver(c).execute(self._positions_active).fetchall()
+        active = rows[0][0] if rows else None
+        return (None if active is None else str(active)), {
+            str(n): int(p) for _, n, p in rows if n is not None
+        }
 
     def positions(self, c: Connection) -> dict[str, int]:
         """Every tracking row: name -> position."""

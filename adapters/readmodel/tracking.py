@@ -60,6 +60,12 @@ class TrackingPosition:
             return self.sql.position(c, self._names[0])
         return min(self.read_all(c).values())
 
+    def of_rows(self, rows: Mapping[str, int], partition: int | None = None) -> int:
+        """`read`, from the tracking rows read already (name -> position)."""
+        if partition is not None:
+            return rows.get(self._names[partition], 0)
+        return min(rows.get(name, 0) for name in self._names)
+
     def read_all(self, c: Connection) -> dict[int, int]:
         """Every partition's position."""
         if self.partitions == 1:

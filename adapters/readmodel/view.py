@@ -19,6 +19,7 @@ from eventsourcing.persistence import TrackingRecorder
 from sqlalchemy import Engine, text
 
 from custate.adapters.codecs import foldinput as inputs
+from custate.adapters.codecs import paged as paged_codec
 from custate.adapters.erasures import ERASURES_TABLE
 from custate.adapters.eventstore import ACTIVITY_TOPIC, EventStore, decode
 from custate.adapters.readmodel import pages as pages_module
@@ -38,7 +39,7 @@ from custate.adapters.readmodel.partitions import (
     DEFAULT_PARTITIONS_SQLITE,
     partition_of,
 )
-from custate.adapters.readmodel.queries import CustomerQuery, CustomerRow, Queries
+from custate.adapters.readmodel.queries import CustomerQuery, CustomerRow, GenerationMoved, Queries
 from custate.adapters.readmodel.rows import CustomerRows
 from custate.adapters.readmodel.runner import (
     DEFAULT_CATCHUP_BATCH,
@@ -325,6 +326,32 @@ class ReadModel(TrackingRecorder):
     def current(self, customer_id: str) -> CustomerState | None:
         """The customer's current state, as stored (no fold)."""
         return self.states([customer_id]).get(customer_id)
+
+    def current_if_active(self, customer_id: str) -> CustomerState | None:
+        """`current`, read in the statement that asks which generation is active: raises
+        `GenerationMoved` if this one no longer is (the active read model's; one opened
+        on a given generation answers as `current`). One round trip, not two."""
+        with reading(self.engine) as c:
+            active, stored = self._sql.state_and_active(c, customer_id)
+            self._unless_retired(active)
+            if stored is None:
+                return None
+            state, names = paged_codec.load_row(stored)
+            if names:
+                self._rows.pages.fill(c, {customer_id: state}, {customer_id: names})
+        return state
+
+    def position_if_active(self, partition: int | None = None) -> int:
+        """`position`, read in the statement that asks which generation is active (see
+        `current_if_active`)."""
+        with self._connections.reading() as c:
+            active, rows = self._sql.positions_and_active(c)
+        self._unless_retired(active)
+        return self._tracking.of_rows(rows, partition)
+
+    def _unless_retired(self, active: str | None) -> None:
+        if self._queries.guarded and active is not None and active != str(self.t.generation):
+            raise GenerationMoved(f"generation {self.t.generation} is no longer active")
 
     def as_of(self, customer_id: str, t: datetime) -> CustomerState:
         """The customer's state as of business time `t`: the checkpoint before it, and the

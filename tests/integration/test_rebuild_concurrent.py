@@ -92,6 +92,34 @@ def test_customer_queries_answer_from_the_generation_a_rebuild_swapped_in(
         assert reader.customers(status="no such status") == []
 
 
+def test_a_state_read_answers_from_the_generation_a_rebuild_swapped_in(store_url: str) -> None:
+    """A customer's current state is read in one statement with the active generation,
+    from the generation the `Custate` last used: after another process swapped a new one
+    in, with the old tables still there, it answers from the new one (a customer the old
+    generation never had included), and so does the position its freshness reports."""
+    from custate.adapters.readmodel import ReadModel
+    from custate.adapters.readmodel.generations import Generations
+
+    with custate.open(store_url) as reader, custate.open(store_url) as other:
+        reader.ingest([activity(i) for i in range(3)])
+        assert reader.state("cust_1").activities.count == 1
+        before = reader.freshness("cust_1").position
+        other.ingest([_new_customer("new_c"), {**activity(1), "id": "act_more_1"}], project=False)
+        gens = Generations(other.store.engine)
+        active = gens.active()
+        fresh = ReadModel(other.store, generation=gens.building(active))
+        fresh.catch_up()
+        gens.activate(fresh.t.generation)
+        # the retired generation's tables answer still, with what it had
+        old = ReadModel(other.store, generation=active)
+        assert old.current("new_c") is None
+        assert old.current("cust_1") is not None
+        assert old.current("cust_1").activities.count == 1  # type: ignore[union-attr]
+        assert reader.state("new_c").customer_id == "new_c"
+        assert reader.state("cust_1").activities.count == 2
+        assert reader.freshness("cust_1").position > before
+
+
 def _new_customer(cid: str) -> dict[str, object]:
     return {
         "id": f"act_{cid}",
