@@ -251,6 +251,43 @@ def _check_wait(wait: float | None) -> None:
         raise QueryError(f"wait: {wait!r} must be a number of seconds, at least 0")
 
 
+class _Waiting:
+    """One wait for a position (`Custate.wait_for`, `await_position`): `position(rings)`
+    reads it, `pause(position)` says how long to wait for the bell next (None: reached), or
+    raises `StaleReadError` once `bound` seconds have passed."""
+
+    def __init__(
+        self,
+        cs: Custate,
+        rm: ReadModel,
+        part: int | None,
+        min_position: int,
+        bound: float,
+        bell: Bell,
+    ) -> None:
+        self.cs, self.rm, self.part, self.min_position = cs, rm, part, min_position
+        self.bound, self.bell = bound, bell
+        self.start = time.monotonic()
+        self._pause = 0.005
+
+    def position(self, rings: int) -> int:
+        if self.bell.live:
+            return self.cs._position_since(self.rm, self.part, rings)
+        return self.rm.position(self.part)
+
+    def pause(self, position: int) -> float | None:
+        if position >= self.min_position:
+            return None
+        waited = time.monotonic() - self.start
+        if waited >= self.bound:
+            raise StaleReadError(self.min_position, position, round(waited, 3))
+        left = max(0.0, self.bound - waited)
+        if self.bell.live:
+            return min(0.25, left)
+        pause, self._pause = min(self._pause, left), min(self._pause * 2, 0.05)
+        return pause
+
+
 class Custate:
     """One store: append activities, read customers' state as of any time.
 
@@ -542,12 +579,50 @@ class Custate:
         `customer_id`'s partition, if given: the position that customer's reads need), or
         raise `StaleReadError` after `wait` seconds (default `DEFAULT_WAIT`). A position
         past the store's head is a `QueryError`."""
+        waiting = self._waiting(min_position, customer_id, wait)
+        if waiting is None:
+            return
+        # On PostgreSQL the projectors' writes ring a bell (one LISTEN per process), so the
+        # wait ends as the write commits; polled at most every 0.25 s all the same. On
+        # SQLite a pause, doubling from 5 ms to 50 ms.
+        while True:
+            seen = waiting.bell.rings
+            pause = waiting.pause(waiting.position(seen))
+            if pause is None:
+                return
+            if waiting.bell.live:
+                waiting.bell.wait_after(seen, pause)
+            else:
+                time.sleep(pause)
+
+    async def await_position(
+        self, min_position: int, customer_id: str | None = None, wait: float | None = None
+    ) -> None:
+        """`wait_for` for asyncio: the wait holds no thread (an HTTP read waiting for its
+        position would hold one of the server's few), the position is read in one."""
+        waiting = await asyncio.to_thread(self._waiting, min_position, customer_id, wait)
+        if waiting is None:
+            return
+        while True:
+            seen = waiting.bell.rings
+            pause = waiting.pause(await asyncio.to_thread(waiting.position, seen))
+            if pause is None:
+                return
+            if waiting.bell.live:
+                await waiting.bell.wait_async(seen, pause)
+            else:
+                await asyncio.sleep(pause)
+
+    def _waiting(
+        self, min_position: int, customer_id: str | None, wait: float | None
+    ) -> _Waiting | None:
+        """What a wait for `min_position` needs, or None if the read model is there."""
         _check_int("min_position", min_position, 0, INT_MAX)
         _check_wait(wait)
         rm = self._readmodel or self.readmodel
         part = None if customer_id is None else rm.partition_of(customer_id)
         if self._on_kept(lambda m: m.position_if_active(part)) >= min_position:
-            return
+            return None
         rm = self.readmodel
         head = self.store.head()
         if min_position > head:
@@ -555,26 +630,7 @@ class Custate:
                 f"min_position: {min_position} is past the last position stored ({head})"
             )
         bound = DEFAULT_WAIT if wait is None else wait
-        start = time.monotonic()
-        # On PostgreSQL the projectors' writes ring a bell (one LISTEN per process), so the
-        # wait ends as the write commits; polled at most every 0.25 s all the same. On
-        # SQLite a pause, doubling from 5 ms to 50 ms.
-        bell = self._projected_bell()
-        pause = 0.005
-        while True:
-            seen = bell.rings
-            position = self._position_since(rm, part, seen) if bell.live else rm.position(part)
-            if position >= min_position:
-                return
-            waited = time.monotonic() - start
-            if waited >= bound:
-                raise StaleReadError(min_position, position, round(waited, 3))
-            left = max(0.0, bound - waited)
-            if bell.live:
-                bell.wait_after(seen, min(0.25, left))
-            else:
-                time.sleep(min(pause, left))
-                pause = min(pause * 2, 0.05)
+        return _Waiting(self, rm, part, min_position, bound, self._projected_bell())
 
     def _position_since(self, rm: ReadModel, part: int | None, rings: int) -> int:
         """`part`'s position (None: the lowest), read at most once per ring of the bell for

@@ -48,6 +48,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from custate.adapters.api import (
@@ -378,6 +379,9 @@ class _Consistency:
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 5.0
 
 
+_NO_WAIT = _Consistency()  # a read that does not wait for a position
+
+
 @dataclass(frozen=True)
 class _CustomerFilters(CustomerQuery):
     """The read model's filters as query parameters: within what it stores."""
@@ -599,6 +603,31 @@ def create_app(
     def bad_cut(e: ActivityError) -> JSONResponse:
         return _error(400, f"{e.field}: {e.message}", e.field)
 
+    def not_there(e: QueryError | StaleReadError) -> Response:
+        """A position that cannot be waited for (400), or was not reached in time (503)."""
+        if isinstance(e, QueryError):
+            return _error(400, str(e), "min_position")
+        r = _error(503, str(e), "min_position", position=e.position)
+        r.headers["Retry-After"] = "1"
+        return r
+
+    async def answered(
+        read: Callable[[], Any],
+        after: _Consistency,
+        customer_id: str | None = None,
+        embed: bool = False,
+    ) -> Response:
+        """`answer`, for an async endpoint: the wait for `after.min_position` holds no
+        thread (waiting reads held the server's threadpool, and under a stream of writes
+        and reads of them the reads queued behind each other), then the read runs in the
+        threadpool."""
+        if after.min_position is not None:
+            try:
+                await cs.await_position(after.min_position, customer_id, after.wait)
+            except (QueryError, StaleReadError) as e:
+                return not_there(e)
+        return await run_in_threadpool(answer, read, _NO_WAIT, customer_id, embed)
+
     def answer(
         read: Callable[[], Any],
         after: _Consistency,
@@ -617,12 +646,8 @@ def create_app(
             value = read()
         except ActivityError as e:
             return bad_cut(e)
-        except QueryError as e:
-            return _error(400, str(e), "min_position")
-        except StaleReadError as e:
-            r = _error(503, str(e), "min_position", position=e.position)
-            r.headers["Retry-After"] = "1"
-            return r
+        except (QueryError, StaleReadError) as e:
+            return not_there(e)
         except UnknownCustomerError as e:
             return _error(404, str(e), "customer_id")
         if isinstance(value, Response):
@@ -639,13 +664,13 @@ def create_app(
         dependencies=reads,
         responses=_answers(StateOut, *_CUSTOMER_READ),
     )
-    def get_state(
+    async def get_state(
         customer_id: CustomerId,
         after: Annotated[_Consistency, Depends()],
         as_of: Annotated[str | None, Query(description="business time T")] = None,
         known_at: Annotated[str | None, Query(description="record time K")] = None,
     ) -> Response:
-        return answer(
+        return await answered(
             lambda: cs.state(
                 customer_id,
                 as_of=_cut_or_none(as_of, "as_of"),
@@ -674,7 +699,7 @@ def create_app(
         dependencies=reads,
         responses=_answers(list[CustomerRow], *_READ),
     )
-    def get_customers(
+    async def get_customers(
         filters: Annotated[_CustomerFilters, Depends()],
         consistency: Annotated[_Consistency, Depends()],
         limit: Annotated[int | None, Query(ge=1, le=100_000)] = 1000,
@@ -687,7 +712,7 @@ def create_app(
             ),
         ] = None,
     ) -> Response:
-        return answer(
+        return await answered(
             lambda: [
                 r.to_json() for r in cs.customers(**asdict(filters), limit=limit, after=after)
             ],
@@ -700,11 +725,13 @@ def create_app(
         dependencies=reads,
         responses=_answers(CountOut, *_READ),
     )
-    def get_customers_count(
+    async def get_customers_count(
         filters: Annotated[_CustomerFilters, Depends()],
         after: Annotated[_Consistency, Depends()],
     ) -> Response:
-        return answer(lambda: {"count": cs.count_customers(**asdict(filters))}, after, embed=True)
+        return await answered(
+            lambda: {"count": cs.count_customers(**asdict(filters))}, after, embed=True
+        )
 
     @app.get(
         "/customers/{customer_id}/history",

@@ -131,8 +131,9 @@ class Bell:
             self._rang.wait_for(lambda: self.rings > seen, timeout)
             return self.rings
 
-    async def wait(self, timeout: float) -> None:
-        """Until the next notification or `timeout` seconds, whichever comes first."""
+    async def wait_async(self, seen: int, timeout: float) -> None:
+        """`wait_after` for asyncio: until the bell has rung more than `seen` times or
+        `timeout` seconds pass."""
         import asyncio
 
         if not self.live or self._thread is None:
@@ -140,6 +141,8 @@ class Bell:
             return
         item = (asyncio.get_running_loop(), asyncio.Event())
         with self._lock:
+            if self.rings > seen:
+                return
             self._waiters.add(item)
         try:
             await asyncio.wait_for(item[1].wait(), timeout)
@@ -148,3 +151,7 @@ class Bell:
         finally:
             with self._lock:
                 self._waiters.discard(item)
+
+    async def wait(self, timeout: float) -> None:
+        """Until the next notification or `timeout` seconds, whichever comes first."""
+        await self.wait_async(self.rings, timeout)

@@ -49,12 +49,22 @@ class Server:
     proc: subprocess.Popen[bytes]
 
 
-def start_server(store: str, cwd: Path, **env: str) -> Server:
+def start_server(store: str, cwd: Path, *args: str, **env: str) -> Server:
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CUSTATE_")}
     environ.update(env)
     proc = subprocess.Popen(
-        [str(CUSTATE), "serve", "--host", "127.0.0.1", "--port", str(port), "--store", store],
+        [
+            str(CUSTATE),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--store",
+            store,
+            *args,
+        ],
         cwd=cwd,
         env=environ,
         stdout=subprocess.PIPE,
@@ -410,3 +420,55 @@ def test_state_over_http_equals_the_cli(server: Server) -> None:
     assert httpx.get(f"{server.url}/docs").status_code == 200
     spec = httpx.get(f"{server.url}/openapi.json").json()
     assert "/webhooks/voucherify" in spec["paths"]
+
+
+def _activity(i: int) -> Json:
+    return {
+        "id": f"act_wait_{i}",
+        "type": "customer.updated" if i else "customer.created",
+        "created_at": f"2024-05-01T00:00:{i:02d}Z",
+        "data": {"customer": {"id": "cust_wait", "metadata": {"n": i}}},
+    }
+
+
+def test_reads_waiting_for_a_position_hold_no_thread_and_others_answer_meanwhile(
+    store_url: str, tmp_path: Path
+) -> None:
+    """No projector runs, so reads asking for a position not projected yet wait: a hundred
+    of them (more than the server's threads) wait at once, and a read that asks for no
+    position answers meanwhile; they get 503 with Retry-After when their wait is over, and
+    once the activities are projected the same read answers 200."""
+    with custate.open(store_url) as cs:
+        assert cs.ingest([_activity(0)]).ok
+        late = cs.ingest([_activity(i) for i in range(1, 4)], project=False)
+    s = start_server(store_url, tmp_path, "--no-project", CUSTATE_WEBHOOK_SECRET=SECRET)
+    try:
+        url = f"{s.url}/customers/cust_wait/state"
+
+        async def run() -> tuple[list[httpx.Response], httpx.Response, int]:
+            limits = httpx.Limits(max_connections=200)
+            async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+                waiting = [
+                    asyncio.create_task(
+                        client.get(url, params={"min_position": late.position, "wait": 6})
+                    )
+                    for _ in range(100)
+                ]
+                await asyncio.sleep(1.0)  # they are all waiting now
+                plain = await client.get(url)
+                still_waiting = sum(not t.done() for t in waiting)
+                return await asyncio.gather(*waiting), plain, still_waiting
+
+        waited, plain, still_waiting = asyncio.run(run())
+        assert plain.status_code == 200, plain.text
+        assert plain.json()["activities"]["count"] == 1
+        assert still_waiting == 100
+        assert {r.status_code for r in waited} == {503}
+        assert waited[0].headers["retry-after"] == "1"
+        with custate.open(store_url) as cs:
+            cs.project()
+        r = httpx.get(url, params={"min_position": late.position, "wait": 6})
+        assert r.status_code == 200, r.text
+        assert r.json()["activities"]["count"] == 4
+    finally:
+        stop(s)
