@@ -46,6 +46,10 @@ DEFAULT_HEARTBEAT = 2.0
 # batch, not every few activities, and leaves the CPU and the database to the writers in
 # between; a lone activity is projected at once (bench/README.md).
 DEFAULT_SETTLE = 0.05
+# A worker's partitions with nothing new are moved past the other workers' activities at
+# most this often (a read of one customer waits for its own partition only; the lowest
+# position, which a read of all customers waits for, lags idle partitions this much more).
+IDLE_MOVE = 0.25
 
 _log = logging.getLogger("custate.projector")
 
@@ -141,6 +145,7 @@ class Worker:
         upgrade = BackgroundRebuild(self.cs, self.on_event, stop)
         with self._partitions(stop) as leases, self._listener(stop), _joined(upgrade):
             upgrade.start_if_stale()
+            moved = float("-inf")  # when the idle partitions' positions were last moved
             while not stop():
                 upgrade.poll()
                 held = self._snapshot()
@@ -149,14 +154,21 @@ class Worker:
                     try:
                         self._busy = True
                         began = time.perf_counter()
+                        # Every write of the store wakes every worker: the partitions
+                        # with nothing new are moved on at most every IDLE_MOVE seconds,
+                        # not in a write transaction (and a NOTIFY) for each.
+                        move_idle = began - moved >= IDLE_MOVE
                         try:
                             r = self.cs.readmodel.catch_up(
                                 should_stop=lambda: stop() or self._changed.is_set(),
                                 partitions=sorted(held),
                                 fence=self._fence(leases, held),
+                                move_idle=move_idle,
                             )
                         finally:
                             self._busy = False
+                        if move_idle or r.activities:
+                            moved = began
                         if self._changed.is_set() and leases is not None:
                             self._refresh(leases)  # give up what it was asked to, now
                     except LeaseLost as e:

@@ -423,6 +423,7 @@ class Runner:
         fence: Fence | None = None,
         share: tuple[int, int] | None = None,
         upto: int | None = None,
+        move_idle: bool = True,
     ) -> CatchUpReport:
         """Project everything stored since the tracking positions of `partitions` (None:
         all), `batch_size` activities read at a time, `WRITE_EVERY` written a transaction;
@@ -430,11 +431,15 @@ class Runner:
         the catch-up after writing what was planned. `fence` runs first in every write.
         `share=(g, n)`: only the customers whose CRC-32 modulo `n` is `g` (one process of
         a parallel rebuild; the batches are the same notification windows as without it).
-        `upto`: read no notification after this id."""
+        `upto`: read no notification after this id. `move_idle=False`: when nothing of
+        `partitions` was stored since, leave their positions where they are rather than
+        write them past the others' activities (a projector woken by every write of the
+        store, most of them for partitions another worker holds, moves its idle ones now
+        and then, not at every write)."""
         with self.view.one_connection():
             try:
                 return self._catch_up(
-                    batch_size, progress, should_stop, partitions, fence, share, upto
+                    batch_size, progress, should_stop, partitions, fence, share, upto, move_idle
                 )
             except BaseException:
                 # `plan` folds on from kept states in place: after a failure they may hold
@@ -451,6 +456,7 @@ class Runner:
         fence: Fence | None,
         share: tuple[int, int] | None = None,
         upto: int | None = None,
+        move_idle: bool = True,
     ) -> CatchUpReport:
         view = self.view
         count = view.partitions
@@ -521,7 +527,10 @@ class Runner:
                         read_to = notes[-1].id
                         overlay.read += len(notes)
             if not notes:
-                if overlay.position > overlay.start and not self._flush(overlay, report, fence):
+                idle = overlay.count == 0 and not move_idle
+                if overlay.position > overlay.start and not idle:
+                    if self._flush(overlay, report, fence):
+                        break
                     overlay = fresh()  # lost a race: read again
                     last = False
                     continue

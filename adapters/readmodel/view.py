@@ -233,11 +233,12 @@ class ReadModel(TrackingRecorder):
         fence: Fence | None = None,
         share: tuple[int, int] | None = None,
         upto: int | None = None,
+        move_idle: bool = True,
     ) -> CatchUpReport:
         """Project everything stored since the tracking positions of `partitions` (None:
-        all; `share`, `upto`: see `runner.Runner`)."""
+        all; `share`, `upto`, `move_idle`: see `runner.Runner`)."""
         return self._runner.catch_up(
-            batch_size, progress, should_stop, partitions, fence, share, upto
+            batch_size, progress, should_stop, partitions, fence, share, upto, move_idle
         )
 
     def one_connection(self) -> AbstractContextManager[None]:

@@ -401,3 +401,36 @@ def test_serve_with_two_worker_processes_answers_what_either_stored(
         assert contents(store_url).ids == Counter(r["id"] for r in records)
         assert count.json()["count"] == len(cs.customer_ids())
         assert_states_are_the_fold(cs)
+
+
+def test_a_catch_up_leaves_idle_partitions_where_they_are_when_told_to(pg_url: str) -> None:
+    """`move_idle=False` (what a worker woken by another worker's activities asks): with
+    nothing new in its partitions their positions stay, no write; with something new they
+    move past everything read, as a plain catch-up moves idle ones too."""
+
+    def record(cid: str, n: int) -> dict[str, object]:
+        return {
+            "id": f"act_idle_{cid}_{n}",
+            "type": "customer.created" if n == 0 else "customer.updated",
+            "created_at": f"2024-06-01T00:00:{n:02d}Z",
+            "data": {"customer": {"id": cid}},
+        }
+
+    with custate.open(pg_url) as cs:
+        cids = [f"cust_idle_{i}" for i in range(64)]
+        mine = next(c for c in cids if cs.partition_of(c) == 0)
+        other = next(c for c in cids if cs.partition_of(c) != 0)
+        assert cs.ingest([record(mine, 0)]).ok
+        rm = cs.readmodel
+        before = rm.position(0)
+        head = cs.ingest([record(other, 0)], project=False).position
+        r = rm.catch_up(partitions=[0], move_idle=False)
+        assert (r.activities, rm.position(0)) == (0, before)
+        rm.catch_up(partitions=[0])
+        assert rm.position(0) >= head
+        cs.ingest([record(other, 1)], project=False)
+        head = cs.ingest([record(mine, 1)], project=False).position
+        r = rm.catch_up(partitions=[0], move_idle=False)
+        assert r.activities == 1
+        assert rm.position(0) >= head
+        assert cs.state(mine).activities.count == 2
