@@ -623,7 +623,7 @@ class Custate:
         part = None if customer_id is None else rm.partition_of(customer_id)
         if self._on_kept(lambda m: m.position_if_active(part)) >= min_position:
             return None
-        rm = self.readmodel
+        rm = self._readmodel or rm  # the one `_on_kept` found active
         head = self.store.head()
         if min_position > head:
             raise QueryError(

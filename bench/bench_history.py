@@ -37,7 +37,7 @@ import orjson
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.generate import format_ms, write_ndjson
+from bench.bench_readmodel import dataset, late_record, sqlite_store
 from custate.adapters.api import Custate
 from custate.adapters.bulk import fewer_collections
 from custate.adapters.eventstore import ACTIVITY_TOPIC, decode
@@ -60,27 +60,10 @@ def _pct(xs: list[float], p: float) -> float:
 
 
 def pristine(n: int) -> Path:
-    """An SQLite store holding one customer's `n` activities, not projected; made once."""
-    OUT.mkdir(parents=True, exist_ok=True)
-    db, done = OUT / f"hist_{n}.db", OUT / f"hist_{n}.db.done"
-    if done.exists():
-        return db
-    src = OUT / f"hist_{n}.ndjson"
-    if not src.exists():
-        _log(f"generating {n:,} activities of one customer")
-        tmp = src.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            write_ndjson(f, n, 1, 11)
-        tmp.rename(src)
-    for p in OUT.glob(f"hist_{n}.db*"):
-        p.unlink()
-    _log(f"ingesting {src.name}")
-    t0 = time.perf_counter()
-    with Custate(f"sqlite:///{db}") as cs:
-        r = cs.ingest([src], project=False)
-    _log(f"  {r.accepted:,} in {time.perf_counter() - t0:.0f} s")
-    done.write_text(str(r.accepted))
-    return db
+    """An SQLite store holding one customer's `n` activities, not projected; made once
+    (`bench_readmodel`'s cached inputs: `bench/out/hist_N.ndjson`, `hist_N.db`)."""
+    url = sqlite_store(f"hist_{n}", dataset(f"hist_{n}", n, 1, 11))
+    return Path(url.removeprefix("sqlite:///"))
 
 
 def decode_fold(cs: Custate, cid: str) -> float:
@@ -100,15 +83,6 @@ def decode_fold(cs: Custate, cid: str) -> float:
             apply(state, a)
         at = notes[-1].id
     return time.perf_counter() - t0
-
-
-def late_record(template: dict[str, Any], at_ms: int, n: int) -> dict[str, Any]:
-    rec: dict[str, Any] = orjson.loads(orjson.dumps(template))
-    at = format_ms(at_ms)
-    rec["id"] = f"evcus_late{n:016x}"
-    rec["created_at"] = at
-    rec["data"]["created_at"] = at
-    return rec
 
 
 def measure(n: int, repeats: int) -> dict[str, Any]:

@@ -452,7 +452,8 @@ def bench_asof(url: str, cid: str, samples: int, replays: int) -> dict[str, Any]
 # --------------------------------------------------------------------------- (4) late
 
 
-def _late_record(template: dict[str, Any], at_ms: int, n: int) -> dict[str, Any]:
+def late_record(template: dict[str, Any], at_ms: int, n: int) -> dict[str, Any]:
+    """A copy of the activity `template` with a fresh id (from `n`) created at `at_ms`."""
     rec: dict[str, Any] = orjson.loads(orjson.dumps(template))
     at = format_ms(at_ms)
     rec["id"] = f"evcus_late{n:016x}"
@@ -483,7 +484,7 @@ def bench_late(url: str, cid: str, repeats: int) -> dict[str, Any]:
             at = min(rng.randint(times[j], times[j + 1]), times[-1] - 1)
             # ids unique across runs: the store keeps the late activities of earlier runs
             late_id = time.time_ns() + i
-            r = cs.ingest([_late_record(template, at, late_id)], project=False)
+            r = cs.ingest([late_record(template, at, late_id)], project=False)
             if r.accepted != 1:
                 raise AssertionError("the late activity was not stored")
             with fewer_collections():  # as the programs run it (the library leaves gc alone)

@@ -68,12 +68,10 @@ class Base:
         """`s`: the state stored as `stored` under `key`, before anything is folded on it.
         `unchanging`: a state equal to `s` that nothing will ever change (a remembered
         checkpoint `s` is a copy of): its maps are referenced, not copied."""
-        source = unchanging if unchanging is not None else s
-        copy = unchanging is None
-        maps = {
-            name: dict(getattr(source, name)) if copy else getattr(source, name)
-            for name in LARGE_MAPS
-        }
+        if unchanging is not None:
+            maps = {name: getattr(unchanging, name) for name in LARGE_MAPS}
+        else:
+            maps = {name: dict(getattr(s, name)) for name in LARGE_MAPS}
         if not is_delta(stored):
             return cls(key, maps, size, {}, {})
         partial, delta = load_delta(stored)  # a few KB

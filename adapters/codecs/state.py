@@ -42,6 +42,11 @@ PAGED_FORMAT = 3
 LARGE_MAPS = ("orders", "vouchers", "reward_redemptions")
 
 
+def large_entries(s: CustomerState) -> int:
+    """How many entries the large maps of `s` hold."""
+    return sum(len(getattr(s, name)) for name in LARGE_MAPS)
+
+
 def dump(s: CustomerState) -> bytes:
     """The whole state in its stored form."""
     return encode(compact(s))

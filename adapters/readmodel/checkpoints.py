@@ -244,6 +244,11 @@ class CheckpointMemory:
             self._bytes = 0
 
 
+def _added_bytes(stored: bytes | str, state: CustomerState) -> int:
+    """What a state made whole with a base it shares entries with is counted at."""
+    return len(stored) + _MAP_ENTRY_BYTES * state_codec.large_entries(state)
+
+
 # (customer, its head) -> (key of a checkpoint stored whole, its large maps), or None
 KnownBases = Callable[[str, Head], "tuple[str, Mapping[str, Mapping[str, Any]]] | None"]
 
@@ -322,8 +327,7 @@ class CachedCheckpoints:
         known = self.bases(customer_id, head) if self.bases is not None else None
         if known is not None and known[0] == against.base:
             state = delta.rebase_maps(state, against, known[1])
-            entries = sum(len(getattr(state, name)) for name in state_codec.LARGE_MAPS)
-            return state, len(stored) + _MAP_ENTRY_BYTES * entries, None
+            return state, _added_bytes(stored, state), None
         with self.connections.reading() as c:
             base = self.store.at(c, customer_id, against.base)
         if base is None:
@@ -334,8 +338,7 @@ class CachedCheckpoints:
         state = delta.rebase(state, against, whole)
         if self.memory.held(customer_id, against.base) is None:
             return state, len(base), None
-        entries = sum(len(getattr(state, name)) for name in state_codec.LARGE_MAPS)
-        return state, len(stored) + _MAP_ENTRY_BYTES * entries, against.base
+        return state, _added_bytes(stored, state), against.base
 
     def written(
         self,

@@ -68,7 +68,13 @@ def _touched(
     return touched
 
 
-_MISSING = object()
+MISSING = object()  # an entry a map does not hold
+
+
+def unchanged(old: Any, new: Any) -> bool:
+    """Whether two entries of a map (either `MISSING`) are the same, by identity first
+    (the fold replaces entries and never changes one)."""
+    return old is new or (old is not MISSING and new is not MISSING and old == new)
 
 
 def _touched_named(
@@ -80,19 +86,39 @@ def _touched_named(
     was, members = held.entries, held.members
     touched: set[int] = set()
     for k in keys:
-        old, new = was.get(k, _MISSING), now.get(k, _MISSING)
-        if old is new or (old is not _MISSING and new is not _MISSING and old == new):
+        old, new = was.get(k, MISSING), now.get(k, MISSING)
+        if unchanged(old, new):
             continue
         page = paged_codec.page_of(k)
         touched.add(page)
-        if new is _MISSING:
+        if new is MISSING:
             del was[k]
             members[page] = [m for m in members[page] if m != k]
         else:
-            if old is _MISSING:
+            if old is MISSING:
                 members[page] = [*members.get(page, ()), k]
             was[k] = new
     return bool(touched), touched
+
+
+def _rewritten(
+    cid: str,
+    name: str,
+    now: Mapping[str, Any],
+    members: dict[int, list[str]],
+    pages: Collection[int],
+) -> list[tuple[str, str, int, str]]:
+    """The rows of the pages `pages` of map `name` as `now` holds them; the pages left
+    empty are dropped from `members` (and get no row)."""
+    rows = [
+        (cid, name, page, paged_codec.dump_page({k: now[k] for k in members[page]}))
+        for page in pages
+        if members.get(page)
+    ]
+    for page in pages:
+        if not members.get(page):
+            members.pop(page, None)
+    return rows
 
 
 class PageStore:
@@ -156,16 +182,8 @@ class PageStore:
                     after[name] = held
                     if not differs:
                         continue
-                    kept = held.members
                     gone += [(cid, name, page) for page in pages]
-                    rows += [
-                        (cid, name, page, paged_codec.dump_page({k: now[k] for k in kept[page]}))
-                        for page in pages
-                        if kept.get(page)
-                    ]
-                    for page in pages:
-                        if not kept.get(page):
-                            kept.pop(page, None)
+                    rows += _rewritten(cid, name, now, held.members, pages)
                     continue
                 if held is not None and held.entries == now:  # in C, by identity first
                     after[name] = held
@@ -179,14 +197,7 @@ class PageStore:
                     members = dict(held.members)  # held stays as stored, should this write fail
                     touched = _touched(held.entries, now, members)
                     gone += [(cid, name, page) for page in touched]
-                rows += [
-                    (cid, name, page, paged_codec.dump_page({k: now[k] for k in members[page]}))
-                    for page in touched
-                    if members.get(page)
-                ]
-                for page in touched:
-                    if not members.get(page):
-                        members.pop(page, None)
+                rows += _rewritten(cid, name, now, members, touched)
                 if written is not None:
                     after[name] = Paged(dict(now), members)
             if written is not None:

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, select
 
 from custate.adapters.codecs import paged as paged_codec
-from custate.adapters.readmodel.pages import Paged, PageStore, paged_maps
+from custate.adapters.readmodel.pages import MISSING, Paged, PageStore, paged_maps, unchanged
 from custate.adapters.readmodel.sql import Statements, chunks
 from custate.adapters.readmodel.tables import Tables
 from custate.domain import CustomerState
@@ -122,9 +122,6 @@ class Written:
     updated: dict[str, _Written] | None = None
 
 
-_MISSING = object()
-
-
 def _row_of(index: Index) -> Callable[[str, str, Any], tuple[Any, ...]]:
     """An index's row of one entry: (customer, key, entry) -> the row."""
     cols = index.columns
@@ -144,12 +141,12 @@ def _named_changes(
     gone: list[tuple[Any, ...]] = []
     new: list[tuple[Any, ...]] = []
     for k in keys:
-        old, v = was.get(k, _MISSING), now.get(k, _MISSING)
-        if old is v or (old is not _MISSING and v is not _MISSING and old == v):
+        old, v = was.get(k, MISSING), now.get(k, MISSING)
+        if unchanged(old, v):
             continue
-        if old is not _MISSING:
+        if old is not MISSING:
             gone.append(row(cid, k, old))
-        if v is not _MISSING:
+        if v is not MISSING:
             new.append(row(cid, k, v))
     if not gone and not new:
         return None
@@ -196,14 +193,30 @@ class CustomerRows:
 
     def states(self, c: Connection, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
         cu = self.t.customers
-        out: dict[str, CustomerState] = {}
-        paged: dict[str, tuple[str, ...]] = {}
+        rows: list[tuple[str, str]] = []
         for chunk in chunks(customer_ids):
             q = select(cu.c.customer_id, cu.c.state).where(cu.c.customer_id.in_(chunk))
-            for cid, stored in c.execute(q):
-                out[cid], names = paged_codec.load_row(stored)
-                if names:
-                    paged[cid] = names
+            rows += [(cid, stored) for cid, stored in c.execute(q)]
+        return self._loaded(c, rows)
+
+    def state_and_active(
+        self, c: Connection, customer_id: str
+    ) -> tuple[str | None, CustomerState | None]:
+        """The active generation and the customer's state (None: no row), the row read in
+        the statement that reads the generation."""
+        active, stored = self.sql.state_and_active(c, customer_id)
+        if stored is None:
+            return active, None
+        return active, self._loaded(c, [(customer_id, stored)])[customer_id]
+
+    def _loaded(self, c: Connection, rows: Sequence[tuple[str, str]]) -> dict[str, CustomerState]:
+        """Stored state rows decoded, their large maps read back from pages if stored so."""
+        out: dict[str, CustomerState] = {}
+        paged: dict[str, tuple[str, ...]] = {}
+        for cid, stored in rows:
+            out[cid], names = paged_codec.load_row(stored)
+            if names:
+                paged[cid] = names
         if paged:
             self.pages.fill(c, out, paged)
         return out
@@ -326,8 +339,8 @@ class CustomerRows:
                     rows.difference_update(change[0])
                     rows.update(change[1])
                     for k in keys.get(x.source, ()):
-                        v = now.get(k, _MISSING)
-                        if v is _MISSING:
+                        v = now.get(k, MISSING)
+                        if v is MISSING:
                             was.pop(k, None)
                         else:
                             was[k] = v

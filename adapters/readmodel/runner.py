@@ -80,10 +80,6 @@ class _Chain:
     head: Head | None = None  # kept from one write to the next: the head that write left
 
 
-def _entries(s: CustomerState) -> int:
-    return sum(len(getattr(s, name)) for name in state_codec.LARGE_MAPS)
-
-
 @dataclass(slots=True)
 class CatchUpReport:
     """What a catch-up projected: activities, read batches, customers re-folded for late
@@ -183,13 +179,7 @@ class Overlay:
         self._store_checkpoints(changes)
         self.refolds.extend(changes.refold_checkpoints)
         for cid in changes.states:
-            t = changes.touched.get(cid)
-            held = self.touched.get(cid, {})
-            if t is None or held is None:
-                self.touched[cid] = None
-            else:
-                _add(held, t)
-                self.touched[cid] = held
+            _gather(self.touched, cid, changes.touched.get(cid))
         c.late += changes.late
         c.new |= changes.new
         c.feed.extend(changes.feed)
@@ -206,13 +196,7 @@ class Overlay:
             if cid not in touched or (cid in drops and not self._refolded_within(cid, drops)):
                 self.chains[cid] = None  # not tracked, or re-folded from before: broken
         for cid in drops:
-            t = touched.get(cid)
-            held = self.refold_touched.get(cid, {})
-            if t is None or held is None:
-                self.refold_touched[cid] = None
-            else:
-                _add(held, t)
-                self.refold_touched[cid] = held
+            _gather(self.refold_touched, cid, touched.get(cid))
         for cid, t in touched.items():
             chain = self._chain(cid)
             if chain is not None:
@@ -258,7 +242,9 @@ class Overlay:
             text = state_codec.dump_text(s)
             if named is not None:
                 base = delta.Base.of(key, s, text, len(text))  # copies the maps
-                self.chains[cid] = _Chain(base, {m: set(k) for m, k in named.items()}, _entries(s))
+                self.chains[cid] = _Chain(
+                    base, {m: set(k) for m, k in named.items()}, state_codec.large_entries(s)
+                )
         self.rows.append((cid, key, text))
 
     def _chain(self, cid: str) -> _Chain | None:
@@ -378,6 +364,16 @@ class Overlay:
             self.key_rows,
             self.touched,
         )
+
+
+def _gather(into: dict[str, Touched | None], cid: str, more: Touched | None) -> None:
+    """Add `more` to what `into` holds for `cid`; None (not known) once either is."""
+    held = into.get(cid, {})
+    if more is None or held is None:
+        into[cid] = None
+    else:
+        _add(held, more)
+        into[cid] = held
 
 
 def _add(into: Touched, more: Touched) -> None:

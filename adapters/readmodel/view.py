@@ -19,7 +19,6 @@ from eventsourcing.persistence import TrackingRecorder
 from sqlalchemy import Engine, text
 
 from custate.adapters.codecs import foldinput as inputs
-from custate.adapters.codecs import paged as paged_codec
 from custate.adapters.erasures import ERASURES_TABLE
 from custate.adapters.eventstore import ACTIVITY_TOPIC, EventStore, decode
 from custate.adapters.readmodel import pages as pages_module
@@ -333,13 +332,8 @@ class ReadModel(TrackingRecorder):
         `GenerationMoved` if this one no longer is (the active read model's; one opened
         on a given generation answers as `current`). One round trip, not two."""
         with reading(self.engine) as c:
-            active, stored = self._sql.state_and_active(c, customer_id)
-            self._unless_retired(active)
-            if stored is None:
-                return None
-            state, names = paged_codec.load_row(stored)
-            if names:
-                self._rows.pages.fill(c, {customer_id: state}, {customer_id: names})
+            active, state = self._rows.state_and_active(c, customer_id)
+        self._unless_retired(active)
         return state
 
     def position_if_active(self, partition: int | None = None) -> int:
