@@ -63,6 +63,7 @@ from custate.adapters.readmodel import (
     rebuild,
 )
 from custate.adapters.readmodel.feed import Page
+from custate.adapters.readmodel.partitions import partition_of
 from custate.adapters.rejects import Reject, RejectStore, StoredReject
 from custate.adapters.upgrade import FoldStatus, fold_status, upgrade_status
 from custate.domain import ActivityError, CustomerState, fold, format_time, parse_cut
@@ -327,6 +328,7 @@ class Custate:
         self._bell_lock = threading.Lock()
         self._positions: tuple[int, ReadModel, dict[int, int]] | None = None
         self._positions_lock = threading.Lock()
+        self._head_seen = 0  # the highest head read: a position at or below it is stored
         if change_feed:
             self.enable_change_feed()
 
@@ -565,12 +567,13 @@ class Custate:
 
     def partition_of(self, customer_id: str) -> int:
         """The partition `customer_id` falls in (of the store's `partitions`)."""
-        return self.readmodel.partition_of(customer_id)
+        return partition_of(customer_id, self.partitions)
 
     @property
     def partitions(self) -> int:
-        """The store's partition count, fixed when it was made."""
-        return self.readmodel.partitions
+        """The store's partition count, fixed when it was made (so asked of the
+        generation last used: no query on every read)."""
+        return (self._readmodel or self.readmodel).partitions
 
     def wait_for(
         self, min_position: int, customer_id: str | None = None, wait: float | None = None
@@ -624,11 +627,12 @@ class Custate:
         if self._on_kept(lambda m: m.position_if_active(part)) >= min_position:
             return None
         rm = self._readmodel or rm  # the one `_on_kept` found active
-        head = self.store.head()
-        if min_position > head:
-            raise QueryError(
-                f"min_position: {min_position} is past the last position stored ({head})"
-            )
+        if min_position > self._head_seen:  # the head only grows: asked when it may be past
+            self._head_seen = head = max(self._head_seen, self.store.head())
+            if min_position > head:
+                raise QueryError(
+                    f"min_position: {min_position} is past the last position stored ({head})"
+                )
         bound = DEFAULT_WAIT if wait is None else wait
         return _Waiting(self, rm, part, min_position, bound, self._projected_bell())
 

@@ -253,6 +253,20 @@ def bench_webhooks(url: str, seconds: float, concurrency: int, out: Json, write:
     write()
 
 
+def _settled(url: str, projectors: int, within: float = 60) -> None:
+    """Wait until every partition is held and split between `projectors` workers, as in a
+    deployment running for a while (else the first deliveries measure the lease split)."""
+    deadline = time.monotonic() + within
+    with custate.open(url) as cs:
+        while time.monotonic() < deadline:
+            leases = cs.status().get("leases", [])
+            owners = {lease["worker"] for lease in leases if lease["held"]}
+            if leases and all(lease["held"] for lease in leases) and len(owners) == projectors:
+                return
+            time.sleep(0.2)
+    raise SystemExit(f"the partitions were not split between {projectors} workers")
+
+
 def bench_visibility(
     url: str, rate: float, seconds: float, workers: int, out: Json, write: Any
 ) -> None:
@@ -265,6 +279,7 @@ def bench_visibility(
         b = stack.enter_context(serve(url, *extra))
         for _ in range(workers):
             stack.enter_context(worker(url))
+        _settled(url, workers or 2)
         delays: list[float] = []
         errors = 0
         kinds: dict[str, int] = {}
