@@ -366,6 +366,13 @@ def _ping_when_idle(engine: Engine, idle: float) -> None:
             raise DisconnectionError(f"a pooled connection was dropped: {e}") from e
 
 
+# `EventStore.keep_statistics`: it looks this often, or after this many appends of its
+# process; it never runs ANALYZE for fewer rows changed since the last than this.
+STATISTICS_EVERY = 30.0
+STATISTICS_LOOK = 10_000
+STATISTICS_AFTER = 1_000
+
+
 class EventStore:
     """Append activities idempotently; read a customer's activities back, with record times."""
 
@@ -375,6 +382,8 @@ class EventStore:
         self.url = parse_store_url(url)
         self.engine = make_engine(self.url)
         self._lock_file: IO[str] | None = None
+        self._statistics_at = float("-inf")  # when `keep_statistics` last looked
+        self._appended = 0  # activities appended since
         self._thread_lock = threading.Lock()
         self._erasures: ErasureRecords | None = None  # made on the first append
         self.app = self._open(url)
@@ -508,8 +517,46 @@ class EventStore:
                 # random pause so that two writers on the same streams stop colliding
                 time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
                 continue
+            self.keep_statistics(len(attempt_result.accepted))
             return attempt_result
         raise StoreError("could not append a batch after repeated write conflicts")
+
+    def keep_statistics(self, appended: int = 0) -> bool:
+        """On PostgreSQL, every `STATISTICS_EVERY` seconds or `STATISTICS_LOOK` activities
+        this process appended (`appended`: how many now), whichever comes first: `ANALYZE`
+        the events table if its planner statistics are missing or older than a tenth of its
+        rows (True: it ran). Autovacuum does the same, but only at its next round (a minute
+        apart by default): meanwhile the catch-up of a bulk ingest is planned as if the
+        table were empty, each batch reads every row after its position, and the database
+        works as long as the projector (bench/README.md, issue 17). A failure (no
+        privilege, a lock) leaves it to autovacuum."""
+        if self.url.kind != "postgresql":
+            return False
+        self._appended += appended  # (threads may race here: it only moves the next look)
+        now = time.monotonic()
+        if self._appended < STATISTICS_LOOK and now - self._statistics_at < STATISTICS_EVERY:
+            return False
+        self._statistics_at, self._appended = now, 0
+        table = self.url.events_table
+        try:
+            with self.engine.begin() as c:
+                row = c.execute(
+                    text(
+                        "SELECT n_live_tup, n_mod_since_analyze, "
+                        "last_analyze IS NULL AND last_autoanalyze IS NULL "
+                        "FROM pg_stat_user_tables WHERE relid = to_regclass(:t)"
+                    ),
+                    {"t": table},
+                ).first()
+                if row is None:
+                    return False
+                live, changed, never = int(row[0]), int(row[1]), bool(row[2])
+                if changed < STATISTICS_AFTER or not (never or changed > live // 10):
+                    return False
+                c.execute(text(f"ANALYZE {table}"))
+        except Exception:
+            return False
+        return True
 
     def _append_once(
         self, batch: dict[str, Encoded], result: AppendResult, when: datetime, then: Then | None
@@ -609,6 +656,13 @@ class EventStore:
         (a read waiting for `min_position` listens), one per store (schema); None on
         SQLite."""
         return self._channel("custate_projected_")
+
+    @property
+    def workers_channel(self) -> str | None:
+        """The PostgreSQL channel told when a projector worker joins, leaves or gives up
+        partitions, so the others take their share at once, not at their next heartbeat
+        (`adapters.projector`); None on SQLite."""
+        return self._channel("custate_workers_")
 
     def _channel(self, prefix: str) -> str | None:
         if self.url.kind != "postgresql":

@@ -17,13 +17,16 @@ __all__ = ["Bell", "Listener"]
 
 
 class Listener:
-    """Waits for a notification on `channel` (None: none come, `wait` sleeps). Open it
-    before reading what the notifications announce, so nothing sent after the read is
-    missed: `with Listener(...) as w: read(); w.wait(poll)`."""
+    """Waits for a notification on `channel`, or on any of `also` (None: none come, `wait`
+    sleeps). Open it before reading what the notifications announce, so nothing sent after
+    the read is missed: `with Listener(...) as w: read(); w.wait(poll)`."""
 
-    def __init__(self, conninfo: str | None, channel: str | None) -> None:
+    def __init__(
+        self, conninfo: str | None, channel: str | None, also: tuple[str, ...] = ()
+    ) -> None:
         self._conninfo = conninfo
         self._channel = channel
+        self._channels = () if channel is None else (channel, *also)
         self._conn: Any = None
         self._pause = threading.Event()  # never set: an interruptible sleep
 
@@ -46,7 +49,8 @@ class Listener:
 
         try:
             conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
-            conn.execute(f'LISTEN "{self._channel}"')
+            for channel in self._channels:
+                conn.execute(f'LISTEN "{channel}"')
         except psycopg.Error:  # waits fall back to the pause; the next wait tries again
             return
         self._conn = conn
@@ -54,24 +58,26 @@ class Listener:
     def wait(self, timeout: float) -> bool:
         """Until a notification arrives (True) or `timeout` seconds pass (False). Several
         pending notifications are taken at once."""
+        return bool(self.wait_any(timeout))
+
+    def wait_any(self, timeout: float) -> set[str]:
+        """Until a notification arrives or `timeout` seconds pass: the channels notified
+        (empty: none). Several pending notifications are taken at once."""
         self._connect()
         conn = self._conn
         if conn is None:
             self._pause.wait(timeout)
-            return False
+            return set()
         import psycopg
 
         try:
-            got = False
-            for _ in conn.notifies(timeout=timeout, stop_after=1):
-                got = True
+            got = {n.channel for n in conn.notifies(timeout=timeout, stop_after=1)}
             if got:  # drain what else arrived meanwhile, without waiting
-                for _ in conn.notifies(timeout=0):
-                    pass
+                got.update(n.channel for n in conn.notifies(timeout=0))
             return got
         except psycopg.Error:
             self.close()
-            return False
+            return set()
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -119,6 +119,8 @@ class Worker:
         self._busy = False
         self._held: dict[int, int] = {}  # partition -> epoch
         self._stopping = threading.Event()
+        # Renew and rebalance now (another worker joined, left or gave up partitions).
+        self._beat = threading.Event()
         self.postgresql = cs.store.url.kind == "postgresql"
 
     @property
@@ -143,7 +145,9 @@ class Worker:
         # A read model built by an older fold is rebuilt beside the active generation,
         # which this worker keeps catching up meanwhile (adapters.upgrade).
         upgrade = BackgroundRebuild(self.cs, self.on_event, stop)
-        with self._partitions(stop) as leases, self._listener(stop), _joined(upgrade):
+        # Listening before taking partitions: a worker that gives some up for this one
+        # says so as this one joins, and this one takes them at once.
+        with self._listener(stop), self._partitions(stop) as leases, _joined(upgrade):
             upgrade.start_if_stale()
             moved = float("-inf")  # when the idle partitions' positions were last moved
             while not stop():
@@ -224,7 +228,8 @@ class Worker:
                 yield None
             return
         rm = self.cs.readmodel
-        leases = Leases(self.cs.store.engine, rm.partitions, self.ttl)
+        store = self.cs.store
+        leases = Leases(store.engine, rm.partitions, self.ttl, store.workers_channel)
         self._refresh(leases)
         beat = threading.Thread(
             target=self._heartbeats, args=(leases, stop), name="custate-lease", daemon=True
@@ -234,13 +239,15 @@ class Worker:
             yield leases
         finally:
             self._stopping.set()
+            self._beat.set()
             beat.join(timeout=self.heartbeat_every + 5)
             with contextlib.suppress(Exception):
                 leases.leave(self.name, self.held)
 
     def _heartbeats(self, leases: Leases, stop: Callable[[], bool]) -> None:
         while not stop():
-            self._stopping.wait(self.heartbeat_every)
+            self._beat.wait(self.heartbeat_every)
+            self._beat.clear()
             if stop():
                 return
             try:
@@ -339,10 +346,15 @@ class Worker:
 
     def _listen(self, channel: str, stop: Callable[[], bool]) -> None:
         # A dropped connection is made again at the next wait; polling carries on meanwhile.
-        with Listener(self.cs.store.conninfo, channel) as listener:
+        workers = self.cs.store.workers_channel
+        also = () if workers is None else (workers,)
+        with Listener(self.cs.store.conninfo, channel, also) as listener:
             while not stop():
-                if listener.wait(self.poll):
+                told = listener.wait_any(self.poll)
+                if channel in told:
                     self._wake.set()
+                if workers in told:
+                    self._beat.set()
 
 
 @contextlib.contextmanager

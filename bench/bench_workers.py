@@ -1,12 +1,13 @@
 """Several processes on one PostgreSQL store (issue 17): projector workers and serve.
 
-(1) catch-up: N generated activities (default 200k) stored once; each run projects all of
-    them into a fresh read-model generation with one `custate project --follow` worker, or
-    with two; one and two alternate (`--runs` each). Reports activities/s and the ratio
-    two/one of the medians.
-(2) reads during a catch-up: while two workers catch up, `/healthz` and a projected
-    customer's `/customers/{id}/state` from a `serve --no-project` process, one after the
-    other; p50/p99/max.
+(1) catch-up: N generated activities (default 200k) stored once; each run starts one
+    `custate project --follow` worker, or two, waits until they hold their share of the
+    partitions, then points the store at a fresh read-model generation and times its
+    catch-up; one and two alternate (`--runs` each). Reports activities/s, the ratio
+    two/one of the medians, and how long the workers took to start and split.
+(2) reads during a catch-up: in a run of its own, while two workers catch up, `/healthz`
+    and a projected customer's `/customers/{id}/state` from a `serve --no-project`
+    process, one after the other; p50/p99/max.
 (3) webhooks: two `serve` processes (each its group commit and projector worker) take
     signed deliveries from an httpx async client (C concurrent, S seconds, alternating
     between the two); deliveries/s, p50/p99, every 2xx durable.
@@ -130,33 +131,66 @@ def bench_catch_up(url: str, n: int, runs: int, out: Json, write: Any) -> None:
         out["catch_up"] = {"activities": n, "ingest_s": round(time.monotonic() - t, 1)}
         write()
         results: dict[str, list[float]] = {"one": [], "two": []}
-        reads: Json = {}
+        started: dict[str, list[float]] = {"one": [], "two": []}
         generation = 100
-        # The reads are served by a process of their own, started before any catch-up.
-        with serve(url, "--no-project") as base:
-            for _ in range(runs):
-                for kind in ("one", "two"):
-                    generation += 1
-                    fresh_generation(cs, generation)
-                    rm = cs.readmodel
-                    head = cs.head()
-                    t = time.monotonic()
-                    with worker(url), worker(url) if kind == "two" else _nothing():
-                        if kind == "two" and not reads:
-                            reads = _reads_during(cs, base, head)
-                        while rm.position() < head:
-                            time.sleep(0.1)
-                    took = time.monotonic() - t
-                    results[kind].append(n / took)
-                    print(f"catch-up {kind}: {n / took:,.0f}/s", file=sys.stderr)
+        # Each run: the workers start on a generation that is caught up, split the
+        # partitions, and then the store is pointed at a fresh one (as a rebuild's swap
+        # does): the rate is the catch-up's own, without the processes' start. Each run
+        # also says how long the workers took from their start to holding their share.
+        fresh_generation(cs, generation)
+        with worker(url):  # the first generation, caught up untimed
+            while cs.readmodel.position() < cs.head():
+                time.sleep(0.1)
+        for _ in range(runs):
+            for kind, k in (("one", 1), ("two", 2)):
+                generation += 1
+                results[kind].append(_timed_catch_up(cs, url, k, generation, n, started[kind]))
+                print(f"catch-up {kind}: {results[kind][-1]:,.0f}/s", file=sys.stderr)
         one, two = statistics.median(results["one"]), statistics.median(results["two"])
         out["catch_up"] |= {
             "one_worker_per_s": [round(x) for x in results["one"]],
             "two_workers_per_s": [round(x) for x in results["two"]],
             "two_over_one": round(two / one, 2),
+            "workers_ready_s": {k: [round(x, 2) for x in v] for k, v in started.items()},
         }
+        write()
+        # The reads, in a run of their own (their serve process and client take CPU from
+        # the workers on this machine's two cores).
+        with serve(url, "--no-project") as base:
+            generation += 1
+            reads: Json = {}
+            _timed_catch_up(
+                cs, url, 2, generation, n, [], lambda: reads.update(_reads_during(cs, base))
+            )
         out["reads_during_catch_up"] = reads
         write()
+
+
+def _timed_catch_up(
+    cs: custate.Custate,
+    url: str,
+    k: int,
+    generation: int,
+    n: int,
+    started: list[float],
+    during: Callable[[], None] | None = None,
+) -> float:
+    """Activities/s of `k` running workers catching up a fresh generation."""
+    t = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        for _ in range(k):
+            stack.enter_context(worker(url))
+        _settled(url, k)
+        started.append(time.monotonic() - t)
+        head = cs.head()
+        t = time.monotonic()
+        fresh_generation(cs, generation)
+        rm = cs.readmodel
+        if during is not None:
+            during()
+        while rm.position() < head:
+            time.sleep(0.05)
+        return n / (time.monotonic() - t)
 
 
 @contextmanager
@@ -164,10 +198,11 @@ def _nothing() -> Iterator[None]:
     yield
 
 
-def _reads_during(cs: custate.Custate, base: str, head: int) -> Json:
+def _reads_during(cs: custate.Custate, base: str) -> Json:
     """Healthz and a state read, alternately, while the workers catch up (`base`: a serve
     process on the store)."""
     rm = cs.readmodel
+    head = cs.head()
     someone = None
     while someone is None:
         someone = next(iter(rm.all_customer_ids()), None)

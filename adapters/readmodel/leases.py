@@ -36,10 +36,15 @@ class Leases:
     """The leases of a store's `partitions`, each lasting `ttl` seconds from its last
     renewal."""
 
-    def __init__(self, engine: Engine, partitions: int, ttl: float) -> None:
+    def __init__(
+        self, engine: Engine, partitions: int, ttl: float, channel: str | None = None
+    ) -> None:
+        """`channel`: told (NOTIFY, at the commit) when a worker joins, gives up partitions
+        or leaves, so that the others rebalance at once."""
         self.engine = engine
         self.partitions = partitions
         self.ttl = ttl
+        self.channel = channel
 
         def create() -> None:
             with engine.begin() as c:
@@ -74,14 +79,17 @@ class Leases:
         """Say `worker` is alive and renew what it holds of `held` (partition -> epoch);
         returns what it still holds (a lease taken by another is gone from it)."""
         with self.engine.begin() as c:
-            c.execute(
+            joined = c.execute(
                 text(
                     f"INSERT INTO {WORKERS_TABLE} (worker, seen_at, started_at) "
                     "VALUES (:w, now(), now()) "
-                    "ON CONFLICT (worker) DO UPDATE SET seen_at = now()"
+                    "ON CONFLICT (worker) DO UPDATE SET seen_at = now() "
+                    "RETURNING xmax = 0"  # a row inserted, not updated: a new worker
                 ),
                 {"w": worker},
-            )
+            ).scalar_one()
+            if joined:
+                self._tell(c)
             if not held:
                 return {}
             rows = c.execute(
@@ -129,19 +137,29 @@ class Leases:
         if not partitions:
             return
         with self.engine.begin() as c:
-            c.execute(
-                text(
-                    f"UPDATE {LEASES_TABLE} SET owner = NULL, expires_at = now() "
-                    "WHERE owner = :w AND partition = ANY(:ps)"
-                ),
-                {"w": worker, "ps": list(partitions)},
-            )
+            self._release(c, worker, partitions)
+            self._tell(c)
+
+    def _release(self, c: Connection, worker: str, partitions: Collection[int]) -> None:
+        c.execute(
+            text(
+                f"UPDATE {LEASES_TABLE} SET owner = NULL, expires_at = now() "
+                "WHERE owner = :w AND partition = ANY(:ps)"
+            ),
+            {"w": worker, "ps": list(partitions)},
+        )
 
     def leave(self, worker: str, partitions: Collection[int]) -> None:
         """`worker` stops: release its partitions and drop it from the live workers."""
-        self.release(worker, partitions)
         with self.engine.begin() as c:
+            if partitions:
+                self._release(c, worker, partitions)
             c.execute(text(f"DELETE FROM {WORKERS_TABLE} WHERE worker = :w"), {"w": worker})
+            self._tell(c)
+
+    def _tell(self, c: Connection) -> None:
+        if self.channel is not None:
+            c.execute(text("SELECT pg_notify(:ch, '')"), {"ch": self.channel})
 
     # -- inside a write --------------------------------------------------------------------
 

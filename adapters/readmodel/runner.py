@@ -461,6 +461,7 @@ class Runner:
         if not mine:
             return report
         recorder = view.store.recorder
+        view.store.keep_statistics()  # the window reads below are planned from them
         feed = view.feed  # asked once a catch-up: the store's setting
 
         def fresh() -> Overlay:

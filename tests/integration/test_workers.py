@@ -434,3 +434,55 @@ def test_a_catch_up_leaves_idle_partitions_where_they_are_when_told_to(pg_url: s
         assert r.activities == 1
         assert rm.position(0) >= head
         assert cs.state(mine).activities.count == 2
+
+
+def test_a_joining_worker_gets_its_share_at_once_not_at_the_next_heartbeat(pg_url: str) -> None:
+    """Heartbeats 60 s apart: without the workers' channel the second worker would wait a
+    minute for the first to give up half of its partitions."""
+    with custate.open(pg_url) as a, custate.open(pg_url) as b:
+        stop = threading.Event()
+        workers = [custate.Worker(cs, ttl=120, heartbeat=60, poll=0.2) for cs in (a, b)]
+        threads = [threading.Thread(target=w.run, args=(stop.is_set,)) for w in workers]
+        try:
+            threads[0].start()
+            _wait(lambda: len(workers[0].held) == 16, "the first worker holds all")
+            threads[1].start()
+            took = _wait(
+                lambda: sorted(owners(a).values()) == [8, 8], "8 partitions each", timeout=30
+            )
+            assert took < 10, f"the split took {took:.1f} s"
+            assert len(workers[1].held) == 8
+        finally:
+            stop.set()
+            for t in threads:
+                if t.is_alive():
+                    t.join(timeout=90)
+        # and one that leaves hands its partitions back at once too
+        assert sum(owners(a).values()) == 0
+
+
+def test_a_catch_up_after_a_bulk_ingest_brings_the_planner_statistics_up_to_date(
+    pg_url: str,
+) -> None:
+    """Autovacuum analyzes a table at its next round only: until then a catch-up's reads of
+    a bulk ingest are planned as for an empty table (each batch reads every row after it)."""
+    records = generate(1500, 30, seed=12)
+
+    def analyzed(cs: custate.Custate) -> bool:
+        with cs.store.engine.connect() as c:
+            return bool(
+                c.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stats WHERE schemaname = current_schema() "
+                        "AND tablename = 'custate_events'"
+                    )
+                ).scalar()
+            )
+
+    with custate.open(pg_url) as cs:
+        assert cs.ingest(records, project=False).ok
+    with custate.open(pg_url) as cs:  # a projector worker, in a process of its own
+        assert not analyzed(cs)
+        cs.project()
+        assert analyzed(cs)
+        assert_states_are_the_fold(cs)
