@@ -517,22 +517,22 @@ class EventStore:
                 # random pause so that two writers on the same streams stop colliding
                 time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
                 continue
-            self.keep_statistics(len(attempt_result.accepted))
+            # (threads may race here: it only moves `keep_statistics`'s next look)
+            self._appended += len(attempt_result.accepted)
             return attempt_result
         raise StoreError("could not append a batch after repeated write conflicts")
 
-    def keep_statistics(self, appended: int = 0) -> bool:
-        """On PostgreSQL, every `STATISTICS_EVERY` seconds or `STATISTICS_LOOK` activities
-        this process appended (`appended`: how many now), whichever comes first: `ANALYZE`
-        the events table if its planner statistics are missing or older than a tenth of its
-        rows (True: it ran). Autovacuum does the same, but only at its next round (a minute
-        apart by default): meanwhile the catch-up of a bulk ingest is planned as if the
-        table were empty, each batch reads every row after its position, and the database
-        works as long as the projector (bench/README.md, issue 17). A failure (no
-        privilege, a lock) leaves it to autovacuum."""
+    def keep_statistics(self) -> bool:
+        """On PostgreSQL, at most every `STATISTICS_EVERY` seconds, or sooner once this
+        process appended `STATISTICS_LOOK` activities: `ANALYZE` the events table if its
+        planner statistics are missing or older than a tenth of its rows (True: it ran).
+        Called before a catch-up reads: autovacuum does the same, but only at its next round
+        (a minute apart by default), and meanwhile the catch-up of a bulk ingest is planned
+        as if the table were empty: each batch reads every row after its position, and the
+        database works as long as the projector (docs/DECISIONS.md, Projector workers). A
+        failure (no privilege, a lock) leaves it to autovacuum."""
         if self.url.kind != "postgresql":
             return False
-        self._appended += appended  # (threads may race here: it only moves the next look)
         now = time.monotonic()
         if self._appended < STATISTICS_LOOK and now - self._statistics_at < STATISTICS_EVERY:
             return False
