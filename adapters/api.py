@@ -51,7 +51,7 @@ from custate.adapters.ingest import (
     write_batch,
 )
 from custate.adapters.notify import Bell, Listener
-from custate.adapters.projector import Worker, WorkerEvent, sqlite_projector
+from custate.adapters.projector import SETTLE_FROM, Worker, WorkerEvent, sqlite_projector
 from custate.adapters.readers import Item, Record, read_path, read_text, records_from_value
 from custate.adapters.readmodel import (
     DEFAULT_CATCHUP_BATCH,
@@ -825,11 +825,18 @@ class Custate:
             listener.close()
 
     def worker(
-        self, *, poll: float = 0.5, on_event: Callable[[WorkerEvent], None] | None = None
+        self,
+        *,
+        poll: float = 0.5,
+        on_event: Callable[[WorkerEvent], None] | None = None,
+        settle_from: int = SETTLE_FROM,
     ) -> Worker:
         """A projector worker on this store (`adapters.projector`): `worker.run(should_stop)`
-        keeps the partitions it holds caught up until `should_stop()`."""
-        return Worker(self, poll=poll, on_event=on_event)
+        keeps the partitions it holds caught up until `should_stop()`. `settle_from`: after
+        a catch-up of at least this many activities it pauses before the next (1: after
+        every one that projected something, for a worker sharing its process with a
+        server's requests)."""
+        return Worker(self, poll=poll, on_event=on_event, settle_from=settle_from)
 
     def activities(
         self, customer_id: str, known_at: datetime | str | None = None

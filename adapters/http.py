@@ -256,7 +256,8 @@ class Service:
         self._stop.clear()
         targets = [(self._writer, "custate-writer")]
         if self.project_here:
-            self.worker = self.cs.worker(on_event=self._worker_event)
+            # It shares the interpreter with the requests: it pauses after every catch-up.
+            self.worker = self.cs.worker(on_event=self._worker_event, settle_from=1)
             targets.append((self._project, "custate-proj"))
         for target, name in targets:
             t = threading.Thread(target=target, name=name, daemon=True)

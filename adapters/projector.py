@@ -35,17 +35,29 @@ from custate.adapters.upgrade import BackgroundRebuild
 if TYPE_CHECKING:
     from custate.adapters.api import Custate
 
-__all__ = ["DEFAULT_HEARTBEAT", "DEFAULT_LEASE_TTL", "Worker", "WorkerEvent", "sqlite_projector"]
+__all__ = [
+    "DEFAULT_HEARTBEAT",
+    "DEFAULT_LEASE_TTL",
+    "SETTLE_FROM",
+    "Worker",
+    "WorkerEvent",
+    "sqlite_projector",
+]
 
 # Leases last 6 s from their last renewal, renewed every 2 s: a dead or hung worker's
 # partitions are taken over within ttl + heartbeat = 8 s (the issue's bound is 10 s).
 DEFAULT_LEASE_TTL = 6.0
 DEFAULT_HEARTBEAT = 2.0
-# After a catch-up that projected something, wait as long as it took, up to this long,
-# before the next: under a stream of writes each catch-up then folds (and commits) a
-# batch, not every few activities, and leaves the CPU and the database to the writers in
-# between; a lone activity is projected at once (bench/README.md).
+# After a catch-up that projected at least `settle_from` activities, wait as long as it
+# took, up to DEFAULT_SETTLE, before the next: under more writes than the worker keeps up
+# with, each catch-up then folds (and commits) a batch, not every few activities, and
+# leaves the CPU and the database to the writers in between. Below SETTLE_FROM a worker of
+# its own keeps up: the next catch-up starts at once, and a read waiting for its write
+# waits for one catch-up, not two and a pause. A worker in a `serve` process settles after
+# every catch-up (`settle_from=1`): back to back, its catch-ups held the interpreter's lock
+# against the requests (bench/README.md, webhook to query).
 DEFAULT_SETTLE = 0.05
+SETTLE_FROM = 64
 # A worker's partitions with nothing new are moved past the other workers' activities at
 # most this often (a read of one customer waits for its own partition only; the lowest
 # position, which a read of all customers waits for, lags idle partitions this much more).
@@ -98,6 +110,7 @@ class Worker:
         *,
         poll: float = 0.5,
         settle: float = DEFAULT_SETTLE,
+        settle_from: int = SETTLE_FROM,
         ttl: float = DEFAULT_LEASE_TTL,
         heartbeat: float = DEFAULT_HEARTBEAT,
         on_event: Callable[[WorkerEvent], None] | None = None,
@@ -106,6 +119,7 @@ class Worker:
         self.cs = cs
         self.poll = poll
         self.settle = settle
+        self.settle_from = max(1, settle_from)
         self.ttl = ttl
         self.heartbeat_every = heartbeat
         self.on_event = on_event or (lambda _e: None)
@@ -197,7 +211,7 @@ class Worker:
                         )
                     if self._changed.is_set():
                         continue
-                    if r.activities and self.settle:
+                    if r.activities >= self.settle_from and self.settle:
                         # at most as long as the catch-up took: under a stream of writes
                         # the worker is busy half the time at most, and batches what came
                         self._stopping.wait(min(self.settle, took))
