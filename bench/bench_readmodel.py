@@ -120,6 +120,18 @@ def pg_store(schema: str, source: Path) -> str:
     return url
 
 
+def kept_pg_store(schema: str, n: int, source: Path) -> str:
+    """A PostgreSQL store of `source`'s `n` activities in `schema`, kept between runs (its
+    ingest takes minutes): made anew unless it holds exactly `n`. Drop it by hand after."""
+    url = f"{PG_BASE}?schema={schema}"
+    with Custate(url) as cs:
+        if cs.store.count() == n:
+            _log(f"reusing PostgreSQL schema {schema} ({n:,} activities)")
+            return url
+    drop_pg_schema(schema)
+    return pg_store(schema, source)
+
+
 def drop_pg_schema(schema: str) -> None:
     engine = create_engine(PG_BASE.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as c:
@@ -634,6 +646,7 @@ SECTIONS = (
     "catchup-pg",
     "rebuild",
     "rebuild-processes",
+    "rebuild-processes-pg",
     "asof",
     "late",
     "segment",
@@ -664,6 +677,10 @@ def run(only: list[str], repeats: int, quick: bool) -> Iterator[tuple[str, dict[
         rn, rm_ = (200_000, 4_000) if quick else (1_000_000, 20_000)
         url = sqlite_store(f"rb_{rn}_{rm_}", dataset(f"rb_{rn}_{rm_}", rn, rm_, 1))
         yield "rebuild_processes", bench_rebuild_processes(url, repeats)
+    if "rebuild-processes-pg" in only:
+        rn, rm_ = (200_000, 4_000) if quick else (1_000_000, 20_000)
+        url = kept_pg_store(f"bench_rb_{rn}_{rm_}", rn, dataset(f"rb_{rn}_{rm_}", rn, rm_, 1))
+        yield "rebuild_processes_postgres", bench_rebuild_processes(url, repeats)
     if "asof" in only or "late" in only:
         url, cid = heavy_store()
         if "asof" in only:
