@@ -695,11 +695,11 @@ class EventStore:
         return [(int(i), str(o)) for i, o in rows]
 
     def activity_window(
-        self, after: int, limit: int, upto: int | None, mine: Callable[[str], bool]
+        self, after: int, limit: int, upto: int | None, mine: Callable[[int, str], bool]
     ) -> tuple[int, int, list[Notification]]:
         """The first `limit` activities stored after the notification `after` (none after
         `upto`): how many there are, the last one's id (`after` if none), and those of
-        them whose stream id `mine` accepts, in id order. One statement through the
+        them that `mine(id, stream id)` accepts, in id order. One statement through the
         driver: a parallel rebuild's process reads the same windows a one-process rebuild
         reads, and skipping the others' rows in Python costs less than listing them first
         and fetching its own by id (a third of its time)."""
@@ -712,46 +712,58 @@ class EventStore:
             f"ORDER BY {column} LIMIT {mark}"
         )
         params = (after, ACTIVITY_TOPIC, *(() if upto is None else (upto,)), limit)
-        raw = self.engine.raw_connection()
-        try:
-            cur = raw.cursor()
-            cur.execute(sql, params)
-            rows = cur.fetchall()
-            cur.close()
-        finally:
-            raw.close()
+        rows = self._driver_rows(sql, params)
         out = [
             Notification(
                 originator_id=o, originator_version=int(v), topic=t, state=bytes(st), id=int(n)
             )
             for n, o, v, t, st in rows
-            if mine(o)
+            if mine(n, o)
         ]
         return len(rows), (int(rows[-1][0]) if rows else after), out
 
     def notifications(self, ids: Sequence[int]) -> list[Notification]:
-        """The notifications with these ids, in id order."""
+        """The notifications with these ids, in id order (through the driver, 5,000 ids a
+        statement: on PostgreSQL one array parameter)."""
         if not ids:
             return []
         column = "rowid" if self.url.kind == "sqlite" else "notification_id"
+        select_ = f"SELECT {column}, originator_id, originator_version, topic, state "
         out: list[Notification] = []
-        with reading(self.engine) as c:
-            for i in range(0, len(ids), 5000):
-                q = text(
-                    f"SELECT {column}, originator_id, originator_version, topic, state "
-                    f"FROM {self.url.events_table} WHERE {column} IN :ids ORDER BY {column}"
-                ).bindparams(bindparam("ids", expanding=True))
-                for n, o, v, t, st in c.execute(q, {"ids": list(ids[i : i + 5000])}):
-                    out.append(
-                        Notification(
-                            originator_id=o,
-                            originator_version=int(v),
-                            topic=t,
-                            state=bytes(st),
-                            id=int(n),
-                        )
-                    )
+        for i in range(0, len(ids), 5000):
+            chunk = list(ids[i : i + 5000])
+            if self.url.kind == "sqlite":
+                marks = ",".join("?" * len(chunk))
+                sql = f"{select_}FROM {self.url.events_table} WHERE {column} IN ({marks})"
+                params: tuple[Any, ...] = tuple(chunk)
+            else:
+                sql = f"{select_}FROM {self.url.events_table} WHERE {column} = ANY(%s)"
+                params = (chunk,)
+            rows = self._driver_rows(f"{sql} ORDER BY {column}", params)
+            out.extend(
+                Notification(
+                    originator_id=o, originator_version=int(v), topic=t, state=bytes(st), id=int(n)
+                )
+                for n, o, v, t, st in rows
+            )
         return out
+
+    def _driver_rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """The rows of one statement run on the driver's own cursor; on PostgreSQL with
+        binary results (the events' payloads come as bytes, not hex text to decode: a
+        window of 10k activities read in 62 ms instead of 111)."""
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            if self.url.kind == "postgresql":
+                cur.execute(sql, params, binary=True)  # type: ignore[call-arg]
+            else:
+                cur.execute(sql, params)
+            rows = cur.fetchall()
+            cur.close()
+        finally:
+            raw.close()
+        return list(rows)
 
     def head(self) -> int:
         """The notification id of the last activity stored (0: none): the position a read

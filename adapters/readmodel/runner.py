@@ -468,8 +468,10 @@ class Runner:
             positions = view.positions()
             return Overlay(view, {p: at for p, at in positions.items() if p in mine}, self._chains)
 
-        def in_share(stream: str) -> bool:
+        def in_share(_id: int, stream: str) -> bool:
             return share is None or partition_of_stream(stream, share[1]) == share[0]
+
+        every = share is None and len(mine) == count  # this catch-up holds every partition
 
         overlay = fresh()
         last = False  # the last select found less than a batch: nothing more was stored
@@ -477,10 +479,18 @@ class Runner:
             notes: Sequence[Notification] = ()
             read_to = overlay.position  # the last notification id read
             if not last and (should_stop is None or not should_stop()):
-                if share is not None and count == 1:
-                    # A parallel rebuild's share of one partition: the window, and its rows.
+                if (share is not None and count == 1) or (every and count > 1):
+                    # A parallel rebuild's share of one partition, or every partition: the
+                    # window, and its rows (those of the partitions it has not passed).
+                    def wanted(
+                        i: int, stream: str, previous: dict[int, int] = overlay.previous
+                    ) -> bool:
+                        if count > 1 and i <= previous[partition_of_stream(stream, count)]:
+                            return False
+                        return in_share(i, stream)
+
                     listed_n, read_to, notes = view.store.activity_window(
-                        overlay.position, batch_size, upto, in_share
+                        overlay.position, batch_size, upto, wanted
                     )
                     last = listed_n < batch_size
                     overlay.read += listed_n
