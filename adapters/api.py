@@ -63,7 +63,9 @@ from custate.adapters.readmodel import (
     rebuild,
 )
 from custate.adapters.readmodel.feed import Page
+from custate.adapters.readmodel.generations import Generations
 from custate.adapters.readmodel.partitions import partition_of
+from custate.adapters.readmodel.queries import GenerationMoved
 from custate.adapters.rejects import Reject, RejectStore, StoredReject
 from custate.adapters.upgrade import FoldStatus, fold_status, upgrade_status
 from custate.domain import ActivityError, CustomerState, fold, format_time, parse_cut
@@ -337,8 +339,19 @@ class Custate:
         """The active generation (re-read after a rebuild swapped it)."""
         rm = self._readmodel
         if rm is None or rm.t.generation != rm.active_generation():
-            rm = self._readmodel = self._parts.readmodel()
+            rm = self._readmodel = self._open_active()
         return rm
+
+    def _open_active(self) -> ReadModel:
+        """The active generation, opened; once more if a rebuild's swap dropped the
+        generation it found active while it opened it (its tables gone mid-open)."""
+        before = Generations(self.store.engine).active()
+        try:
+            return self._parts.readmodel()
+        except Exception:
+            if Generations(self.store.engine).active() == before:
+                raise
+            return self._parts.readmodel()
 
     def close(self) -> None:
         with self._bell_lock:
@@ -527,6 +540,12 @@ class Custate:
         from custate.adapters.report import mask_password
 
         def read(rm: ReadModel) -> dict[str, Any]:
+            fold = self.fold_status()  # of the generation active now
+            if fold.generation != rm.t.generation:
+                # A rebuild swapped generations since `rm` was chosen: `_on_active` reads
+                # again on the new one (else a status could pair one generation's number
+                # with another's fold version).
+                raise GenerationMoved(f"generation {rm.t.generation} -> {fold.generation}")
             return {
                 "store": mask_password(self.store.url.url),
                 "backend": self.store.url.kind,
@@ -534,7 +553,7 @@ class Custate:
                 "partitions": rm.partitions,
                 "generation": rm.t.generation,
                 "rebuild_in_progress": rm.generations.building_now(),
-                "fold_version": self.fold_status().to_json(),
+                "fold_version": fold.to_json(),
                 **upgrade_status(self.store),
                 "read_model": self.freshness().to_json(),
                 "positions": {str(p): at for p, at in rm.positions().items()},
