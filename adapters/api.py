@@ -345,11 +345,12 @@ class Custate:
     def _open_active(self) -> ReadModel:
         """The active generation, opened; once more if a rebuild's swap dropped the
         generation it found active while it opened it (its tables gone mid-open)."""
-        before = Generations(self.store.engine).active()
+        generations = Generations(self.store.engine)
+        before = generations.active_if_any()  # (asking `active` would make a new store's)
         try:
             return self._parts.readmodel()
         except Exception:
-            if Generations(self.store.engine).active() == before:
+            if generations.active_if_any() == before:
                 raise
             return self._parts.readmodel()
 

@@ -61,6 +61,12 @@ class Generations:
                     update(self._meta).where(self._meta.c.name == "change_feed").values(value="on")
                 )
 
+    def active_if_any(self) -> int | None:
+        """The active generation, None for a store that has none yet (nothing written)."""
+        with reading(self.engine) as c:
+            value = self._get(c, "active")
+        return None if value is None else int(value)
+
     def active(self) -> int:
         """The generation that answers (1 until a rebuild swapped another in)."""
         with reading(self.engine) as c:  # one round trip, on every read
