@@ -25,7 +25,6 @@ class Listener:
         self, conninfo: str | None, channel: str | None, also: tuple[str, ...] = ()
     ) -> None:
         self._conninfo = conninfo
-        self._channel = channel
         self._channels = () if channel is None else (channel, *also)
         self._conn: Any = None
         self._pause = threading.Event()  # never set: an interruptible sleep
@@ -43,7 +42,7 @@ class Listener:
         self.close()
 
     def _connect(self) -> None:
-        if self._conn is not None or self._conninfo is None or self._channel is None:
+        if self._conn is not None or self._conninfo is None or not self._channels:
             return
         import psycopg
 

@@ -194,11 +194,6 @@ def _timed_catch_up(
         return n / (time.monotonic() - t)
 
 
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
-
-
 def _reads_during(cs: custate.Custate, base: str) -> Json:
     """Healthz and a state read, alternately, while the workers catch up (`base`: a serve
     process on the store)."""
@@ -322,11 +317,9 @@ def bench_visibility(
         for _ in range(workers):
             stack.enter_context(worker(url))
         _settled(url, workers or 2)
-        delays: list[float] = []
+        delays: list[tuple[int, float]] = []  # (the delivery's index, its delay)
         errors = 0
         kinds: dict[str, int] = {}
-
-        order: list[int] = []  # the index of each delay's delivery
 
         async def deliver(pa: Pool, pb: Pool, i: int, item: tuple[str, str, bytes, str]) -> None:
             nonlocal errors
@@ -347,8 +340,7 @@ def bench_visibility(
                 errors += 1
                 kinds[f"GET {q.status}"] = kinds.get(f"GET {q.status}", 0) + 1
                 return
-            delays.append(time.perf_counter() - t)
-            order.append(i)
+            delays.append((i, time.perf_counter() - t))
 
         async def run() -> None:
             pa, pb = Pool(a, 256), Pool(b, 256)
@@ -362,8 +354,8 @@ def bench_visibility(
             await pb.close()
 
         asyncio.run(run())
-    measured = [d for i, d in zip(order, delays, strict=True) if i >= warm]
-    warming = [d for i, d in zip(order, delays, strict=True) if i < warm]
+    measured = [d for i, d in delays if i >= warm]
+    warming = [d for i, d in delays if i < warm]
     out[f"webhook_to_query_{workers}_workers" if workers else "webhook_to_query"] = {
         "rate_per_s": rate,
         "projectors": f"{workers} project --follow" if workers else "in each serve",

@@ -69,10 +69,9 @@ class Generations:
 
     def active(self) -> int:
         """The generation that answers (1 until a rebuild swapped another in)."""
-        with reading(self.engine) as c:  # one round trip, on every read
-            value = self._get(c, "active")
-        if value is not None:
-            return int(value)
+        found = self.active_if_any()  # one round trip, on every read
+        if found is not None:
+            return found
         with self.engine.begin() as c:
             value = self._get(c, "active")
             if value is not None:

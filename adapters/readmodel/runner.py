@@ -468,8 +468,14 @@ class Runner:
             positions = view.positions()
             return Overlay(view, {p: at for p, at in positions.items() if p in mine}, self._chains)
 
-        def in_share(_id: int, stream: str) -> bool:
+        def in_share(stream: str) -> bool:
             return share is None or partition_of_stream(stream, share[1]) == share[0]
+
+        def wanted(i: int, stream: str) -> bool:
+            """Of a window read whole: this catch-up's rows its partitions have not passed."""
+            if count > 1 and i <= overlay.previous[partition_of_stream(stream, count)]:
+                return False
+            return in_share(stream)
 
         every = share is None and len(mine) == count  # this catch-up holds every partition
 
@@ -482,13 +488,6 @@ class Runner:
                 if (share is not None and count == 1) or (every and count > 1):
                     # A parallel rebuild's share of one partition, or every partition: the
                     # window, and its rows (those of the partitions it has not passed).
-                    def wanted(
-                        i: int, stream: str, previous: dict[int, int] = overlay.previous
-                    ) -> bool:
-                        if count > 1 and i <= previous[partition_of_stream(stream, count)]:
-                            return False
-                        return in_share(i, stream)
-
                     listed_n, read_to, notes = view.store.activity_window(
                         overlay.position, batch_size, upto, wanted
                     )
@@ -512,7 +511,7 @@ class Runner:
                             i
                             for i, stream in listed
                             if i > previous.get(partition_of_stream(stream, count), i)
-                            and (share is None or partition_of_stream(stream, share[1]) == share[0])
+                            and in_share(stream)
                         ]
                         notes = view.store.notifications(ids)
                         overlay.read += len(listed)
