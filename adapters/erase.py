@@ -13,8 +13,11 @@ the database drop the old bytes.
 2. Each read-model generation (the active one and one a rebuild is building) re-folds the
    customer from the rewritten activities in one transaction (`readmodel.refold`): state
    row, index rows, pages, keys with their fold inputs and checkpoints.
-3. The change feed's records of the customer, the rejects that hold the customer's data
-   and the pull queue's errors are rewritten, a transaction each.
+   In that transaction too, when the store keeps a change feed, the erasure publishes its
+   own records (`cause` erasure: each path whose current value it changed, the erased
+   value never shown).
+3. The change feed's earlier records of the customer, the rejects that hold the
+   customer's data and the pull queue's errors are rewritten, a transaction each.
 4. The old bytes go: on SQLite every write above runs with `PRAGMA secure_delete=ON`, then
    the WAL is checkpointed and truncated and the file vacuumed; on PostgreSQL the rewritten
    tables are rewritten by `VACUUM (FULL)` (a plain VACUUM leaves the dead rows' bytes in
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import orjson
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import OperationalError
@@ -41,6 +45,7 @@ from custate.adapters.readmodel.feed import CHANGES_TABLE
 from custate.adapters.readmodel.refold import refold_customer
 from custate.adapters.readmodel.view import ReadModel
 from custate.adapters.rejects import RejectStore
+from custate.domain import CustomerState
 from custate.domain.erasure import (
     MIN_VALUE_CHARS,
     PROFILE_FIELDS,
@@ -49,6 +54,7 @@ from custate.domain.erasure import (
     scrub,
     scrub_text,
 )
+from custate.projections.changes import ChangeRecord, differences
 
 __all__ = ["ErasureReport", "erase_customer"]
 
@@ -64,6 +70,7 @@ class ErasureReport:
     refolded: int = 0  # activities re-folded into the read model (all generations)
     rejects: int = 0
     changes: int = 0  # change-feed records rewritten
+    published: int = 0  # change-feed records of the erasure itself (`cause` erasure)
     pull_queue: int = 0
     purge: list[str] = field(default_factory=list)  # what was done to the files, in order
     warnings: list[str] = field(default_factory=list)
@@ -78,6 +85,7 @@ class ErasureReport:
                 "changes": self.changes,
                 "pull_queue": self.pull_queue,
             },
+            "published_changes": self.published,
             "purge": list(self.purge),
             "warnings": list(self.warnings),
         }
@@ -117,8 +125,15 @@ def erase_customer(
                 "the ones stored from now on are erased on the way in"
             )
     with _ErasureConnection(store, sqlite) as c:
+        feed = active.feed
+        before = active._rows.states(c, [customer_id]).get(customer_id) if feed else None
         for view in views:
             report.refolded += refold_customer(view, c, customer_id)
+        if feed:
+            after = active._rows.states(c, [customer_id]).get(customer_id)
+            published = _erasure_records(customer_id, before, after, at, values)
+            active.changes.insert(c, published)  # last: on PostgreSQL it locks the feed
+            report.published = len(published)
         c.commit()
         report.changes = _rewrite_feed(c, customer_id, values)
         c.commit()
@@ -287,21 +302,49 @@ def _feed_value(path: str, value: Any, customer_id: str, values: set[str]) -> An
     return scrub(value, customer_id, values)
 
 
+def _erasure_records(
+    customer_id: str,
+    before: CustomerState | None,
+    after: CustomerState | None,
+    at: datetime,
+    values: set[str],
+) -> list[ChangeRecord]:
+    """The erasure's own change records (docs/CHANGES.md): each path whose current value
+    the erasure changed, `cause` erasure, effective and recorded at the erasure's time,
+    with `before` scrubbed as the customer's earlier records are (the feed never shows the
+    erased value, only that the field was erased)."""
+    if before is None or after is None:
+        return []
+    return [
+        msgspec.structs.replace(
+            r, before=_feed_value(r.path, r.before, customer_id, values), recorded_at=at
+        )
+        for r in differences(customer_id, before, after, "erasure", at)
+    ]
+
+
 def _rewrite_feed(c: Connection, customer_id: str, values: set[str]) -> int:
+    """Scrub the customer's values out of her change records; the records rewritten."""
     rows = c.execute(
+        # An erasure's own records hold erased markers only (`_erasure_records`).
         text(
-            f'SELECT position, path, "before", "after" FROM {CHANGES_TABLE} WHERE customer_id = :c'
+            f"SELECT last_position, records FROM {CHANGES_TABLE} "
+            "WHERE customer_id = :c AND cause <> 'erasure'"
         ),
         {"c": customer_id},
     ).all()
-    update = text(f'UPDATE {CHANGES_TABLE} SET "before" = :b, "after" = :a WHERE position = :p')
+    update = text(f"UPDATE {CHANGES_TABLE} SET records = :r WHERE last_position = :p")
     n = 0
-    for position, path, before, after in rows:
-        b = orjson.dumps(_feed_value(path, orjson.loads(before), customer_id, values)).decode()
-        a = orjson.dumps(_feed_value(path, orjson.loads(after), customer_id, values)).decode()
-        if (b, a) != (before, after):
-            c.execute(update, {"b": b, "a": a, "p": position})
-            n += 1
+    for position, body in rows:
+        records = orjson.loads(body)
+        for r in records:
+            path, _, before, after, *_ = r
+            r[2] = _feed_value(path, before, customer_id, values)
+            r[3] = _feed_value(path, after, customer_id, values)
+            n += (r[2], r[3]) != (before, after)
+        new = orjson.dumps(records).decode()
+        if new != body:
+            c.execute(update, {"r": new, "p": position})
     return n
 
 

@@ -43,11 +43,12 @@ Keyed = tuple[str, Activity]
 CAUSES = ("activity", "rebuild", "erasure")
 
 
-class ChangeRecord(msgspec.Struct, frozen=True):
+class ChangeRecord(msgspec.Struct, frozen=True, gc=False):
     """One change of a customer's derived state at one flattened path (docs/CHANGES.md).
     `position` and `recorded_at` are 0 and None until the record is written. (A msgspec
     Struct: a catch-up makes several an activity, and a frozen dataclass cost 20 times as
-    much to construct.)"""
+    much to construct. It holds JSON values and times only, no cycles, so the cyclic
+    garbage collector need not track it: a catch-up holds a batch's records until its write.)"""
 
     customer_id: str
     path: str

@@ -83,6 +83,8 @@ def erase(
         f"read-model activities, {rewritten['rejects']} rejects, {rewritten['changes']} "
         f"change records, {rewritten['pull_queue']} pull-queue rows"
     )
+    if out["published_changes"]:
+        typer.echo(f"change feed: {out['published_changes']} records of the erasure published")
     typer.echo("purge: " + ("; ".join(out["purge"]) or "none"))
     for w in out["warnings"]:
         typer.echo(f"warning: {w}", err=True)

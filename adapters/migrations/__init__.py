@@ -44,7 +44,7 @@ __all__ = [
 
 VERSION_TABLE = "custate_schema_version"
 # The newest revision (tests/integration/test_migrations.py checks it is the scripts' head).
-HEAD = "0001"
+HEAD = "0002"
 _SCRIPTS = Path(__file__).parent
 # The tables of the baseline (versions/r0001_baseline.py): a store holding none is new.
 _BASELINE = frozenset(

@@ -23,6 +23,7 @@ from custate.adapters.api import Custate
 from custate.adapters.readmodel import ReadModel
 from custate.domain import parse_time
 from custate.domain.erasure import ERASED, ERASED_METADATA
+from custate.projections.diff import CUT_KEYS, flatten
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # the shared history, by its full name (as test_pull does)
@@ -175,6 +176,48 @@ def test_erasure_leaves_no_byte_and_keeps_points_tiers_segments(
     mid = parse_time("2024-03-15T00:00:00Z", "as_of")
     assert cs.state(ZELDA, as_of=mid).to_json() == cs.replay(ZELDA, as_of=mid).to_json()
     assert cs.erasure(ZELDA) == report.erasure
+
+
+def _flat(state: custate.CustomerState) -> Json:
+    return {
+        k: v
+        for k, v in flatten(state.to_json()).items()
+        if k.split(".")[0] not in CUT_KEYS and k.split(".")[0] != "activities"
+    }
+
+
+def test_an_erasure_publishes_what_it_changed_and_the_feed_never_shows_the_values(
+    erased_store: tuple[Custate, Json, Json],
+) -> None:
+    cs, _, _ = erased_store
+    last = cs.changes(0, limit=100_000).next
+
+    report = cs.erase(ZELDA)
+
+    page = cs.changes(last, limit=100_000)
+    assert report.published == len(page.records) > 0
+    assert report.to_json()["published_changes"] == report.published
+    assert {(r.customer_id, r.cause, r.correction, r.until) for r in page.records} == {
+        (ZELDA, "erasure", False, None)
+    }
+    erased = {r.path: r for r in page.records}
+    assert {"profile.name", "profile.email", "profile.phone"} <= set(erased)
+    assert erased["profile.email"].after == ERASED
+    assert all(r.recorded_at == report.erasure.erased_at for r in page.records)
+    every = cs.changes(0, limit=100_000).records
+    assert not any(v in json.dumps([r.to_json() for r in every]) for v in ERASED_VALUES)
+    # What holds now, replayed from the customer's first record on, is her erased state.
+    flat = _flat(custate.CustomerState(ZELDA))
+    for r in every:
+        if r.customer_id == ZELDA and r.until is None:
+            if r.op == "removed":
+                flat.pop(r.path, None)
+            else:
+                flat[r.path] = r.after
+    assert flat == _flat(cs.state(ZELDA))
+    # Erasing again changes nothing more, and publishes nothing.
+    assert cs.erase(ZELDA).published == 0
+    assert cs.changes(page.next).records == []
 
 
 def test_later_activities_are_erased_on_the_way_in_until_lifted(

@@ -322,6 +322,51 @@ def test_the_migrated_layout_is_the_one_the_stores_create(store_url: str) -> Non
     assert migrated == created
 
 
+def test_change_records_of_the_row_per_record_layout_keep_their_positions(
+    store_url: str, tmp_path: Path
+) -> None:
+    from custate.adapters.migrations.versions import r0001_baseline
+
+    records = generate(240, 6, seed=26)
+    with custate.open(store_url, change_feed=True) as cs:
+        # the second half first: the first half then arrives late, with corrections
+        cs.ingest([write_ndjson(tmp_path / "b.ndjson", records[120:])])
+        cs.ingest([write_ndjson(tmp_path / "a.ndjson", records[:120])])
+        held = cs.changes(0, limit=100_000).records
+    assert any(r.until is not None for r in held)
+    assert any(r.correction for r in held)
+    # The store as revision 0001 left it: its change table had a row per record.
+    m = sa.MetaData()
+    r0001_baseline._tables(m)
+    old = m.tables["custate_changes"]
+    with EventStore(store_url) as store, store.engine.begin() as c:
+        c.exec_driver_sql("DROP TABLE custate_changes")
+        old.create(c)
+        c.execute(
+            old.insert(),
+            [
+                {
+                    **{k: v for k, v in r.to_json().items() if k not in {"before", "after"}},
+                    "before": orjson.dumps(r.before).decode(),
+                    "after": orjson.dumps(r.after).decode(),
+                }
+                for r in held
+            ],
+        )
+        c.exec_driver_sql(f"UPDATE {VERSION_TABLE} SET version_num = '0001'")
+    with custate.open(store_url) as cs:
+        assert cs.migration() == {"from": "0001", "to": HEAD, "migrated": True}
+        assert cs.changes(0, limit=100_000).records == held
+        assert cs.changes(held[40].position, limit=3).records == held[41:44]
+        # the feed goes on after them, an activity's records in a row of their own
+        cs.ingest([write_ndjson(tmp_path / "c.ndjson", generate(250, 6, seed=26)[240:])])
+        more = cs.changes(held[-1].position, limit=100_000).records
+    assert more
+    assert [r.position for r in more] == list(
+        range(held[-1].position + 1, held[-1].position + 1 + len(more))
+    )
+
+
 def test_head_is_the_newest_revision() -> None:
     from alembic.script import ScriptDirectory
 
