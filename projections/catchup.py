@@ -171,6 +171,7 @@ def plan(
                         [(p.key, p.activity) for p in tail],
                         [(p.key, p.activity) for p in arrived],
                         _recorded(arrived),
+                        cached.get(cid) or stored.get(cid),
                     )
                 )
         touched: Touched | None = None

@@ -124,6 +124,17 @@ def corrections(
     state that sorts before `new`): the history without `new` against the history with it,
     over business time from `new`'s created_at. `start` is left as it is. An activity that
     sorts after all of `history` gives its in-order records (`correction` False)."""
+    return _corrections(start, history, new, recorded_at)[0]
+
+
+def _corrections(
+    start: CustomerState,
+    history: Sequence[Keyed],
+    new: Keyed,
+    recorded_at: datetime | None,
+) -> tuple[list[ChangeRecord], Tracker]:
+    """`corrections`, and the tracker of the history with `new`, on the state after all of
+    it (in-order arrivals that follow go on with it)."""
     key, late = new
     cid = start.customer_id
     state = start.copy()
@@ -133,8 +144,8 @@ def corrections(
         i += 1
     rest = history[i:]
     correction = bool(rest)
-    old = Tracker(cid, start=state.copy(), counters=False, lazy=True)
     with_new = Tracker(cid, start=state, counters=False, lazy=True)
+    old = with_new.copy()
     # Both start from the same state: each side holds only the paths its steps changed,
     # and a path's value at the start is the `before` of the first change to it.
     base: dict[str, Any] = {}
@@ -202,7 +213,7 @@ def corrections(
         touched = set()
     for p in sorted(windows):
         close(p, None)
-    return out
+    return out, with_new
 
 
 def records_for(
@@ -210,29 +221,37 @@ def records_for(
     history: Sequence[Keyed],
     new: Sequence[Keyed],
     recorded: Mapping[str, datetime | None] | None = None,
+    current: CustomerState | None = None,
 ) -> list[ChangeRecord]:
     """The records of `new` (in arrival order) arriving one by one after `history` (in key
     order, folded on `start`); `start` is left as it is. `recorded`: each new activity's
-    `recorded_at`, by id. A run of arrivals that each sort
-    after everything before them is folded once, through one `Tracker`."""
+    `recorded_at`, by id. `current`: the state after `history`, when the caller has it
+    (left as it is: arrivals before the first late one fold on a copy instead of on
+    `history` folded again). Arrivals that each sort after everything before them are folded
+    once, through one `Tracker` (after a late one: the tracker its corrections folded the
+    history with it through; re-folding the history for each in-order arrival after a
+    late one was most of a catch-up's feed cost)."""
     seen = list(history)
     out: list[ChangeRecord] = []
     cid = start.customer_id
     at = recorded or {}
-    tracker: Tracker | None = None  # on the state after `seen`, while arrivals are in order
+    tracker: Tracker | None = None  # on the state after `seen`
     for n in new:
         if not seen or n[0] > seen[-1][0]:
             if tracker is None:
-                state = start.copy()
-                for _, a in seen:
-                    apply(state, a)
+                if current is not None:
+                    state = current.copy()
+                else:
+                    state = start.copy()
+                    for _, a in seen:
+                        apply(state, a)
                 tracker = Tracker(cid, start=state, counters=False, lazy=True)
             out.extend(from_step(cid, tracker.step(n[1]), n[1], at.get(n[1].id)))
             seen.append(n)
             continue
-        out.extend(corrections(start, seen, n, at.get(n[1].id)))
+        found, tracker = _corrections(start, seen, n, at.get(n[1].id))
+        out.extend(found)
         insort(seen, n, key=lambda k: k[0])
-        tracker = None
     return out
 
 

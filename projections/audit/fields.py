@@ -68,6 +68,19 @@ class Seen:
         self.json = list(map(field_json, self.raw))
         self.paths = tuple(map(path.__add__, suffixes))
 
+    def copy(self) -> Seen:
+        """The same object as last reported, to be updated apart."""
+        c = Seen.__new__(Seen)
+        c.names, c.get, c.path, c.paths, c.raw = (
+            self.names,
+            self.get,
+            self.path,
+            self.paths,
+            self.raw,
+        )
+        c.json = list(self.json)
+        return c
+
     def flat(self) -> Flat:
         return flatten(dict(zip(self.names, self.json, strict=True)), self.path)
 

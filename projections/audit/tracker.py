@@ -81,20 +81,38 @@ class Tracker:
         # The pending entry the current activity names: where to look first in its card
         # (a search hint only; what an activity can change comes from `units_of`).
         self._hint: str | None = None
+        # `lazy`: a unit is looked at only when an activity names it (just before it is
+        # folded), so starting from a long history's state costs nothing; `flat()` then
+        # holds only those seen (the change feed's use). The gaps and the maps' emptiness,
+        # which are found changed only after the fold, are looked at from the start.
+        self._lazy: set[Unit] | None = set(_EAGER) if lazy else None
         ignored: list[FieldChange] = []
         for u in FIXED:
-            if counters or u[0] != "activities":
+            if (counters or u[0] != "activities") and (not lazy or u in _EAGER):
                 _VISIT[u[0]](self, u, ignored)
-        # `lazy`: the entries of the large maps are looked at only when an activity names
-        # them (just before it is folded), so starting from a long history's state costs
-        # nothing; `flat()` then holds only those seen (the change feed's use).
-        self._lazy: set[Unit] | None = set() if lazy else None
         if not lazy:
             for kind, (_, entries) in ENTRIES.items():
                 for key in entries(s):
                     _VISIT[kind](self, (kind, key), ignored)
         self._gaps = len(s.gaps)
         self._empty = emptiness(s)
+
+    def copy(self) -> Tracker:
+        """A tracker that has seen what this one has, on a copy of its state: the two fold
+        on apart (cheaper than a new tracker on a copy of the state, which renders every
+        unit again)."""
+        t = Tracker.__new__(Tracker)
+        t._only, t._counters, t._hint = self._only, self._counters, self._hint
+        t.state = self.state.copy()
+        t._cache = dict(self._cache)
+        t._seen = {u: seen.copy() for u, seen in self._seen.items()}
+        t._keys = {kind: set(keys) for kind, keys in self._keys.items()}
+        t._pending = {card: dict(entries) for card, entries in self._pending.items()}
+        t._pending_json = {card: dict(js) for card, js in self._pending_json.items()}
+        t._no_pending = set(self._no_pending)
+        t._lazy = None if self._lazy is None else set(self._lazy)
+        t._gaps, t._empty = self._gaps, self._empty
+        return t
 
     def step(self, a: Activity) -> list[FieldChange]:
         """Fold `a` (it sorts after everything folded so far) and return what it changed,
@@ -107,7 +125,7 @@ class Tracker:
         if primed is not None:
             ignored: list[FieldChange] = []
             for u in units:
-                if u[0] in ENTRIES and u not in primed:
+                if u not in primed:
                     _VISIT[u[0]](self, u, ignored)
                     primed.add(u)
         apply(s, a)
@@ -255,6 +273,9 @@ _VISIT: dict[str, Callable[[Tracker, Unit, list[FieldChange]], None]] = {
 
 
 _NOTHING: Rendered = ("", ABSENT)
+# What a lazy tracker looks at from the start: what `step` finds changed only after the
+# fold (the gaps by their count, a map's emptiness), and the id, which never changes.
+_EAGER: frozenset[Unit] = frozenset({("customer_id", ""), ("gaps", ""), *EMPTY_UNITS})
 
 
 def empty_flat(customer_id: str) -> Flat:
