@@ -158,6 +158,7 @@ def plan(
             changes.late += 1
             state, todo, tail = _refold_from(cid, new, model, source, changes)
         step: Callable[[Activity], object] = partial(apply, state)
+        folded: list[Projected] = []  # of `todo`, what is folded into `state` already
         if feed:
             arrived = by_customer[cid]
             if not refold and all(
@@ -165,6 +166,9 @@ def plan(
             ):  # in order, the common case: one fold
                 step = _feed_step(cid, state, changes.feed, arrived)
             else:
+                # A re-fold goes on from where the corrections of its earliest activity
+                # folded the tail to, instead of folding that part again.
+                before_first: list[CustomerState] = []
                 changes.feed.extend(
                     records_for(
                         state,
@@ -172,11 +176,21 @@ def plan(
                         [(p.key, p.activity) for p in arrived],
                         _recorded(arrived),
                         cached.get(cid) or stored.get(cid),
+                        before_first.append if refold else None,
                     )
                 )
+                if before_first:
+                    state = before_first[0]
+                    step = partial(apply, state)
+                    skipped = 0
+                    while todo[skipped].key < new[0].key:
+                        skipped += 1
+                    folded, todo = todo[:skipped], todo[skipped:]
         touched: Touched | None = None
         if _entries(state) >= TOUCHED_FROM:
             touched = changes.touched[cid] = {}
+            for p in folded:
+                name_entries(p.activity, touched)
         last_key = _fold(state, todo, interval, changes, refold, step, touched, keep_checkpoint)
         if head is not None and head.last_key > last_key:
             last_key = head.last_key

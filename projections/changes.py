@@ -14,9 +14,10 @@ The `activities` counters are never reported: every activity moves them."""
 
 from __future__ import annotations
 
-from bisect import insort
-from collections.abc import Iterable, Mapping, Sequence
+from bisect import bisect
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -124,25 +125,26 @@ def corrections(
     state that sorts before `new`): the history without `new` against the history with it,
     over business time from `new`'s created_at. `start` is left as it is. An activity that
     sorts after all of `history` gives its in-order records (`correction` False)."""
-    return _corrections(start, history, new, recorded_at)[0]
-
-
-def _corrections(
-    start: CustomerState,
-    history: Sequence[Keyed],
-    new: Keyed,
-    recorded_at: datetime | None,
-) -> tuple[list[ChangeRecord], Tracker]:
-    """`corrections`, and the tracker of the history with `new`, on the state after all of
-    it (in-order arrivals that follow go on with it)."""
-    key, late = new
-    cid = start.customer_id
+    key = new[0]
     state = start.copy()
     i = 0
     while i < len(history) and history[i][0] < key:
         apply(state, history[i][1])
         i += 1
-    rest = history[i:]
+    return _corrections(state, history[i:], new, recorded_at)[0]
+
+
+def _corrections(
+    state: CustomerState,
+    rest: Sequence[Keyed],
+    new: Keyed,
+    recorded_at: datetime | None,
+) -> tuple[list[ChangeRecord], Tracker]:
+    """`corrections` of `new` on `state`, the state of the history before it (folded on
+    from here), with `rest` the history after it; and the tracker of the history with
+    `new`, on the state after all of it (in-order arrivals that follow go on with it)."""
+    late = new[1]
+    cid = state.customer_id
     correction = bool(rest)
     with_new = Tracker(cid, start=state, counters=False, lazy=True)
     old = with_new.copy()
@@ -222,12 +224,16 @@ def records_for(
     new: Sequence[Keyed],
     recorded: Mapping[str, datetime | None] | None = None,
     current: CustomerState | None = None,
+    before_first: Callable[[CustomerState], object] | None = None,
 ) -> list[ChangeRecord]:
     """The records of `new` (in arrival order) arriving one by one after `history` (in key
     order, folded on `start`); `start` is left as it is. `recorded`: each new activity's
     `recorded_at`, by id. `current`: the state after `history`, when the caller has it
     (left as it is: arrivals before the first late one fold on a copy instead of on
-    `history` folded again). Arrivals that each sort after everything before them are folded
+    `history` folded again). `before_first`: given a copy of the state of `history` before
+    the first of `new` in key order, when that one is late (the state a re-fold of
+    `history` and `new` on `start` reaches just before it: a caller re-folding them can
+    go on from there). Arrivals that each sort after everything before them are folded
     once, through one `Tracker` (after a late one: the tracker its corrections folded the
     history with it through; re-folding the history for each in-order arrival after a
     late one was most of a catch-up's feed cost)."""
@@ -236,6 +242,10 @@ def records_for(
     cid = start.customer_id
     at = recorded or {}
     tracker: Tracker | None = None  # on the state after `seen`
+    first = min(n[0] for n in new) if new and before_first is not None else None
+    # `start` with seen[:folded] folded on it: a late arrival's state before it is folded
+    # on from here while arrivals come in key order, and from `start` again otherwise.
+    cursor, folded = start.copy(), 0
     for n in new:
         if not seen or n[0] > seen[-1][0]:
             if tracker is None:
@@ -249,9 +259,17 @@ def records_for(
             out.extend(from_step(cid, tracker.step(n[1]), n[1], at.get(n[1].id)))
             seen.append(n)
             continue
-        found, tracker = _corrections(start, seen, n, at.get(n[1].id))
+        i = bisect(seen, n[0], key=itemgetter(0))
+        if i < folded:
+            cursor, folded = start.copy(), 0
+        for _, a in seen[folded:i]:
+            apply(cursor, a)
+        folded = i
+        if n[0] == first and before_first is not None:
+            before_first(cursor.copy())
+        found, tracker = _corrections(cursor.copy(), seen[i:], n, at.get(n[1].id))
         out.extend(found)
-        insort(seen, n, key=lambda k: k[0])
+        seen.insert(i, n)
     return out
 
 

@@ -56,8 +56,15 @@ class FakeReadModel:
     """Event log + read model in memory. `catch_up(batch_sizes)` projects what was appended
     since the tracking position, one `plan` + `apply` per batch."""
 
-    def __init__(self, interval: int = DEFAULT_CHECKPOINT_INTERVAL, use_cache: bool = True) -> None:
+    def __init__(
+        self,
+        interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+        use_cache: bool = True,
+        feed: bool = False,
+    ) -> None:
+        """`feed`: plan the change feed's records too (the catch-up folds otherwise then)."""
         self.interval = interval
+        self.feed = feed
         # event store
         self.streams: dict[str, list[Activity]] = {}
         self.log: list[tuple[Activity, int]] = []  # (activity, stream version), arrival order
@@ -102,7 +109,7 @@ class FakeReadModel:
         batch = self.next_batch(size)
         if not batch:
             return None
-        changes = plan(batch, self, self, self.interval, self.cache)
+        changes = plan(batch, self, self, self.interval, self.cache, feed=self.feed)
         self.apply(changes, len(batch))
         return changes
 

@@ -179,7 +179,11 @@ def test_arrival_order_and_batches_never_change_the_projection(
     interval = data.draw(st.integers(min_value=1, max_value=4), label="interval")
     sizes = data.draw(st.lists(st.integers(min_value=1, max_value=6), min_size=1), label="sizes")
     appends = data.draw(st.integers(min_value=1, max_value=3), label="appends")
-    fake = FakeReadModel(interval=interval, use_cache=data.draw(st.booleans(), label="cache"))
+    fake = FakeReadModel(
+        interval=interval,
+        use_cache=data.draw(st.booleans(), label="cache"),
+        feed=data.draw(st.booleans(), label="feed"),
+    )
     step = max(1, len(delivered) // appends)
     for lo in range(0, max(len(delivered), 1), step):
         fake.append(delivered[lo : lo + step])
