@@ -3,7 +3,7 @@
 (1) catch-up throughput with the feed on and off: the same activities (in order, then 10%
     late) ingested with `project=False` into SQLite stores, each caught up by a
     `ReadModel` with `feed=True` / `feed=False`, two of each in turn; activities/s (wall
-    and CPU) and the feed's cost in %.
+    and CPU) and the feed's cost in %. With `--postgres URL`, on PostgreSQL too.
 (2) a late activity near the end of a 10k-activity history: `projections.changes.corrections`
     (the history without it against the history with it, from the checkpoint before it, as
     the catch-up does), median of repeated runs, in ms.
@@ -30,6 +30,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -42,35 +44,55 @@ from custate.projections.changes import corrections  # noqa: E402
 from custate.projections.keys import key_text  # noqa: E402
 
 
-def catch_up(n: int, customers: int, late: float, rounds: int = 2) -> dict[str, Any]:
+def catch_up(
+    n: int, customers: int, late: float, rounds: int = 2, postgres: str | None = None
+) -> dict[str, Any]:
     """Activities/s of a catch-up with the feed off and on, `rounds` of each, alternating
     (by wall time and by CPU time, which the machine's load disturbs less), and the feed's
-    cost in % of the median rates. Every store is ingested first and the input dropped: a
-    catch-up reads the store, and the input's objects held in this process made each of the
-    collector's full passes a tenth of a second longer."""
+    cost in % of the median rates; on SQLite, or in schemas of their own on `postgres`
+    (dropped after). Every store is ingested first and the input dropped: a catch-up reads
+    the store, and the input's objects held in this process made each of the collector's
+    full passes a tenth of a second longer."""
     records = list(generate(n, customers, 7, late_fraction=late))
     rates: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    schemas: list[str] = []
     with tempfile.TemporaryDirectory() as d:
         stores = []
         for i in range(rounds):
             for feed in (False, True):
-                url = f"sqlite:///{d}/feed_{feed}_{i}.db"
+                if postgres is None:
+                    url = f"sqlite:///{d}/feed_{feed}_{i}.db"
+                else:
+                    schemas.append(f"bench_feed_{uuid.uuid4().hex[:8]}")
+                    url = f"{postgres}{'&' if '?' in postgres else '?'}schema={schemas[-1]}"
                 with Custate(url) as cs:
                     cs.ingest(records, project=False)
                 stores.append((feed, url))
         del records
         gc.collect()
-        for feed, url in stores:
-            with Custate(url) as cs:
-                rm = ReadModel(cs.store, feed=feed)
-                wall, cpu = time.perf_counter(), time.process_time()
-                done = rm.catch_up().activities
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                rates[feed].append((done / wall, done / cpu))
+        try:
+            for feed, url in stores:
+                with Custate(url) as cs:
+                    rm = ReadModel(cs.store, feed=feed)
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    done = rm.catch_up().activities
+                    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                    rates[feed].append((done / wall, done / cpu))
+        finally:
+            if schemas:
+                assert postgres is not None
+                engine = sa.create_engine(
+                    postgres.replace("postgresql://", "postgresql+psycopg://")
+                )
+                with engine.begin() as c:
+                    for schema in schemas:
+                        c.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                engine.dispose()
     off = [statistics.median(x) for x in zip(*rates[False], strict=True)]
     on = [statistics.median(x) for x in zip(*rates[True], strict=True)]
     return {
         "catch_up": f"{n} activities / {customers} customers, {round(100 * late)}% late",
+        "store": "sqlite" if postgres is None else "postgresql",
         "feed_off_per_s": round(off[0]),
         "feed_on_per_s": round(on[0]),
         "cost_percent": round(100 * (1 - on[0] / off[0]), 1),
@@ -179,6 +201,12 @@ def main() -> None:
         say(
             f"catch_up_late_{round(100 * late)}pct", catch_up(args.activities, args.customers, late)
         )
+    if args.postgres:
+        for late in (0.0, 0.1):
+            say(
+                f"catch_up_postgresql_late_{round(100 * late)}pct",
+                catch_up(args.activities, args.customers, late, postgres=args.postgres),
+            )
     say("late_in_last_1pct_of_10k", {"corrections_ms": round(late_near_the_end(), 2)})
 
 
