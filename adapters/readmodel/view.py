@@ -16,7 +16,7 @@ from functools import partial
 
 from eventsourcing.persistence import Tracking as LibTracking
 from eventsourcing.persistence import TrackingRecorder
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from custate.adapters.codecs import foldinput as inputs
 from custate.adapters.erasures import ERASURES_TABLE
@@ -47,7 +47,7 @@ from custate.adapters.readmodel.runner import (
     Runner,
     Write,
 )
-from custate.adapters.readmodel.sql import Statements, add_input_column
+from custate.adapters.readmodel.sql import Statements, add_input_column, chunks
 from custate.adapters.readmodel.tables import Tables, tables
 from custate.adapters.readmodel.tracking import TrackingPosition
 from custate.adapters.sqlschema import create_all, driver, reading
@@ -109,6 +109,7 @@ class ReadModel(TrackingRecorder):
             self._checkpoint_store, self._connections, checkpoint_cache_bytes
         )
         self._erasures = _erasures_query(store)
+        self._erased_ids = f"SELECT customer_id FROM {ERASURES_TABLE}"
         self._activities = CachedActivities(store, erased_at=self.erased_at)
         # The active generation's queries check, in their own statement, that it still is.
         self._queries = Queries(self.engine, self.t, guarded=generation is None)
@@ -253,6 +254,21 @@ class ReadModel(TrackingRecorder):
             row = driver(c).execute(self._erasures, (customer_id,)).fetchone()
         return None if row is None else row[0]
 
+    def _erased_hold(self, c: Connection, w: Write) -> bool:
+        """Whether every customer of `w` with an erasure record still has, in the
+        transaction of `c`, the head the plan of `w` read: an erasure re-folds her rows
+        under a head of its own (`readmodel.refold`), and a plan made before it must not
+        write her unerased state back (it is made again). Erasure records are few, so
+        they are read whole; the heads checked are locked to the commit on PostgreSQL."""
+        if self._erasures is None or not w.changes.states:
+            return True
+        erased = {str(r[0]) for r in driver(c).execute(self._erased_ids).fetchall()}
+        mine = [cid for cid in w.changes.states if cid in erased]
+        found: dict[str, Head] = {}
+        for chunk in chunks(mine):
+            found.update((r[0], Head(r[1], r[2])) for r in self._sql.heads_for_update(c, chunk))
+        return all(found.get(cid) == w.db_heads.get(cid) for cid in mine)
+
     def keep_parsed(self, batch: Sequence[Projected]) -> None:
         """Keep the activities of `batch`, just decoded, for re-folds and points in time."""
         self._activities.keep(batch)
@@ -267,7 +283,9 @@ class ReadModel(TrackingRecorder):
             with self.engine.begin() as c:
                 if fence is not None:
                     fence(c)
-                if not self._tracking.advance(c, w.previous, w.position):
+                if not self._tracking.advance(c, w.previous, w.position) or not self._erased_hold(
+                    c, w
+                ):
                     c.rollback()
                     self._rows.forget()
                     return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,38 @@ def test_another_process_projecting_after_the_erasure_does_not_bring_the_data_ba
         assert state.custom_events["late_visit"].count == 1
         assert state.points == eraser.replay(ZELDA).points
         assert not [v for v in ERASED_VALUES if v.encode() in _all_bytes(eraser)]
+
+
+def test_a_catch_up_planned_before_the_erasure_does_not_write_her_data_back(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A projector that read and folded her unerased state, then writes after the erasure
+    committed, must fold again on the erased state instead of writing what it planned."""
+    zelda = history(ZELDA, NAME, "evz")
+    with custate.open(store_url) as eraser, custate.open(store_url) as other:
+        other.ingest(zelda[:-1])
+        other.ingest([zelda[-1]], project=False)
+        planned, erased = threading.Event(), threading.Event()
+        write = ReadModel.write
+
+        def paused(self: ReadModel, *args: Any, **kwargs: Any) -> bool:
+            if threading.current_thread().name == "projector" and not erased.is_set():
+                planned.set()  # the plan is made: hold its write until the erasure is done
+                erased.wait(30)
+            return write(self, *args, **kwargs)
+
+        monkeypatch.setattr(ReadModel, "write", paused)
+        projector = threading.Thread(target=other.project, name="projector")
+        projector.start()
+        assert planned.wait(30)
+        eraser.erase(ZELDA, vacuum=False)
+        erased.set()
+        projector.join(30)
+        assert not projector.is_alive()
+        state = eraser.state(ZELDA)
+        assert state.profile.name == ERASED
+        assert state.activities.count == len(HISTORY)  # the held activity is projected
+        assert _without_profile(state) == _without_profile(eraser.replay(ZELDA))
 
 
 def test_a_rebuild_left_unfinished_is_erased_too(store_url: str) -> None:
