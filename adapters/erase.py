@@ -125,6 +125,9 @@ def erase_customer(
                 "the ones stored from now on are erased on the way in"
             )
     with _ErasureConnection(store, sqlite) as c:
+        # Her row first: a catch-up of hers that commits between the read of her state
+        # below and the re-fold would have its changes counted as the erasure's too.
+        active._sql.hold_customer(c, customer_id)
         feed = active.feed
         before = active._rows.states(c, [customer_id]).get(customer_id) if feed else None
         for view in views:

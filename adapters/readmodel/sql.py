@@ -164,6 +164,17 @@ class Statements:
 
     # -- customers' rows -----------------------------------------------------------------
 
+    def hold_customer(self, c: Connection, customer_id: str) -> None:
+        """Take the customer's row for the transaction of `c` before reading it (an update
+        that changes nothing): on SQLite the database's write lock, on PostgreSQL the row's
+        lock, so no other writer changes her rows between this transaction's reads and
+        writes (writers that check her head wait for it, then see it moved)."""
+        c.exec_driver_sql(
+            f"UPDATE {self.t.customers.name} SET last_version = last_version "
+            f"WHERE customer_id = {self.marks(1)}",
+            (customer_id,),
+        )
+
     def heads_for_update(self, c: Connection, ids: Sequence[str]) -> list[tuple[str, str, int]]:
         """`heads`, with the rows locked to the end of the transaction on PostgreSQL (a
         writer that checks them writes before anyone changes them; SQLite's write

@@ -313,6 +313,52 @@ def test_a_catch_up_planned_before_the_erasure_does_not_write_her_data_back(
         assert _without_profile(state) == _without_profile(eraser.replay(ZELDA))
 
 
+def test_a_catch_up_during_the_erasure_waits_and_its_changes_are_not_the_erasures(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erasure reads her state, then re-folds her: a catch-up of hers in between waits
+    for it (then folds on the erased state), so the erasure's own records are only what
+    the erasure changed."""
+    import custate.adapters.erase as erase_module
+
+    zelda = history(ZELDA, NAME, "evz")
+    with (
+        custate.open(store_url, change_feed=True) as eraser,
+        custate.open(store_url) as other,
+    ):
+        other.ingest(zelda[:-1])
+        other.ingest([zelda[-1]], project=False)  # her tier upgrade, not projected yet
+        last = eraser.changes(0, limit=100_000).next
+        read, go = threading.Event(), threading.Event()
+        from custate.adapters.readmodel.refold import refold_customer as refold
+
+        def held(*args: Any, **kwargs: Any) -> int:
+            read.set()  # her state is read: hold the re-fold while a catch-up tries
+            go.wait(30)
+            return refold(*args, **kwargs)
+
+        monkeypatch.setattr(erase_module, "refold_customer", held)
+        erasure = threading.Thread(target=eraser.erase, args=(ZELDA,), kwargs={"vacuum": False})
+        erasure.start()
+        assert read.wait(30)
+        projector = threading.Thread(target=other.project)
+        projector.start()
+        projector.join(1.0)
+        assert projector.is_alive()  # it waits for the erasure's transaction
+        go.set()
+        erasure.join(30)
+        projector.join(30)
+        assert not erasure.is_alive()
+        assert not projector.is_alive()
+        records = eraser.changes(last, limit=100_000).records
+        by_erasure = [r for r in records if r.cause == "erasure"]
+        assert by_erasure
+        assert all(r.path.startswith("profile.") for r in by_erasure), by_erasure
+        assert any(r.path.startswith("loyalty.tiers.") for r in records if r.cause == "activity")
+        assert eraser.state(ZELDA).profile.name == ERASED
+        assert eraser.state(ZELDA).activities.count == len(HISTORY)
+
+
 def test_a_rebuild_left_unfinished_is_erased_too(store_url: str) -> None:
     """A rebuild interrupted part-way leaves a generation with the customer's rows; the
     erasure re-folds it too, and the rebuild, finished later, answers erased."""
