@@ -175,23 +175,17 @@ class Statements:
             (customer_id,),
         )
 
-    def heads_for_update(self, c: Connection, ids: Sequence[str]) -> list[tuple[str, str, int]]:
-        """`heads`, with the rows locked to the end of the transaction on PostgreSQL (a
-        writer that checks them writes before anyone changes them; SQLite's write
-        transaction holds the whole database already)."""
-        lock = " FOR UPDATE" if self.postgresql else ""
+    def heads(
+        self, c: Connection, ids: Sequence[str], for_update: bool = False
+    ) -> list[tuple[str, str, int]]:
+        """(customer, last key, last version) of those of `ids` (at most `CHUNK`) with a row.
+        `for_update`: the rows locked to the end of the transaction on PostgreSQL (a writer
+        that checks them writes before anyone changes them; SQLite's write transaction
+        holds the whole database already)."""
+        lock = " FOR UPDATE" if for_update and self.postgresql else ""
         sql = (
             f"SELECT customer_id, last_key, last_version FROM {self.t.customers.name} "
             f"WHERE customer_id IN ({self.marks(len(ids))}){lock}"
-        )
-        rows: list[tuple[str, str, int]] = driver(c).execute(sql, tuple(ids)).fetchall()
-        return rows
-
-    def heads(self, c: Connection, ids: Sequence[str]) -> list[tuple[str, str, int]]:
-        """(customer, last key, last version) of those of `ids` (at most `CHUNK`) with a row."""
-        sql = (
-            f"SELECT customer_id, last_key, last_version FROM {self.t.customers.name} "
-            f"WHERE customer_id IN ({self.marks(len(ids))})"
         )
         rows: list[tuple[str, str, int]] = driver(c).execute(sql, tuple(ids)).fetchall()
         return rows

@@ -266,7 +266,9 @@ class ReadModel(TrackingRecorder):
         mine = [cid for cid in w.changes.states if cid in erased]
         found: dict[str, Head] = {}
         for chunk in chunks(mine):
-            found.update((r[0], Head(r[1], r[2])) for r in self._sql.heads_for_update(c, chunk))
+            found.update(
+                (r[0], Head(r[1], r[2])) for r in self._sql.heads(c, chunk, for_update=True)
+            )
         return all(found.get(cid) == w.db_heads.get(cid) for cid in mine)
 
     def keep_parsed(self, batch: Sequence[Projected]) -> None:
@@ -283,9 +285,8 @@ class ReadModel(TrackingRecorder):
             with self.engine.begin() as c:
                 if fence is not None:
                     fence(c)
-                if not self._tracking.advance(c, w.previous, w.position) or not self._erased_hold(
-                    c, w
-                ):
+                moved = not self._tracking.advance(c, w.previous, w.position)
+                if moved or not self._erased_hold(c, w):
                     c.rollback()
                     self._rows.forget()
                     return False

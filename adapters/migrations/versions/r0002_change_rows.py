@@ -12,9 +12,13 @@ Revises: 0001"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import sqlalchemy as sa
 from alembic import op
+
+from custate.adapters.migrations.versions import r0001_baseline
 
 revision = "0002"
 down_revision = "0001"
@@ -43,6 +47,13 @@ def _layout(m: sa.MetaData, name: str) -> sa.Table:
     )
 
 
+def _record(r: sa.Row[Any]) -> list[Any]:
+    """A record of the old layout as an element of a row's `records`: its own times only
+    when it has an end (the row's `effective_at` is its own)."""
+    out = [r.path, r.op, orjson.loads(r.before), orjson.loads(r.after)]
+    return out if r.until is None else [*out, r.effective_at, r.until]
+
+
 def upgrade() -> None:
     c = op.get_bind()
     columns = {col["name"] for col in sa.inspect(c).get_columns("custate_changes")}
@@ -50,26 +61,9 @@ def upgrade() -> None:
         return
     new = _layout(sa.MetaData(), _NEW)
     new.create(c)
-    old = sa.table(
-        "custate_changes",
-        *(
-            sa.column(n)
-            for n in (
-                "position",
-                "customer_id",
-                "path",
-                "op",
-                "before",
-                "after",
-                "activity_id",
-                "effective_at",
-                "until",
-                "recorded_at",
-                "correction",
-                "cause",
-            )
-        ),
-    )
+    m = sa.MetaData()
+    r0001_baseline._tables(m)  # the layout it converts, as 0001 froze it
+    old = m.tables["custate_changes"]
     after = 0
     while True:
         rows = c.execute(
@@ -89,20 +83,7 @@ def upgrade() -> None:
                     "correction": bool(r.correction),
                     "cause": r.cause,
                     "effective_at": r.effective_at,
-                    "records": orjson.dumps(
-                        [
-                            [r.path, r.op, orjson.loads(r.before), orjson.loads(r.after)]
-                            if r.until is None
-                            else [
-                                r.path,
-                                r.op,
-                                orjson.loads(r.before),
-                                orjson.loads(r.after),
-                                r.effective_at,
-                                r.until,
-                            ]
-                        ]
-                    ).decode(),
+                    "records": orjson.dumps([_record(r)]).decode(),
                 }
                 for r in rows
             ],
