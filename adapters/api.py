@@ -214,6 +214,10 @@ class Freshness:
 
 _T = TypeVar("_T")
 
+# How many tries a read makes when each one fails on a generation that a rebuild retired
+# under it (`Custate._retrying`): one rebuild a try, back to back.
+_SWAPS_AT_MOST = 8
+
 
 def _cut(value: datetime | str | None, name: str) -> datetime | None:
     if value is None or isinstance(value, datetime):
@@ -346,13 +350,14 @@ class Custate:
         """The active generation, opened; once more if a rebuild's swap dropped the
         generation it found active while it opened it (its tables gone mid-open)."""
         generations = Generations(self.store.engine)
-        before = generations.active_if_any()  # (asking `active` would make a new store's)
-        try:
-            return self._parts.readmodel()
-        except Exception:
-            if generations.active_if_any() == before:
-                raise
-            return self._parts.readmodel()
+        for _ in range(_SWAPS_AT_MOST):
+            before = generations.active_if_any()  # (asking `active` would make a new store's)
+            try:
+                return self._parts.readmodel()
+            except Exception:
+                if generations.active_if_any() == before:
+                    raise
+        return self._parts.readmodel()
 
     def close(self) -> None:
         with self._bell_lock:
@@ -376,13 +381,18 @@ class Custate:
         return self._on_active(use) if rm is None else self._retrying(rm, use)
 
     def _retrying(self, rm: ReadModel, use: Callable[[ReadModel], _T]) -> _T:
-        try:
-            return use(rm)
-        except Exception:
-            if rm.t.generation == rm.active_generation():
-                raise
-            self._readmodel = None
-            return use(self.readmodel)
+        """`use(rm)`, and again on the generation active then for as long as each try
+        failed on one that a rebuild retired meanwhile (rebuilds run back to back retire
+        the one a retry moved to as well), up to `_SWAPS_AT_MOST` tries."""
+        for _ in range(_SWAPS_AT_MOST - 1):
+            try:
+                return use(rm)
+            except Exception:
+                if rm.t.generation == rm.active_generation():
+                    raise
+                self._readmodel = None
+                rm = self.readmodel
+        return use(rm)
 
     @property
     def read_only(self) -> bool:
