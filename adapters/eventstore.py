@@ -96,7 +96,8 @@ class ActivityLog(Application[Any]):
 
 
 class StoreError(Error):
-    """A store URL that cannot be used, or a store that cannot be reached."""
+    """A store URL that cannot be used, a store that cannot be reached, or a stored record
+    that cannot be read back (changed after custate wrote it)."""
 
 
 class StoreUnavailableError(StoreError):
@@ -987,6 +988,11 @@ def decode(state: bytes, version: int, notification_id: int | None = None) -> St
         ev = _decode_stored(state)
     except msgspec.ValidationError:
         return _decode_full(state, version, notification_id)
+    except msgspec.DecodeError as e:
+        where = "" if notification_id is None else f" at notification {notification_id}"
+        raise StoreError(
+            f"the stored activity{where} (stream version {version}) cannot be read: {e}"
+        ) from e
     r = ev.activity
     created_at = r.created_at
     recorded_at = ev.timestamp.data

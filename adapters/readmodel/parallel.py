@@ -16,9 +16,10 @@ share of the customers:
   deletes theirs, in one transaction. A rebuild interrupted before that leaves share
   rows: the next one builds that generation again from empty (`unfinished`).
 
-Every process stops at the store's head as it was when the rebuild started; the parent
-catches the rest up itself. The processes are started with the "spawn" method, from a
-context made here (the process-wide start method is left as it is)."""
+The calling process projects the first share itself and starts a process for each
+other one. Every process stops at the store's head as it was when the rebuild started;
+the calling one catches the rest up after. The processes are started with the "spawn"
+method, from a context made here (the process-wide start method is left as it is)."""
 
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def parallel_catch_up(
     groups = [list(range(fresh.partitions))[g::processes] for g in range(processes)]
     # no more processes than partitions
     jobs = [{"partitions": g, "share": None} for g in groups if g]
-    reports = _run(store.url.url, fresh.t.generation, batch_size, interval, upto, jobs, progress)
+    reports = _run(store, fresh.t.generation, batch_size, interval, upto, jobs, progress)
     return _sum(reports)
 
 
@@ -100,7 +101,7 @@ def _shares(
 ) -> CatchUpReport:
     store = fresh.store
     jobs = [{"partitions": None, "share": (g, processes)} for g in range(processes)]
-    reports = _run(store.url.url, fresh.t.generation, batch_size, interval, upto, jobs, progress)
+    reports = _run(store, fresh.t.generation, batch_size, interval, upto, jobs, progress)
     positions = {r.position for r in reports}
     if len(positions) != 1:
         raise RuntimeError(f"rebuild processes stopped at different positions: {positions}")
@@ -124,7 +125,7 @@ def _sum(reports: Sequence[CatchUpReport]) -> CatchUpReport:
 
 
 def _run(
-    url: str,
+    store: EventStore,
     generation: int,
     batch_size: int,
     interval: int,
@@ -132,33 +133,38 @@ def _run(
     jobs: Sequence[dict[str, Any]],
     progress: Callable[[int], None] | None,
 ) -> list[CatchUpReport]:
-    """Run each job in a process of its own; their reports, in job order. A process that
-    fails stops the others, and its error is raised here."""
+    """Run the first job in this process and each other one in a process of its own; their
+    reports, in job order. This process would only wait otherwise: working one share
+    itself saves a process (its memory, and its start). A process that fails stops the
+    others, and its error is raised here."""
     ctx = multiprocessing.get_context("spawn")
     messages: Any = ctx.Queue()
-    procs = [
-        ctx.Process(
+    url = store.url.url
+    procs = {
+        i: ctx.Process(
             target=_work,
             args=(i, url, generation, batch_size, interval, upto, job, messages),
             name=f"custate-rebuild-{i}",
             daemon=True,
         )
         for i, job in enumerate(jobs)
-    ]
+        if i
+    }
     reports: dict[int, CatchUpReport] = {}
-    try:
-        for p in procs:
-            p.start()
-        while len(reports) < len(procs):
+
+    def handle(block: bool) -> None:
+        """The other processes' messages so far (waiting up to 0.5 s for one if `block`);
+        raise if one of them failed."""
+        while True:
             try:
-                msg = messages.get(timeout=0.5)
+                msg = messages.get(timeout=0.5) if block else messages.get_nowait()
             except queue.Empty:
-                for i, p in enumerate(procs):
+                for i, p in procs.items():
                     if i not in reports and not p.is_alive() and p.exitcode != 0:
                         raise RuntimeError(
                             f"rebuild process {i} (pid {p.pid}) ended with exit code {p.exitcode}"
                         ) from None
-                continue
+                return
             kind = msg[0]
             if kind == "progress":
                 if progress is not None:
@@ -167,17 +173,58 @@ def _run(
                 reports[msg[1]] = CatchUpReport(**msg[2])
             else:
                 raise RuntimeError(f"rebuild process {msg[1]} failed:\n{msg[2]}")
-        for p in procs:
+            if block:
+                return
+
+    def mine(n: int) -> None:
+        if progress is not None:
+            progress(n)
+        handle(block=False)  # between this process's batches: has another one failed?
+
+    try:
+        for p in procs.values():
+            p.start()
+        reports[0] = _catch_up_job(store, generation, batch_size, interval, upto, jobs[0], mine)
+        while len(reports) < len(jobs):
+            handle(block=True)
+        for p in procs.values():
             p.join()
     finally:
-        for p in procs:
+        for p in procs.values():
             if p.is_alive():
                 p.terminate()
-        for p in procs:
+        for p in procs.values():
             if p.pid is not None:
                 p.join()
         messages.close()
-    return [reports[i] for i in range(len(procs))]
+    return [reports[i] for i in range(len(jobs))]
+
+
+def _catch_up_job(
+    store: EventStore,
+    generation: int,
+    batch_size: int,
+    interval: int,
+    upto: int,
+    job: dict[str, Any],
+    progress: Callable[[int], None],
+) -> CatchUpReport:
+    """Catch generation `generation` up to `upto` for the job's partitions or share of the
+    customers."""
+    share = job["share"]
+    view = ReadModel(
+        store,
+        generation=generation,
+        interval=interval,
+        tracking_row=None if share is None else share_row(*share),
+    )
+    return view.catch_up(
+        batch_size,
+        progress,
+        partitions=job["partitions"],
+        share=None if share is None else tuple(share),
+        upto=upto,
+    )
 
 
 def _work(
@@ -190,24 +237,19 @@ def _work(
     job: dict[str, Any],
     messages: Any,
 ) -> None:
-    """One process of a parallel rebuild: catch generation `generation` up to `upto` for
-    its partitions or share of the customers."""
+    """One other process of a parallel rebuild: `_catch_up_job`, its progress and its report
+    sent to the first."""
     try:
         store = EventStore(url)
         try:
-            share = job["share"]
-            view = ReadModel(
+            report = _catch_up_job(
                 store,
-                generation=generation,
-                interval=interval,
-                tracking_row=None if share is None else share_row(*share),
-            )
-            report = view.catch_up(
+                generation,
                 batch_size,
+                interval,
+                upto,
+                job,
                 lambda n: messages.put(("progress", n)),
-                partitions=job["partitions"],
-                share=None if share is None else tuple(share),
-                upto=upto,
             )
         finally:
             store.close()

@@ -88,3 +88,37 @@ def test_activities_stored_after_the_split_are_caught_up_too(sqlite_url: str) ->
 def test_processes_out_of_range_is_refused(sqlite_url: str, bad: Any) -> None:
     with custate.open(sqlite_url) as cs, pytest.raises(custate.QueryError, match="processes"):
         cs.rebuild(processes=bad)
+
+
+@pytest.mark.parametrize("share", [0, 1])
+def test_a_share_that_fails_fails_the_rebuild_and_stops_the_other(
+    sqlite_url: str, share: int
+) -> None:
+    """A stored activity that cannot be read, of a customer of share 0 (the calling
+    process's) or 1 (the other process's): the rebuild raises, naming the stored activity
+    (and the other process, when it was that one's), leaves no process behind, and the
+    generation it was to replace keeps answering."""
+    import multiprocessing
+    import zlib
+
+    records = shuffled_history()
+    with custate.open(sqlite_url) as cs:
+        cs.ingest(records)
+        victim = next(c for c in cs.customer_ids() if zlib.crc32(c.encode()) % 2 == share)
+        other = next(c for c in cs.customer_ids() if c != victim)
+        before = cs.state(other)
+        with cs.store.engine.begin() as c:
+            c.exec_driver_sql(
+                "UPDATE stored_events SET state = x'00' WHERE rowid = "
+                "(SELECT max(rowid) FROM stored_events WHERE originator_id = ?)",
+                (f"customer:{victim}",),
+            )
+        expected = "rebuild process 1 failed" if share else None
+        with pytest.raises(Exception, match=expected) as failed:
+            cs.rebuild(processes=2)
+        # the record that cannot be read, named (from the other process: in its traceback)
+        assert "the stored activity at notification" in str(failed.value)
+        if share == 0:  # this process's own error, as itself
+            assert isinstance(failed.value, custate.StoreError)
+        assert multiprocessing.active_children() == []
+        assert cs.state(other) == before
