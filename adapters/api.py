@@ -347,8 +347,8 @@ class Custate:
         return rm
 
     def _open_active(self) -> ReadModel:
-        """The active generation, opened; once more if a rebuild's swap dropped the
-        generation it found active while it opened it (its tables gone mid-open)."""
+        """The active generation, opened; again while a rebuild's swap dropped the
+        generation it found active as it opened it (its tables gone mid-open)."""
         generations = Generations(self.store.engine)
         for _ in range(_SWAPS_AT_MOST):
             before = generations.active_if_any()  # (asking `active` would make a new store's)

@@ -107,14 +107,15 @@ class StoreUnavailableError(StoreError):
 def store_fault(e: BaseException) -> str | None:
     """What a user should read when a database error reached the top of a command, or None
     if `e` is not a store fault: the store is read-only, full, or failed (its first line,
-    password masked). The CLI exits with its store-failed code on any of them."""
+    password masked), or custate found it unusable (a `StoreError`: a stored record that
+    cannot be read back, say). The CLI exits with its store-failed code on any of them."""
     import sqlite3
 
     from sqlalchemy.exc import DBAPIError
 
     from custate.adapters.report import mask_password
 
-    if isinstance(e, StoreUnavailableError):
+    if isinstance(e, StoreError):  # custate's own words
         return str(e)
     cause: BaseException | None = e
     while cause is not None:

@@ -24,7 +24,9 @@ method, from a context made here (the process-wide start method is left as it is
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import queue
+import sys
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -172,7 +174,11 @@ def _run(
             elif kind == "done":
                 reports[msg[1]] = CatchUpReport(**msg[2])
             else:
-                raise RuntimeError(f"rebuild process {msg[1]} failed:\n{msg[2]}")
+                _, i, text, error = msg
+                if error is None:
+                    raise RuntimeError(f"rebuild process {i} failed:\n{text}")
+                error.add_note(f"(in rebuild process {i}, pid {procs[i].pid})\n{text}")
+                raise error
             if block:
                 return
 
@@ -238,7 +244,8 @@ def _work(
     messages: Any,
 ) -> None:
     """One other process of a parallel rebuild: `_catch_up_job`, its progress and its report
-    sent to the first."""
+    sent to the first; or its error, which the first raises as its own (when it can be
+    pickled: else a `RuntimeError` with its traceback), and exit 1."""
     try:
         store = EventStore(url)
         try:
@@ -265,6 +272,17 @@ def _work(
                 },
             )
         )
-    except BaseException:
-        messages.put(("error", index, traceback.format_exc()))
-        raise
+    except BaseException as e:
+        messages.put(("error", index, traceback.format_exc(), _portable(e)))
+        messages.close()
+        messages.join_thread()  # sent before this process ends
+        sys.exit(1)
+
+
+def _portable(e: BaseException) -> BaseException | None:
+    """`e`, if it survives being sent to another process, else None."""
+    try:
+        pickle.loads(pickle.dumps(e))
+    except Exception:
+        return None
+    return e
