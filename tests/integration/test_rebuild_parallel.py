@@ -145,3 +145,36 @@ def test_a_rebuild_that_cannot_read_an_activity_says_so_in_one_line(sqlite_url: 
         assert "Traceback" not in done.stderr
         (line,) = done.stderr.strip().splitlines()
         assert line.startswith("custate: the stored activity at notification"), line
+
+
+def test_a_share_process_killed_fails_the_rebuild_and_the_next_one_builds_it_right(
+    sqlite_url: str,
+) -> None:
+    """SIGKILL the other process early in a rebuild: the rebuild raises, saying so, with no
+    process left behind and the old generation answering; the next rebuild builds its
+    generation again and gets the rows a one-process rebuild gets."""
+    import multiprocessing
+    import os
+    import signal
+
+    with custate.open(sqlite_url) as cs:
+        cs.ingest(shuffled_history(), project=False)
+        rebuild(cs.store, batch_size=100, interval=10, processes=1)
+        expected = every_row(cs)
+        before = {c: cs.state(c) for c in cs.customer_ids()[:5]}
+        killed: list[int] = []
+
+        def kill_the_other(_: int) -> None:
+            if not killed:
+                (child,) = multiprocessing.active_children()
+                assert child.pid is not None
+                os.kill(child.pid, signal.SIGKILL)
+                killed.append(child.pid)
+
+        with pytest.raises(RuntimeError, match=r"ended with exit code -9"):
+            rebuild(cs.store, batch_size=100, interval=10, processes=2, progress=kill_the_other)
+        assert killed
+        assert multiprocessing.active_children() == []
+        assert {c: cs.state(c) for c in before} == before
+        rebuild(cs.store, batch_size=100, interval=10, processes=2)
+        assert every_row(cs) == expected
