@@ -172,7 +172,7 @@ def _run(
                 if progress is not None:
                     progress(msg[1])
             elif kind == "done":
-                reports[msg[1]] = CatchUpReport(**msg[2])
+                reports[msg[1]] = msg[2]
             else:
                 _, i, text, error = msg
                 if error is None:
@@ -260,23 +260,10 @@ def _work(
             )
         finally:
             store.close()
-        messages.put(
-            (
-                "done",
-                index,
-                {
-                    "activities": report.activities,
-                    "batches": report.batches,
-                    "late": report.late,
-                    "position": report.position,
-                },
-            )
-        )
+        messages.put(("done", index, report))
     except BaseException as e:
         messages.put(("error", index, traceback.format_exc(), _portable(e)))
-        messages.close()
-        messages.join_thread()  # sent before this process ends
-        sys.exit(1)
+        sys.exit(1)  # multiprocessing sends what is queued before the process ends
 
 
 def _portable(e: BaseException) -> BaseException | None:
