@@ -56,13 +56,18 @@ class Checkpoint(NamedTuple):
     """A checkpoint read back: its key, the whole state (the caller's to fold on), its
     stored form when known (for a `delta.Base` of what a re-fold from it stores), the size
     memory counts it at, and, when it came from memory, the remembered state it is a copy
-    of (never folded on: its maps can be referenced instead of copied again)."""
+    of (never folded on: its maps can be referenced instead of copied again). `base`:
+    when reading it decoded the checkpoint it is stored against, that one's key, state
+    (never folded on) and stored size: a projector that did not write the chain of
+    checkpoints it belongs to can take it up from there (`runner.Overlay`), rather than
+    decode a long history's base again for the next late activity."""
 
     key: str
     state: CustomerState
     stored: bytes | str | None
     size: int
     original: CustomerState | None = None
+    base: tuple[str, CustomerState, int] | None = None
 
 
 class CheckpointStore:
@@ -302,11 +307,13 @@ class CachedCheckpoints:
         if stored is None:  # dropped by a late activity since the first statement: look again
             return self.before(customer_id, key)
         # `head` was read no later than these bytes: see `CheckpointMemory.state`.
+        bases: list[tuple[str, CustomerState, int]] = []
         state = memory.state(
-            customer_id, at, stored, head, lambda s: self.load(customer_id, s, head)
+            customer_id, at, stored, head, lambda s: self.load(customer_id, s, head, bases)
         )
         held = memory.held(customer_id, at)
-        return Checkpoint(at, state, stored, held[1] if held is not None else len(stored))
+        size = held[1] if held is not None else len(stored)
+        return Checkpoint(at, state, stored, size, None, bases[0] if bases else None)
 
     def at(self, customer_id: str, key: str, head: Head) -> CustomerState | None:
         """The checkpoint stored under exactly `key`, whole; `head`: the customer's."""
@@ -315,12 +322,17 @@ class CachedCheckpoints:
         return None if stored is None else self.load(customer_id, stored, head)[0]
 
     def load(
-        self, customer_id: str, stored: bytes | str, head: Head
+        self,
+        customer_id: str,
+        stored: bytes | str,
+        head: Head,
+        decoded: list[tuple[str, CustomerState, int]] | None = None,
     ) -> tuple[CustomerState, int, str | None]:
         """A stored checkpoint decoded, made whole with its base if it was stored against
         one, the size to count it as in memory and the key of the base it shares entries
         with, if it shares them with one held in memory (then it counts what it adds: its
-        own bytes and its maps' tables, `_MAP_ENTRY_BYTES` an entry)."""
+        own bytes and its maps' tables, `_MAP_ENTRY_BYTES` an entry). `decoded`: where to
+        put the base's key, state and stored size when it was read from the database."""
         state, against = delta.load_delta(stored)
         if against is None:
             return state, len(stored), None
@@ -335,6 +347,8 @@ class CachedCheckpoints:
             # checkpoints from a key on, in the same transaction: it cannot be gone.
             raise LookupError(f"checkpoint {customer_id!r} {against.base!r} is gone")
         whole = self.memory.state(customer_id, against.base, base, head)
+        if decoded is not None:
+            decoded.append((against.base, whole, len(base)))
         state = delta.rebase(state, against, whole)
         if self.memory.held(customer_id, against.base) is None:
             return state, len(base), None
