@@ -25,6 +25,7 @@ fresh copy of that store:
 from __future__ import annotations
 
 import argparse
+import bisect
 import random
 import shutil
 import statistics
@@ -87,6 +88,32 @@ def decode_fold(cs: Custate, cid: str) -> float:
     return time.perf_counter() - t0
 
 
+def absorb_late(
+    cs: Custate,
+    rm: ReadModel,
+    template: dict[str, Any],
+    times: list[int],
+    rng: random.Random,
+    count: int,
+) -> list[float]:
+    """Milliseconds `rm` takes to absorb each of `count` late activities, ingested one at a
+    time among the last `TAIL` of the history; `times` (ms since the epoch, sorted) gets
+    theirs."""
+    out: list[float] = []
+    for i in range(count):
+        j = rng.randrange(max(0, len(times) - TAIL), len(times) - 1)
+        at = min(rng.randint(times[j], times[j + 1]), times[-1] - 1)
+        r = cs.ingest([late_record(template, at, time.time_ns() + i)], project=False)
+        assert r.accepted == 1
+        with fewer_collections():
+            t0 = time.perf_counter()
+            report = rm.catch_up()
+            out.append((time.perf_counter() - t0) * 1e3)
+        assert report.late == 1, report
+        bisect.insort(times, at)
+    return out
+
+
 def measure(n: int, repeats: int) -> dict[str, Any]:
     work = OUT / f"hist_{n}.work.db"
     for p in OUT.glob(f"hist_{n}.work.db*"):
@@ -119,37 +146,12 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
                 int((s.activity.created_at - epoch) / timedelta(milliseconds=1)) for s in stored
             )
             del stored
-            late: list[float] = []
-            for i in range(repeats + 1):
-                j = rng.randrange(max(0, len(times) - TAIL), len(times) - 1)
-                at = min(rng.randint(times[j], times[j + 1]), times[-1] - 1)
-                r = cs.ingest([late_record(template, at, time.time_ns() + i)], project=False)
-                assert r.accepted == 1
-                with fewer_collections():
-                    t0 = time.perf_counter()
-                    report = rm.catch_up()
-                    dt = (time.perf_counter() - t0) * 1e3
-                assert report.late == 1, report
-                if i:
-                    late.append(dt)
-                times = sorted([*times, at])
+            late = absorb_late(cs, rm, template, times, rng, repeats + 1)[1:]
             out["late_p50_ms"], out["late_max_ms"] = statistics.median(late), max(late)
             _log(f"{n:,}: late {out['late_p50_ms']:.2f} ms")
             # The same by a projector that did not write the history (a restart, another
             # replica): its first late activity reads what the other one kept in memory.
-            fresh = ReadModel(cs.store)
-            restarted: list[float] = []
-            for i in range(repeats + 1):
-                j = rng.randrange(max(0, len(times) - TAIL), len(times) - 1)
-                at = min(rng.randint(times[j], times[j + 1]), times[-1] - 1)
-                r = cs.ingest([late_record(template, at, time.time_ns() + i)], project=False)
-                assert r.accepted == 1
-                with fewer_collections():
-                    t0 = time.perf_counter()
-                    report = fresh.catch_up()
-                    restarted.append((time.perf_counter() - t0) * 1e3)
-                assert report.late == 1, report
-                times = sorted([*times, at])
+            restarted = absorb_late(cs, ReadModel(cs.store), template, times, rng, repeats + 1)
             out["late_restarted_first_ms"] = restarted[0]
             out["late_restarted_p50_ms"] = statistics.median(restarted[1:])
             out["late_restarted_max_ms"] = max(restarted[1:])

@@ -331,7 +331,8 @@ class Overlay:
         self, cid: str, decoded: tuple[str, CustomerState, int], start: delta.Base
     ) -> None:
         """A re-fold's start was read against a checkpoint stored whole, decoded for it
-        (`decoded`: key, state, stored size), while this process keeps no chain of the
+        (`decoded`: key, state, stored size; `start` is stored against it, so
+        `start.key` is that key), while this process keeps no chain of the
         customer's (it did not write the in-order checkpoints: another process did, or this
         one before a restart). Nothing at or after the re-fold's start survives it, so that
         checkpoint is the last one stored whole: keep it as the customer's chain, as if this
@@ -343,7 +344,7 @@ class Overlay:
         key, whole, size = decoded
         entries = state_codec.large_entries(whole)
         # Chains are kept of customers whose batches name the entries they touch alone.
-        if entries < catchup.TOUCHED_FROM or self._chain(cid) is not None or start.key != key:
+        if entries < catchup.TOUCHED_FROM or self._chain(cid) is not None:
             return
         maps = {m: getattr(whole, m) for m in state_codec.LARGE_MAPS}
         touched: Touched = {m: set(k) for m, k in start.changed.items()}
