@@ -3,8 +3,8 @@
 A large map (orders, vouchers, reward redemptions) of at least `PAGED_FROM` entries is
 stored in the `pages` table, an entry's page a stable hash of its key, and the customer's
 row leaves it out (`codecs.paged`, which encodes rows and pages). A write rewrites only the
-pages holding entries that changed since this process last wrote them; without that
-memory it rewrites the customer's pages whole."""
+pages holding entries that changed since this process last wrote or read them
+(`PageStore.fill(keep=...)`); without that memory it rewrites the customer's pages whole."""
 
 from __future__ import annotations
 
@@ -132,13 +132,30 @@ class PageStore:
         c: Connection,
         states: Mapping[str, CustomerState],
         paged: Mapping[str, Sequence[str]],
-    ) -> None:
-        """Read the large maps `paged` names for each customer back into `states`."""
+        keep: Collection[str] = (),
+    ) -> dict[str, dict[str, Paged]]:
+        """Read the large maps `paged` names for each customer back into `states`. For the
+        customers of `keep`, also what is stored (customer -> map -> `Paged`), as a write
+        of this process would have remembered it: the keys on each page come with the
+        page, so a writer that did not store them need not hash every key again."""
+        kept: dict[str, dict[str, Paged]] = {cid: {} for cid in keep}
         for ids in chunks(list(paged)):
             rows = self.sql.pages(c, ids)
             for (cid, name), run in groupby(rows, key=itemgetter(0, 1)):
-                if name in paged[cid]:
-                    setattr(states[cid], name, paged_codec.load_map(name, (r[2] for r in run)))
+                if name not in paged[cid]:
+                    continue
+                if cid not in kept:
+                    setattr(states[cid], name, paged_codec.load_map(name, (r[3] for r in run)))
+                    continue
+                whole: dict[str, Any] = {}
+                members: dict[int, list[str]] = {}
+                for _, _, page, text in run:
+                    entries = paged_codec.load_map(name, (text,))
+                    members[page] = list(entries)
+                    whole.update(entries)
+                setattr(states[cid], name, whole)
+                kept[cid][name] = Paged(dict(whole), members)
+        return kept
 
     def write(
         self,

@@ -4,8 +4,9 @@ and their writer.
 
 The writer diffs: a customer's next activities mostly leave its index rows as they were (a
 long history has thousands of orders), so it deletes the rows no longer right and inserts
-the new ones, knowing the old ones from what this process last wrote (while the database
-still has the head written with them) or else by reading them."""
+the new ones, knowing the old ones from what this process last wrote or, for a long
+history, read with the state its plan folded on (either while the database still has the
+head they came with), or else by reading them."""
 
 from __future__ import annotations
 
@@ -101,12 +102,15 @@ _index_rows = _compile(INDEXES)
 
 @dataclass(frozen=True, slots=True)
 class _Written:
-    """A customer's index rows as this process last wrote them, under the head written with
-    them, copies of the frozen maps some of those rows came from, and the large maps it
-    stored in pages."""
+    """What the database holds of a customer's index rows and pages under `head`: as this
+    process last wrote them, or as it read them (`CustomerRows.states(remember=True)`).
+    The rows of the indexes that are not frozen; for the frozen ones, copies of the maps
+    their rows are made from (the rows themselves are a function of those: `_frozen_rows`,
+    built only when needed, since a long history's are hundreds of thousands); the large
+    maps stored in pages."""
 
     head: Head
-    rows: dict[str, set[tuple[Any, ...]]]  # index -> rows
+    rows: dict[str, set[tuple[Any, ...]]]  # index not frozen -> rows
     sources: dict[str, dict[str, Any]]  # frozen index -> the map its rows came from
     paged: dict[str, Paged]  # large map stored in pages -> what was stored
 
@@ -115,7 +119,8 @@ class _Written:
 class Written:
     """What one write stored that this process may remember once it commits."""
 
-    rows: dict[str, dict[str, set[tuple[Any, ...]]]] | None  # None: too many to remember
+    # customer -> index not frozen -> rows; None: too many to remember
+    rows: dict[str, dict[str, set[tuple[Any, ...]]]] | None
     paged: dict[str, dict[str, Paged]]
     # Customers whose remembered frozen maps were brought up to date in place (by the
     # entries named since), not to be copied again.
@@ -158,6 +163,12 @@ def _named_changes(
 _ROWS = {x.table: _row_of(x) for x in INDEXES if x.frozen}
 
 
+def _frozen_rows(index: Index, cid: str, source: Mapping[str, Any]) -> set[tuple[Any, ...]]:
+    """The rows of the frozen `index` that the customer's map `source` makes."""
+    row = _ROWS[index.table]
+    return {row(cid, k, v) for k, v in source.items()}
+
+
 def _remember(
     written: dict[str, dict[str, set[tuple[Any, ...]]]], index: Index, rows: list[tuple[Any, ...]]
 ) -> None:
@@ -191,13 +202,32 @@ class CustomerRows:
             out.update((r[0], Head(r[1], r[2])) for r in self.sql.heads(c, chunk))
         return out
 
-    def states(self, c: Connection, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
+    def states(
+        self, c: Connection, customer_ids: Sequence[str], remember: bool = False
+    ) -> dict[str, CustomerState]:
+        """The customers' stored states. `remember`: for those whose large maps are stored in
+        pages (long histories) and that this process does not remember under the head
+        read with the row, remember their index rows and pages as read, as if this process
+        had written them: the next write of such a customer (its first late or new
+        activity after a restart, or in another replica) then compares and rewrites only
+        the entries its activities named, not every index row and page it has."""
         cu = self.t.customers
         rows: list[tuple[str, str]] = []
+        heads: dict[str, Head] = {}
         for chunk in chunks(customer_ids):
-            q = select(cu.c.customer_id, cu.c.state).where(cu.c.customer_id.in_(chunk))
-            rows += [(cid, stored) for cid, stored in c.execute(q)]
-        return self._loaded(c, rows)
+            q = select(cu.c.customer_id, cu.c.state, cu.c.last_key, cu.c.last_version).where(
+                cu.c.customer_id.in_(chunk)
+            )
+            for cid, stored, last_key, last_version in c.execute(q):
+                rows.append((cid, stored))
+                heads[cid] = Head(last_key, last_version)
+        if not remember:
+            return self._loaded(c, rows)
+        known = self._written
+        unknown = {
+            cid for cid, head in heads.items() if (w := known.get(cid)) is None or w.head != head
+        }
+        return self._loaded(c, rows, {cid: heads[cid] for cid in unknown})
 
     def state_and_active(
         self, c: Connection, customer_id: str
@@ -209,16 +239,40 @@ class CustomerRows:
             return active, None
         return active, self._loaded(c, [(customer_id, stored)])[customer_id]
 
-    def _loaded(self, c: Connection, rows: Sequence[tuple[str, str]]) -> dict[str, CustomerState]:
-        """Stored state rows decoded, their large maps read back from pages if stored so."""
+    def _loaded(
+        self,
+        c: Connection,
+        rows: Sequence[tuple[str, str]],
+        remember: Mapping[str, Head] | None = None,
+    ) -> dict[str, CustomerState]:
+        """Stored state rows decoded, their large maps read back from pages if stored so.
+        `remember`: customers whose rows and pages, if they have pages, to remember as read
+        under these heads (`states`)."""
         out: dict[str, CustomerState] = {}
         paged: dict[str, tuple[str, ...]] = {}
         for cid, stored in rows:
             out[cid], names = paged_codec.load_row(stored)
             if names:
                 paged[cid] = names
-        if paged:
-            self.pages.fill(c, out, paged)
+        if not paged:
+            return out
+        keep = [cid for cid in paged if cid in remember] if remember else []
+        kept = self.pages.fill(c, out, paged, keep)
+        if keep and len(self._written) + len(keep) > _REMEMBER_AT_MOST:
+            self._written.clear()
+        for cid in keep:
+            s = out[cid]
+            head = remember[cid] if remember else None
+            assert head is not None
+            # The rows of the indexes that are not frozen: the frozen ones are left out
+            # (`same`), since they are made from the maps copied below when needed.
+            built = _index_rows([(cid, (s, head))], {x.table: {cid} for x in self._frozen})
+            self._written[cid] = _Written(
+                head,
+                {x.table: set(built[x.table]) for x in INDEXES if not x.frozen and built[x.table]},
+                {x.table: dict(getattr(s, x.source)) for x in self._frozen},
+                kept[cid],
+            )
         return out
 
     def write(
@@ -254,7 +308,6 @@ class CustomerRows:
     ) -> None:
         known = [cid for cid, _ in chunk if cid not in new]
         mine = self._remembered(known, db_heads)
-        remembered = {cid: w.rows for cid, w in mine.items()}
         # Customers remembered whose changed entries are known: compared and written by
         # those entries alone (a long history's thousands of orders are not looked at).
         by_name = {}
@@ -295,14 +348,11 @@ class CustomerRows:
         for index, table in self._indexes:
             rows = by_index[index.table]
             unchanged = same.get(index.table, set())
-            if written.rows is not None:
+            if written.rows is not None and not index.frozen:
                 _remember(written.rows, index, rows)
-                for cid in unchanged:
-                    kept = remembered[cid].get(index.table, set())
-                    written.rows.setdefault(cid, {})[index.table] = kept
             todo = [i for i in known if i not in unchanged] if unchanged else known
             if todo:
-                rows = self._replace_changed(c, index, table, todo, rows, remembered)
+                rows = self._replace_changed(c, index, table, todo, rows, mine)
             if rows:
                 self.sql.insert(c, table, rows)
 
@@ -319,7 +369,6 @@ class CustomerRows:
         remembers of them is brought up to date in place."""
         if not by_name:
             return
-        assert written.rows is not None
         assert written.updated is not None
         gone: dict[str, list[tuple[Any, ...]]] = {}
         new: dict[str, list[tuple[Any, ...]]] = {}
@@ -331,20 +380,16 @@ class CustomerRows:
             for x in self._frozen:
                 was = w.sources[x.table]
                 now = getattr(s, x.source)
-                rows = w.rows.setdefault(x.table, set())
                 change = _named_changes(x, cid, was, now, keys.get(x.source, ()))
                 if change is not None:
                     gone.setdefault(x.table, []).extend(change[0])
                     new.setdefault(x.table, []).extend(change[1])
-                    rows.difference_update(change[0])
-                    rows.update(change[1])
                     for k in keys.get(x.source, ()):
                         v = now.get(k, MISSING)
                         if v is MISSING:
                             was.pop(k, None)
                         else:
                             was[k] = v
-                written.rows.setdefault(cid, {})[x.table] = rows
             written.updated[cid] = w
         for index, table in self._indexes:
             if gone.get(index.table):
@@ -420,7 +465,7 @@ class CustomerRows:
         table: Table,
         known: Sequence[str],
         rows: list[tuple[Any, ...]],
-        remembered: Mapping[str, dict[str, set[tuple[Any, ...]]]],
+        remembered: Mapping[str, _Written],
     ) -> list[tuple[Any, ...]]:
         """Delete the index rows of customers seen before that are no longer right, and
         return the rows still to insert. Reading the old rows (or remembering what was
@@ -428,8 +473,12 @@ class CustomerRows:
         old: set[tuple[Any, ...]] = set()
         for cid in known:
             mine = remembered.get(cid)
-            if mine is not None:
-                old |= mine.get(index.table, set())
+            if mine is None:
+                continue
+            if index.frozen:
+                old |= _frozen_rows(index, cid, mine.sources[index.table])
+            else:
+                old |= mine.rows.get(index.table, set())
         unread = [cid for cid in known if cid not in remembered]
         for ids in chunks(unread):
             old.update(self.sql.customers_rows(c, table, ids))

@@ -282,7 +282,7 @@ class Overlay:
 
     def states(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
         held = self.changes.states
-        out = self.view.states([i for i in customer_ids if i not in held])
+        out = self.view.states([i for i in customer_ids if i not in held], remember=True)
         out.update((i, held[i][0]) for i in customer_ids if i in held)
         return out
 

@@ -223,14 +223,14 @@ class Statements:
 
     # -- large maps' pages ---------------------------------------------------------------
 
-    def pages(self, c: Connection, ids: Sequence[str]) -> list[tuple[str, str, str]]:
-        """(customer, map, entries) of every page of the customers `ids` (at most `CHUNK`),
-        in customer and map order."""
+    def pages(self, c: Connection, ids: Sequence[str]) -> list[tuple[str, str, int, str]]:
+        """(customer, map, page, entries) of every page of the customers `ids` (at most
+        `CHUNK`), in customer and map order."""
         sql = (
-            f"SELECT customer_id, field, entries FROM {self.t.pages.name} "
+            f"SELECT customer_id, field, page, entries FROM {self.t.pages.name} "
             f"WHERE customer_id IN ({self.marks(len(ids))}) ORDER BY customer_id, field"
         )
-        rows: list[tuple[str, str, str]] = driver(c).execute(sql, tuple(ids)).fetchall()
+        rows: list[tuple[str, str, int, str]] = driver(c).execute(sql, tuple(ids)).fetchall()
         return rows
 
     def drop_map_pages(self, c: Connection, maps: Sequence[tuple[str, str]]) -> None:

@@ -163,9 +163,13 @@ class ReadModel(TrackingRecorder):
         with self._connections.reading() as c:
             return self._rows.heads(c, customer_ids)
 
-    def states(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
+    def states(
+        self, customer_ids: Sequence[str], remember: bool = False
+    ) -> dict[str, CustomerState]:
+        """The customers' stored states (no row: left out). `remember`: for a write of
+        them this process plans (`CustomerRows.states`)."""
         with reading(self.engine) as c:
-            return self._rows.states(c, customer_ids)
+            return self._rows.states(c, customer_ids, remember)
 
     def checkpoint_before(self, customer_id: str, key: str) -> tuple[str, CustomerState] | None:
         found = self.checkpoints.before(customer_id, key)

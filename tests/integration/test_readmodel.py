@@ -221,20 +221,12 @@ def expected_index_rows(states: dict[str, CustomerState]) -> dict[str, set[tuple
     return out
 
 
-def assert_consistent(cs: Custate, expected: dict[str, CustomerState]) -> None:
-    """The read model holds exactly the folded states, each activity's key once, and a
-    checkpoint after every `interval`-th activity of each customer."""
-    rm = cs.readmodel
-    assert cs.lag() == 0
-    assert list(rm.all_customer_ids()) == sorted(expected)
-    for cid, state in expected.items():
-        current = rm.current(cid)
-        assert current is not None, cid
-        assert current.to_json() == state.to_json(), cid
+def assert_index_rows_and_pages(rm: ReadModel, expected: dict[str, CustomerState]) -> None:
+    """The query tables hold exactly the rows of these states, and the pages their large
+    maps: the maps a customer's row leaves out, and only those, are stored in pages, each
+    entry on its own page, none empty (which maps: those of `paged_from` entries or more,
+    in the process that wrote them)."""
     assert index_rows(rm) == expected_index_rows(expected)
-    # the large maps a customer's row leaves out, and only those, are stored in pages, each
-    # entry on its own page, none empty (which maps: those of `paged_from` entries or more,
-    # in the process that wrote them)
     with rm.engine.connect() as c:
         pages = c.execute(sa.select(rm.t.pages)).all()
         rows = c.execute(sa.select(rm.t.customers.c.customer_id, rm.t.customers.c.state)).all()
@@ -249,6 +241,19 @@ def assert_consistent(cs: Custate, expected: dict[str, CustomerState]) -> None:
     for (cid, name), by_page in by_map.items():
         whole = {k: v for held in by_page.values() for k, v in held.items()}
         assert whole == getattr(expected[cid], name), (cid, name)
+
+
+def assert_consistent(cs: Custate, expected: dict[str, CustomerState]) -> None:
+    """The read model holds exactly the folded states, each activity's key once, and a
+    checkpoint after every `interval`-th activity of each customer."""
+    rm = cs.readmodel
+    assert cs.lag() == 0
+    assert list(rm.all_customer_ids()) == sorted(expected)
+    for cid, state in expected.items():
+        current = rm.current(cid)
+        assert current is not None, cid
+        assert current.to_json() == state.to_json(), cid
+    assert_index_rows_and_pages(rm, expected)
     total = sum(s.activities.count for s in expected.values())
     assert count(rm, rm.t.keys) == total == cs.store.count()
     assert count(rm, rm.t.checkpoints) == sum(
@@ -384,8 +389,9 @@ def test_a_new_projector_absorbs_a_long_history_s_late_activities_as_the_one_tha
 ) -> None:
     """A long history projected by one process, then, again and again, a new projector (a
     restart, or another replica) absorbs a late activity near its end and then activities
-    in order: every checkpoint read back is the fold up to its key, every state and state
-    as of T the fold. With the thresholds low, the new projector goes on with the chain of
+    in order (every other round, a few in order first): every checkpoint read back is the fold up to its key, every state and state
+    as of T the fold, and after each round its index rows and pages are those of the
+    fold (it wrote them against what it read, not what it wrote). With the thresholds low, the new projector goes on with the chain of
     checkpoints it read the late activity's start against: the next late activity's start
     is made whole with that chain's base, and the in-order checkpoints it writes after
     them are stored against it, not whole, as they were before (a long history's whole
@@ -411,15 +417,22 @@ def test_a_new_projector_absorbs_a_long_history_s_late_activities_as_the_one_tha
         for n in range(rounds):
             rm = ReadModel(cs.store, interval=7)  # a process that wrote none of it
             late = [records[i] for i in late_ones[2 * n : 2 * n + 2]]
+            more = tail[n * each : (n + 1) * each]
+            if n % 2:  # its first write: activities in order, then late ones
+                assert cs.ingest(more[:5], project=False).ok
+                assert rm.catch_up().late == 0
             for r in late:
                 assert cs.ingest([r], project=False).ok
                 assert rm.catch_up().late == 1
             known = set(whole_checkpoints(rm))
-            more = tail[n * each : (n + 1) * each]
-            assert cs.ingest(more, project=False).ok
+            assert cs.ingest(more[5:] if n % 2 else more, project=False).ok
             assert rm.catch_up().late == 0
             whole_after_late += [k for k in whole_checkpoints(rm) if k not in known]
             so_far += [*late, *more]
+            # its first writes compared against the rows and pages as it read them
+            assert_index_rows_and_pages(
+                rm, {cid: fold(acts, cid) for cid, acts in by_customer(so_far).items()}
+            )
         histories = by_customer(so_far)
         rm = ReadModel(cs.store, interval=7)
         rm.catch_up()
