@@ -12,7 +12,8 @@ fresh copy of that store:
   activities (the same tail at every size, so what grows is the history, not the work the
   late activity must redo), ingested, then the catch-up that absorbs it: p50 and max;
   then the same by a new `ReadModel` (a projector that did not write the history: a
-  restart, another replica): its first one, then p50 and max;
+  restart, another replica): its first one, then p50 and max; and one new activity, in
+  order, by yet another new `ReadModel` (its first write of the customer);
 - as of T: `ReadModel.as_of` at random times over the history, p50 / p99;
 - `history --from T`: `Custate.history(start=T)` with T among the last 100 activities
   (from the checkpoint before T), p50; and the whole `history` in us an activity (up to
@@ -114,6 +115,22 @@ def absorb_late(
     return out
 
 
+def absorb_next(cs: Custate, rm: ReadModel, template: dict[str, Any], times: list[int]) -> float:
+    """Milliseconds `rm` takes to absorb one new activity, created after all the others;
+    `times` gets its time."""
+    at = times[-1] + 1
+    r = cs.ingest([late_record(template, at, time.time_ns())], project=False)
+    assert r.accepted == 1
+    with fewer_collections():
+        t0 = time.perf_counter()
+        report = rm.catch_up()
+        ms = (time.perf_counter() - t0) * 1e3
+    assert report.activities == 1, report
+    assert report.late == 0, report
+    times.append(at)
+    return ms
+
+
 def measure(n: int, repeats: int) -> dict[str, Any]:
     work = OUT / f"hist_{n}.work.db"
     for p in OUT.glob(f"hist_{n}.work.db*"):
@@ -159,6 +176,9 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
                 f"{n:,}: late, restarted: first {restarted[0]:.1f} ms, then p50 "
                 f"{out['late_restarted_p50_ms']:.2f} / max {out['late_restarted_max_ms']:.1f} ms"
             )
+            # And a new activity, in order, by yet another: its first write of the customer.
+            out["next_restarted_ms"] = absorb_next(cs, ReadModel(cs.store), template, times)
+            _log(f"{n:,}: next activity, restarted: {out['next_restarted_ms']:.1f} ms")
             t_lo, t_hi = times[0], times[-1]
             asof: list[float] = []
             for _ in range(200):
@@ -193,9 +213,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| activities | first projection, us an activity (x 10k's) | decode+fold, us | "
         "projection / decode+fold | late activity p50 / max, ms (x 10k's p50) | "
-        "late, restarted: first, then p50 / max, ms | "
+        "late, restarted: first, then p50 / max, ms | next activity, restarted, ms | "
         "as of T p50 / p99, ms | history --from, ms | history, us an activity |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         hist = f"{r['history_us']:.1f}" if "history_us" in r else "-"
@@ -205,7 +225,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['project_vs_decode_fold']:.2f} | {r['late_p50_ms']:.2f} / {r['late_max_ms']:.1f} "
             f"({r['late_p50_ms'] / ref['late_p50_ms']:.2f}x) | "
             f"{r['late_restarted_first_ms']:.1f}, {r['late_restarted_p50_ms']:.2f} / "
-            f"{r['late_restarted_max_ms']:.1f} | {r['as_of_p50_ms']:.2f} / "
+            f"{r['late_restarted_max_ms']:.1f} | {r['next_restarted_ms']:.1f} | "
+            f"{r['as_of_p50_ms']:.2f} / "
             f"{r['as_of_p99_ms']:.2f} | {r['history_from_p50_ms']:.2f} | {hist} |"
         )
     return "\n".join(lines)
