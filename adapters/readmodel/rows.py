@@ -256,14 +256,13 @@ class CustomerRows:
                 paged[cid] = names
         if not paged:
             return out
-        keep = [cid for cid in paged if cid in remember] if remember else []
+        heads = remember or {}
+        keep = [cid for cid in paged if cid in heads]
         kept = self.pages.fill(c, out, paged, keep)
         if keep and len(self._written) + len(keep) > _REMEMBER_AT_MOST:
             self._written.clear()
         for cid in keep:
-            s = out[cid]
-            head = remember[cid] if remember else None
-            assert head is not None
+            s, head = out[cid], heads[cid]
             # The rows of the indexes that are not frozen: the frozen ones are left out
             # (`same`), since they are made from the maps copied below when needed.
             built = _index_rows([(cid, (s, head))], {x.table: {cid} for x in self._frozen})
