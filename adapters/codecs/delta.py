@@ -9,7 +9,7 @@ stored whole, until what differs grows past a bound and the next is stored whole
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,7 @@ class Base:
     fold went on from it."""
 
     key: str  # where the state it is written against is stored in full
-    maps: dict[str, dict[str, Any]]
+    maps: dict[str, Mapping[str, Any]]
     size: int  # that state's stored size
     changed: dict[str, set[str]]  # entries where the start differs from that state
     removed: dict[str, list[str]]  # and those it lacks
@@ -78,6 +78,70 @@ class Base:
         assert delta is not None
         changed = {name: set(getattr(partial, name)) for name in LARGE_MAPS}
         return cls(delta.base, maps, size, changed, delta.removed)
+
+    @classmethod
+    def over(
+        cls,
+        key: str,
+        stored: bytes | str,
+        size: int,
+        base_key: str,
+        base: Mapping[str, Mapping[str, Any]],
+    ) -> Base | None:
+        """`of` for a state stored as `stored` under `key`, without its maps: seen through
+        `base`, the large maps of the state stored whole under `base_key`, which nothing
+        will ever change, so that the state itself can be folded on. None unless `stored`
+        is that state, or is stored against it."""
+        if not is_delta(stored):
+            return cls(key, dict(base), size, {}, {}) if key == base_key else None
+        partial, delta = load_delta(stored)  # a few KB
+        assert delta is not None
+        if delta.base != base_key:
+            return None
+        maps: dict[str, Mapping[str, Any]] = {
+            name: _Start(getattr(partial, name), set(delta.removed.get(name, ())), base[name])
+            for name in LARGE_MAPS
+        }
+        changed = {name: set(getattr(partial, name)) for name in LARGE_MAPS}
+        return cls(delta.base, maps, size, changed, delta.removed)
+
+
+class _Start(Mapping[str, Any]):
+    """A large map of a state stored against a base, seen through the base's: what
+    `rebase_maps` would build, without copying the base's entries. Looked up by key (what a
+    re-fold's checkpoint is compared at: the entries named); iterating it goes over the
+    base's whole map."""
+
+    __slots__ = ("base", "gone", "own")
+
+    def __init__(self, own: Mapping[str, Any], gone: set[str], base: Mapping[str, Any]) -> None:
+        self.own, self.gone, self.base = own, gone, base
+
+    def __getitem__(self, k: str) -> Any:
+        if k in self.gone:
+            raise KeyError(k)
+        own = self.own.get(k, _NOTHING)
+        return self.base[k] if own is _NOTHING else own
+
+    def get(self, k: str, default: Any = None) -> Any:
+        if k in self.gone:
+            return default
+        own = self.own.get(k, _NOTHING)
+        return self.base.get(k, default) if own is _NOTHING else own
+
+    def __contains__(self, k: object) -> bool:
+        return k not in self.gone and (k in self.own or k in self.base)
+
+    def __iter__(self) -> Iterator[str]:
+        gone, own = self.gone, self.own
+        yield from (k for k in own if k not in gone)
+        yield from (k for k in self.base if k not in own and k not in gone)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+_NOTHING = object()
 
 
 @dataclass(frozen=True, slots=True)

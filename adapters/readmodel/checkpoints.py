@@ -56,7 +56,8 @@ class Checkpoint(NamedTuple):
     """A checkpoint read back: its key, the whole state (the caller's to fold on), its
     stored form when known (for a `delta.Base` of what a re-fold from it stores), the size
     memory counts it at, and, when it came from memory, the remembered state it is a copy
-    of (never folded on: its maps can be referenced instead of copied again). `base`:
+    of (never folded on while memory holds it: its maps can be referenced instead of copied
+    again; with `borrow`, `state` is that state itself). `base`:
     when reading it decoded the checkpoint it is stored against, that one's key, state
     (never folded on) and stored size: a projector that did not write the chain of
     checkpoints it belongs to can take it up from there (`runner.Overlay`), rather than
@@ -125,9 +126,11 @@ class CheckpointMemory:
         return None if found is None else found[0]
 
     def current_of(
-        self, customer_id: str, key: str, head: Head
+        self, customer_id: str, key: str, head: Head, copy: bool = True
     ) -> tuple[CustomerState, CustomerState] | None:
-        """`current`, and the remembered state it is a copy of (not to be folded on)."""
+        """`current`, and the remembered state it is a copy of (not to be folded on).
+        `copy=False`: the remembered state twice (the caller copies it, or has this memory
+        `let_go` of it, before it folds on it)."""
         k = (customer_id, key)
         with self._lock:
             hit = self._entries.get(k)
@@ -135,7 +138,15 @@ class CheckpointMemory:
                 return None
             self._entries.move_to_end(k)
             self.hits += 1
-            return hit[1].copy(), hit[1]
+            return (hit[1].copy() if copy else hit[1]), hit[1]
+
+    def let_go(self, customer_id: str, key: str, state: CustomerState) -> None:
+        """Hold `state` no longer (if it is the one held under `key`): the caller folds on
+        it. Nobody else can then: what this memory hands out are copies of it."""
+        with self._lock:
+            hit = self._entries.get((customer_id, key))
+            if hit is not None and hit[1] is state:
+                self._drop(customer_id, key)
 
     def held(self, customer_id: str, key: str) -> tuple[bytes | str, int] | None:
         """The stored bytes of the checkpoint held under `key`, if one is, and the size it
@@ -151,11 +162,13 @@ class CheckpointMemory:
         stored: bytes | str,
         head: Head | None = None,
         load: Callable[[bytes | str], tuple[CustomerState, int, str | None]] | None = None,
+        keep: bool = True,
     ) -> CustomerState:
         """The checkpoint `stored` (stored under `key`) as a state to fold on. `head`: the
         customer's head when `stored` was read, or earlier (never later). `load`: how to
         decode `stored`, what to count it as and the key of the base it shares entries with
-        (see `put`); `codecs.state.load` by default."""
+        (see `put`); `codecs.state.load` by default. `keep=False`: if it must be decoded,
+        the decoded state is the caller's, not kept (nor copied)."""
         k = (customer_id, key)
         with self._lock:
             hit = self._entries.get(k)
@@ -169,6 +182,8 @@ class CheckpointMemory:
             state, size, on = state_codec.load(stored), len(stored), None
         else:
             state, size, on = load(stored)
+        if not keep:
+            return state
         kept = self.put(customer_id, key, stored, state, head, size, on)
         return state.copy() if kept else state
 
@@ -286,8 +301,13 @@ class CachedCheckpoints:
     def misses(self) -> int:
         return self.memory.misses
 
-    def before(self, customer_id: str, key: str) -> Checkpoint | None:
-        """The customer's latest checkpoint whose key sorts strictly before `key`."""
+    def before(self, customer_id: str, key: str, borrow: bool = False) -> Checkpoint | None:
+        """The customer's latest checkpoint whose key sorts strictly before `key`.
+        `borrow`: one remembered here, with its stored form, comes back as the remembered
+        state itself (`Checkpoint.state` is `Checkpoint.original`), which the caller copies
+        before it folds on it, or has this memory `let_go` of (a re-fold that makes a
+        checkpoint of its own need not copy a long history's maps to start); one decoded
+        is the caller's and is not kept (the re-fold's own checkpoints will be)."""
         # The checkpoint's key comes with the customer's head (`CheckpointStore.before`):
         # while the head is the one a remembered state was known current at, its stored
         # bytes are not read (a long history's are hundreds of KB).
@@ -297,9 +317,9 @@ class CachedCheckpoints:
             if found is None:
                 return None
             at, head = found
-            pair = memory.current_of(customer_id, at, head)
+            held = memory.held(customer_id, at)
+            pair = memory.current_of(customer_id, at, head, copy=not (borrow and held))
             if pair is not None:
-                held = memory.held(customer_id, at)
                 if held is None:
                     return Checkpoint(at, pair[0], None, 0)
                 return Checkpoint(at, pair[0], held[0], held[1], pair[1])
@@ -309,11 +329,20 @@ class CachedCheckpoints:
         # `head` was read no later than these bytes: see `CheckpointMemory.state`.
         bases: list[tuple[str, CustomerState, int]] = []
         state = memory.state(
-            customer_id, at, stored, head, lambda s: self.load(customer_id, s, head, bases)
+            customer_id,
+            at,
+            stored,
+            head,
+            lambda s: self.load(customer_id, s, head, bases),
+            keep=not borrow,
         )
         held = memory.held(customer_id, at)
         size = held[1] if held is not None else len(stored)
         return Checkpoint(at, state, stored, size, None, bases[0] if bases else None)
+
+    def let_go(self, customer_id: str, key: str, state: CustomerState) -> None:
+        """`CheckpointMemory.let_go`: a state `before(borrow=True)` returned is the caller's."""
+        self.memory.let_go(customer_id, key, state)
 
     def at(self, customer_id: str, key: str, head: Head) -> CustomerState | None:
         """The checkpoint stored under exactly `key`, whole; `head`: the customer's."""

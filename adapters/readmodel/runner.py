@@ -313,19 +313,46 @@ class Overlay:
             return k, whole
         # The database's, less those a planned late activity drops.
         found = self.view.stored_checkpoint_before(
-            customer_id, key if dropped is None else min(key, dropped)
+            customer_id, key if dropped is None else min(key, dropped), borrow=True
         )
         if found is None:
             return None
-        if found.stored is not None:
-            self.bases[customer_id] = delta.Base.of(
-                found.key, found.state, found.stored, found.size, found.original
-            )
-            if found.base is not None:
-                self._take_up_chain(customer_id, found.base, self.bases[customer_id])
-        else:
+        state = found.state
+        if found.stored is None:
             self.refold_touched[customer_id] = None
-        return found.key, found.state
+            return found.key, state
+        chain = self._chain(customer_id)
+        remembered = found.original is not None  # then not to be folded on as it is
+        seen = (
+            delta.Base.over(found.key, found.stored, found.size, chain.base.key, chain.base.maps)
+            if chain is not None and (not remembered or self._remade(customer_id, found.key, state))
+            else None
+        )
+        if seen is not None:
+            # The start is seen through the chain's base, not copied; memory lets go of it.
+            if remembered:
+                self.view.checkpoints.let_go(customer_id, found.key, state)
+            self.bases[customer_id] = seen
+        else:
+            if remembered:
+                state = state.copy()
+            self.bases[customer_id] = delta.Base.of(
+                found.key, state, found.stored, found.size, found.original
+            )
+        if found.base is not None:
+            self._take_up_chain(customer_id, found.base, self.bases[customer_id])
+        return found.key, state
+
+    def _remade(self, cid: str, key: str, start: CustomerState) -> bool:
+        """Whether a re-fold from the checkpoint under `key` (`start`) makes a checkpoint
+        of its own, which memory then holds in its place: it folds at least the activities
+        projected after it and one more, and so passes a multiple of the interval if those
+        reach one. Then the re-fold can take the remembered start itself; otherwise memory
+        keeps it for the next late activity, and the re-fold folds a copy."""
+        interval = self.view.interval
+        count = start.activities.count
+        after = len(self.keys_between(cid, key))
+        return (count + after + 1) // interval > count // interval
 
     def _take_up_chain(
         self, cid: str, decoded: tuple[str, CustomerState, int], start: delta.Base

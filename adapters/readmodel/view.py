@@ -175,10 +175,13 @@ class ReadModel(TrackingRecorder):
         found = self.checkpoints.before(customer_id, key)
         return None if found is None else (found.key, found.state)
 
-    def stored_checkpoint_before(self, customer_id: str, key: str) -> Checkpoint | None:
+    def stored_checkpoint_before(
+        self, customer_id: str, key: str, borrow: bool = False
+    ) -> Checkpoint | None:
         """`checkpoint_before`, with the checkpoint's stored form and the size memory counts
-        it at, when known (for a `codecs.delta.Base` of what a re-fold from it stores)."""
-        return self.checkpoints.before(customer_id, key)
+        it at, when known (for a `codecs.delta.Base` of what a re-fold from it stores).
+        `borrow`: see `CachedCheckpoints.before`."""
+        return self.checkpoints.before(customer_id, key, borrow)
 
     def checkpoint_at(self, customer_id: str, key: str) -> CustomerState | None:
         """The checkpoint stored under exactly `key`, whole."""

@@ -456,6 +456,53 @@ def test_a_new_projector_absorbs_a_long_history_s_late_activities_as_the_one_tha
             assert whole_after_late == []
 
 
+def test_one_projector_absorbing_late_activities_one_after_another_keeps_every_answer_right(
+    store_url: str, paged_from: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Late activities of a long history, each in the last few checkpoints, absorbed one at
+    a time by the projector that wrote the history, whose memory holds the checkpoints its
+    re-folds start from (and, with the thresholds low, a re-fold that makes a checkpoint of
+    its own folds the remembered one in place): after each, states as of T answered by it,
+    and every checkpoint read back, are the fold, so no remembered checkpoint was changed
+    by a re-fold that folded on it. (Here a chain starts again only past 1,000 entries
+    changed, so the re-folds start inside the projector's chain.)"""
+    if paged_from == 3:
+        monkeypatch.setattr(runner, "CHAIN_AT_LEAST", 1000)
+    records = sorted(
+        {r["id"]: r for r in delivered(600, 1, seed=29)}.values(), key=lambda r: r["created_at"]
+    )
+    rng = random.Random(29)
+    late_ones = set(rng.sample(range(len(records) - 90, len(records)), 30))
+    first = [r for i, r in enumerate(records) if i not in late_ones]
+    late = [records[i] for i in late_ones]
+    rng.shuffle(late)
+    tick = timedelta(microseconds=1)
+    with custate.open(store_url) as cs:
+        assert cs.ingest(first, project=False).ok
+        rm = ReadModel(cs.store, interval=7)
+        rm.catch_up(batch_size=100)
+        so_far = list(first)
+        for n, r in enumerate(late):
+            assert cs.ingest([r], project=False).ok
+            assert rm.catch_up().late == 1
+            so_far.append(r)
+            ((cid, acts),) = by_customer(so_far).items()
+            for _ in range(4):  # among the last checkpoints, where the re-folds start
+                t = acts[-rng.randrange(1, 100)].created_at - rng.choice([timedelta(0), tick])
+                want = fold(acts, cid, as_of=t).to_json()
+                assert rm.as_of(cid, t).to_json() == want, (n, t)
+        stored = checkpoints(ReadModel(cs.store, interval=7))
+        for cid, acts in by_customer(so_far).items():
+            current = rm.current(cid)
+            assert current is not None
+            assert current.to_json() == fold(acts, cid).to_json(), cid
+            state = CustomerState(cid)
+            for a in acts:
+                apply(state, a)
+                if state.activities.count % 7 == 0:
+                    assert stored[(cid, key_text(a))] == state.to_json(), (cid, key_text(a))
+
+
 def test_state_as_of_an_iso_string_and_a_date(store_url: str) -> None:
     records = delivered(300, 10, seed=6)
     histories = by_customer(records)
