@@ -225,9 +225,11 @@ class CustomerRows:
             return self._loaded(c, rows)
         known = self._written
         unknown = {
-            cid for cid, head in heads.items() if (w := known.get(cid)) is None or w.head != head
+            cid: head
+            for cid, head in heads.items()
+            if (w := known.get(cid)) is None or w.head != head
         }
-        return self._loaded(c, rows, {cid: heads[cid] for cid in unknown})
+        return self._loaded(c, rows, unknown)
 
     def state_and_active(
         self, c: Connection, customer_id: str

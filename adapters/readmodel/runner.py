@@ -152,6 +152,9 @@ class Overlay:
         self.key_rows: list[tuple[str, str, int, bytes | None]] = []
         self.count = 0
         self.batches = 0
+        # (customer, key, keys after it) that `_remade` read for the plan's `keys_between`
+        # right after, which then need not read them again
+        self._tail: tuple[str, str, list[tuple[str, int]]] | None = None
 
     def add(
         self,
@@ -164,6 +167,7 @@ class Overlay:
         `position`). `inputs_at`: the fold input of each activity of the batch, by
         (customer, version); they are kept only in the rows (no map), since a rebuild holds
         those of `WRITE_EVERY` activities until it writes them."""
+        self._tail = None
         c = self.changes
         c.states.update(changes.states)
         for cid, key, version in changes.keys:
@@ -351,8 +355,9 @@ class Overlay:
         keeps it for the next late activity, and the re-fold folds a copy."""
         interval = self.view.interval
         count = start.activities.count
-        after = len(self.keys_between(cid, key))
-        return (count + after + 1) // interval > count // interval
+        tail = self.keys_between(cid, key)
+        self._tail = (cid, key, tail)
+        return (count + len(tail) + 1) // interval > count // interval
 
     def _take_up_chain(
         self, cid: str, decoded: tuple[str, CustomerState, int], start: delta.Base
@@ -382,6 +387,9 @@ class Overlay:
     def keys_between(
         self, customer_id: str, after: str | None, upto: str | None = None
     ) -> list[tuple[str, int]]:
+        peeked, self._tail = self._tail, None
+        if peeked is not None and upto is None and peeked[:2] == (customer_id, after):
+            return peeked[2]
         found = self.view.keys_between(customer_id, after, upto)
         mine = self.keys.get(customer_id)
         if mine:

@@ -309,6 +309,22 @@ def test_read_model_state_is_the_replay_and_the_fold(store_url: str, paged_from:
         assert stored_pages > 100 if paged_from == 3 else stored_pages == 0
 
 
+def assert_states_and_checkpoints_are_the_fold(
+    rm: ReadModel, stored: dict[tuple[str, str], Json], histories: dict[str, list[Activity]]
+) -> None:
+    """Each customer's current state as `rm` answers it, and each of `stored` (checkpoints
+    read back, every 7th activity), is the fold of her history up to there."""
+    for cid, acts in histories.items():
+        current = rm.current(cid)
+        assert current is not None
+        assert current.to_json() == fold(acts, cid).to_json(), cid
+        state = CustomerState(cid)
+        for a in acts:
+            apply(state, a)
+            if state.activities.count % 7 == 0:
+                assert stored[(cid, key_text(a))] == state.to_json(), (cid, key_text(a))
+
+
 def test_long_histories_checkpoints_read_back_whole_through_every_arrival_order(
     store_url: str, paged_from: int
 ) -> None:
@@ -351,18 +367,9 @@ def test_long_histories_checkpoints_read_back_whole_through_every_arrival_order(
         histories = by_customer(so_far)
         rm = ReadModel(cs.store, interval=7)
         rm.catch_up()
-        for cid, acts in histories.items():
-            current = rm.current(cid)
-            assert current is not None
-            assert current.to_json() == fold(acts, cid).to_json(), cid
         stored = checkpoints(rm)
         assert len(stored) == sum(len(acts) // 7 for acts in histories.values())
-        for cid, acts in histories.items():
-            state = CustomerState(cid)
-            for a in acts:
-                apply(state, a)
-                if state.activities.count % 7 == 0:
-                    assert stored[(cid, key_text(a))] == state.to_json(), (cid, key_text(a))
+        assert_states_and_checkpoints_are_the_fold(rm, stored, histories)
         for cid, t in random_cuts(histories, 20, seed=len(so_far)):
             want = fold(histories[cid], cid, as_of=t).to_json()
             assert ReadModel(cs.store, interval=7).as_of(cid, t).to_json() == want, (cid, t)
@@ -437,15 +444,7 @@ def test_a_new_projector_absorbs_a_long_history_s_late_activities_as_the_one_tha
         rm = ReadModel(cs.store, interval=7)
         rm.catch_up()
         stored = checkpoints(rm)
-        for cid, acts in histories.items():
-            current = rm.current(cid)
-            assert current is not None
-            assert current.to_json() == fold(acts, cid).to_json(), cid
-            state = CustomerState(cid)
-            for a in acts:
-                apply(state, a)
-                if state.activities.count % 7 == 0:
-                    assert stored[(cid, key_text(a))] == state.to_json(), (cid, key_text(a))
+        assert_states_and_checkpoints_are_the_fold(rm, stored, histories)
         assert len(stored) == sum(len(acts) // 7 for acts in histories.values())
         for cid, t in random_cuts(histories, 20, seed=23):
             assert ReadModel(cs.store, interval=7).as_of(cid, t).to_json() == (
@@ -492,15 +491,7 @@ def test_one_projector_absorbing_late_activities_one_after_another_keeps_every_a
                 want = fold(acts, cid, as_of=t).to_json()
                 assert rm.as_of(cid, t).to_json() == want, (n, t)
         stored = checkpoints(ReadModel(cs.store, interval=7))
-        for cid, acts in by_customer(so_far).items():
-            current = rm.current(cid)
-            assert current is not None
-            assert current.to_json() == fold(acts, cid).to_json(), cid
-            state = CustomerState(cid)
-            for a in acts:
-                apply(state, a)
-                if state.activities.count % 7 == 0:
-                    assert stored[(cid, key_text(a))] == state.to_json(), (cid, key_text(a))
+        assert_states_and_checkpoints_are_the_fold(rm, stored, by_customer(so_far))
 
 
 def test_state_as_of_an_iso_string_and_a_date(store_url: str) -> None:
